@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every check and test of kiln, from a fresh clone:
+#   1. installs the pinned local AWS emulator (moto server) into .emulator/ (idempotent),
+#   2. cargo fmt --check and cargo clippy -D warnings,
+#   3. cargo test: unit tests, then the integration tests, each of which starts its own emulator
+#      process on a free loopback port and stops it when done.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+started=$SECONDS
+echo "== installing the emulator (pinned moto server)"
+scripts/emulator install
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy"
+cargo clippy --all-targets --quiet -- -D warnings
+
+echo "== cargo test"
+cargo test --all-targets "$@"
+
+echo "== all checks passed in $((SECONDS - started)) s"

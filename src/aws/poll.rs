@@ -1,0 +1,127 @@
+//! Time-bounded waiting with adaptive polling.
+//!
+//! Waits are bounded by time, never by a count of attempts: a slow but healthy AWS is waited for
+//! as long as the phase's timeout allows. The interval starts short (a state change is noticed
+//! quickly when AWS is fast, as the emulator is), then grows with the time already waited (about a
+//! tenth of it), so a 20-minute snapshot is not polled every 200 ms. Throttling and other transient
+//! failures double the interval instead of failing the wait.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+/// The first poll interval.
+pub const POLL_MIN: Duration = Duration::from_millis(100);
+/// The interval never grows beyond this.
+pub const POLL_MAX: Duration = Duration::from_secs(15);
+/// The interval is about this fraction of the time already waited.
+const POLL_FRACTION: u32 = 10;
+
+/// What one look at a resource found.
+pub enum Probe<T> {
+    /// The wait is over.
+    Done(T),
+    /// Not yet; the current state, for the progress line and a timeout message.
+    Pending(String),
+}
+
+/// What is being waited for, for messages.
+pub struct Wait<'a> {
+    pub phase: &'static str,
+    pub resource: &'a str,
+    pub region: &'a str,
+    pub timeout: Duration,
+    /// What to check when the wait times out.
+    pub hint: &'a str,
+}
+
+/// Polls `probe` until it answers `Done`, fails with a non-transient error, or the wait's timeout
+/// passes. `on_state` is told of every new state.
+pub async fn wait_until<T, F, Fut>(wait: Wait<'_>, mut on_state: impl FnMut(&str), mut probe: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Probe<T>>>,
+{
+    let started = Instant::now();
+    let mut last_state = String::from("(not seen yet)");
+    let mut penalty = Duration::ZERO;
+    loop {
+        match probe().await {
+            Ok(Probe::Done(value)) => return Ok(value),
+            Ok(Probe::Pending(state)) => {
+                if state != last_state {
+                    on_state(&state);
+                    last_state = state;
+                }
+                penalty = Duration::ZERO;
+            }
+            Err(e) if e.is_transient() => {
+                tracing::debug!("{}: transient failure while waiting, backing off: {e}", wait.phase);
+                penalty = (penalty * 2).clamp(Duration::from_millis(500), POLL_MAX);
+            }
+            Err(e) => return Err(e),
+        }
+        let waited = started.elapsed();
+        if waited >= wait.timeout {
+            return Err(Error::Timeout {
+                phase: wait.phase,
+                resource: wait.resource.to_owned(),
+                region: wait.region.to_owned(),
+                waited,
+                last_state,
+                hint: wait.hint.to_owned(),
+            });
+        }
+        let interval = next_interval(waited).max(penalty).min(wait.timeout - waited);
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// The pause before the next poll after `waited` has passed.
+pub fn next_interval(waited: Duration) -> Duration {
+    (waited / POLL_FRACTION).clamp(POLL_MIN, POLL_MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interval_starts_short_and_grows_with_the_wait() {
+        assert_eq!(next_interval(Duration::ZERO), POLL_MIN);
+        assert_eq!(next_interval(Duration::from_secs(5)), Duration::from_millis(500));
+        assert_eq!(next_interval(Duration::from_secs(60)), Duration::from_secs(6));
+        assert_eq!(next_interval(Duration::from_secs(3600)), POLL_MAX);
+    }
+
+    #[tokio::test]
+    async fn a_wait_is_bounded_by_time_not_attempts() {
+        let wait = Wait { phase: "waiting", resource: "r-1", region: "xx-test-1", timeout: Duration::from_millis(350), hint: "look" };
+        let mut polls = 0;
+        let err = wait_until::<(), _, _>(wait, |_| {}, || {
+            polls += 1;
+            async { Ok(Probe::Pending("pending".into())) }
+        })
+        .await
+        .unwrap_err();
+        assert!(polls >= 3, "polled {polls} times");
+        let text = err.to_string();
+        assert!(text.starts_with("timed out after 0s waiting (r-1 in xx-test-1, last seen: pending)"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn transient_errors_keep_waiting_and_others_fail() {
+        use crate::error::AwsError;
+        let aws = |code: &str| {
+            Error::Aws(AwsError { operation: "Describe", resource: "r".into(), region: "x".into(), code: Some(code.into()), message: String::new() })
+        };
+        let mut answers = vec![Err(aws("RequestLimitExceeded")), Ok(Probe::Done(7))].into_iter();
+        let wait = Wait { phase: "w", resource: "r", region: "x", timeout: Duration::from_secs(5), hint: "" };
+        assert_eq!(wait_until(wait, |_| {}, || std::future::ready(answers.next().unwrap())).await.unwrap(), 7);
+
+        let wait = Wait { phase: "w", resource: "r", region: "x", timeout: Duration::from_secs(5), hint: "" };
+        let err = wait_until::<(), _, _>(wait, |_| {}, || std::future::ready(Err(aws("InvalidInstanceID.NotFound")))).await.unwrap_err();
+        assert_eq!(err.aws_code(), Some("InvalidInstanceID.NotFound"));
+    }
+}

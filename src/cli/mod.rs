@@ -1,0 +1,387 @@
+//! The command line: clap arguments in, a validated call into the library out, an exit code back.
+//! clap types stop here; the pipeline never sees them.
+
+mod progress;
+mod render;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::aws::{Cloud, ConnectOptions};
+use crate::error::{exit, Error, Result};
+use crate::pipeline::build::{BuildOptions, Interrupts};
+use crate::pipeline::rollback::Target;
+use crate::pipeline::{self, Context};
+use crate::plan::Plan;
+use crate::recipe::{load_plan, LoadOptions};
+use progress::{Mode, Progress};
+
+#[derive(Parser, Debug)]
+#[command(name = "kiln", version, about = "Bake Amazon Machine Images from YAML recipes and roll them out through launch templates")]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug)]
+struct Global {
+    /// AWS region (default: the standard chain: AWS_REGION, the profile...)
+    #[arg(long, global = true, value_name = "REGION")]
+    region: Option<String>,
+    /// AWS profile from the shared config files
+    #[arg(long, global = true, value_name = "NAME")]
+    profile: Option<String>,
+    /// Send every AWS request to this endpoint (a local emulator); AWS_ENDPOINT_URL works too
+    #[arg(long, global = true, value_name = "URL")]
+    endpoint_url: Option<String>,
+    /// Only warnings, errors and results
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// More detail: full step output, every state change; -vv adds debug logs
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Plain lines instead of progress spinners, even on a terminal
+    #[arg(long, global = true)]
+    no_progress: bool,
+    /// Where builds keep their journal, step logs and manifest
+    #[arg(long, global = true, env = "KILN_STATE_DIR", default_value = ".kiln", value_name = "DIR")]
+    state_dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct RecipeArgs {
+    /// The recipe file
+    recipe: PathBuf,
+    /// Set a variable (repeatable): K=V; `version=X` overrides the recipe's version
+    #[arg(long = "var", value_name = "K=V", value_parser = parse_var)]
+    vars: Vec<(String, String)>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check a recipe and print its plan and fingerprint, without any AWS call
+    Validate {
+        #[command(flatten)]
+        recipe: RecipeArgs,
+        /// Print the plan as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build the image, then release it to the launch template
+    Build {
+        #[command(flatten)]
+        recipe: RecipeArgs,
+        /// Build even if an image with the same fingerprint exists
+        #[arg(long)]
+        force: bool,
+        /// Do not touch the launch template
+        #[arg(long)]
+        no_release: bool,
+        /// Do not start an instance refresh after the release
+        #[arg(long)]
+        no_refresh: bool,
+        /// Also write the manifest to this file
+        #[arg(long, value_name = "PATH")]
+        manifest: Option<PathBuf>,
+        /// Print only the manifest JSON on stdout
+        #[arg(long)]
+        json: bool,
+    },
+    /// Launch template versions, their images and builds, newest first
+    History {
+        #[command(flatten)]
+        recipe: RecipeArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make an earlier image the launch template's default again
+    Rollback {
+        #[command(flatten)]
+        recipe: RecipeArgs,
+        /// The launch template version to make the default
+        #[arg(long, value_name = "VERSION", conflicts_with = "image")]
+        to: Option<i64>,
+        /// Create a new version from the current default with this image
+        #[arg(long, value_name = "AMI_ID")]
+        image: Option<String>,
+        /// Accept an image that kiln did not build from this recipe
+        #[arg(long, requires = "image")]
+        allow_foreign: bool,
+        /// Do not start an instance refresh
+        #[arg(long)]
+        no_refresh: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deregister this recipe's old images and delete their snapshots
+    Prune {
+        #[command(flatten)]
+        recipe: RecipeArgs,
+        /// How many of the newest images to keep (default: the recipe's release.keep)
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        keep: Option<u32>,
+        /// Only say what would be deleted, and why the others stay
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove what dead builds left behind (builders, unfinished images), found by tag
+    Gc {
+        /// Only resources at least this old (a build running elsewhere is younger)
+        #[arg(long, value_name = "DURATION", default_value = "6h", value_parser = parse_duration)]
+        older_than: Duration,
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the least-privilege IAM policy the caller needs for this recipe
+    IamPolicy {
+        #[command(flatten)]
+        recipe: RecipeArgs,
+    },
+}
+
+fn parse_var(text: &str) -> std::result::Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+        _ => Err(format!("expected K=V, got {text:?}")),
+    }
+}
+
+fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 90s, 30m, 6h, 2days)"))
+}
+
+/// Runs the CLI and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { exit::USAGE } else { exit::OK };
+        }
+    };
+    init_tracing(cli.global.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: could not start the async runtime: {e}");
+            return exit::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    use tracing_subscriber::prelude::*;
+    let level = match verbose {
+        0 => tracing::Level::WARN,
+        1 => tracing::Level::DEBUG,
+        _ => tracing::Level::TRACE,
+    };
+    let targets = if verbose >= 2 {
+        tracing_subscriber::filter::Targets::new().with_default(tracing::Level::DEBUG)
+    } else {
+        tracing_subscriber::filter::Targets::new().with_target("kiln", level).with_default(tracing::Level::ERROR)
+    };
+    let _ = tracing_subscriber::registry().with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).with(targets).try_init();
+}
+
+fn progress(global: &Global, json: bool) -> Progress {
+    use std::io::IsTerminal;
+    let mode = if json {
+        Mode::Silent
+    } else if global.quiet {
+        Mode::Quiet
+    } else if global.no_progress || global.verbose > 0 || std::env::var_os("CI").is_some() || !std::io::stderr().is_terminal() {
+        Mode::Plain
+    } else {
+        Mode::Bars
+    };
+    Progress::new(mode, global.verbose > 0)
+}
+
+/// A fresh build id: UTC time plus randomness, sortable by start time.
+pub fn new_build_id() -> String {
+    // Milliseconds, so that builds started in the same second still sort by start time.
+    let stamp = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string().replace(['-', ':', '.'], "");
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{}-{}", stamp.to_lowercase(), &random[..6])
+}
+
+fn load(recipe: &RecipeArgs, build_id: &str) -> Result<Plan> {
+    let options = LoadOptions { vars: recipe.vars.clone(), now: std::time::SystemTime::now(), build_id: build_id.to_owned() };
+    load_plan(&recipe.recipe, &options).map_err(Error::Recipe)
+}
+
+async fn connect(global: &Global) -> Result<Cloud> {
+    let options = ConnectOptions { region: global.region.clone(), profile: global.profile.clone(), endpoint_url: global.endpoint_url.clone() };
+    Cloud::connect(&options).await
+}
+
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| Error::Refused(format!("could not encode JSON: {e}")))?;
+    println!("{text}");
+    Ok(())
+}
+
+/// Starts forwarding SIGINT and SIGTERM into an [`Interrupts`] stream.
+fn listen_for_signals() -> Result<Interrupts> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (tx, interrupts) = Interrupts::new();
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| Error::io("listen for", "SIGINT", e))?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(|e| Error::io("listen for", "SIGTERM", e))?;
+    tokio::spawn(async move {
+        loop {
+            let name = tokio::select! {
+                _ = sigint.recv() => "SIGINT",
+                _ = sigterm.recv() => "SIGTERM",
+            };
+            eprintln!("\n{name} received: cleaning up (send it again to abandon cleanup)");
+            if tx.send(name).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(interrupts)
+}
+
+/// Runs `work`, or stops with exit 130 on SIGINT/SIGTERM (for commands with nothing to clean up).
+async fn interruptible<T>(work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    let mut interrupts = listen_for_signals()?;
+    tokio::select! {
+        r = work => r,
+        signal = interrupts.next() => Err(Error::Interrupted { signal }),
+    }
+}
+
+async fn run(cli: Cli) -> Result<i32> {
+    let global = &cli.global;
+    match cli.command {
+        Command::Validate { recipe, json } => {
+            let plan = load(&recipe, "{{ build_id }}")?;
+            if json {
+                print_json(&render::plan_json(&plan))?;
+            } else {
+                print!("{}", render::plan_summary(&plan));
+            }
+            Ok(exit::OK)
+        }
+        Command::Build { recipe, force, no_release, no_refresh, manifest, json } => {
+            let build_id = new_build_id();
+            let plan = load(&recipe, &build_id)?;
+            let reporter = progress(global, json);
+            let mut interrupts = listen_for_signals()?;
+            let cloud = tokio::select! {
+                r = connect(global) => r?,
+                signal = interrupts.next() => return Err(Error::Interrupted { signal }),
+            };
+            let ctx = Context { cloud, reporter: &reporter, state_dir: global.state_dir.clone() };
+            let options = BuildOptions { build_id, force, release: !no_release, refresh: !no_refresh };
+            let result = pipeline::build::run(&ctx, &plan, &options, &mut interrupts).await.map_err(|e| redact_error(&plan, e))?;
+            if let Some(path) = &manifest {
+                write_file(path, &(serde_json::to_string_pretty(&result).unwrap_or_default() + "\n"))?;
+            }
+            if json {
+                print_json(&result)?;
+            } else {
+                print!("{}", render::manifest_summary(&result));
+            }
+            Ok(exit::OK)
+        }
+        Command::History { recipe, json } => {
+            let plan = load(&recipe, "history")?;
+            let spec = pipeline::history::release_spec(&plan, "history")?;
+            let found = interruptible(async { pipeline::history::history(&connect(global).await?, spec).await }).await?;
+            if json {
+                print_json(&found)?;
+            } else {
+                print!("{}", render::history(&found));
+            }
+            Ok(exit::OK)
+        }
+        Command::Rollback { recipe, to, image, allow_foreign, no_refresh, json } => {
+            let plan = load(&recipe, "rollback")?;
+            let spec = pipeline::history::release_spec(&plan, "rollback")?;
+            let target = match (to, image) {
+                (Some(v), _) => Target::Version(v),
+                (None, Some(id)) => Target::Image { id, allow_foreign },
+                (None, None) => Target::Previous,
+            };
+            let reporter = progress(global, json);
+            let outcome = interruptible(async {
+                let cloud = connect(global).await?;
+                pipeline::rollback::rollback(&cloud, &reporter, &plan, spec, &target, !no_refresh).await
+            })
+            .await?;
+            if json {
+                print_json(&outcome)?;
+            } else {
+                print!("{}", render::rollback(&outcome));
+            }
+            Ok(exit::OK)
+        }
+        Command::Prune { recipe, keep, dry_run, json } => {
+            let plan = load(&recipe, "prune")?;
+            let keep = keep.or(plan.release.as_ref().map(|r| r.keep)).unwrap_or(5);
+            let report = interruptible(async { pipeline::prune::prune(&connect(global).await?, &plan, keep, dry_run).await }).await?;
+            if json {
+                print_json(&report)?;
+            } else {
+                print!("{}", render::prune(&report));
+            }
+            Ok(exit::OK)
+        }
+        Command::Gc { older_than, dry_run, json } => {
+            let report = interruptible(async { pipeline::gc::gc(&connect(global).await?, &global.state_dir, older_than, dry_run).await }).await?;
+            if json {
+                print_json(&report)?;
+            } else {
+                print!("{}", render::gc(&report));
+            }
+            Ok(if report.leftovers.iter().any(|l| l.outcome.starts_with("FAILED")) { exit::FAILURE } else { exit::OK })
+        }
+        Command::IamPolicy { recipe } => {
+            let plan = load(&recipe, "iam-policy")?;
+            print_json(&crate::iam::policy(&plan))?;
+            Ok(exit::OK)
+        }
+    }
+}
+
+/// Secrets never leave kiln through an error message either.
+fn redact_error(plan: &Plan, error: Error) -> Error {
+    if plan.secrets.is_empty() {
+        return error;
+    }
+    let text = error.to_string();
+    let redacted = plan.redact(&text);
+    if redacted == text {
+        error
+    } else {
+        let code = error.exit_code();
+        match code {
+            exit::INTERRUPTED => error,
+            _ => Error::Refused(redacted),
+        }
+    }
+}
+
+fn write_file(path: &Path, text: &str) -> Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io("create the folder", parent, e))?;
+    }
+    std::fs::write(path, text).map_err(|e| Error::io("write", path, e))
+}

@@ -1,0 +1,155 @@
+//! The CLI's [`Reporter`]: indicatif spinners on a terminal, timestamped plain lines elsewhere
+//! (CI, pipes, `--no-progress`, `-v`), nothing with `--json`. Everything goes to stderr; stdout
+//! is for results.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::report::Reporter;
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Spinners with elapsed time, one line per phase.
+    Bars,
+    /// One timestamped line per event.
+    Plain,
+    /// Notices, warnings and failures only.
+    Quiet,
+    /// Nothing at all (`--json`: stdout carries only the result).
+    Silent,
+}
+
+/// How much of a step's output is shown in each mode (all of it is in the log folder).
+const STEP_OUTPUT_LINES: usize = 10;
+
+pub struct Progress {
+    mode: Mode,
+    verbose: bool,
+    multi: MultiProgress,
+    bars: Mutex<HashMap<String, (ProgressBar, Instant)>>,
+    plain_started: Mutex<HashMap<String, Instant>>,
+}
+
+impl Progress {
+    pub fn new(mode: Mode, verbose: bool) -> Progress {
+        let multi = MultiProgress::with_draw_target(if mode == Mode::Bars { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
+        Progress { mode, verbose, multi, bars: Mutex::new(HashMap::new()), plain_started: Mutex::new(HashMap::new()) }
+    }
+
+    fn line(&self, text: &str) {
+        if self.mode == Mode::Bars {
+            let _ = self.multi.println(text);
+        } else {
+            let _ = writeln!(std::io::stderr(), "{text}");
+        }
+    }
+
+    fn plain(&self, text: &str) {
+        self.line(&format!("{}  {text}", humantime::format_rfc3339_seconds(std::time::SystemTime::now())));
+    }
+
+    fn spinner_style() -> ProgressStyle {
+        ProgressStyle::with_template("{spinner:.cyan} {msg} {elapsed:.dim}").unwrap_or_else(|_| ProgressStyle::default_spinner())
+    }
+}
+
+fn seconds(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+impl Reporter for Progress {
+    fn phase_started(&self, phase: &str) {
+        match self.mode {
+            Mode::Bars => {
+                let bar = self.multi.add(ProgressBar::new_spinner());
+                bar.set_style(Self::spinner_style());
+                bar.set_message(phase.to_owned());
+                bar.enable_steady_tick(Duration::from_millis(120));
+                self.bars.lock().unwrap_or_else(|p| p.into_inner()).insert(phase.to_owned(), (bar, Instant::now()));
+            }
+            Mode::Plain => {
+                self.plain_started.lock().unwrap_or_else(|p| p.into_inner()).insert(phase.to_owned(), Instant::now());
+                self.plain(&format!("{phase} ..."));
+            }
+            Mode::Quiet | Mode::Silent => {}
+        }
+    }
+
+    fn phase_progress(&self, phase: &str, state: &str) {
+        match self.mode {
+            Mode::Bars => {
+                if let Some((bar, _)) = self.bars.lock().unwrap_or_else(|p| p.into_inner()).get(phase) {
+                    bar.set_message(format!("{phase} ({state})"));
+                }
+            }
+            Mode::Plain if self.verbose => self.plain(&format!("{phase}: {state}")),
+            _ => {}
+        }
+    }
+
+    fn phase_finished(&self, phase: &str, result: &str) {
+        let sep = if result.is_empty() { "" } else { ": " };
+        match self.mode {
+            Mode::Bars => {
+                if let Some((bar, started)) = self.bars.lock().unwrap_or_else(|p| p.into_inner()).remove(phase) {
+                    bar.set_style(ProgressStyle::with_template("{msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+                    bar.finish_with_message(format!("✓ {phase}{sep}{result} ({})", seconds(started.elapsed())));
+                }
+            }
+            Mode::Plain => {
+                let took = self.plain_started.lock().unwrap_or_else(|p| p.into_inner()).remove(phase).map(|s| seconds(s.elapsed()));
+                self.plain(&format!("{phase} done{sep}{result} ({})", took.unwrap_or_default()));
+            }
+            Mode::Quiet | Mode::Silent => {}
+        }
+    }
+
+    fn phase_failed(&self, phase: &str, message: &str) {
+        match self.mode {
+            Mode::Bars => {
+                if let Some((bar, started)) = self.bars.lock().unwrap_or_else(|p| p.into_inner()).remove(phase) {
+                    bar.set_style(ProgressStyle::with_template("{msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+                    bar.finish_with_message(format!("✗ {phase}: {message} ({})", seconds(started.elapsed())));
+                }
+            }
+            Mode::Plain => self.plain(&format!("{phase} FAILED: {message}")),
+            Mode::Quiet | Mode::Silent => {}
+        }
+    }
+
+    fn step_output(&self, step: &str, stdout: &str, stderr: &str) {
+        if matches!(self.mode, Mode::Quiet | Mode::Silent) {
+            return;
+        }
+        for (stream, text) in [("stdout", stdout), ("stderr", stderr)] {
+            let lines: Vec<&str> = text.lines().collect();
+            if lines.is_empty() {
+                continue;
+            }
+            let shown = if self.verbose { &lines[..] } else { &lines[lines.len().saturating_sub(STEP_OUTPUT_LINES)..] };
+            let skipped = lines.len() - shown.len();
+            let mut block = format!("  ┌ {step} ({stream}{})", if skipped > 0 { format!(", last {} lines", shown.len()) } else { String::new() });
+            for line in shown {
+                block.push_str(&format!("\n  │ {line}"));
+            }
+            self.line(&block);
+        }
+    }
+
+    fn notice(&self, message: &str) {
+        if self.mode != Mode::Silent {
+            self.line(&format!("note: {message}"));
+        }
+    }
+
+    fn warning(&self, message: &str) {
+        if self.mode != Mode::Silent {
+            self.line(&format!("warning: {message}"));
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! Human-readable output of each command (stdout). JSON output is the serde form of the same
+//! values, printed by the caller.
+
+use std::fmt::Write as _;
+
+use serde_json::json;
+
+use crate::pipeline::build::Manifest;
+use crate::pipeline::gc::GcReport;
+use crate::pipeline::history::History;
+use crate::pipeline::prune::PruneReport;
+use crate::pipeline::rollback::RollbackOutcome;
+use crate::plan::{Plan, SourceSpec, StepKind};
+
+fn fingerprint_line(plan: &Plan) -> String {
+    match &plan.source {
+        SourceSpec::Image(id) => plan.fingerprint(id).to_string(),
+        SourceSpec::Filter { .. } => format!("resolved at build time (depends on the newest matching source image); plan digest sha256:{}", plan.digest),
+    }
+}
+
+pub fn plan_json(plan: &Plan) -> serde_json::Value {
+    let fingerprint = match &plan.source {
+        SourceSpec::Image(id) => Some(plan.fingerprint(id).to_string()),
+        SourceSpec::Filter { .. } => None,
+    };
+    json!({ "plan": plan, "fingerprint": fingerprint, "digest": format!("sha256:{}", plan.digest) })
+}
+
+pub fn plan_summary(plan: &Plan) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "recipe       {} {}", plan.name, plan.version);
+    let files: Vec<String> = plan.files.iter().map(|f| f.display().to_string()).collect();
+    let _ = writeln!(out, "files        {}", files.join(", "));
+    let source = match &plan.source {
+        SourceSpec::Image(id) => id.clone(),
+        SourceSpec::Filter { name, owners, architecture } => format!(
+            "newest of name={name:?} owners={owners:?}{}",
+            architecture.as_ref().map(|a| format!(" architecture={a}")).unwrap_or_default()
+        ),
+    };
+    let _ = writeln!(out, "source       {source}");
+    let b = &plan.builder;
+    let _ = writeln!(
+        out,
+        "builder      {}{}{}, IMDSv2 {}, encrypted volume {}",
+        b.instance_type,
+        b.iam_instance_profile.as_ref().map(|p| format!(", profile {p}")).unwrap_or_default(),
+        b.volume_size_gb.map(|s| format!(", {s} GB")).unwrap_or_default(),
+        if b.imdsv2_required { "required" } else { "optional" },
+        if b.encrypted { "yes" } else { "NO" },
+    );
+    let _ = writeln!(out, "steps        {}", plan.steps.len());
+    for (i, step) in plan.steps.iter().enumerate() {
+        let what = match &step.kind {
+            StepKind::Run { script } => format!("run ({} lines)", script.lines().count()),
+            StepKind::File { destination, mode, content, .. } => format!("file → {destination} ({mode:04o}, {} bytes)", content.len()),
+            StepKind::Check { url, expect_status, .. } => format!("check {url} → {expect_status}"),
+        };
+        let _ = writeln!(out, "  {:>2}. {} — {what}, timeout {}", i + 1, step.name, humantime::format_duration(step.timeout));
+    }
+    let _ = writeln!(out, "image        {}", plan.image.name);
+    if !plan.image.regions.is_empty() {
+        let _ = writeln!(out, "copies       {}", plan.image.regions.join(", "));
+    }
+    match &plan.release {
+        Some(r) => {
+            let _ = writeln!(
+                out,
+                "release      launch template {}{}{}, keep {}",
+                r.launch_template,
+                if r.set_default { " (new default)" } else { " (not default)" },
+                r.auto_scaling_group.as_ref().map(|g| format!(", refresh {g}")).unwrap_or_default(),
+                r.keep
+            );
+        }
+        None => {
+            let _ = writeln!(out, "release      none");
+        }
+    }
+    let _ = writeln!(out, "fingerprint  {}", fingerprint_line(plan));
+    out
+}
+
+pub fn manifest_summary(m: &Manifest) -> String {
+    let mut out = String::new();
+    if m.skipped {
+        let _ = writeln!(out, "skipped: {}", m.skip_reason.as_deref().unwrap_or("unchanged"));
+    }
+    for image in &m.images {
+        let _ = writeln!(out, "image {} {} ({})", image.region, image.image_id, image.name);
+    }
+    if let Some(lt) = &m.launch_template {
+        if lt.created_version.is_some() {
+            let _ = writeln!(out, "launch template {} ({}): default version {} → {}", lt.name, lt.id, lt.previous_default_version, lt.default_version);
+        } else {
+            let _ = writeln!(out, "launch template {} ({}): default version {} already uses it", lt.name, lt.id, lt.default_version);
+        }
+    }
+    if let Some(r) = &m.instance_refresh {
+        let _ = writeln!(out, "instance refresh {} of {}: {}", r.refresh_id, r.auto_scaling_group, r.status);
+    }
+    for p in &m.ssm_parameters {
+        let _ = writeln!(out, "ssm parameter {} version {} ({})", p.name, p.version, p.region);
+    }
+    let _ = writeln!(out, "build {} fingerprint {}", m.build_id, m.fingerprint);
+    out
+}
+
+pub fn history(h: &History) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "launch template {} ({}), default version {}, latest {}", h.launch_template_name, h.launch_template_id, h.default_version, h.latest_version);
+    let _ = writeln!(out, "{:>7}  {:<7}  {:<21}  {:<9}  {:<10}  {:<22}  {:<20}  NAME", "VERSION", "DEFAULT", "IMAGE", "STATE", "RECIPE-V", "BUILD", "CREATED");
+    for v in &h.versions {
+        let _ = writeln!(
+            out,
+            "{:>7}  {:<7}  {:<21}  {:<9}  {:<10}  {:<22}  {:<20}  {}",
+            v.version,
+            if v.is_default { "*" } else { "" },
+            v.image_id.as_deref().unwrap_or("-"),
+            v.image_state,
+            v.recipe_version.as_deref().unwrap_or("-"),
+            v.build_id.as_deref().unwrap_or("-"),
+            v.created_at.as_deref().unwrap_or("-"),
+            v.image_name.as_deref().unwrap_or("-"),
+        );
+    }
+    out
+}
+
+pub fn rollback(r: &RollbackOutcome) -> String {
+    let image = |i: &Option<String>| i.clone().unwrap_or_else(|| "-".into());
+    let mut out = format!(
+        "launch template {} ({})\n  before: default version {} → {}\n  after:  default version {} → {}\n",
+        r.launch_template_name,
+        r.launch_template_id,
+        r.before.version,
+        image(&r.before.image_id),
+        r.after.version,
+        image(&r.after.image_id)
+    );
+    if !r.changed {
+        out.push_str("  nothing changed: that is already the default\n");
+    }
+    if let Some(refresh) = &r.instance_refresh {
+        let _ = writeln!(out, "  instance refresh {} of {}: {}", refresh.refresh_id, refresh.auto_scaling_group, refresh.status);
+    }
+    out
+}
+
+pub fn prune(p: &PruneReport) -> String {
+    let mut out = String::new();
+    let verb = if p.dry_run { "would delete" } else { "deleted" };
+    for d in &p.deleted {
+        let _ = writeln!(out, "{verb} {} {} ({}) and snapshots {}", d.region, d.image_id, d.name, d.snapshot_ids.join(", "));
+    }
+    for k in &p.kept {
+        let _ = writeln!(out, "kept {} {} ({}): {}", k.region, k.image_id, k.name, k.reasons.join("; "));
+    }
+    let _ = writeln!(out, "{} image(s) {verb}, {} kept (keep {})", p.deleted.len(), p.kept.len(), p.keep);
+    out
+}
+
+pub fn gc(g: &GcReport) -> String {
+    let mut out = String::new();
+    for l in &g.leftovers {
+        let age = l.age_seconds.map(|s| humantime::format_duration(std::time::Duration::from_secs(s)).to_string()).unwrap_or_else(|| "?".into());
+        let _ = writeln!(out, "{} (build {}, age {age}): {}", l.resource, if l.build_id.is_empty() { "?" } else { &l.build_id }, l.outcome);
+    }
+    if g.leftovers.is_empty() {
+        out.push_str("nothing left behind\n");
+    }
+    out
+}

@@ -1,0 +1,220 @@
+//! The one error type of kiln: what went wrong, the exit code it maps to, and how it reads.
+//!
+//! Every AWS failure names the operation, the resource and the region, and says what the user can
+//! do. A failed build carries what it had created and what teardown did, so the message tells the
+//! whole story; teardown problems are added to the original error, never substituted for it.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::recipe::Diagnostic;
+
+/// Exit codes are part of the CLI contract.
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const FAILURE: i32 = 1;
+    pub const USAGE: i32 = 2;
+    pub const INTERRUPTED: i32 = 130;
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug)]
+pub enum Error {
+    /// Bad command-line usage (exit 2, nothing created).
+    Usage(String),
+    /// The recipe is invalid: every problem found, with positions (exit 2, nothing created).
+    Recipe(Vec<Diagnostic>),
+    /// An AWS API call failed.
+    Aws(AwsError),
+    /// A bounded wait ran out of time.
+    Timeout {
+        phase: &'static str,
+        resource: String,
+        region: String,
+        waited: Duration,
+        last_state: String,
+        hint: String,
+    },
+    /// A resource reached a state it will never leave (an image `failed`, an instance terminated
+    /// under us, a refresh that failed).
+    BadState {
+        phase: &'static str,
+        resource: String,
+        region: String,
+        state: String,
+        reason: String,
+    },
+    /// A recipe step failed on the builder.
+    StepFailed {
+        step: String,
+        instance: String,
+        status: String,
+        exit_code: Option<i32>,
+        stdout_tail: String,
+        stderr_tail: String,
+        log: String,
+    },
+    /// Something kiln refuses to do, with the reason (exit 1).
+    Refused(String),
+    /// Local I/O (state folder, manifest file, logs).
+    Io { action: String, path: String, source: std::io::Error },
+    /// SIGINT or SIGTERM arrived; cleanup ran (exit 130).
+    Interrupted { signal: &'static str },
+    /// The primary error of a build plus what teardown did about the resources it had created.
+    Build { primary: Box<Error>, cleanup: Vec<String> },
+}
+
+/// An AWS API failure with its context.
+#[derive(Debug)]
+pub struct AwsError {
+    pub operation: &'static str,
+    pub resource: String,
+    pub region: String,
+    pub code: Option<String>,
+    pub message: String,
+}
+
+impl AwsError {
+    /// What the user can do about it, judged by the error code AWS returned.
+    pub fn hint(&self) -> String {
+        let code = self.code.as_deref().unwrap_or("");
+        match code {
+            "UnauthorizedOperation" | "AccessDenied" | "AccessDeniedException" | "AuthFailure" => format!(
+                "the caller is not allowed to call {}; `kiln iam-policy RECIPE` prints the policy kiln needs",
+                self.operation
+            ),
+            "ExpiredToken" | "ExpiredTokenException" | "RequestExpired" | "InvalidClientTokenId" | "UnrecognizedClientException" => {
+                "the credentials are missing or expired: refresh them (aws sso login, or new keys) and retry".into()
+            }
+            c if c.ends_with(".NotFound") || c.ends_with("NotFoundException") || c == "InvalidInstanceId" => format!(
+                "check that {} exists in region {} and that the account is the right one",
+                self.resource, self.region
+            ),
+            "RequestLimitExceeded" | "Throttling" | "ThrottlingException" => {
+                "AWS kept throttling after all retries: run fewer builds at once or retry later".into()
+            }
+            "InsufficientInstanceCapacity" | "Unsupported" => {
+                "try another instance type or subnet (availability zone)".into()
+            }
+            "" => "check the network, --endpoint-url / AWS_ENDPOINT_URL and the region, then retry".into(),
+            _ => "see the AWS message above; re-run with -v for the full request log".into(),
+        }
+    }
+}
+
+impl Error {
+    /// The process exit status for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Usage(_) | Error::Recipe(_) => exit::USAGE,
+            Error::Interrupted { .. } => exit::INTERRUPTED,
+            Error::Build { primary, .. } => primary.exit_code(),
+            _ => exit::FAILURE,
+        }
+    }
+
+    pub fn io(action: impl Into<String>, path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
+        Error::Io { action: action.into(), path: path.as_ref().display().to_string(), source }
+    }
+
+    /// True for failures that the next poll may not see again (throttling, 5xx, lost connections):
+    /// wait loops keep waiting on them instead of failing the build.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Aws(e) => match e.code.as_deref() {
+                None => true,
+                Some(code) => matches!(
+                    code,
+                    "RequestLimitExceeded"
+                        | "Throttling"
+                        | "ThrottlingException"
+                        | "TooManyRequestsException"
+                        | "InternalError"
+                        | "InternalFailure"
+                        | "InternalServerError"
+                        | "ServiceUnavailable"
+                        | "Unavailable"
+                ),
+            },
+            _ => false,
+        }
+    }
+
+    /// The AWS error code, if this is an AWS failure.
+    pub fn aws_code(&self) -> Option<&str> {
+        match self {
+            Error::Aws(e) => e.code.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Usage(message) => write!(f, "{message}"),
+            Error::Recipe(diagnostics) => {
+                let count = diagnostics.len();
+                for d in diagnostics {
+                    writeln!(f, "{}", d.render())?;
+                }
+                write!(f, "the recipe has {count} problem{}; nothing was created", if count == 1 { "" } else { "s" })
+            }
+            Error::Aws(e) => {
+                write!(f, "{} failed for {} in {}", e.operation, e.resource, e.region)?;
+                match &e.code {
+                    Some(code) => write!(f, ": {code}: {}", e.message)?,
+                    None => write!(f, ": {}", e.message)?,
+                }
+                write!(f, "\n  hint: {}", e.hint())
+            }
+            Error::Timeout { phase, resource, region, waited, last_state, hint } => write!(
+                f,
+                "timed out after {} {phase} ({resource} in {region}, last seen: {last_state})\n  hint: {hint}",
+                humantime::format_duration(Duration::from_secs(waited.as_secs()))
+            ),
+            Error::BadState { phase, resource, region, state, reason } => {
+                write!(f, "{phase}: {resource} in {region} is {state}")?;
+                if !reason.is_empty() {
+                    write!(f, ": {reason}")?;
+                }
+                Ok(())
+            }
+            Error::StepFailed { step, instance, status, exit_code, stdout_tail, stderr_tail, log } => {
+                write!(f, "step `{step}` failed on {instance}: {status}")?;
+                if let Some(code) = exit_code {
+                    write!(f, " (exit code {code})")?;
+                }
+                if !stderr_tail.trim().is_empty() {
+                    write!(f, "\n  stderr:")?;
+                    for line in stderr_tail.trim_end().lines() {
+                        write!(f, "\n    {line}")?;
+                    }
+                }
+                if !stdout_tail.trim().is_empty() {
+                    write!(f, "\n  stdout (last lines):")?;
+                    for line in stdout_tail.trim_end().lines() {
+                        write!(f, "\n    {line}")?;
+                    }
+                }
+                write!(f, "\n  full output: {log}")
+            }
+            Error::Refused(message) => write!(f, "{message}"),
+            Error::Io { action, path, source } => write!(f, "could not {action} {path}: {source}"),
+            Error::Interrupted { signal } => write!(f, "interrupted by {signal}"),
+            Error::Build { primary, cleanup } => {
+                write!(f, "{primary}")?;
+                if !cleanup.is_empty() {
+                    write!(f, "\ncleanup:")?;
+                    for line in cleanup {
+                        write!(f, "\n  {line}")?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {}

@@ -1,0 +1,180 @@
+//! The ledger: every resource a build creates, recorded the moment its id is known.
+//!
+//! It lives in memory (for teardown in this process) and in an append-only JSON-lines journal
+//! under the build's state folder (for a human, or a later `kiln gc`, after a crash). AWS tags are
+//! the second record: `kiln gc` finds leftovers by tag even when the journal is lost.
+//! The ledger only records; [`crate::pipeline::teardown`] decides what to remove.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// A resource kiln created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Resource {
+    Instance { id: String, region: String },
+    Image { id: String, region: String },
+    Snapshot { id: String, region: String },
+    TemplateVersion { template_id: String, version: i64, region: String },
+}
+
+impl std::fmt::Display for Resource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Resource::Instance { id, region } => write!(f, "instance {id} ({region})"),
+            Resource::Image { id, region } => write!(f, "image {id} ({region})"),
+            Resource::Snapshot { id, region } => write!(f, "snapshot {id} ({region})"),
+            Resource::TemplateVersion { template_id, version, region } => {
+                write!(f, "launch template {template_id} version {version} ({region})")
+            }
+        }
+    }
+}
+
+/// What happened to a resource, as journalled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    /// Created; torn down if the build fails.
+    Created,
+    /// A product of the build that is complete: kept even if a later phase fails.
+    Kept,
+    /// Gone (terminated, deregistered, deleted).
+    Removed,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Line {
+    at: String,
+    event: Event,
+    #[serde(flatten)]
+    resource: Resource,
+}
+
+pub struct Ledger {
+    build_id: String,
+    journal: PathBuf,
+    entries: Mutex<Vec<(Resource, Event)>>,
+    /// Held (flock) while the build runs, so `kiln gc` on this machine can tell a live build from
+    /// a dead one; the kernel releases it when the process dies, even by SIGKILL.
+    _lock: std::fs::File,
+}
+
+/// The name of the lock file in a build's folder.
+pub const LOCK_FILE: &str = "lock";
+
+/// Whether the build whose folder is `build_dir` is running in some process on this machine.
+pub fn is_running(build_dir: &Path) -> bool {
+    let Ok(file) = std::fs::File::open(build_dir.join(LOCK_FILE)) else { return false };
+    matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock))
+}
+
+impl Ledger {
+    /// Creates the build's state folder and an empty journal in it.
+    pub fn create(build_dir: &Path, build_id: &str) -> Result<Ledger> {
+        std::fs::create_dir_all(build_dir).map_err(|e| Error::io("create the state folder", build_dir, e))?;
+        let journal = build_dir.join("journal.jsonl");
+        std::fs::File::create(&journal).map_err(|e| Error::io("create the journal", &journal, e))?;
+        let lock_path = build_dir.join(LOCK_FILE);
+        let lock = std::fs::File::create(&lock_path).map_err(|e| Error::io("create the lock file", &lock_path, e))?;
+        lock.try_lock().map_err(|e| Error::Refused(format!("build {build_id} is already running here ({}): {e}", lock_path.display())))?;
+        Ok(Ledger { build_id: build_id.to_owned(), journal, entries: Mutex::new(Vec::new()), _lock: lock })
+    }
+
+    pub fn build_id(&self) -> &str {
+        &self.build_id
+    }
+
+    pub fn journal_path(&self) -> &Path {
+        &self.journal
+    }
+
+    /// Records that `resource` now exists. Called before anything else happens with it.
+    pub fn created(&self, resource: Resource) -> Result<()> {
+        self.append(resource, Event::Created)
+    }
+
+    /// Marks a created resource as a finished product of the build.
+    pub fn kept(&self, resource: Resource) -> Result<()> {
+        self.append(resource, Event::Kept)
+    }
+
+    pub fn removed(&self, resource: Resource) -> Result<()> {
+        self.append(resource, Event::Removed)
+    }
+
+    fn append(&self, resource: Resource, event: Event) -> Result<()> {
+        let line = Line { at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(), event, resource: resource.clone() };
+        let mut text = serde_json::to_string(&line).map_err(|e| Error::Refused(format!("journal entry: {e}")))?;
+        text.push('\n');
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.journal)
+            .map_err(|e| Error::io("open the journal", &self.journal, e))?;
+        file.write_all(text.as_bytes()).and_then(|_| file.sync_data()).map_err(|e| Error::io("write the journal", &self.journal, e))?;
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        match entries.iter_mut().find(|(r, _)| *r == resource) {
+            Some(entry) => entry.1 = event,
+            None => entries.push((resource, event)),
+        }
+        Ok(())
+    }
+
+    /// Resources to tear down if the build fails now: created, neither kept nor removed, newest
+    /// first.
+    pub fn to_tear_down(&self) -> Vec<Resource> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.iter().rev().filter(|(_, e)| *e == Event::Created).map(|(r, _)| r.clone()).collect()
+    }
+
+    /// Every resource recorded with its latest event, in creation order.
+    pub fn entries(&self) -> Vec<(Resource, Event)> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Reads a journal file back (for `kiln gc` and for tests).
+    pub fn read_journal(path: &Path) -> Result<Vec<(Resource, Event)>> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io("read the journal", path, e))?;
+        let mut entries: Vec<(Resource, Event)> = Vec::new();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let Ok(line) = serde_json::from_str::<Line>(line) else { continue };
+            match entries.iter_mut().find(|(r, _)| *r == line.resource) {
+                Some(entry) => entry.1 = line.event,
+                None => entries.push((line.resource, line.event)),
+            }
+        }
+        Ok(entries)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn teardown_order_is_reverse_creation_without_kept_or_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::create(dir.path(), "b1").unwrap();
+        let instance = Resource::Instance { id: "i-1".into(), region: "r".into() };
+        let image = Resource::Image { id: "ami-1".into(), region: "r".into() };
+        let version = Resource::TemplateVersion { template_id: "lt-1".into(), version: 2, region: "r".into() };
+        ledger.created(instance.clone()).unwrap();
+        ledger.created(image.clone()).unwrap();
+        ledger.created(version.clone()).unwrap();
+        assert_eq!(ledger.to_tear_down(), vec![version.clone(), image.clone(), instance.clone()]);
+        ledger.kept(image.clone()).unwrap();
+        ledger.removed(version).unwrap();
+        assert_eq!(ledger.to_tear_down(), vec![instance.clone()]);
+        assert!(is_running(dir.path()));
+        let journal = Ledger::read_journal(ledger.journal_path()).unwrap();
+        assert_eq!(journal.len(), 3);
+        assert_eq!(journal[1], (image, Event::Kept));
+        drop(ledger);
+        assert!(!is_running(dir.path()));
+    }
+}

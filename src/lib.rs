@@ -1,0 +1,20 @@
+//! kiln bakes Amazon Machine Images from YAML recipes and rolls them out through EC2 launch
+//! templates.
+//!
+//! The crate is a library with a thin binary: [`recipe`] turns YAML into a [`plan::Plan`] (pure,
+//! no AWS), [`pipeline`] runs commands against AWS through [`aws`], recording what it creates in a
+//! [`ledger::Ledger`] and reporting progress through a [`report::Reporter`]. [`cli`] maps the
+//! command line onto those.
+
+pub mod aws;
+pub mod cli;
+pub mod error;
+pub mod iam;
+pub mod ledger;
+pub mod pipeline;
+pub mod plan;
+pub mod recipe;
+pub mod report;
+pub mod tags;
+
+pub use error::{Error, Result};

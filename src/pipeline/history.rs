@@ -1,0 +1,99 @@
+//! `kiln history`: the launch template's versions, newest first, joined with the images they
+//! point at and the kiln tags on those images.
+
+use serde::Serialize;
+
+use crate::aws::ec2;
+use crate::aws::Cloud;
+use crate::error::{Error, Result};
+use crate::plan::{Plan, ReleaseSpec};
+use crate::tags;
+
+/// One launch template version and what kiln knows of its image.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryEntry {
+    pub version: i64,
+    pub is_default: bool,
+    pub image_id: Option<String>,
+    pub image_name: Option<String>,
+    /// `available`, `pending`, ..., or `missing` when the image is gone.
+    pub image_state: String,
+    pub image_exists: bool,
+    pub recipe: Option<String>,
+    pub recipe_version: Option<String>,
+    pub build_id: Option<String>,
+    pub fingerprint: Option<String>,
+    pub created_at: Option<String>,
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct History {
+    pub launch_template_id: String,
+    pub launch_template_name: String,
+    pub default_version: i64,
+    pub latest_version: i64,
+    pub versions: Vec<HistoryEntry>,
+}
+
+/// The recipe's release section, or a usage error saying why history needs one.
+pub fn release_spec<'p>(plan: &'p Plan, command: &str) -> Result<&'p ReleaseSpec> {
+    plan.release.as_ref().ok_or_else(|| {
+        Error::Usage(format!("`kiln {command}` needs a recipe with a `release.launch_template`; {} has none", plan.recipe_path.display()))
+    })
+}
+
+pub async fn history(cloud: &Cloud, spec: &ReleaseSpec) -> Result<History> {
+    let template = ec2::describe_launch_template(cloud, &spec.launch_template).await?;
+    let versions = ec2::list_template_versions(cloud, &template.id).await?;
+    let mut ids: Vec<String> = versions.iter().filter_map(|v| v.image_id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    let images = describe_existing(cloud, &ids).await?;
+    let entries = versions
+        .into_iter()
+        .map(|v| {
+            let image = v.image_id.as_ref().and_then(|id| images.iter().find(|i| &i.id == id));
+            let tag = |key: &str| image.and_then(|i| i.tags.get(key).cloned());
+            HistoryEntry {
+                version: v.number,
+                is_default: v.number == template.default_version,
+                image_id: v.image_id.clone(),
+                image_name: image.map(|i| i.name.clone()),
+                image_state: image.map(|i| i.state.clone()).unwrap_or_else(|| "missing".into()),
+                image_exists: image.is_some(),
+                recipe: tag(tags::RECIPE),
+                recipe_version: tag(tags::VERSION),
+                build_id: tag(tags::BUILD_ID),
+                fingerprint: tag(tags::FINGERPRINT),
+                created_at: v.created_at,
+                description: v.description,
+            }
+        })
+        .collect();
+    Ok(History {
+        launch_template_id: template.id,
+        launch_template_name: template.name,
+        default_version: template.default_version,
+        latest_version: template.latest_version,
+        versions: entries,
+    })
+}
+
+/// Describes the images that still exist among `ids` (one call; a missing id is retried alone
+/// so that one deregistered image does not hide the others).
+pub async fn describe_existing(cloud: &Cloud, ids: &[String]) -> Result<Vec<ec2::ImageInfo>> {
+    match ec2::describe_images(cloud, ids).await {
+        Ok(images) => Ok(images),
+        Err(e) if e.aws_code().is_some_and(|c| c.starts_with("InvalidAMIID")) => {
+            let mut found = Vec::new();
+            for id in ids {
+                if let Some(image) = ec2::find_image(cloud, id).await? {
+                    found.push(image);
+                }
+            }
+            Ok(found)
+        }
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,283 @@
+//! Recipe steps on the builder, all through SSM Run Command: shell scripts, file uploads and
+//! HTTP checks. The command texts are built by pure functions (unit-tested); the async part
+//! sends them, follows each invocation, and keeps every output in the build's log folder.
+
+use std::path::Path;
+use std::time::Duration;
+
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+
+use crate::aws::poll::{wait_until, Probe, Wait};
+use crate::aws::{ssm, Cloud};
+use crate::error::{Error, Result};
+use crate::plan::{Plan, Step, StepKind};
+use crate::report::Reporter;
+
+/// Raw bytes per upload command (base64 makes them a third larger), well under SSM's limit on
+/// command parameters.
+pub const UPLOAD_CHUNK: usize = 24 * 1024;
+/// Extra time kiln gives SSM beyond a step's own timeout before it cancels the command.
+pub const STEP_GRACE: Duration = Duration::from_secs(60);
+/// How much of a failed step's output goes into the error message.
+const TAIL_LINES: usize = 20;
+
+/// Waits until the builder's SSM agent reports `Online`.
+pub async fn wait_agent_online(cloud: &Cloud, instance_id: &str, timeout: Duration, on_state: impl FnMut(&str)) -> Result<()> {
+    let wait = Wait {
+        phase: "waiting for the SSM agent to come online",
+        resource: instance_id,
+        region: &cloud.region,
+        timeout,
+        hint: "the usual causes: the instance profile lacks AmazonSSMManagedInstanceCore, the subnet has no route to the SSM endpoints \
+               (NAT gateway or VPC endpoints ssm, ssmmessages, ec2messages), or the source image has no SSM agent",
+    };
+    wait_until(wait, on_state, || async {
+        Ok(match ssm::agent_ping_status(cloud, instance_id).await? {
+            Some(status) if status == "Online" => Probe::Done(()),
+            Some(status) => Probe::Pending(format!("agent {status}")),
+            None => Probe::Pending("agent not registered".into()),
+        })
+    })
+    .await
+}
+
+/// One SSM command of a step, with a label for logs.
+pub struct Command {
+    pub label: String,
+    pub script: String,
+}
+
+/// The commands that carry out a step.
+pub fn commands_for(step: &Step, build_id: &str) -> Vec<Command> {
+    match &step.kind {
+        StepKind::Run { script } => vec![Command { label: "run".into(), script: run_command(script, build_id, &step.name) }],
+        StepKind::File { content, destination, mode, owner, .. } => upload_commands(content, destination, *mode, owner.as_deref(), build_id),
+        StepKind::Check { url, expect_status, expect_body, interval } => vec![Command {
+            label: "check".into(),
+            script: check_command(url, *expect_status, expect_body.as_deref(), *interval, step.timeout),
+        }],
+    }
+}
+
+/// A delimiter that does not occur in `text`.
+fn heredoc_delimiter(text: &str, build_id: &str) -> String {
+    let base = format!("KILN_EOF_{}", build_id.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
+    let mut delimiter = base.clone();
+    let mut n = 0;
+    while text.lines().any(|l| l.trim() == delimiter) {
+        n += 1;
+        delimiter = format!("{base}_{n}");
+    }
+    delimiter
+}
+
+/// Wraps a recipe script so it runs under bash from a file (stdin is /dev/null, so a command
+/// that reads stdin cannot swallow the rest of the script), whatever shell SSM starts.
+pub fn run_command(script: &str, build_id: &str, step_name: &str) -> String {
+    let delimiter = heredoc_delimiter(script, build_id);
+    let comment = step_name.replace('\n', " ");
+    format!(
+        "#!/bin/bash\n# kiln build {build_id}, step: {comment}\nkiln_step=$(mktemp /tmp/kiln-step.XXXXXX)\n\
+         cat > \"$kiln_step\" <<'{delimiter}'\n{script}{newline}{delimiter}\n\
+         chmod 700 \"$kiln_step\"\nkiln_rc=0\nbash \"$kiln_step\" </dev/null || kiln_rc=$?\nrm -f \"$kiln_step\"\nexit \"$kiln_rc\"\n",
+        newline = if script.ends_with('\n') { "" } else { "\n" },
+    )
+}
+
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// Uploads `content` in base64 chunks, then decodes, verifies its sha256 on the instance, and
+/// installs it with its mode and owner.
+pub fn upload_commands(content: &[u8], destination: &str, mode: u32, owner: Option<&str>, build_id: &str) -> Vec<Command> {
+    let digest = hex::encode(Sha256::digest(content));
+    let staging = format!("/tmp/kiln-upload-{}-{}", build_id.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_"), &digest[..16]);
+    let chunks: Vec<&[u8]> = if content.is_empty() { vec![&[][..]] } else { content.chunks(UPLOAD_CHUNK).collect() };
+    let total = chunks.len();
+    let mut commands = Vec::with_capacity(total);
+    for (i, chunk) in chunks.into_iter().enumerate() {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(chunk);
+        let redirect = if i == 0 { ">" } else { ">>" };
+        let mut script = format!("#!/bin/bash\nset -euo pipefail\nprintf '%s' '{encoded}' {redirect} {staging}.b64\n");
+        if i + 1 == total {
+            let owner_flag = owner.map(|o| {
+                let (user, group) = o.split_once(':').unwrap_or((o, ""));
+                if group.is_empty() { format!(" -o {}", shell_quote(user)) } else { format!(" -o {} -g {}", shell_quote(user), shell_quote(group)) }
+            });
+            script.push_str(&format!(
+                "base64 -d {staging}.b64 > {staging}\nrm -f {staging}.b64\n\
+                 echo '{digest}  {staging}' | sha256sum -c --quiet -\n\
+                 install -D -m {mode:04o}{owner} {staging} {dest}\nrm -f {staging}\n\
+                 echo 'installed {dest_plain} ({len} bytes, sha256 {digest})'\n",
+                owner = owner_flag.unwrap_or_default(),
+                dest = shell_quote(destination),
+                dest_plain = destination.replace('\'', ""),
+                len = content.len(),
+            ));
+        }
+        commands.push(Command { label: format!("upload {}/{total}", i + 1), script });
+    }
+    commands
+}
+
+/// Polls `url` from the builder until it answers `expect_status` (and contains `expect_body`),
+/// or `timeout` passes; prints the last answer on failure.
+pub fn check_command(url: &str, expect_status: u16, expect_body: Option<&str>, interval: Duration, timeout: Duration) -> String {
+    let body_test = match expect_body {
+        Some(body) => format!(" && grep -qF -- {} \"$kiln_body\"", shell_quote(body)),
+        None => String::new(),
+    };
+    format!(
+        "#!/bin/bash\nset -uo pipefail\nkiln_body=$(mktemp)\ndeadline=$((SECONDS + {timeout}))\nattempt=0\n\
+         while :; do\n  attempt=$((attempt + 1))\n  \
+         status=$(curl -sS -o \"$kiln_body\" -w '%{{http_code}}' --max-time 10 {url} 2>/dev/null) || status=000\n  \
+         if [ \"$status\" = \"{expect_status}\" ]{body_test}; then\n    \
+         echo \"check passed after $attempt attempt(s): HTTP $status from {url_plain}\"\n    rm -f \"$kiln_body\"\n    exit 0\n  fi\n  \
+         if [ \"$SECONDS\" -ge \"$deadline\" ]; then\n    \
+         echo \"check failed after $attempt attempt(s): last answer HTTP $status from {url_plain}, expected {expect_status}{expect_note}\" >&2\n    \
+         head -c 2000 \"$kiln_body\" >&2\n    rm -f \"$kiln_body\"\n    exit 1\n  fi\n  sleep {interval}\ndone\n",
+        timeout = timeout.as_secs().max(1),
+        url = shell_quote(url),
+        url_plain = url.replace(['"', '\'', '$', '`', '\\'], ""),
+        interval = interval.as_secs_f64().max(0.1),
+        expect_note = expect_body.map(|b| format!(" with body containing {}", b.replace(['"', '\'', '$', '`', '\\'], ""))).unwrap_or_default(),
+    )
+}
+
+/// Runs every command of one step and waits for each; writes outputs to `log_dir`.
+pub async fn run_step(
+    cloud: &Cloud,
+    reporter: &dyn Reporter,
+    plan: &Plan,
+    instance_id: &str,
+    build_id: &str,
+    (index, step): (usize, &Step),
+    log_dir: &Path,
+    phase: &str,
+) -> Result<String> {
+    let log_path = log_dir.join(format!("{:02}-{}.log", index + 1, slug(&step.name)));
+    let mut log = String::new();
+    let mut summary = String::new();
+    for command in commands_for(step, build_id) {
+        let comment = format!("kiln {build_id} {}: {}", step.name, command.label);
+        let command_id = ssm::send_shell(cloud, instance_id, command.script, step.timeout.as_secs() + 30, &comment).await?;
+        let wait = Wait {
+            phase: "running a step",
+            resource: &format!("step `{}` (command {command_id} on {instance_id})", step.name),
+            region: &cloud.region,
+            timeout: step.timeout + STEP_GRACE,
+            hint: "raise the step's `timeout`, or look at the command in the SSM console (Run Command history)",
+        };
+        let outcome = wait_until(wait, |state| reporter.phase_progress(phase, state), || async {
+            Ok(match ssm::invocation(cloud, &command_id, instance_id).await? {
+                Some(inv) if inv.is_finished() => Probe::Done(inv),
+                Some(inv) => Probe::Pending(inv.status),
+                None => Probe::Pending("Pending".into()),
+            })
+        })
+        .await;
+        let invocation = match outcome {
+            Ok(inv) => inv,
+            Err(e) => {
+                if matches!(e, Error::Timeout { .. }) {
+                    let _ = ssm::cancel_command(cloud, &command_id, instance_id).await;
+                }
+                return Err(e);
+            }
+        };
+        let stdout = plan.redact(&invocation.stdout);
+        let stderr = plan.redact(&invocation.stderr);
+        log.push_str(&format!(
+            "== {} (command {command_id}) status {} exit {}\n-- stdout\n{stdout}\n-- stderr\n{stderr}\n",
+            command.label, invocation.status, invocation.exit_code
+        ));
+        std::fs::write(&log_path, &log).map_err(|e| Error::io("write the step log", &log_path, e))?;
+        reporter.step_output(&step.name, &stdout, &stderr);
+        if invocation.status != "Success" {
+            return Err(Error::StepFailed {
+                step: step.name.clone(),
+                instance: instance_id.to_owned(),
+                status: if invocation.status_details.is_empty() || invocation.status_details == invocation.status {
+                    invocation.status.clone()
+                } else {
+                    format!("{} ({})", invocation.status, invocation.status_details)
+                },
+                exit_code: (invocation.exit_code >= 0).then_some(invocation.exit_code),
+                stdout_tail: tail(&stdout, TAIL_LINES),
+                stderr_tail: tail(&stderr, TAIL_LINES),
+                log: log_path.display().to_string(),
+            });
+        }
+        summary = stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default().chars().take(100).collect();
+    }
+    Ok(summary)
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A file-name-safe form of a step name.
+pub fn slug(name: &str) -> String {
+    let slug: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+    let slug = slug.split('-').filter(|s| !s.is_empty()).collect::<Vec<_>>().join("-");
+    slug.chars().take(48).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_command_keeps_the_script_verbatim_and_runs_it_with_bash() {
+        let script = "set -euo pipefail\necho \"${HOME}\" $((1+1))\n";
+        let command = run_command(script, "b-1", "say hi");
+        assert!(command.contains(script));
+        assert!(command.contains("<<'KILN_EOF_b_1'\n"));
+        assert!(command.contains("bash \"$kiln_step\" </dev/null"));
+    }
+
+    #[test]
+    fn heredoc_delimiter_avoids_lines_of_the_script() {
+        let script = "echo a\nKILN_EOF_b\n";
+        let command = run_command(script, "b", "x");
+        assert!(command.contains("<<'KILN_EOF_b_1'"));
+    }
+
+    #[test]
+    fn uploads_are_chunked_and_verified() {
+        let content = vec![b'x'; UPLOAD_CHUNK * 2 + 10];
+        let commands = upload_commands(&content, "/etc/app/conf", 0o640, Some("root:app"), "b-1");
+        assert_eq!(commands.len(), 3);
+        assert!(commands[0].script.contains("> /tmp/kiln-upload-b-1-"));
+        assert!(commands[1].script.contains(">> /tmp/kiln-upload-b-1-"));
+        let last = &commands[2].script;
+        let digest = hex::encode(Sha256::digest(&content));
+        assert!(last.contains(&format!("echo '{digest}  /tmp/kiln-upload-b-1-")));
+        assert!(last.contains("install -D -m 0640 -o 'root' -g 'app' "));
+        assert!(last.ends_with(&format!("echo 'installed /etc/app/conf ({} bytes, sha256 {digest})'\n", content.len())));
+    }
+
+    #[test]
+    fn empty_files_upload_in_one_command() {
+        let commands = upload_commands(b"", "/etc/empty", 0o644, None, "b");
+        assert_eq!(commands.len(), 1);
+        assert!(commands[0].script.contains("install -D -m 0644 /tmp/"));
+    }
+
+    #[test]
+    fn check_command_quotes_the_url_and_body() {
+        let command = check_command("http://127.0.0.1:9090/health", 200, Some("\"UP\""), Duration::from_secs(2), Duration::from_secs(120));
+        assert!(command.contains("curl -sS -o \"$kiln_body\" -w '%{http_code}' --max-time 10 'http://127.0.0.1:9090/health'"));
+        assert!(command.contains("grep -qF -- '\"UP\"' \"$kiln_body\""));
+        assert!(command.contains("deadline=$((SECONDS + 120))"));
+    }
+
+    #[test]
+    fn slugs_are_file_names() {
+        assert_eq!(slug("Install the Transformer (v1.2)"), "install-the-transformer-v1-2");
+    }
+}

@@ -1,0 +1,488 @@
+//! The resolved, immutable build plan.
+//!
+//! A [`Plan`] is what a recipe means once every include is merged, every default applied and
+//! every `{{ ... }}` template rendered. The AWS pipeline consumes it and never looks at YAML.
+//!
+//! This module owns the plan's data types, the *digest* (which inputs define an image, see
+//! [`DigestInput`]), the [`Fingerprint`] derived from it, and secret redaction. It does no I/O
+//! and no validation: [`crate::recipe::load_plan`] is the only producer of plans and guarantees
+//! every field already satisfies the recipe contract.
+//!
+//! Secret values: rendered fields (scripts, URLs, file contents, ...) contain the *actual* values
+//! of secret variables, because the build needs them. `Serialize` output therefore carries them
+//! too; pass anything shown to a person or written to a log through [`Plan::redact`]. The `Debug`
+//! output of a plan is redacted already.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Serialize, Serializer};
+use sha2::{Digest as _, Sha256};
+
+/// Everything needed to bake (and optionally release) one image.
+#[derive(Clone, Serialize)]
+pub struct Plan {
+    /// Recipe name (`name:` of the root recipe).
+    pub name: String,
+    /// Recipe version (`version:` of the root recipe, or `--var version=...`).
+    pub version: String,
+    /// The root recipe path exactly as it was passed to the loader.
+    pub recipe_path: PathBuf,
+    /// Every recipe file that was read, the root first, for display.
+    pub files: Vec<PathBuf>,
+    /// The image the builder instance starts from.
+    pub source: SourceSpec,
+    /// How the builder instance is launched.
+    pub builder: BuilderSpec,
+    /// The provisioning steps, in execution order.
+    pub steps: Vec<Step>,
+    /// What the resulting AMI is called, tagged with and shared to.
+    pub image: ImageSpec,
+    /// How the image is rolled out, when the recipe has a `release` section.
+    pub release: Option<ReleaseSpec>,
+    /// Upper bounds for each waiting phase of the pipeline.
+    pub timeouts: Timeouts,
+    /// Non-empty values of secret variables, to redact from any output.
+    #[serde(skip)]
+    pub secrets: Vec<String>,
+    /// Hex sha256 of the canonical description of the image, see [`DigestInput`].
+    pub digest: String,
+}
+
+/// Where the builder instance's root image comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceSpec {
+    /// A fixed AMI id (`ami-...`).
+    Image(String),
+    /// The newest AMI matching a name pattern, owned by one of `owners`.
+    Filter {
+        name: String,
+        owners: Vec<String>,
+        architecture: Option<String>,
+    },
+}
+
+/// Launch parameters of the builder instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BuilderSpec {
+    pub instance_type: String,
+    pub iam_instance_profile: Option<String>,
+    pub subnet_id: Option<String>,
+    pub security_group_ids: Vec<String>,
+    pub volume_size_gb: Option<u32>,
+    pub imdsv2_required: bool,
+    pub encrypted: bool,
+    pub associate_public_ip: Option<bool>,
+}
+
+/// One provisioning step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Step {
+    pub name: String,
+    /// How long the step may run before the build fails.
+    #[serde(serialize_with = "serialize_duration")]
+    pub timeout: Duration,
+    #[serde(flatten)]
+    pub kind: StepKind,
+}
+
+/// What a step does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StepKind {
+    /// Run a shell script (rendered) on the builder.
+    Run { script: String },
+    /// Upload a file. `content` holds the bytes to write (rendered when the recipe asked for it)
+    /// and serializes as the hex sha256 of those bytes.
+    File {
+        source: PathBuf,
+        #[serde(serialize_with = "serialize_content_sha256")]
+        content: Vec<u8>,
+        destination: String,
+        mode: u32,
+        owner: Option<String>,
+    },
+    /// Poll a URL from the builder until it answers as expected.
+    Check {
+        url: String,
+        expect_status: u16,
+        expect_body: Option<String>,
+        #[serde(serialize_with = "serialize_duration")]
+        interval: Duration,
+    },
+}
+
+/// The resulting image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImageSpec {
+    /// The AMI name, rendered.
+    pub name: String,
+    pub description: Option<String>,
+    /// User tags (never `kiln:` or `aws:` keys).
+    pub tags: BTreeMap<String, String>,
+    /// Regions to copy the image to.
+    pub regions: Vec<String>,
+    /// Account ids to share the image with.
+    pub share_with: Vec<String>,
+    /// SSM parameter that receives the new AMI id.
+    pub ssm_parameter: Option<String>,
+}
+
+/// How a new image is rolled out through a launch template.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReleaseSpec {
+    pub launch_template: String,
+    pub set_default: bool,
+    pub auto_scaling_group: Option<String>,
+    /// How many images (and launch template versions) to keep.
+    pub keep: u32,
+    pub rollback_on_failure: bool,
+    pub min_healthy_percentage: i32,
+    #[serde(serialize_with = "serialize_duration")]
+    pub instance_warmup: Duration,
+}
+
+/// Upper bounds for each waiting phase.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Timeouts {
+    #[serde(serialize_with = "serialize_duration")]
+    pub instance_running: Duration,
+    #[serde(serialize_with = "serialize_duration")]
+    pub ssm_online: Duration,
+    #[serde(serialize_with = "serialize_duration")]
+    pub instance_stopped: Duration,
+    #[serde(serialize_with = "serialize_duration")]
+    pub image_available: Duration,
+    #[serde(serialize_with = "serialize_duration")]
+    pub instance_terminated: Duration,
+    #[serde(serialize_with = "serialize_duration")]
+    pub instance_refresh: Duration,
+}
+
+impl Default for Timeouts {
+    /// The defaults of the recipe contract.
+    fn default() -> Self {
+        const MINUTE: u64 = 60;
+        Timeouts {
+            instance_running: Duration::from_secs(10 * MINUTE),
+            ssm_online: Duration::from_secs(10 * MINUTE),
+            instance_stopped: Duration::from_secs(15 * MINUTE),
+            image_available: Duration::from_secs(60 * MINUTE),
+            instance_terminated: Duration::from_secs(10 * MINUTE),
+            instance_refresh: Duration::from_secs(30 * MINUTE),
+        }
+    }
+}
+
+/// Identity of a build: which recipe content on which source image.
+///
+/// Holds the 64 hex digits; displays as `sha256:<hex>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Fingerprint(pub String);
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", self.0)
+    }
+}
+
+impl Plan {
+    /// The fingerprint of building this plan on `source_image_id` (the resolved AMI id).
+    ///
+    /// sha256 over `b"kiln-fingerprint\n"` followed by, each as an 8-byte big-endian length and
+    /// the bytes: the decimal [`RECIPE_FORMAT_VERSION`](crate::recipe::RECIPE_FORMAT_VERSION),
+    /// [`Plan::digest`], and `source_image_id`.
+    pub fn fingerprint(&self, source_image_id: &str) -> Fingerprint {
+        let mut hasher = Sha256::new();
+        hasher.update(b"kiln-fingerprint\n");
+        let version = crate::recipe::RECIPE_FORMAT_VERSION.to_string();
+        for part in [version.as_str(), self.digest.as_str(), source_image_id] {
+            hasher.update((part.len() as u64).to_be_bytes());
+            hasher.update(part.as_bytes());
+        }
+        Fingerprint(hex::encode(hasher.finalize()))
+    }
+
+    /// `text` with every secret value replaced by `***` (longest secrets first).
+    pub fn redact(&self, text: &str) -> String {
+        redact_values(text, &self.secrets)
+    }
+}
+
+impl fmt::Debug for Plan {
+    /// Like a derived `Debug`, with secret values redacted and the secret list hidden.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let view = PlanDebugView {
+            name: &self.name,
+            version: &self.version,
+            recipe_path: &self.recipe_path,
+            files: &self.files,
+            source: &self.source,
+            builder: &self.builder,
+            steps: &self.steps,
+            image: &self.image,
+            release: &self.release,
+            timeouts: &self.timeouts,
+            secrets: format!("<{} redacted>", self.secrets.len()),
+            digest: &self.digest,
+        };
+        let shown = if f.alternate() {
+            format!("{view:#?}")
+        } else {
+            format!("{view:?}")
+        };
+        // Debug output escapes strings, so redact the escaped spelling of each secret as well.
+        let escaped: Vec<String> = self
+            .secrets
+            .iter()
+            .map(|secret| secret.escape_debug().to_string())
+            .collect();
+        let shown = redact_values(&shown, &escaped);
+        f.write_str(&redact_values(&shown, &self.secrets))
+    }
+}
+
+/// The fields of a [`Plan`] as its `Debug` output shows them.
+#[derive(Debug)]
+#[allow(dead_code)] // read through Debug only
+struct PlanDebugView<'a> {
+    name: &'a str,
+    version: &'a str,
+    recipe_path: &'a PathBuf,
+    files: &'a [PathBuf],
+    source: &'a SourceSpec,
+    builder: &'a BuilderSpec,
+    steps: &'a [Step],
+    image: &'a ImageSpec,
+    release: &'a Option<ReleaseSpec>,
+    timeouts: &'a Timeouts,
+    secrets: String,
+    digest: &'a str,
+}
+
+fn redact_values(text: &str, secrets: &[String]) -> String {
+    let mut longest_first: Vec<&str> = secrets
+        .iter()
+        .map(String::as_str)
+        .filter(|secret| !secret.is_empty())
+        .collect();
+    longest_first.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
+    longest_first
+        .into_iter()
+        .fold(text.to_owned(), |redacted, secret| {
+            redacted.replace(secret, "***")
+        })
+}
+
+/// The canonical description of everything that defines an image; [`Plan::digest`] is the hex
+/// sha256 of its JSON serialization (struct fields in declaration order, maps sorted).
+///
+/// Covered:
+/// - `name` and `version`;
+/// - the source spec (AMI id, or filter name/owners/architecture) and the whole builder spec;
+/// - every step in order: name, timeout, and
+///   - run: the script,
+///   - file: destination, mode, owner and the sha256 of the content bytes (not the source path),
+///   - check: url, expect_status, expect_body and interval;
+/// - the image name, description, tags, regions and share_with.
+///
+/// All templated strings are taken in *canonical* form: `{{ timestamp }}`, `{{ build_id }}` and
+/// secret variables stay as the placeholders `{{ timestamp }}`, `{{ build_id }}` and
+/// `{{ secret:NAME }}`, and a literal `{{` (written `{{ "{{" }}` in a recipe, or coming from a
+/// variable's value) is kept as `{{ "{{" }}` so canonical text is unambiguous. Name, version and
+/// non-secret variables are substituted, so changing them changes the digest.
+///
+/// Not covered: the build time and build id, secret values, `image.ssm_parameter`, the whole
+/// `release` section and `timeouts` (retention, rollout and wait bounds must not cause a rebuild),
+/// and file paths of recipes or file sources.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct DigestInput {
+    pub name: String,
+    pub version: String,
+    pub source: SourceSpec,
+    pub builder: BuilderSpec,
+    pub steps: Vec<DigestStep>,
+    pub image: DigestImage,
+}
+
+/// A step as covered by the digest.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct DigestStep {
+    pub name: String,
+    #[serde(serialize_with = "serialize_duration")]
+    pub timeout: Duration,
+    pub kind: DigestStepKind,
+}
+
+/// A step's action as covered by the digest.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum DigestStepKind {
+    Run {
+        script: String,
+    },
+    File {
+        destination: String,
+        mode: u32,
+        owner: Option<String>,
+        content_sha256: String,
+    },
+    Check {
+        url: String,
+        expect_status: u16,
+        expect_body: Option<String>,
+        #[serde(serialize_with = "serialize_duration")]
+        interval: Duration,
+    },
+}
+
+/// The image fields covered by the digest.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct DigestImage {
+    pub name: String,
+    pub description: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    pub regions: Vec<String>,
+    pub share_with: Vec<String>,
+}
+
+impl DigestInput {
+    /// Hex sha256 of the canonical JSON.
+    pub(crate) fn digest(&self) -> String {
+        let json = serde_json::to_vec(self)
+            .expect("digest input holds only strings, numbers and string-keyed maps");
+        sha256_hex(&json)
+    }
+}
+
+/// Hex sha256 of `bytes`.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn serialize_duration<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(&humantime::format_duration(*duration))
+}
+
+fn serialize_content_sha256<S: Serializer>(content: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&sha256_hex(content))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_plan() -> Plan {
+        Plan {
+            name: "web".into(),
+            version: "1.0".into(),
+            recipe_path: "recipes/web.yaml".into(),
+            files: vec!["recipes/web.yaml".into()],
+            source: SourceSpec::Image("ami-0123456789abcdef0".into()),
+            builder: BuilderSpec {
+                instance_type: "t3.large".into(),
+                iam_instance_profile: None,
+                subnet_id: None,
+                security_group_ids: vec![],
+                volume_size_gb: None,
+                imdsv2_required: true,
+                encrypted: true,
+                associate_public_ip: None,
+            },
+            steps: vec![
+                Step {
+                    name: "install".into(),
+                    timeout: Duration::from_secs(20 * 60),
+                    kind: StepKind::Run {
+                        script: "echo hunter2".into(),
+                    },
+                },
+                Step {
+                    name: "config".into(),
+                    timeout: Duration::from_secs(300),
+                    kind: StepKind::File {
+                        source: "files/a.env".into(),
+                        content: b"A=1\n".to_vec(),
+                        destination: "/etc/a.env".into(),
+                        mode: 0o640,
+                        owner: None,
+                    },
+                },
+            ],
+            image: ImageSpec {
+                name: "web-1.0-20260101T000000Z".into(),
+                description: None,
+                tags: BTreeMap::new(),
+                regions: vec![],
+                share_with: vec![],
+                ssm_parameter: None,
+            },
+            release: None,
+            timeouts: Timeouts::default(),
+            secrets: vec!["hunter2".into()],
+            digest: "ab".repeat(32),
+        }
+    }
+
+    #[test]
+    fn fingerprint_depends_on_digest_and_source_image() {
+        let plan = sample_plan();
+        let first = plan.fingerprint("ami-11111111");
+        assert_eq!(first, plan.fingerprint("ami-11111111"));
+        assert_ne!(first, plan.fingerprint("ami-22222222"));
+        let mut other = plan.clone();
+        other.digest = "cd".repeat(32);
+        assert_ne!(first, other.fingerprint("ami-11111111"));
+        let shown = first.to_string();
+        assert!(shown.starts_with("sha256:"));
+        assert_eq!(shown.len(), "sha256:".len() + 64);
+    }
+
+    #[test]
+    fn fingerprint_parts_are_length_prefixed() {
+        // Moving a character between the digest and the image id must change the fingerprint.
+        let mut plan = sample_plan();
+        plan.digest = "abc".into();
+        let joined = plan.fingerprint("def");
+        plan.digest = "ab".into();
+        assert_ne!(joined, plan.fingerprint("cdef"));
+    }
+
+    #[test]
+    fn redact_replaces_every_secret_longest_first() {
+        let mut plan = sample_plan();
+        plan.secrets = vec!["pass".into(), "password1".into(), String::new()];
+        assert_eq!(
+            plan.redact("password1 and pass and passes"),
+            "*** and *** and ***es"
+        );
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let mut plan = sample_plan();
+        plan.secrets = vec!["hunter2".into(), "quo\"te".into()];
+        if let StepKind::Run { script } = &mut plan.steps[0].kind {
+            script.push_str(" quo\"te");
+        }
+        for shown in [format!("{plan:?}"), format!("{plan:#?}")] {
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(!shown.contains("quo"), "{shown}");
+            assert!(shown.contains("<2 redacted>"));
+        }
+    }
+
+    #[test]
+    fn serializes_durations_as_humantime_and_content_as_sha256() {
+        let json = serde_json::to_value(sample_plan()).expect("plan serializes");
+        assert_eq!(json["steps"][0]["timeout"], "20m");
+        assert_eq!(json["steps"][0]["kind"], "run");
+        assert_eq!(json["steps"][1]["content"], sha256_hex(b"A=1\n"));
+        assert_eq!(json["timeouts"]["image_available"], "1h");
+        assert_eq!(json["source"]["image"], "ami-0123456789abcdef0");
+        assert!(json.get("secrets").is_none());
+    }
+}

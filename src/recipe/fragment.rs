@@ -1,0 +1,675 @@
+//! The recipe schema: reading one parsed file into a [`Fragment`].
+//!
+//! Owns which fields exist at each level, their types and defaults, and every check that needs
+//! only the value itself (ids, durations, ranges, modes). Values containing templates stay
+//! unrendered [`TemplateText`]s. It must not follow includes, read other files, merge, or
+//! render templates: a fragment describes exactly one file.
+
+use std::time::Duration;
+
+use marked_yaml::Node;
+
+use super::checks::{self, Check};
+use super::source::{At, FileId, Pos, Session};
+use super::template::TemplateText;
+use super::yaml::{describe, is_null, node_pos, Entry, MapReader};
+use crate::plan::{BuilderSpec, ReleaseSpec, SourceSpec, Timeouts};
+
+const TOP_LEVEL_FIELDS: &[&str] = &[
+    "name",
+    "version",
+    "include",
+    "allow_include_outside",
+    "vars",
+    "source",
+    "builder",
+    "steps",
+    "image",
+    "release",
+    "timeouts",
+];
+const SOURCE_FIELDS: &[&str] = &["image", "filter"];
+const FILTER_FIELDS: &[&str] = &["name", "owners", "architecture"];
+const BUILDER_FIELDS: &[&str] = &[
+    "instance_type",
+    "iam_instance_profile",
+    "subnet_id",
+    "security_group_ids",
+    "volume_size_gb",
+    "imdsv2_required",
+    "encrypted",
+    "associate_public_ip",
+];
+const STEP_FIELDS: &[&str] = &["name", "run", "file", "check", "timeout"];
+const STEP_KINDS: [&str; 3] = ["run", "file", "check"];
+const FILE_FIELDS: &[&str] = &["source", "destination", "mode", "owner", "template"];
+const CHECK_FIELDS: &[&str] = &["url", "expect_status", "expect_body", "timeout", "interval"];
+const IMAGE_FIELDS: &[&str] = &["name", "description", "tags", "regions", "share_with", "ssm_parameter"];
+const RELEASE_FIELDS: &[&str] = &[
+    "launch_template",
+    "set_default",
+    "auto_scaling_group",
+    "keep",
+    "rollback_on_failure",
+    "refresh",
+];
+const REFRESH_FIELDS: &[&str] = &["min_healthy_percentage", "instance_warmup"];
+const TIMEOUT_FIELDS: &[&str] = &[
+    "instance_running",
+    "ssm_online",
+    "instance_stopped",
+    "image_available",
+    "instance_terminated",
+    "instance_refresh",
+];
+
+/// The shortest duration accepted where zero makes no sense.
+const NONZERO: Duration = Duration::from_nanos(1);
+/// The longest timeout, interval or warmup accepted.
+const MAX_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Whether a file is the recipe the user named or one it includes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    Root,
+    Included,
+}
+
+/// Everything one recipe file declares, checked but not merged or rendered.
+#[derive(Debug)]
+pub(crate) struct Fragment {
+    pub file: FileId,
+    /// The top-level fields the file sets (even when their values had problems).
+    pub declared: Vec<String>,
+    pub name: Option<At<String>>,
+    pub version: Option<At<String>>,
+    pub includes: Vec<At<String>>,
+    pub allow_include_outside: bool,
+    pub vars: Vec<VarDecl>,
+    /// False when the `vars` section had problems (some variables may be missing).
+    pub vars_complete: bool,
+    pub source: Option<SourceSpec>,
+    pub builder: Option<BuilderSpec>,
+    pub steps: Vec<StepDecl>,
+    /// The `image` fields other than `tags`; `None` when the file sets none of them.
+    pub image: Option<ImageDecl>,
+    pub tags: Vec<TagDecl>,
+    pub release: Option<ReleaseSpec>,
+    pub timeouts: Option<Timeouts>,
+}
+
+/// A declared variable.
+#[derive(Debug, Clone)]
+pub(crate) struct VarDecl {
+    pub name: At<String>,
+    pub value: String,
+    pub secret: bool,
+}
+
+/// A declared step. `action` is `None` when it had problems (already reported).
+#[derive(Debug, Clone)]
+pub(crate) struct StepDecl {
+    pub name: At<String>,
+    pub timeout: Option<At<Duration>>,
+    pub action: Option<ActionDecl>,
+    /// The file declaring the step; file sources are relative to it.
+    pub file: FileId,
+}
+
+/// What a declared step does.
+#[derive(Debug, Clone)]
+pub(crate) enum ActionDecl {
+    Run(TemplateText),
+    File(FileDecl),
+    Check(CheckDecl),
+}
+
+/// A declared file upload.
+#[derive(Debug, Clone)]
+pub(crate) struct FileDecl {
+    pub source: At<String>,
+    pub destination: TemplateText,
+    pub mode: u32,
+    pub owner: Option<String>,
+    pub template: bool,
+}
+
+/// A declared health check.
+#[derive(Debug, Clone)]
+pub(crate) struct CheckDecl {
+    pub url: TemplateText,
+    pub expect_status: u16,
+    pub expect_body: Option<TemplateText>,
+    /// `check.timeout`, an alternative spelling of the step's timeout.
+    pub timeout: Option<At<Duration>>,
+    pub interval: Option<At<Duration>>,
+}
+
+/// The `image` fields other than `tags`.
+#[derive(Debug, Clone)]
+pub(crate) struct ImageDecl {
+    pub name: Option<TemplateText>,
+    pub description: Option<TemplateText>,
+    pub regions: Vec<String>,
+    pub share_with: Vec<String>,
+    pub ssm_parameter: Option<TemplateText>,
+}
+
+/// One `image.tags` entry.
+#[derive(Debug, Clone)]
+pub(crate) struct TagDecl {
+    pub key: At<String>,
+    pub value: TemplateText,
+}
+
+/// Reads one parsed recipe file. Every problem is recorded in the session.
+pub(crate) fn read_fragment(session: &mut Session, file: FileId, node: &Node, role: Role) -> Fragment {
+    let file_start = session.pos_at_offset(file, 0);
+    let empty = || empty_fragment(file);
+    let Some(top) = MapReader::open(session, node, "", file_start, TOP_LEVEL_FIELDS) else {
+        return empty();
+    };
+    let problems_before_vars = session.problems.len();
+    let vars = read_vars(session, &top);
+    let vars_complete = session.problems.len() == problems_before_vars;
+    let (image, tags) = read_image(session, &top);
+    Fragment {
+        file,
+        declared: top
+            .entries()
+            .iter()
+            .filter(|entry| !is_null(entry.value))
+            .map(|entry| entry.key.as_str().to_owned())
+            .collect(),
+        name: read_identity(session, &top, role, "name", checks::recipe_name),
+        version: read_identity(session, &top, role, "version", checks::version),
+        includes: top.string_list(session, "include"),
+        allow_include_outside: read_allow_include_outside(session, &top, role),
+        vars,
+        vars_complete,
+        source: read_source(session, &top),
+        builder: read_builder(session, &top),
+        steps: read_steps(session, &top, file),
+        image,
+        tags,
+        release: read_release(session, &top),
+        timeouts: read_timeouts(session, &top),
+    }
+}
+
+fn empty_fragment(file: FileId) -> Fragment {
+    Fragment {
+        file,
+        declared: Vec::new(),
+        name: None,
+        version: None,
+        includes: Vec::new(),
+        allow_include_outside: false,
+        vars: Vec::new(),
+        vars_complete: false,
+        source: None,
+        builder: None,
+        steps: Vec::new(),
+        image: None,
+        tags: Vec::new(),
+        release: None,
+        timeouts: None,
+    }
+}
+
+/// Records the problem of a failed check on `entry`'s value; returns whether it passed.
+fn check_value(session: &mut Session, reader: &MapReader<'_>, entry: Entry<'_>, result: Check) -> bool {
+    match result {
+        Ok(()) => true,
+        Err(problem) => {
+            reader.invalid(session, entry, &problem);
+            false
+        }
+    }
+}
+
+/// A string field that must pass `check`.
+fn checked_string(
+    session: &mut Session,
+    reader: &MapReader<'_>,
+    key: &str,
+    check: impl Fn(&str) -> Check,
+) -> Option<At<String>> {
+    let value = reader.string(session, key)?;
+    let entry = reader.get(key)?;
+    check_value(session, reader, entry, check(&value.value)).then_some(value)
+}
+
+/// A list of strings that must each pass `check` (problems at the item).
+fn checked_list(
+    session: &mut Session,
+    reader: &MapReader<'_>,
+    key: &str,
+    check: impl Fn(&str) -> Check,
+) -> Vec<String> {
+    let path = reader.field_path(key);
+    let mut accepted = Vec::new();
+    for (index, item) in reader.string_list(session, key).into_iter().enumerate() {
+        match check(&item.value) {
+            Ok(()) => accepted.push(item.value),
+            Err(problem) => session.error_at(item.pos, format!("`{path}[{index}]` {problem}")),
+        }
+    }
+    accepted
+}
+
+/// `name` or `version`: required and checked in the root; in an included file allowed, ignored,
+/// and only type-checked.
+fn read_identity(
+    session: &mut Session,
+    top: &MapReader<'_>,
+    role: Role,
+    key: &str,
+    check: fn(&str) -> Check,
+) -> Option<At<String>> {
+    match role {
+        Role::Root if !top.has(key) => top.missing(session, key),
+        Role::Root => checked_string(session, top, key, check),
+        Role::Included => {
+            top.string(session, key);
+            None
+        }
+    }
+}
+
+fn read_allow_include_outside(session: &mut Session, top: &MapReader<'_>, role: Role) -> bool {
+    let allowed = top.boolean(session, "allow_include_outside");
+    match (role, allowed) {
+        (Role::Included, Some(flag)) => {
+            session.error_at(
+                flag.pos,
+                "`allow_include_outside` is only allowed in the root recipe",
+            );
+            false
+        }
+        (_, flag) => flag.is_some_and(|flag| flag.value),
+    }
+}
+
+fn read_vars(session: &mut Session, top: &MapReader<'_>) -> Vec<VarDecl> {
+    let Some(entry) = top.get("vars") else {
+        return Vec::new();
+    };
+    let Some(vars) = MapReader::open_any(session, entry.value, "vars", entry.key_pos) else {
+        return Vec::new();
+    };
+    vars.entries()
+        .into_iter()
+        .filter_map(|var| read_var(session, &vars, var))
+        .collect()
+}
+
+fn read_var(session: &mut Session, vars: &MapReader<'_>, var: Entry<'_>) -> Option<VarDecl> {
+    let name = At {
+        value: var.key.as_str().to_owned(),
+        pos: var.key_pos,
+    };
+    if let Err(problem) = checks::variable_name(&name.value) {
+        session.error_at(name.pos, problem);
+        return None;
+    }
+    let path = vars.field_path(&name.value);
+    match var.value {
+        Node::Scalar(scalar) => Some(VarDecl {
+            value: if is_null(var.value) {
+                String::new()
+            } else {
+                scalar.as_str().to_owned()
+            },
+            name,
+            secret: false,
+        }),
+        Node::Mapping(_) => {
+            let declaration = MapReader::open(session, var.value, &path, var.key_pos, &["value", "secret"])?;
+            let value = declaration.string(session, "value").map(|value| value.value);
+            let secret = declaration.boolean(session, "secret").is_some_and(|secret| secret.value);
+            Some(VarDecl {
+                name,
+                value: value.unwrap_or_default(),
+                secret,
+            })
+        }
+        Node::Sequence(_) => {
+            let message = format!(
+                "`{path}` must be a string or a mapping with `value` and `secret`, found {}",
+                describe(var.value)
+            );
+            session.error_at(var.value_pos(), message);
+            None
+        }
+    }
+}
+
+fn read_source(session: &mut Session, top: &MapReader<'_>) -> Option<SourceSpec> {
+    let source = top.mapping(session, "source", SOURCE_FIELDS)?;
+    match (source.get("image"), source.get("filter")) {
+        (Some(_), Some(filter)) => {
+            session.error_at(
+                filter.key_pos,
+                "`source` must have exactly one of `image` and `filter`, found both",
+            );
+            None
+        }
+        (None, None) => {
+            session.error_at(source.at(), "`source` must have one of `image` and `filter`");
+            None
+        }
+        (Some(_), None) => {
+            let image = checked_string(session, &source, "image", checks::ami_id)?;
+            Some(SourceSpec::Image(image.value))
+        }
+        (None, Some(_)) => read_source_filter(session, &source),
+    }
+}
+
+fn read_source_filter(session: &mut Session, source: &MapReader<'_>) -> Option<SourceSpec> {
+    let filter = source.mapping(session, "filter", FILTER_FIELDS)?;
+    let name = filter.required_string(session, "name");
+    if let (Some(name), Some(entry)) = (&name, filter.get("name")) {
+        check_value(session, &filter, entry, checks::single_line(&name.value));
+    }
+    let owners = checked_list(session, &filter, "owners", checks::single_line);
+    match filter.get("owners") {
+        None => return filter.missing(session, "owners"),
+        Some(entry) if owners.is_empty() && entry.value.as_sequence().is_some_and(|items| items.is_empty()) => {
+            filter.invalid(session, entry, "must list at least one owner (an account id, `self` or `amazon`)");
+            return None;
+        }
+        Some(_) => {}
+    }
+    let architecture = checked_string(session, &filter, "architecture", checks::architecture);
+    Some(SourceSpec::Filter {
+        name: name?.value,
+        owners,
+        architecture: architecture.map(|architecture| architecture.value),
+    })
+}
+
+fn read_builder(session: &mut Session, top: &MapReader<'_>) -> Option<BuilderSpec> {
+    let builder = top.mapping(session, "builder", BUILDER_FIELDS)?;
+    let instance_type = match builder.has("instance_type") {
+        true => checked_string(session, &builder, "instance_type", checks::instance_type),
+        false => builder.missing(session, "instance_type"),
+    };
+    let spec = BuilderSpec {
+        instance_type: String::new(),
+        iam_instance_profile: checked_string(session, &builder, "iam_instance_profile", checks::instance_profile)
+            .map(|profile| profile.value),
+        subnet_id: checked_string(session, &builder, "subnet_id", |id| {
+            checks::resource_id(id, "subnet", "subnet")
+        })
+        .map(|id| id.value),
+        security_group_ids: checked_list(session, &builder, "security_group_ids", |id| {
+            checks::resource_id(id, "sg", "security group")
+        }),
+        volume_size_gb: builder
+            .integer(session, "volume_size_gb", 8, 16_384)
+            .map(|size| size.value as u32),
+        imdsv2_required: flag(session, &builder, "imdsv2_required", true),
+        encrypted: flag(session, &builder, "encrypted", true),
+        associate_public_ip: builder
+            .boolean(session, "associate_public_ip")
+            .map(|flag| flag.value),
+    };
+    Some(BuilderSpec {
+        instance_type: instance_type?.value,
+        ..spec
+    })
+}
+
+/// A boolean with a default.
+fn flag(session: &mut Session, reader: &MapReader<'_>, key: &str, default: bool) -> bool {
+    reader.boolean(session, key).map_or(default, |flag| flag.value)
+}
+
+fn read_steps(session: &mut Session, top: &MapReader<'_>, file: FileId) -> Vec<StepDecl> {
+    let Some(entry) = top.get("steps") else {
+        return Vec::new();
+    };
+    let Some(items) = entry.value.as_sequence() else {
+        let message = format!("`steps` must be a list of steps, found {}", describe(entry.value));
+        session.error_at(entry.value_pos(), message);
+        return Vec::new();
+    };
+    items
+        .iter()
+        .enumerate()
+        .filter_map(|(index, item)| read_step(session, item, index, file, entry.key_pos))
+        .collect()
+}
+
+/// Where a list item starts: its first key for a mapping (marked-yaml's mapping start is not
+/// where the item is written), otherwise the node.
+fn item_pos(item: &Node, fallback: Pos) -> Pos {
+    match item {
+        Node::Mapping(map) => map
+            .keys()
+            .next()
+            .and_then(|key| key.span().start())
+            .map_or_else(|| node_pos(item, fallback), Pos::from_marker),
+        _ => node_pos(item, fallback),
+    }
+}
+
+fn read_step(session: &mut Session, item: &Node, index: usize, file: FileId, list_pos: Pos) -> Option<StepDecl> {
+    let path = format!("steps[{index}]");
+    let step = MapReader::open(session, item, &path, item_pos(item, list_pos), STEP_FIELDS)?;
+    let name = step.required_string(session, "name");
+    if let (Some(name), Some(entry)) = (&name, step.get("name")) {
+        check_value(session, &step, entry, checks::single_line(&name.value));
+    }
+    let label = name
+        .as_ref()
+        .map_or(format!("`{path}`"), |name| format!("step `{}`", name.value));
+    let timeout = step.duration(session, "timeout", NONZERO, MAX_WAIT);
+    let action = read_action(session, &step, &label, timeout.is_some());
+    Some(StepDecl {
+        name: name?,
+        timeout,
+        action,
+        file,
+    })
+}
+
+/// The one action of a step; problems when there is none or more than one.
+fn read_action(session: &mut Session, step: &MapReader<'_>, label: &str, has_step_timeout: bool) -> Option<ActionDecl> {
+    let kinds: Vec<Entry<'_>> = STEP_KINDS.iter().filter_map(|kind| step.get(kind)).collect();
+    let actions: Vec<Option<ActionDecl>> = kinds
+        .iter()
+        .map(|kind| read_action_of_kind(session, step, kind.key.as_str(), has_step_timeout))
+        .collect();
+    match kinds.as_slice() {
+        [] => {
+            let message = format!("{label} needs one of `run`, `file` or `check`");
+            session.error_at(step.first_key_pos(), message);
+            None
+        }
+        [_] => actions.into_iter().next().flatten(),
+        [first, second, ..] => {
+            let message = format!(
+                "{label} has both `{}` and `{}`; a step has exactly one of `run`, `file` or `check`",
+                first.key.as_str(),
+                second.key.as_str()
+            );
+            session.error_at(second.key_pos, message);
+            None
+        }
+    }
+}
+
+fn read_action_of_kind(session: &mut Session, step: &MapReader<'_>, kind: &str, has_step_timeout: bool) -> Option<ActionDecl> {
+    match kind {
+        "run" => read_run(session, step).map(ActionDecl::Run),
+        "file" => read_file(session, step).map(ActionDecl::File),
+        _ => read_check(session, step, has_step_timeout).map(ActionDecl::Check),
+    }
+}
+
+fn read_run(session: &mut Session, step: &MapReader<'_>) -> Option<TemplateText> {
+    let script = step.text(session, "run")?;
+    if script.text.trim().is_empty() {
+        let entry = step.get("run")?;
+        step.invalid(session, entry, "must not be empty");
+        return None;
+    }
+    Some(script)
+}
+
+fn read_file(session: &mut Session, step: &MapReader<'_>) -> Option<FileDecl> {
+    let file = step.mapping(session, "file", FILE_FIELDS)?;
+    let source = file.required_string(session, "source");
+    let destination = file.required_text(session, "destination");
+    let mode = match file.string(session, "mode") {
+        None => Some(0o644),
+        Some(mode) => match checks::file_mode(&mode.value) {
+            Ok(mode) => Some(mode),
+            Err(problem) => {
+                let entry = file.get("mode")?;
+                file.invalid(session, entry, &problem);
+                None
+            }
+        },
+    };
+    let owner = checked_string(session, &file, "owner", checks::file_owner);
+    let template = flag(session, &file, "template", false);
+    Some(FileDecl {
+        source: source?,
+        destination: destination?,
+        mode: mode?,
+        owner: owner.map(|owner| owner.value),
+        template,
+    })
+}
+
+fn read_check(session: &mut Session, step: &MapReader<'_>, has_step_timeout: bool) -> Option<CheckDecl> {
+    let check = step.mapping(session, "check", CHECK_FIELDS)?;
+    let url = check.required_text(session, "url");
+    let expect_status = check
+        .integer(session, "expect_status", 100, 599)
+        .map_or(200, |status| status.value as u16);
+    let expect_body = check.text(session, "expect_body");
+    let timeout = check.duration(session, "timeout", NONZERO, MAX_WAIT);
+    if let (true, Some(timeout)) = (has_step_timeout, &timeout) {
+        session.error_at(
+            timeout.pos,
+            "the timeout is set both on the step and in `check`; keep one of them",
+        );
+    }
+    let interval = check.duration(session, "interval", NONZERO, MAX_WAIT);
+    Some(CheckDecl {
+        url: url?,
+        expect_status,
+        expect_body,
+        timeout,
+        interval,
+    })
+}
+
+fn read_image(session: &mut Session, top: &MapReader<'_>) -> (Option<ImageDecl>, Vec<TagDecl>) {
+    let Some(image) = top.mapping(session, "image", IMAGE_FIELDS) else {
+        return (None, Vec::new());
+    };
+    let tags = read_tags(session, &image);
+    let sets_image_fields = IMAGE_FIELDS
+        .iter()
+        .any(|field| *field != "tags" && image.has(field));
+    let declaration = ImageDecl {
+        name: image.text(session, "name"),
+        description: image.text(session, "description"),
+        regions: checked_list(session, &image, "regions", checks::region),
+        share_with: checked_list(session, &image, "share_with", checks::account_id),
+        ssm_parameter: image.text(session, "ssm_parameter"),
+    };
+    (sets_image_fields.then_some(declaration), tags)
+}
+
+fn read_tags(session: &mut Session, image: &MapReader<'_>) -> Vec<TagDecl> {
+    let Some(entry) = image.get("tags") else {
+        return Vec::new();
+    };
+    let Some(tags) = MapReader::open_any(session, entry.value, "image.tags", entry.key_pos) else {
+        return Vec::new();
+    };
+    let mut declared = Vec::new();
+    for tag in tags.entries() {
+        let key = At {
+            value: tag.key.as_str().to_owned(),
+            pos: tag.key_pos,
+        };
+        if let Err(problem) = checks::tag_key(&key.value) {
+            session.error_at(key.pos, format!("tag key {problem}"));
+            continue;
+        }
+        match tag.value.as_scalar() {
+            Some(scalar) => {
+                let text = if is_null(tag.value) { "" } else { scalar.as_str() };
+                declared.push(TagDecl {
+                    value: TemplateText::in_yaml(text.to_owned(), tag.value_pos()),
+                    key,
+                });
+            }
+            None => {
+                let message = format!(
+                    "`image.tags.{}` must be a string, found {}",
+                    key.value,
+                    describe(tag.value)
+                );
+                session.error_at(tag.value_pos(), message);
+            }
+        }
+    }
+    declared
+}
+
+fn read_release(session: &mut Session, top: &MapReader<'_>) -> Option<ReleaseSpec> {
+    let release = top.mapping(session, "release", RELEASE_FIELDS)?;
+    let launch_template = match release.has("launch_template") {
+        true => checked_string(session, &release, "launch_template", checks::launch_template),
+        false => release.missing(session, "launch_template"),
+    };
+    let auto_scaling_group = checked_string(session, &release, "auto_scaling_group", checks::auto_scaling_group);
+    let keep = release
+        .integer(session, "keep", 1, i64::from(u32::MAX))
+        .map_or(5, |keep| keep.value as u32);
+    let refresh = release.mapping(session, "refresh", REFRESH_FIELDS);
+    let min_healthy_percentage = refresh
+        .as_ref()
+        .and_then(|refresh| refresh.integer(session, "min_healthy_percentage", 0, 100))
+        .map_or(0, |percentage| percentage.value as i32);
+    let instance_warmup = refresh
+        .as_ref()
+        .and_then(|refresh| refresh.duration(session, "instance_warmup", Duration::ZERO, MAX_WAIT))
+        .map_or(Duration::from_secs(60), |warmup| warmup.value);
+    Some(ReleaseSpec {
+        launch_template: launch_template?.value,
+        set_default: flag(session, &release, "set_default", true),
+        auto_scaling_group: auto_scaling_group.map(|group| group.value),
+        keep,
+        rollback_on_failure: flag(session, &release, "rollback_on_failure", false),
+        min_healthy_percentage,
+        instance_warmup,
+    })
+}
+
+fn read_timeouts(session: &mut Session, top: &MapReader<'_>) -> Option<Timeouts> {
+    let timeouts = top.mapping(session, "timeouts", TIMEOUT_FIELDS)?;
+    let defaults = Timeouts::default();
+    let mut wait = |key: &str, default: Duration| {
+        timeouts
+            .duration(session, key, NONZERO, MAX_WAIT)
+            .map_or(default, |duration| duration.value)
+    };
+    Some(Timeouts {
+        instance_running: wait("instance_running", defaults.instance_running),
+        ssm_online: wait("ssm_online", defaults.ssm_online),
+        instance_stopped: wait("instance_stopped", defaults.instance_stopped),
+        image_available: wait("image_available", defaults.image_available),
+        instance_terminated: wait("instance_terminated", defaults.instance_terminated),
+        instance_refresh: wait("instance_refresh", defaults.instance_refresh),
+    })
+}

@@ -1,0 +1,83 @@
+//! Recipes: reading YAML recipe files into a [`Plan`](crate::plan::Plan).
+//!
+//! This module is pure apart from reading the recipe files and file-step sources it is pointed
+//! at: it never talks to AWS, runs commands, or writes anything. The schema it implements is the
+//! recipe contract (v1, [`RECIPE_FORMAT_VERSION`]).
+//!
+//! [`load_plan`] runs the stages below and reports *every* problem it finds, each with the file
+//! and (where there is one) the 1-based line and column:
+//! 1. [`include`] reads the root recipe and its includes (size, UTF-8, cycles, containment),
+//!    [`yaml`] parses each file and [`fragment`] reads it against the schema;
+//! 2. [`merge`] merges the fragments;
+//! 3. [`resolve`] applies `--var`s, renders templates ([`template`]), reads file sources and
+//!    assembles the plan and its digest.
+//!
+//! A syntax error stops only the file it is in. Checks that need the whole recipe (unknown
+//! variables, missing sections) are skipped when some file could not be read, to avoid
+//! reporting consequences of the first problem as problems of their own.
+
+mod checks;
+mod diagnostic;
+mod fragment;
+mod include;
+mod merge;
+mod resolve;
+mod source;
+mod template;
+mod yaml;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::path::Path;
+use std::time::SystemTime;
+
+pub use diagnostic::Diagnostic;
+
+use crate::plan::Plan;
+
+/// Version of the recipe format this loader implements; part of every fingerprint.
+pub const RECIPE_FORMAT_VERSION: u32 = 1;
+
+/// Inputs of a load that do not come from the recipe files.
+#[derive(Clone)]
+pub struct LoadOptions {
+    /// `--var K=V` pairs, in command-line order (a later pair wins).
+    pub vars: Vec<(String, String)>,
+    /// The build time, for `{{ timestamp }}`.
+    pub now: SystemTime,
+    /// The build id, for `{{ build_id }}`.
+    pub build_id: String,
+}
+
+impl fmt::Debug for LoadOptions {
+    /// Shows variable names only: `--var` values are often secrets.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let var_names: Vec<&str> = self.vars.iter().map(|(name, _)| name.as_str()).collect();
+        f.debug_struct("LoadOptions")
+            .field("vars", &var_names)
+            .field("now", &self.now)
+            .field("build_id", &self.build_id)
+            .finish()
+    }
+}
+
+/// Loads the recipe at `path` (and everything it includes) into a plan, or returns every
+/// problem found, in the order found.
+pub fn load_plan(path: &Path, opts: &LoadOptions) -> Result<Plan, Vec<Diagnostic>> {
+    let mut session = source::Session::default();
+    let plan = include::load_tree(&mut session, path).and_then(|mut tree| {
+        let fragments = std::mem::take(&mut tree.fragments);
+        let merged = merge::merge(fragments)?;
+        resolve::resolve(&mut session, &tree, merged, path.to_path_buf(), opts)
+    });
+    match plan {
+        Some(plan) if session.problems.is_empty() => Ok(plan),
+        _ if session.problems.is_empty() => Err(vec![Diagnostic::in_file(
+            path,
+            "recipe could not be loaded (no specific problem was recorded; this is a bug in kiln)",
+        )]),
+        _ => Err(session.problems),
+    }
+}

@@ -1,0 +1,442 @@
+//! Turning a merged recipe into a [`Plan`].
+//!
+//! Owns what only makes sense on the whole recipe: `--var` overrides, required sections,
+//! unique step names, rendering every templated field (for the build and for the digest), file
+//! sources (existence, containment, size, content), checks on rendered values, defaults that
+//! depend on the step kind, and assembling the plan with its digest. It must not parse YAML or
+//! decide merge order.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::checks::{self, Check};
+use super::fragment::{ActionDecl, CheckDecl, FileDecl, StepDecl};
+use super::include::{shown_parent, RecipeTree};
+use super::merge::MergedRecipe;
+use super::source::{decode_utf8, read_limited, At, Pos, Session, MAX_FILE_SOURCE_BYTES};
+use super::template::{declared_list, format_timestamp, render, Rendered, TemplateContext, TemplateText, Variable};
+use super::{Diagnostic, LoadOptions};
+use crate::plan::{
+    sha256_hex, DigestImage, DigestInput, DigestStep, DigestStepKind, ImageSpec, Plan, Step, StepKind, Timeouts,
+};
+
+/// The image name when the recipe does not set one.
+const DEFAULT_IMAGE_NAME: &str = "{{ name }}-{{ version }}-{{ timestamp }}";
+const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+const DEFAULT_FILE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// Pseudo-path of diagnostics about `--var` input.
+const CLI_VARS: &str = "--var";
+
+/// Resolves a merged recipe. `None` when any problem was found (in this or an earlier stage).
+pub(crate) fn resolve(
+    session: &mut Session,
+    tree: &RecipeTree,
+    merged: MergedRecipe,
+    recipe_path: PathBuf,
+    options: &LoadOptions,
+) -> Option<Plan> {
+    let (vars, version_override) = apply_cli_vars(session, &merged, &options.vars, tree.complete);
+    let version = version_override.or_else(|| merged.version.as_ref().map(|version| version.value.clone()));
+    let context = TemplateContext {
+        name: merged.name.as_ref().map(|name| name.value.clone()).unwrap_or_default(),
+        version: version.clone().unwrap_or_default(),
+        timestamp: format_timestamp(options.now),
+        build_id: options.build_id.clone(),
+        vars,
+        report_unknown_vars: tree.complete,
+    };
+    let mut resolver = Resolver {
+        session,
+        tree,
+        context,
+        identity_known: merged.name.is_some() && version.is_some(),
+    };
+    let draft = resolver.resolve_all(&merged);
+    if !resolver.session.problems.is_empty() {
+        return None;
+    }
+    draft.into_plan(recipe_path, tree.files.clone(), &resolver.context)
+}
+
+/// Applies `--var K=V`: `version` overrides the recipe version, any other `K` must be declared.
+fn apply_cli_vars(
+    session: &mut Session,
+    merged: &MergedRecipe,
+    cli_vars: &[(String, String)],
+    report_unknown: bool,
+) -> (BTreeMap<String, Variable>, Option<String>) {
+    let mut vars: BTreeMap<String, Variable> = merged
+        .vars
+        .iter()
+        .map(|(name, declaration)| {
+            let variable = Variable {
+                value: declaration.value.clone(),
+                secret: declaration.secret,
+            };
+            (name.clone(), variable)
+        })
+        .collect();
+    let mut version = None;
+    for (name, value) in cli_vars {
+        if name == "version" {
+            match checks::version(value) {
+                Ok(()) => version = Some(value.clone()),
+                Err(problem) => session.push(Diagnostic::in_file(CLI_VARS, format!("`version` {problem}"))),
+            }
+            continue;
+        }
+        match vars.get_mut(name) {
+            Some(variable) => variable.value = value.clone(),
+            None if report_unknown => {
+                let message = format!("unknown variable {name} ({})", declared_list(&vars));
+                session.push(Diagnostic::in_file(CLI_VARS, message));
+            }
+            None => {}
+        }
+    }
+    (vars, version)
+}
+
+struct Resolver<'a> {
+    session: &'a mut Session,
+    tree: &'a RecipeTree,
+    context: TemplateContext,
+    /// Whether name and version are known; the image name is only checked then.
+    identity_known: bool,
+}
+
+/// Everything resolved, before the problems are counted.
+struct Draft {
+    source: Option<crate::plan::SourceSpec>,
+    builder: Option<crate::plan::BuilderSpec>,
+    steps: Vec<(Step, DigestStep)>,
+    image: Option<(ImageSpec, DigestImage)>,
+    release: Option<crate::plan::ReleaseSpec>,
+    timeouts: Timeouts,
+}
+
+impl Resolver<'_> {
+    fn resolve_all(&mut self, merged: &MergedRecipe) -> Draft {
+        self.require_section(merged, "source", merged.source.is_some());
+        self.require_section(merged, "builder", merged.builder.is_some());
+        Draft {
+            source: merged.source.clone(),
+            builder: merged.builder.clone(),
+            steps: self.resolve_steps(&merged.steps),
+            image: self.resolve_image(merged),
+            release: merged.release.clone(),
+            timeouts: merged.timeouts.clone().unwrap_or_default(),
+        }
+    }
+
+    /// A missing section is reported only when no file declares it (a declared but invalid one
+    /// was reported already) and every file could be read.
+    fn require_section(&mut self, merged: &MergedRecipe, section: &str, present: bool) {
+        if !present && !merged.declared.contains(section) && self.tree.complete {
+            let message = format!("missing required section `{section}` (in the recipe or a file it includes)");
+            self.session.error_in(merged.root_file, message);
+        }
+    }
+
+    fn render(&mut self, text: &TemplateText) -> Option<Rendered> {
+        render(self.session, text, &self.context)
+    }
+
+    /// Renders `text` and checks the rendered value; `field` prefixes the problem.
+    fn render_checked(&mut self, text: &TemplateText, field: &str, check: impl Fn(&str) -> Check) -> Option<Rendered> {
+        let rendered = self.render(text)?;
+        if let Err(problem) = check(&rendered.actual) {
+            let pos = text.pos(self.session);
+            self.session.error_at(pos, format!("`{field}` {problem}"));
+            return None;
+        }
+        Some(rendered)
+    }
+
+    /// Renders and checks an optional field: `Some(None)` when absent, `None` on problems.
+    fn render_optional(
+        &mut self,
+        text: Option<&TemplateText>,
+        field: &str,
+        check: impl Fn(&str) -> Check,
+    ) -> Option<Option<Rendered>> {
+        match text {
+            Some(text) => self.render_checked(text, field, check).map(Some),
+            None => Some(None),
+        }
+    }
+
+    fn resolve_steps(&mut self, steps: &[StepDecl]) -> Vec<(Step, DigestStep)> {
+        let mut first_by_name: HashMap<&str, Pos> = HashMap::new();
+        let mut resolved = Vec::new();
+        for (index, step) in steps.iter().enumerate() {
+            if let Some(first) = first_by_name.get(step.name.value.as_str()) {
+                let first_at = self.describe_pos(*first);
+                let message = format!("duplicate step name `{}`; the first is at {first_at}", step.name.value);
+                self.session.error_at(step.name.pos, message);
+            } else {
+                first_by_name.insert(&step.name.value, step.name.pos);
+            }
+            if let Some(step) = self.resolve_step(step, index) {
+                resolved.push(step);
+            }
+        }
+        resolved
+    }
+
+    fn describe_pos(&self, pos: Pos) -> String {
+        let path = &self.session.file(pos.file).path;
+        format!("{}:{}:{}", path.display(), pos.line, pos.column)
+    }
+
+    fn resolve_step(&mut self, step: &StepDecl, index: usize) -> Option<(Step, DigestStep)> {
+        let path = format!("steps[{index}]");
+        let (kind, digest_kind, timeout) = match step.action.as_ref()? {
+            ActionDecl::Run(script) => {
+                let script = self.render(script)?;
+                let timeout = step.timeout.as_ref().map_or(DEFAULT_RUN_TIMEOUT, |timeout| timeout.value);
+                let kind = StepKind::Run { script: script.actual };
+                (kind, DigestStepKind::Run { script: script.canonical }, timeout)
+            }
+            ActionDecl::File(file) => {
+                let (kind, digest_kind) = self.resolve_file(step, file, &path)?;
+                let timeout = step.timeout.as_ref().map_or(DEFAULT_FILE_TIMEOUT, |timeout| timeout.value);
+                (kind, digest_kind, timeout)
+            }
+            ActionDecl::Check(check) => self.resolve_check(step, check, &path)?,
+        };
+        let digest_step = DigestStep {
+            name: step.name.value.clone(),
+            timeout,
+            kind: digest_kind,
+        };
+        let step = Step {
+            name: step.name.value.clone(),
+            timeout,
+            kind,
+        };
+        Some((step, digest_step))
+    }
+
+    fn resolve_file(&mut self, step: &StepDecl, file: &FileDecl, path: &str) -> Option<(StepKind, DigestStepKind)> {
+        let destination = self.render_checked(&file.destination, &format!("{path}.file.destination"), checks::destination);
+        let source_shown = shown_parent(&self.session.file(step.file).path).join(&file.source.value);
+        let bytes = self.read_file_source(&file.source, &source_shown);
+        let (content, canonical_content) = match (bytes, file.template) {
+            (Some(bytes), true) => self.render_content(&file.source, &source_shown, bytes)?,
+            (Some(bytes), false) => (bytes.clone(), bytes),
+            (None, _) => return None,
+        };
+        let destination = destination?;
+        let digest_kind = DigestStepKind::File {
+            destination: destination.canonical,
+            mode: file.mode,
+            owner: file.owner.clone(),
+            content_sha256: sha256_hex(&canonical_content),
+        };
+        let kind = StepKind::File {
+            source: source_shown,
+            content,
+            destination: destination.actual,
+            mode: file.mode,
+            owner: file.owner.clone(),
+        };
+        Some((kind, digest_kind))
+    }
+
+    /// The bytes of a file source that exists, stays inside the root folder, and is small enough.
+    fn read_file_source(&mut self, source: &At<String>, shown: &std::path::Path) -> Option<Vec<u8>> {
+        if source.value.trim().is_empty() {
+            self.session.error_at(source.pos, "file source path is empty");
+            return None;
+        }
+        let canonical = match std::fs::canonicalize(shown) {
+            Ok(canonical) => canonical,
+            Err(_) => {
+                let message = format!("file source `{}` not found", shown.display());
+                self.session.error_at(source.pos, message);
+                return None;
+            }
+        };
+        if let Err(message) = self.tree.check_inside_root(&canonical, "file source", shown) {
+            self.session.error_at(source.pos, message);
+            return None;
+        }
+        match read_limited(shown, MAX_FILE_SOURCE_BYTES) {
+            Ok(bytes) => Some(bytes),
+            Err(problem) => {
+                let message = format!("file source `{}` {problem}", shown.display());
+                self.session.error_at(source.pos, message);
+                None
+            }
+        }
+    }
+
+    /// Renders a `template: true` file: `(actual bytes, canonical bytes)`.
+    fn render_content(&mut self, source: &At<String>, shown: &std::path::Path, bytes: Vec<u8>) -> Option<(Vec<u8>, Vec<u8>)> {
+        let text = match decode_utf8(bytes) {
+            Ok(text) => text,
+            Err((line, column, problem)) => {
+                let message = format!(
+                    "file source `{}` is {problem} (line {line}, column {column}); only UTF-8 text can use `template: true`",
+                    shown.display()
+                );
+                self.session.error_at(source.pos, message);
+                return None;
+            }
+        };
+        let file = self.session.add_file(shown.to_path_buf(), text.clone());
+        let rendered = self.render(&TemplateText::in_content(text, file))?;
+        Some((rendered.actual.into_bytes(), rendered.canonical.into_bytes()))
+    }
+
+    fn resolve_check(&mut self, step: &StepDecl, check: &CheckDecl, path: &str) -> Option<(StepKind, DigestStepKind, Duration)> {
+        let url = self.render_checked(&check.url, &format!("{path}.check.url"), checks::check_url);
+        let expect_body = self.render_optional(check.expect_body.as_ref(), "check.expect_body", |_| Ok(()));
+        let timeout = step
+            .timeout
+            .as_ref()
+            .or(check.timeout.as_ref())
+            .map_or(DEFAULT_CHECK_TIMEOUT, |timeout| timeout.value);
+        let interval = check
+            .interval
+            .as_ref()
+            .map_or(DEFAULT_CHECK_INTERVAL, |interval| interval.value);
+        if let Some(At { pos, .. }) = check.interval.as_ref().filter(|_| interval >= timeout) {
+            let message = format!(
+                "`{path}.check.interval` ({}) must be shorter than the step's timeout ({})",
+                humantime::format_duration(interval),
+                humantime::format_duration(timeout)
+            );
+            self.session.error_at(*pos, message);
+            return None;
+        }
+        let (url, expect_body) = (url?, expect_body?);
+        let (body, canonical_body) = match expect_body {
+            Some(body) => (Some(body.actual), Some(body.canonical)),
+            None => (None, None),
+        };
+        let kind = StepKind::Check {
+            url: url.actual,
+            expect_status: check.expect_status,
+            expect_body: body,
+            interval,
+        };
+        let digest_kind = DigestStepKind::Check {
+            url: url.canonical,
+            expect_status: check.expect_status,
+            expect_body: canonical_body,
+            interval,
+        };
+        Some((kind, digest_kind, timeout))
+    }
+
+    fn resolve_image(&mut self, merged: &MergedRecipe) -> Option<(ImageSpec, DigestImage)> {
+        let declared = merged.image.as_ref();
+        let name = self.resolve_image_name(merged, declared.and_then(|image| image.name.as_ref()));
+        let description = self.render_optional(
+            declared.and_then(|image| image.description.as_ref()),
+            "image.description",
+            checks::image_description,
+        );
+        let ssm_parameter = self.render_optional(
+            declared.and_then(|image| image.ssm_parameter.as_ref()),
+            "image.ssm_parameter",
+            checks::ssm_parameter,
+        );
+        let tags = self.resolve_tags(merged);
+        let (name, description, ssm_parameter, tags) = (name?, description?, ssm_parameter?, tags?);
+        let regions = declared.map_or_else(Vec::new, |image| image.regions.clone());
+        let share_with = declared.map_or_else(Vec::new, |image| image.share_with.clone());
+        let digest_image = DigestImage {
+            name: name.canonical,
+            description: description.as_ref().map(|text| text.canonical.clone()),
+            tags: tags.iter().map(|(key, value)| (key.clone(), value.canonical.clone())).collect(),
+            regions: regions.clone(),
+            share_with: share_with.clone(),
+        };
+        let image = ImageSpec {
+            name: name.actual,
+            description: description.map(|text| text.actual),
+            tags: tags.into_iter().map(|(key, value)| (key, value.actual)).collect(),
+            regions,
+            share_with,
+            ssm_parameter: ssm_parameter.map(|text| text.actual),
+        };
+        Some((image, digest_image))
+    }
+
+    fn resolve_image_name(&mut self, merged: &MergedRecipe, declared: Option<&TemplateText>) -> Option<Rendered> {
+        if let Some(text) = declared {
+            if !self.identity_known {
+                return self.render(text);
+            }
+            return self.render_checked(text, "image.name", checks::image_name);
+        }
+        let default = TemplateText::in_yaml(DEFAULT_IMAGE_NAME.to_owned(), self.session.pos_at_offset(merged.root_file, 0));
+        let rendered = self.render(&default)?;
+        match checks::image_name(&rendered.actual) {
+            Err(problem) if self.identity_known => {
+                let message = format!(
+                    "the default image name `{DEFAULT_IMAGE_NAME}` {problem}; set `image.name`"
+                );
+                self.session.error_in(merged.root_file, message);
+                None
+            }
+            _ => Some(rendered),
+        }
+    }
+
+    fn resolve_tags(&mut self, merged: &MergedRecipe) -> Option<BTreeMap<String, Rendered>> {
+        let mut tags = BTreeMap::new();
+        let mut complete = true;
+        for (key, tag) in &merged.tags {
+            match self.render_checked(&tag.value, &format!("image.tags.{key}"), checks::tag_value) {
+                Some(value) => {
+                    tags.insert(key.clone(), value);
+                }
+                None => complete = false,
+            }
+        }
+        complete.then_some(tags)
+    }
+}
+
+impl Draft {
+    /// The plan, when every part resolved.
+    fn into_plan(self, recipe_path: PathBuf, files: Vec<PathBuf>, context: &TemplateContext) -> Option<Plan> {
+        let (image, digest_image) = self.image?;
+        let (steps, digest_steps): (Vec<Step>, Vec<DigestStep>) = self.steps.into_iter().unzip();
+        let digest_input = DigestInput {
+            name: context.name.clone(),
+            version: context.version.clone(),
+            source: self.source.clone()?,
+            builder: self.builder.clone()?,
+            steps: digest_steps,
+            image: digest_image,
+        };
+        let secrets = context
+            .vars
+            .values()
+            .filter(|variable| variable.secret && !variable.value.is_empty())
+            .map(|variable| variable.value.clone())
+            .collect();
+        Some(Plan {
+            name: context.name.clone(),
+            version: context.version.clone(),
+            recipe_path,
+            files,
+            source: self.source?,
+            builder: self.builder?,
+            steps,
+            image,
+            release: self.release,
+            timeouts: self.timeouts,
+            secrets,
+            digest: digest_input.digest(),
+        })
+    }
+}

@@ -1,0 +1,542 @@
+//! Tests of [`load_plan`] as a whole: the good recipes, templating positions, the digest's
+//! properties, complete messages, and the corpus of bad recipes in `tests/recipes/bad`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::{load_plan, Diagnostic, LoadOptions};
+use crate::plan::{Plan, SourceSpec, StepKind};
+
+/// 2026-11-25T21:22:41Z
+fn build_time() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_795_641_761)
+}
+
+fn options() -> LoadOptions {
+    LoadOptions {
+        vars: Vec::new(),
+        now: build_time(),
+        build_id: "b-42".into(),
+    }
+}
+
+fn options_with_vars(vars: &[(&str, &str)]) -> LoadOptions {
+    LoadOptions {
+        vars: vars
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect(),
+        ..options()
+    }
+}
+
+/// The repository holding `tests/recipes`: `KILN_REPO` when set, else this crate's manifest
+/// folder when it has the corpus, else the folder three levels above this source file (for
+/// builds that compile these sources from another crate).
+fn repo_root() -> PathBuf {
+    if let Some(repo) = std::env::var_os("KILN_REPO") {
+        return PathBuf::from(repo);
+    }
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    if manifest_dir.join("tests/recipes").is_dir() {
+        return manifest_dir;
+    }
+    Path::new(file!())
+        .ancestors()
+        .nth(3)
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+fn good(relative: &str) -> PathBuf {
+    repo_root().join("tests/recipes/good").join(relative)
+}
+
+fn load_ok(path: &Path, options: &LoadOptions) -> Plan {
+    match load_plan(path, options) {
+        Ok(plan) => plan,
+        Err(problems) => panic!("{} failed to load:\n{}", path.display(), rendered(&problems)),
+    }
+}
+
+fn load_err(path: &Path, options: &LoadOptions) -> Vec<String> {
+    match load_plan(path, options) {
+        Ok(plan) => panic!("{} loaded but should not: {plan:?}", path.display()),
+        Err(problems) => problems.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn rendered(problems: &[Diagnostic]) -> String {
+    problems
+        .iter()
+        .map(Diagnostic::render)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A scratch folder with files; paths in messages are `<folder>/<name>`.
+struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    fn new() -> Self {
+        Scratch {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    fn write(&self, name: &str, content: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.dir.path().join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(&path, content).expect("write");
+        path
+    }
+
+    fn shown(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+}
+
+const HEADER: &str = "name: web\nversion: \"1.0\"\nsource: { image: ami-0123456789abcdef0 }\nbuilder: { instance_type: t3.large }\n";
+
+fn step_names(plan: &Plan) -> Vec<&str> {
+    plan.steps.iter().map(|step| step.name.as_str()).collect()
+}
+
+fn script_of<'p>(plan: &'p Plan, step: &str) -> &'p str {
+    match plan.steps.iter().find(|candidate| candidate.name == step).map(|step| &step.kind) {
+        Some(StepKind::Run { script }) => script,
+        other => panic!("no run step `{step}`: {other:?}"),
+    }
+}
+
+#[test]
+fn minimal_recipe_gets_every_default() {
+    let plan = load_ok(&good("minimal.yaml"), &options());
+    assert_eq!(plan.name, "plain");
+    assert!(plan.steps.is_empty());
+    assert!(plan.builder.imdsv2_required && plan.builder.encrypted);
+    assert_eq!(plan.builder.associate_public_ip, None);
+    assert_eq!(plan.image.name, "plain-1.0-20261125T212241Z");
+    assert_eq!(plan.timeouts, crate::plan::Timeouts::default());
+    assert!(plan.release.is_none());
+    assert!(plan.secrets.is_empty());
+    assert_eq!(plan.digest.len(), 64);
+}
+
+#[test]
+fn includes_merge_in_contract_order() {
+    let plan = load_ok(&good("full/main.yaml"), &options());
+    assert_eq!(
+        step_names(&plan),
+        ["base packages", "transformer user", "install transformer", "config", "transformer is healthy"]
+    );
+    let root = good("full/main.yaml");
+    let parts = good("full/parts");
+    assert_eq!(
+        plan.files,
+        [
+            root.clone(),
+            parts.join("base.yaml"),
+            parts.join("transformer.yaml"),
+            parts.join("transformer-user.yaml"),
+        ]
+    );
+    // The root's vars and tags win per key; other keys come from the includes.
+    assert!(script_of(&plan, "install transformer").contains("echo \"9090 ${HOME}\""));
+    let tags: Vec<(&str, &str)> = plan.image.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(tags, [("app", "rudder"), ("owner", "platform"), ("team", "data")]);
+    assert_eq!(plan.image.name, "rudder-dataplane-1.83.0-20261125T212241Z");
+    assert_eq!(
+        plan.image.description.as_deref(),
+        Some("Rudder dataplane 1.83.0, built 20261125T212241Z")
+    );
+    let release = plan.release.as_ref().expect("release");
+    assert_eq!((release.keep, release.set_default), (3, true));
+    assert_eq!(release.instance_warmup, Duration::from_secs(90));
+    assert_eq!(plan.timeouts.image_available, Duration::from_secs(90 * 60));
+    assert_eq!(plan.timeouts.ssm_online, Duration::from_secs(10 * 60));
+    assert_eq!(plan.recipe_path, root);
+}
+
+#[test]
+fn step_defaults_and_file_and_check_steps() {
+    let plan = load_ok(&good("full/main.yaml"), &options());
+    let timeouts: Vec<u64> = plan.steps.iter().map(|step| step.timeout.as_secs()).collect();
+    assert_eq!(timeouts, [1800, 1800, 1200, 300, 120]);
+    match &plan.steps[3].kind {
+        StepKind::File { source, content, destination, mode, owner } => {
+            assert_eq!(source, &good("full/files/rudder.env.tmpl"));
+            let content = String::from_utf8(content.clone()).expect("utf-8");
+            assert_eq!(
+                content,
+                "# written by kiln for rudder-dataplane 1.83.0\nTRANSFORMER_PORT=9090\nDB_PASSWORD=\nHOME_DIR=${HOME}\n"
+            );
+            assert_eq!((destination.as_str(), *mode, owner.as_deref()), ("/etc/rudderstack/env", 0o640, Some("root:rudder")));
+        }
+        other => panic!("expected a file step, got {other:?}"),
+    }
+    match &plan.steps[4].kind {
+        StepKind::Check { url, expect_status, expect_body, interval } => {
+            assert_eq!(url, "http://127.0.0.1:9090/health");
+            assert_eq!((*expect_status, expect_body.as_deref()), (200, Some("\"UP\"")));
+            assert_eq!(*interval, Duration::from_secs(2));
+        }
+        other => panic!("expected a check step, got {other:?}"),
+    }
+}
+
+#[test]
+fn filter_source_and_builder_fields() {
+    let plan = load_ok(&good("filter-source.yaml"), &options());
+    assert_eq!(
+        plan.source,
+        SourceSpec::Filter {
+            name: "al2023-ami-2023.*-arm64".into(),
+            owners: vec!["amazon".into()],
+            architecture: Some("arm64".into()),
+        }
+    );
+    assert_eq!(plan.version, "2.4.1");
+    assert_eq!(plan.builder.security_group_ids, ["sg-0123abcd", "sg-4567ef01"]);
+    assert_eq!((plan.builder.volume_size_gb, plan.builder.associate_public_ip), (Some(30), Some(false)));
+    assert_eq!(plan.image.name, "api-node 2.4.1 (b-42)");
+    assert_eq!(plan.image.share_with, ["012345678901"]);
+    assert!(script_of(&plan, "install").contains("echo \"${HOSTNAME:-unknown}\" > /etc/motd"));
+}
+
+#[test]
+fn cli_vars_override_values_version_and_secrets_are_redacted() {
+    let vars = [("version", "1.84.0-rc.1"), ("db_password", "s3cr3t!"), ("transformer_port", "7070")];
+    let plan = load_ok(&good("full/main.yaml"), &options_with_vars(&vars));
+    assert_eq!(plan.version, "1.84.0-rc.1");
+    assert_eq!(plan.image.name, "rudder-dataplane-1.84.0-rc.1-20261125T212241Z");
+    assert_eq!(plan.secrets, ["s3cr3t!"]);
+    let script = script_of(&plan, "install transformer");
+    assert!(script.contains("PGPASSWORD='s3cr3t!'"), "{script}");
+    assert!(script.contains("echo \"7070 ${HOME}\""));
+    assert_eq!(
+        plan.redact(script),
+        "set -euo pipefail\necho \"7070 ${HOME}\"\nPGPASSWORD='***' psql -c 'select 1'\n"
+    );
+    assert!(!format!("{plan:?}").contains("s3cr3t!"));
+}
+
+#[test]
+fn unknown_and_invalid_cli_vars() {
+    let problems = load_err(
+        &good("full/main.yaml"),
+        &options_with_vars(&[("nope", "1"), ("version", "1 0")]),
+    );
+    assert_eq!(
+        problems,
+        [
+            "--var: unknown variable nope (declared: db_password, transformer_port)",
+            "--var: `version` is not a valid version: `1 0` (1 to 64 characters of A-Z, a-z, 0-9, `.`, `_`, `+` and `-`)",
+        ]
+    );
+}
+
+#[test]
+fn unknown_variable_positions_inside_block_and_plain_scalars() {
+    let scratch = Scratch::new();
+    let recipe = scratch.write(
+        "x.yaml",
+        format!(
+            "{HEADER}vars: {{ port: \"1\" }}\nsteps:\n  - name: a\n    run: |\n      set -eu\n      echo ${{HOME}} {{{{vars.port}}}} {{{{ vars.prot }}}}\n  - name: b\n    run: \"echo {{{{ vars.nope }}}}\"\n"
+        ),
+    );
+    let shown = scratch.shown("x.yaml");
+    assert_eq!(
+        load_err(&recipe, &options()),
+        [
+            format!("{shown}:10:34: unknown variable `prot` in `{{{{ vars.prot }}}}` (declared: port)"),
+            format!("{shown}:12:16: unknown variable `nope` in `{{{{ vars.nope }}}}` (declared: port)"),
+        ]
+    );
+}
+
+#[test]
+fn literal_braces_and_shell_syntax_survive_rendering() {
+    let scratch = Scratch::new();
+    let recipe = scratch.write(
+        "x.yaml",
+        format!("{HEADER}steps:\n  - name: a\n    run: |\n      echo '{{{{ \"{{{{\" }}}} x }}}}' ${{A:-b}} $C {{ }}\n"),
+    );
+    let plan = load_ok(&recipe, &options());
+    assert_eq!(script_of(&plan, "a"), "echo '{{ x }}' ${A:-b} $C { }\n");
+}
+
+#[test]
+fn template_errors_in_file_content_point_into_the_file() {
+    let scratch = Scratch::new();
+    scratch.write("files/app.conf", "port = 1\nname = {{ name }}\nbad = {{ vars.missing }}\n");
+    let recipe = scratch.write(
+        "x.yaml",
+        format!("{HEADER}steps:\n  - name: conf\n    file: {{ source: files/app.conf, destination: /etc/app.conf, template: true }}\n"),
+    );
+    assert_eq!(
+        load_err(&recipe, &options()),
+        [format!(
+            "{}:3:7: unknown variable `missing` in `{{{{ vars.missing }}}}` (no variables are declared)",
+            scratch.shown("files/app.conf")
+        )]
+    );
+}
+
+#[test]
+fn every_problem_is_reported_together_with_rendered_source() {
+    let scratch = Scratch::new();
+    scratch.write("part.yaml", "steps:\n  - name: dup\n    run: echo 1\n  - nme: x\n    run: echo\n");
+    scratch.write("broken.yaml", "steps: [\n");
+    let recipe = scratch.write(
+        "x.yaml",
+        "name: Web\nversion: \"1.0\"\ninclude: [part.yaml, broken.yaml]\nsource: { image: ami-123 }\nbuilder:\n  instance_type: t3.large\n  volume_size_gb: 4\nsteps:\n  - name: dup\n    run: echo 2\n    timeout: 0s\n",
+    );
+    let problems = match load_plan(&recipe, &options()) {
+        Ok(plan) => panic!("loaded: {plan:?}"),
+        Err(problems) => problems,
+    };
+    let x = scratch.shown("x.yaml");
+    let part = scratch.shown("part.yaml");
+    let broken = scratch.shown("broken.yaml");
+    let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        lines,
+        [
+            format!("{x}:1:7: `name` is not a valid recipe name: `Web` (1 to 63 characters of a-z, 0-9 and `-`, starting with a letter or digit)"),
+            format!("{x}:4:18: `source.image` is not an AMI id: `ami-123` (expected `ami-` and 8 or 17 lowercase hex digits)"),
+            format!("{x}:7:19: `builder.volume_size_gb` must be between 8 and 16384, found 4"),
+            format!("{x}:11:14: `steps[0].timeout` must be longer than zero"),
+            format!("{part}:4:5: unknown field `nme` in `steps[1]`, expected one of `name`, `run`, `file`, `check`, `timeout` (did you mean `name`?)"),
+            format!("{part}:4:5: missing required field `name` in `steps[1]`"),
+            format!("{broken}:2:1: YAML syntax error: while parsing a node, did not find expected node content"),
+            format!("{x}:9:11: duplicate step name `dup`; the first is at {part}:2:11"),
+        ]
+    );
+    assert_eq!(
+        problems[2].render(),
+        format!("{x}:7:19: `builder.volume_size_gb` must be between 8 and 16384, found 4\n  |\n7 |   volume_size_gb: 4\n  |                   ^")
+    );
+}
+
+#[test]
+fn recipe_larger_than_one_mib_is_rejected_unparsed() {
+    let scratch = Scratch::new();
+    let mut text = String::from(HEADER);
+    while text.len() <= 1024 * 1024 {
+        text.push_str("# padding padding padding padding padding padding padding padding\n");
+    }
+    let recipe = scratch.write("big.yaml", &text);
+    assert_eq!(
+        load_err(&recipe, &options()),
+        [format!(
+            "{}: recipe file is too large: {} bytes (at most 1 MiB)",
+            scratch.shown("big.yaml"),
+            text.len()
+        )]
+    );
+}
+
+#[test]
+fn missing_recipe() {
+    assert_eq!(
+        load_err(Path::new("no/such/recipe.yaml"), &options()),
+        ["no/such/recipe.yaml: recipe file not found"]
+    );
+}
+
+mod digest {
+    use super::*;
+
+    /// Loads `x.yaml` after applying `edit` to a baseline recipe with every kind of step.
+    fn digest_with(edit: impl Fn(&mut Recipe), vars: &[(&str, &str)]) -> String {
+        let mut recipe = Recipe::baseline();
+        edit(&mut recipe);
+        let scratch = Scratch::new();
+        scratch.write("files/app.conf", &recipe.file_content);
+        let path = scratch.write("x.yaml", recipe.yaml());
+        load_ok(&path, &options_with_vars(vars)).digest
+    }
+
+    struct Recipe {
+        version: String,
+        source: String,
+        script: String,
+        file_content: String,
+        var_value: String,
+        keep: u32,
+        image_available: String,
+    }
+
+    impl Recipe {
+        fn baseline() -> Self {
+            Recipe {
+                version: "1.0".into(),
+                source: "ami-0123456789abcdef0".into(),
+                script: "echo {{ vars.greeting }} {{ vars.token }} {{ build_id }}".into(),
+                file_content: "built={{ timestamp }}\n".into(),
+                var_value: "hello".into(),
+                keep: 5,
+                image_available: "60m".into(),
+            }
+        }
+
+        fn yaml(&self) -> String {
+            format!(
+                "name: web\nversion: \"{}\"\nsource: {{ image: {} }}\nbuilder: {{ instance_type: t3.large }}\n\
+                 vars:\n  greeting: {}\n  token: {{ value: \"\", secret: true }}\n\
+                 steps:\n  - name: a\n    run: \"{}\"\n  - name: f\n    file: {{ source: files/app.conf, destination: /etc/app.conf, template: true }}\n  \
+                 - name: c\n    check: {{ url: \"http://127.0.0.1/\" }}\n\
+                 release: {{ launch_template: web, keep: {} }}\ntimeouts: {{ image_available: {} }}\n",
+                self.version, self.source, self.var_value, self.script, self.keep, self.image_available
+            )
+        }
+    }
+
+    fn baseline() -> String {
+        digest_with(|_| {}, &[])
+    }
+
+    #[test]
+    fn same_inputs_give_the_same_digest_at_any_time_and_build_id() {
+        let scratch = Scratch::new();
+        let recipe = Recipe::baseline();
+        scratch.write("files/app.conf", &recipe.file_content);
+        let path = scratch.write("x.yaml", recipe.yaml());
+        let first = load_ok(&path, &options());
+        let later = LoadOptions {
+            vars: Vec::new(),
+            now: build_time() + Duration::from_secs(86_400 * 3 + 17),
+            build_id: "another-build".into(),
+        };
+        let second = load_ok(&path, &later);
+        assert_ne!(first.image.name, second.image.name);
+        assert_eq!(first.digest, second.digest);
+        assert_eq!(first.digest, baseline());
+    }
+
+    #[test]
+    fn what_defines_the_image_changes_the_digest() {
+        let base = baseline();
+        let changed = [
+            ("version", digest_with(|r| r.version = "1.1".into(), &[])),
+            ("version var", digest_with(|_| {}, &[("version", "1.1")])),
+            ("source", digest_with(|r| r.source = "ami-0123456789abcdef1".into(), &[])),
+            ("step", digest_with(|r| r.script.push_str(" more"), &[])),
+            ("file bytes", digest_with(|r| r.file_content.push('\n'), &[])),
+            ("var in yaml", digest_with(|r| r.var_value = "bye".into(), &[])),
+            ("var on command line", digest_with(|_| {}, &[("greeting", "bye")])),
+        ];
+        for (what, digest) in changed {
+            assert_ne!(digest, base, "changing the {what} must change the digest");
+        }
+    }
+
+    #[test]
+    fn release_timeouts_and_secrets_do_not_change_the_digest() {
+        let base = baseline();
+        let unchanged = [
+            ("release.keep", digest_with(|r| r.keep = 9, &[])),
+            ("timeouts", digest_with(|r| r.image_available = "2h".into(), &[])),
+            ("secret value", digest_with(|_| {}, &[("token", "t0ps3cret")])),
+        ];
+        for (what, digest) in unchanged {
+            assert_eq!(digest, base, "changing {what} must not change the digest");
+        }
+    }
+}
+
+mod corpus {
+    use super::*;
+
+    /// One bad recipe and what loading it must report.
+    struct Case {
+        recipe: PathBuf,
+        expect: PathBuf,
+    }
+
+    /// `NN-name.yaml` with `NN-name.expect` beside it, or a folder `NN-name/` with `main.yaml`
+    /// and `main.expect`.
+    fn cases(corpus: &Path) -> Vec<Case> {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(corpus)
+            .unwrap_or_else(|err| panic!("cannot list {}: {err}", corpus.display()))
+            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+            .collect();
+        entries.sort();
+        entries
+            .into_iter()
+            .filter_map(|path| {
+                if path.is_dir() {
+                    Some(Case {
+                        recipe: path.join("main.yaml"),
+                        expect: path.join("main.expect"),
+                    })
+                } else if path.extension().is_some_and(|ext| ext == "yaml") {
+                    Some(Case {
+                        expect: path.with_extension("expect"),
+                        recipe: path,
+                    })
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// Problems with one case, empty when it behaves as expected.
+    fn check_case(case: &Case) -> Vec<String> {
+        let expectation = match std::fs::read_to_string(&case.expect) {
+            Ok(text) => text,
+            Err(err) => return vec![format!("cannot read {}: {err}", case.expect.display())],
+        };
+        let dir = case.recipe.parent().unwrap_or(Path::new("")).display().to_string();
+        let expected: Vec<String> = expectation
+            .lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| line.replace("{dir}", &dir))
+            .collect();
+        let actual: Vec<String> = match load_plan(&case.recipe, &options()) {
+            Ok(_) => return vec!["loaded without problems".into()],
+            Err(problems) => problems.iter().map(ToString::to_string).collect(),
+        };
+        let mut failures = Vec::new();
+        match (expected.first(), actual.first()) {
+            (Some(want), Some(got)) if want == got => {}
+            (want, _) => failures.push(format!("first problem: expected {want:?}")),
+        }
+        for want in expected.iter().skip(1) {
+            if !actual.iter().any(|got| got.contains(want.as_str())) {
+                failures.push(format!("no problem contains {want:?}"));
+            }
+        }
+        if !failures.is_empty() {
+            failures.push(format!("actual problems:\n    {}", actual.join("\n    ")));
+        }
+        failures
+    }
+
+    #[test]
+    fn every_bad_recipe_fails_with_its_expected_problems() {
+        let corpus = repo_root().join("tests/recipes/bad");
+        let cases = cases(&corpus);
+        assert!(cases.len() >= 55, "only {} cases in {}", cases.len(), corpus.display());
+        let failures: Vec<String> = cases
+            .iter()
+            .filter_map(|case| {
+                let problems = check_case(case);
+                (!problems.is_empty()).then(|| format!("{}:\n  {}", case.recipe.display(), problems.join("\n  ")))
+            })
+            .collect();
+        assert!(failures.is_empty(), "{} failing case(s):\n{}", failures.len(), failures.join("\n"));
+    }
+
+    #[test]
+    fn every_good_recipe_loads() {
+        for recipe in ["minimal.yaml", "filter-source.yaml", "full/main.yaml"] {
+            load_ok(&good(recipe), &options());
+        }
+    }
+}

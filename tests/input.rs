@@ -1,0 +1,120 @@
+//! Bad input: the malformed-recipe corpus and bad command lines. Each must exit 2, say where the
+//! problem is, and send no request to AWS (the emulator's request log proves it).
+
+use std::path::{Path, PathBuf};
+
+use crate::support::*;
+
+/// (recipe to load, expectation file) for every case of the corpus.
+fn corpus() -> Vec<(PathBuf, PathBuf)> {
+    let root = repo_root().join("tests/recipes/bad");
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(&root).expect("the corpus folder").flatten().map(|e| e.path()).collect();
+    entries.sort();
+    let mut cases = Vec::new();
+    for path in entries {
+        if path.is_dir() {
+            cases.push((path.join("main.yaml"), path.join("main.expect")));
+        } else if path.extension().and_then(|e| e.to_str()) == Some("expect") {
+            let recipe = ["yaml", "yml"].iter().map(|ext| path.with_extension(ext)).find(|p| p.exists());
+            if let Some(recipe) = recipe {
+                cases.push((recipe, path));
+            }
+        }
+    }
+    cases
+}
+
+fn expectations(expect: &Path, recipe: &Path) -> Vec<String> {
+    let dir = recipe.parent().unwrap().display().to_string();
+    read(expect).lines().filter(|l| !l.trim().is_empty()).map(|l| l.replace("{dir}", &dir)).collect()
+}
+
+#[test]
+fn every_malformed_recipe_exits_2_with_its_position_and_no_aws_request() {
+    let emulator = Emulator::start();
+    let kiln = Kiln::new(&emulator);
+    let cases = corpus();
+    assert!(cases.len() >= 50, "only {} cases in the corpus", cases.len());
+    let mut failures = Vec::new();
+    for (recipe, expect) in &cases {
+        let run = kiln.run(&["build", recipe.to_str().unwrap()]);
+        let wanted = expectations(expect, recipe);
+        let missing: Vec<&String> = wanted.iter().filter(|w| !run.stderr.contains(w.as_str())).collect();
+        if run.code != 2 || !missing.is_empty() {
+            failures.push(format!("{}: exit {} missing {missing:?}\n{}", recipe.display(), run.code, run.stderr));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    let requests = emulator.kiln_requests();
+    assert!(requests.is_empty(), "invalid recipes made AWS requests: {requests:?}");
+}
+
+#[test]
+fn bad_command_lines_exit_2_without_aws_requests() {
+    let emulator = Emulator::seeded();
+    emulator.clear_requests();
+    let kiln = Kiln::new(&emulator);
+    let good = kiln.write("app.yaml", &recipe("  []"));
+    let good = good.to_str().unwrap();
+    let cases: Vec<Vec<&str>> = vec![
+        vec![],
+        vec!["bake"],
+        vec!["build"],
+        vec!["build", good, "--var", "novalue"],
+        vec!["build", good, "--var", "=x"],
+        vec!["build", good, "--var", "undeclared=1"],
+        vec!["build", "does-not-exist.yaml"],
+        vec!["build", good, "--frobnicate"],
+        vec!["prune", good, "--keep", "0"],
+        vec!["prune", good, "--keep", "many"],
+        vec!["gc", "--older-than", "banana"],
+        vec!["rollback", good, "--to", "1", "--image", "ami-0123456789abcdef0"],
+        vec!["rollback", good, "--allow-foreign"],
+        vec!["rollback", good, "--to", "latest"],
+        vec!["validate", good, "-q", "-v"],
+    ];
+    for args in &cases {
+        let run = kiln.run(args);
+        assert_eq!(run.code, 2, "kiln {args:?}\n{}", run.stderr);
+        assert!(!run.stderr.trim().is_empty(), "kiln {args:?} said nothing");
+    }
+    assert!(emulator.kiln_requests().is_empty(), "{:?}", emulator.kiln_requests());
+    // A recipe without a release section cannot have a history.
+    let bare = kiln.write("bare.yaml", &recipe("  []").split("release:").next().unwrap().to_owned());
+    let run = kiln.run(&["history", bare.to_str().unwrap()]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("release.launch_template"), "{}", run.stderr);
+}
+
+#[test]
+fn validate_prints_the_plan_and_a_stable_fingerprint_without_aws() {
+    let kiln = Kiln::offline();
+    kiln.write("files/a.conf", "x=1\n");
+    let text = "name: app\nversion: \"2\"\nsource: { image: ami-0123456789abcdef0 }\nbuilder: { instance_type: t3.micro }\nsteps:\n  - name: conf\n    file: { source: files/a.conf, destination: /etc/a.conf }\n";
+    let path = kiln.write("app.yaml", text);
+    let first = kiln.run(&["validate", path.to_str().unwrap()]);
+    first.assert_code(0);
+    assert!(first.stdout.contains("fingerprint  sha256:"), "{}", first.stdout);
+    let again = kiln.run(&["validate", path.to_str().unwrap()]);
+    assert_eq!(first.stdout, again.stdout);
+    kiln.write("files/a.conf", "x=2\n");
+    let changed = kiln.run(&["validate", path.to_str().unwrap()]);
+    assert_ne!(first.stdout, changed.stdout);
+    let json = kiln.run(&["validate", path.to_str().unwrap(), "--json"]);
+    json.assert_code(0);
+    assert!(json.json()["fingerprint"].as_str().unwrap().starts_with("sha256:"));
+}
+
+#[test]
+fn the_shipped_recipe_validates_with_both_components() {
+    let kiln = Kiln::offline();
+    let path = repo_root().join("recipes/rudder-dataplane.yaml");
+    let run = kiln.run(&["validate", path.to_str().unwrap(), "--json"]);
+    run.assert_code(0);
+    let plan = run.json()["plan"].clone();
+    let files = plan["files"].to_string();
+    assert!(files.contains("backend.yaml") && files.contains("transformer.yaml"), "{files}");
+    let steps = plan["steps"].to_string();
+    assert!(steps.contains("rudder-server -v") && steps.contains("http://127.0.0.1:9090/health"), "{steps}");
+    assert_eq!(plan["release"]["launch_template"], serde_json::json!("rudder-dataplane"));
+}

@@ -1,0 +1,397 @@
+//! Test harness: a private emulator per test, the compiled `kiln` driven as a user would, and AWS
+//! clients (the real SDK, against the same emulator) to check what kiln left behind.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const REGION: &str = "us-east-1";
+/// kiln's credentials in tests; the checking clients use another key so that the emulator's
+/// request log can tell kiln's calls from the test's own.
+pub const KILN_ACCESS_KEY: &str = "AKIAKILNTESTKILN0001";
+pub const CHECK_ACCESS_KEY: &str = "AKIAKILNTESTCHECK001";
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn emulator_python() -> PathBuf {
+    if let Some(python) = std::env::var_os("KILN_EMULATOR_PYTHON") {
+        return PathBuf::from(python);
+    }
+    let python = repo_root().join(".emulator/venv/bin/python");
+    assert!(python.exists(), "the emulator is not installed: run scripts/test.sh (or scripts/emulator install) first");
+    python
+}
+
+/// One emulator process, on its own port, stopped when dropped.
+pub struct Emulator {
+    child: Child,
+    pub url: String,
+    agent: ureq::Agent,
+}
+
+impl Emulator {
+    pub fn start() -> Emulator {
+        let mut child = Command::new(emulator_python())
+            .arg(repo_root().join("scripts/emulator.py"))
+            .args(["--host", "127.0.0.1", "--port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the emulator");
+        let stdout = child.stdout.take().expect("emulator stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let url = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(url) = line.strip_prefix("KILN_EMULATOR_URL=") {
+                        break url.trim().to_owned();
+                    }
+                }
+                _ => {
+                    let _ = child.kill();
+                    panic!("the emulator exited before printing its URL");
+                }
+            }
+        };
+        // Keep draining stdout so the emulator never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
+        Emulator { child, url, agent }
+    }
+
+    /// An emulator with the demo world (launch template + auto scaling group) in it.
+    pub fn seeded() -> Emulator {
+        let emulator = Emulator::start();
+        emulator.seed();
+        emulator
+    }
+
+    fn control(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}/_kiln/{path}", self.url);
+        let request = self.agent.request(method, &url);
+        let response = match body {
+            Some(body) => request.send_json(body),
+            None => request.call(),
+        };
+        match response {
+            Ok(r) => r.into_json().unwrap_or(Value::Null),
+            Err(e) => panic!("emulator control {method} {path} failed: {e}"),
+        }
+    }
+
+    pub fn seed(&self) -> Value {
+        self.control("POST", "seed", Some(serde_json::json!({})))
+    }
+
+    pub fn faults(&self, faults: Value) {
+        self.control("POST", "faults", Some(faults));
+    }
+
+    pub fn behaviour(&self, behaviour: Value) {
+        self.control("POST", "behaviour", Some(behaviour));
+    }
+
+    /// Every AWS request the emulator saw, in order.
+    pub fn requests(&self) -> Vec<Value> {
+        match self.control("GET", "requests", None) {
+            Value::Array(items) => items,
+            other => panic!("unexpected request log: {other}"),
+        }
+    }
+
+    /// The requests kiln made (not the test's own checks).
+    pub fn kiln_requests(&self) -> Vec<Value> {
+        self.requests().into_iter().filter(|r| r["access_key"].as_str() != Some(CHECK_ACCESS_KEY)).collect()
+    }
+
+    pub fn kiln_actions(&self) -> Vec<String> {
+        self.kiln_requests().iter().map(|r| r["action"].as_str().unwrap_or_default().to_owned()).collect()
+    }
+
+    pub fn clear_requests(&self) {
+        self.control("DELETE", "requests", None);
+    }
+
+    /// AWS clients for checking state, as the test (not as kiln).
+    pub fn aws(&self) -> Aws {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let config = runtime.block_on(
+            aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .region(aws_config::Region::new(REGION))
+                .endpoint_url(&self.url)
+                .credentials_provider(aws_sdk_ec2::config::Credentials::new(CHECK_ACCESS_KEY, "testing", None, None, "tests"))
+                .http_client(
+                    aws_smithy_http_client::Builder::new()
+                        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring))
+                        .build_https(),
+                )
+                .load(),
+        );
+        Aws {
+            ec2: aws_sdk_ec2::Client::new(&config),
+            autoscaling: aws_sdk_autoscaling::Client::new(&config),
+            ssm: aws_sdk_ssm::Client::new(&config),
+            runtime,
+        }
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The checking side: the SDK against the emulator, blocking.
+pub struct Aws {
+    pub ec2: aws_sdk_ec2::Client,
+    pub autoscaling: aws_sdk_autoscaling::Client,
+    pub ssm: aws_sdk_ssm::Client,
+    runtime: tokio::runtime::Runtime,
+}
+
+/// What the tests need to know of an instance.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    pub id: String,
+    pub state: String,
+    pub tags: std::collections::BTreeMap<String, String>,
+    pub http_tokens: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub id: String,
+    pub name: String,
+    pub state: String,
+    pub snapshots: Vec<String>,
+    pub tags: std::collections::BTreeMap<String, String>,
+}
+
+fn tag_map(tags: &[aws_sdk_ec2::types::Tag]) -> std::collections::BTreeMap<String, String> {
+    tags.iter().map(|t| (t.key().unwrap_or_default().to_owned(), t.value().unwrap_or_default().to_owned())).collect()
+}
+
+impl Aws {
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.runtime.block_on(f)
+    }
+
+    /// Every instance kiln launched (tagged `kiln:role=builder`), any state.
+    pub fn builders(&self) -> Vec<Instance> {
+        let out = self
+            .block_on(
+                self.ec2
+                    .describe_instances()
+                    .filters(aws_sdk_ec2::types::Filter::builder().name("tag:kiln:role").values("builder").build())
+                    .send(),
+            )
+            .expect("DescribeInstances");
+        out.reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .map(|i| Instance {
+                id: i.instance_id().unwrap_or_default().to_owned(),
+                state: i.state().and_then(|s| s.name()).map(|n| n.as_str().to_owned()).unwrap_or_default(),
+                tags: tag_map(i.tags()),
+                http_tokens: i.metadata_options().and_then(|m| m.http_tokens()).map(|t| t.as_str().to_owned()).unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// Builders that are not terminated.
+    pub fn live_builders(&self) -> Vec<Instance> {
+        self.builders().into_iter().filter(|i| i.state != "terminated").collect()
+    }
+
+    /// Images of this account with a kiln build id tag.
+    pub fn kiln_images(&self) -> Vec<Image> {
+        let out = self
+            .block_on(
+                self.ec2
+                    .describe_images()
+                    .owners("self")
+                    .filters(aws_sdk_ec2::types::Filter::builder().name("tag-key").values("kiln:build-id").build())
+                    .send(),
+            )
+            .expect("DescribeImages");
+        out.images()
+            .iter()
+            .map(|i| Image {
+                id: i.image_id().unwrap_or_default().to_owned(),
+                name: i.name().unwrap_or_default().to_owned(),
+                state: i.state().map(|s| s.as_str().to_owned()).unwrap_or_default(),
+                snapshots: i.block_device_mappings().iter().filter_map(|m| m.ebs().and_then(|e| e.snapshot_id()).map(str::to_owned)).collect(),
+                tags: tag_map(i.tags()),
+            })
+            .collect()
+    }
+
+    pub fn snapshot_tags(&self, id: &str) -> Option<std::collections::BTreeMap<String, String>> {
+        let out = self.block_on(self.ec2.describe_snapshots().snapshot_ids(id).send()).ok()?;
+        out.snapshots().first().map(|s| tag_map(s.tags()))
+    }
+
+    /// (default version, latest version) of a launch template.
+    pub fn template_versions(&self, name: &str) -> (i64, i64) {
+        let out = self.block_on(self.ec2.describe_launch_templates().launch_template_names(name).send()).expect("DescribeLaunchTemplates");
+        let lt = &out.launch_templates()[0];
+        (lt.default_version_number().unwrap_or_default(), lt.latest_version_number().unwrap_or_default())
+    }
+
+    /// The data of one launch template version.
+    pub fn template_data(&self, name: &str, version: i64) -> aws_sdk_ec2::types::ResponseLaunchTemplateData {
+        let out = self
+            .block_on(self.ec2.describe_launch_template_versions().launch_template_name(name).versions(version.to_string()).send())
+            .expect("DescribeLaunchTemplateVersions");
+        out.launch_template_versions()[0].launch_template_data().cloned().expect("launch template data")
+    }
+
+    pub fn template_image(&self, name: &str, version: i64) -> String {
+        self.template_data(name, version).image_id().unwrap_or_default().to_owned()
+    }
+}
+
+/// The compiled kiln, run against an emulator from a scratch folder.
+pub struct Kiln {
+    pub dir: tempfile::TempDir,
+    endpoint: String,
+}
+
+/// What a finished kiln run gave.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+    }
+
+    #[track_caller]
+    pub fn assert_code(&self, code: i32) -> &Run {
+        assert_eq!(self.code, code, "exit code\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+}
+
+impl From<Output> for Run {
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+impl Kiln {
+    pub fn new(emulator: &Emulator) -> Kiln {
+        Kiln { dir: tempfile::tempdir().expect("tempdir"), endpoint: emulator.url.clone() }
+    }
+
+    /// A kiln that talks to nothing (for input errors: any AWS call would fail loudly).
+    pub fn offline() -> Kiln {
+        Kiln { dir: tempfile::tempdir().expect("tempdir"), endpoint: "http://127.0.0.1:9".into() }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes a file into the scratch folder; returns its path.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(&path, text).expect("write");
+        path
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("AWS_ENDPOINT_URL", &self.endpoint)
+            .env("AWS_ACCESS_KEY_ID", KILN_ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", REGION)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("KILN_STATE_DIR", self.dir.path().join(".kiln"))
+            .env("CI", "true")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.command(args).output().expect("run kiln").into()
+    }
+
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn kiln")
+    }
+}
+
+/// Waits for a spawned kiln and collects its output.
+pub fn finish(child: Child) -> Run {
+    child.wait_with_output().expect("wait for kiln").into()
+}
+
+/// Polls `condition` until it holds or `timeout` passes.
+pub fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    condition()
+}
+
+pub fn send_signal(child: &Child, signal: i32) {
+    // SAFETY: kill(2) on a pid we spawned and still own (not yet waited for).
+    let rc = unsafe { libc::kill(child.id() as i32, signal) };
+    assert_eq!(rc, 0, "kill failed");
+}
+
+/// A small valid recipe that uses the seeded world: AL2023 source, release to `rudder-dataplane`.
+pub fn recipe(steps: &str) -> String {
+    format!(
+        r#"name: demo-app
+version: "1.0.0"
+source:
+  filter: {{ name: "al2023-ami-2023.*-x86_64", owners: ["amazon"], architecture: x86_64 }}
+builder:
+  instance_type: t3.micro
+  iam_instance_profile: kiln-builder
+  volume_size_gb: 10
+steps:
+{steps}
+image:
+  tags: {{ app: demo }}
+release:
+  launch_template: rudder-dataplane
+  keep: 2
+"#
+    )
+}
+
+pub fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
