@@ -8,13 +8,26 @@ It binds, prints exactly one line `KILN_EMULATOR_URL=http://HOST:PORT` once it i
 ready to serve, then serves (threaded) until SIGTERM/SIGINT. Every AWS service goes
 through moto's usual dispatch, wrapped by three layers:
 
-1. Control API under /_kiln/ (JSON in and out; never faulted, never recorded):
+1. Control API under /_kiln/ (JSON in and out; never faulted, never recorded; a bad
+   body is answered 400 {"error": ...}):
    GET  /_kiln/health      -> {"ok": true}
-   POST /_kiln/faults      replaces the fault settings (GET shows them)
-   POST /_kiln/behaviour   merges into the behaviour settings (GET shows them)
-   GET  /_kiln/requests    every AWS request so far; DELETE clears the list
-   POST /_kiln/seed        creates the demo world (idempotent), answers its ids
-   POST /_kiln/reset       empties moto and restores default faults/behaviour
+   POST /_kiln/faults      replaces the fault settings (GET shows them). All optional:
+        seed (default 0), throttle_rate, error_rate (500 or 503, half each), drop_rate
+        (drop or drop_after, half each), latency_ms (added to every AWS request), and
+        rules: [{action, service, fault: throttle|500|503|drop|drop_after, count (default
+        1, < 0 = no limit), after (default 0)}]. A rule counts every request it matches
+        (no action/service = any) and applies to matches after+1 .. after+count; the
+        first rule that applies wins over the random rates.
+   POST /_kiln/behaviour   merges top-level keys into the behaviour (GET shows it);
+                           unknown keys are refused
+   GET  /_kiln/requests    [{service, region, action, access_key, status, fault, t}],
+                           in arrival order;
+                           status is what moto or the fault answered, null for "drop";
+                           DELETE clears the list
+   POST /_kiln/seed        creates the demo world ({"region": ...}, default us-east-1);
+                           idempotent; answers its ids
+   POST /_kiln/reset       empties moto, restores default faults and behaviour, clears
+                           the request list (lets one emulator serve several tests)
 2. Recording and fault injection for every other path (moto's own /moto-api/
    dashboard excepted): service and region from the SigV4 credential scope, action
    from `Action=` (query protocols) or `X-Amz-Target` (JSON protocols).
@@ -30,6 +43,7 @@ EC2
   instance_stopping_seconds / instance_shutting_down_seconds (all 0 by default).
 - RunInstances ignores ClientToken: a retry launches a second instance.
   -> a call whose token was seen in the region returns the original reservation.
+  DescribeInstances' `client-token` filter is not implemented (500). -> added.
 - CreateLaunchTemplateVersion ignores SourceVersion (the new version holds only the
   request's fields) and ClientToken (a retry adds another version), and stores UserData
   as a plain string, which breaks RunInstances from that version. -> reimplemented:
@@ -41,6 +55,8 @@ EC2
 - Images are `available` at once after CreateImage / CopyImage and never fail.
   -> `pending` for image_pending_seconds, then `available`, or `failed` with a
   StateReason when image_fail is set.
+- CreateImage accepts a name already used by an image of the account, so a retried call
+  (lost answer) makes a second image. -> InvalidAMIName.Duplicate, as AWS answers.
 - CreateImage with a `snapshot` TagSpecification raises NotImplementedError (500).
   -> snapshot tags are put on the AMI's snapshot.
 - CopyImage ignores TagSpecifications and CopyImageTags. -> both applied.
@@ -53,17 +69,20 @@ SSM
   -> only the listed instances; InvalidInstanceId for one that is not online in SSM.
   The response keeps moto's shape, with Status Pending as AWS answers.
 - Every command is Success at once with empty output. -> each command takes the first
-  behaviour `commands` rule whose regex matches its joined `commands` parameter:
-  InProgress for in_progress_seconds, then the rule's status, output and exit code.
+  behaviour `commands` rule whose regex is found in its `commands` parameter (lines
+  joined with newlines): InProgress for in_progress_seconds, then the rule's status,
+  stdout, stderr and exit code (default 0 for Success, 1 for Failed, -1 otherwise).
+  No matching rule: Success, exit code 0, no output.
 - GetCommandInvocation answers InvalidCommandId for an unknown command (AWS:
-  InvocationDoesNotExist) and ignores the instance id. -> reimplemented.
+  InvocationDoesNotExist) and always reports Success. -> reimplemented.
 - ListCommandInvocations and CancelCommand are not implemented (500). -> implemented
   (Details=true gives CommandPlugins with Output); ListCommands shows the same status.
 Auto Scaling
 - StartInstanceRefresh, DescribeInstanceRefreshes and CancelInstanceRefresh are not
-  implemented (500). -> implemented: Pending, InProgress with PercentageComplete rising,
-  then the configured final status after `refresh.seconds`; one active refresh per
-  group (InstanceRefreshInProgress otherwise). The group's instances are not replaced.
+  implemented (500). -> implemented: Pending for the first fifth of `refresh.seconds`,
+  then InProgress with PercentageComplete rising, then the configured final status;
+  one active refresh per group (InstanceRefreshInProgress otherwise); cancelling gives
+  Cancelled. The group's instances are not actually replaced.
 """
 
 import argparse
@@ -297,6 +316,7 @@ def _service_error(code, message):
 
 def _patch_instances():
     from moto.core.responses import ActionResult
+    from moto.ec2 import utils as ec2_utils
     from moto.ec2.models import instances
     from moto.ec2.responses.instances import InstanceResponse
 
@@ -330,6 +350,7 @@ def _patch_instances():
             pass  # derived from the name
 
     instances.InstanceState = TimedInstanceState  # used by Instance.__init__
+    ec2_utils.filter_dict_attribute_mapping.setdefault("client-token", "client_token")
 
     run_lock = threading.Lock()
     moto_run_instances = InstanceResponse.run_instances
@@ -365,7 +386,10 @@ def _patch_images():
 
     def state_reason(ami):
         if ami.state == "failed":
-            return {"Code": "Server.InternalError", "Message": "Server.InternalError: Internal error (kiln emulator image_fail)"}
+            return {
+                "Code": "Server.InternalError",
+                "Message": "Server.InternalError: Internal error (kiln emulator image_fail)",
+            }
         return None
 
     Ami.state = property(get_state, set_state)
@@ -380,6 +404,9 @@ def _patch_images():
     moto_copy_image = AmiBackend.copy_image
 
     def create_image(self, instance_id, name, description, tag_specifications):
+        # AWS refuses a second image of the same name in an account and region; moto makes one.
+        if any(ami.name == name and ami.owner_id == self.account_id for ami in self.amis.values()):
+            raise _service_error("InvalidAMIName.Duplicate", f"AMI name {name} is already in use by AMI")
         specs = tag_specifications or []
         snapshot_tags = [t for s in specs if s.get("ResourceType") == "snapshot" for t in s.get("Tags", [])]
         specs = [s for s in specs if s.get("ResourceType") != "snapshot"]
@@ -631,7 +658,7 @@ def _patch_ssm():
         if offline:
             raise _service_error(
                 "InvalidInstanceId",
-                f"Instances [{offline}] not in a valid state for account {self.current_account}",
+                f"Instances [[{', '.join(offline)}]] not in a valid state for account {self.current_account}",
             )
         result = moto_send_response(self)
         result.result["Command"].update(Status="Pending", StatusDetails="Pending", CompletedCount=0, ErrorCount=0)
@@ -676,7 +703,7 @@ def _patch_ssm():
             if not commands:
                 raise _service_error("InvalidCommandId", "Invalid command id.")
         invocations = []
-        for command in commands:
+        for command in reversed(commands):  # newest first, as AWS lists them
             for instance_id in command.instance_ids:
                 if instance_filter and instance_id != instance_filter:
                     continue
@@ -848,7 +875,9 @@ def _patch_autoscaling():
         name = self._get_param("AutoScalingGroupName")
         group = self.autoscaling_backend.autoscaling_groups.get(name)
         if group is None:
-            raise _service_error("ValidationError", f"AutoScalingGroup name not found - AutoScalingGroup '{name}' not found")
+            raise _service_error(
+                "ValidationError", f"AutoScalingGroup name not found - AutoScalingGroup '{name}' not found"
+            )
         with STATE.lock:
             existing = refreshes(self, name)
             if any(r.active() for r in existing):
@@ -856,7 +885,9 @@ def _patch_autoscaling():
                     "InstanceRefreshInProgress",
                     "An Instance Refresh is already in progress and blocks the execution of this Instance Refresh.",
                 )
-            refresh = Refresh(name, group.desired_capacity or 0, self._get_param("Preferences") or {}, STATE.behaviour["refresh"])
+            refresh = Refresh(
+                name, group.desired_capacity or 0, self._get_param("Preferences") or {}, STATE.behaviour["refresh"]
+            )
             existing.insert(0, refresh)
         return ActionResult({"InstanceRefreshId": refresh.id})
 
@@ -1038,6 +1069,7 @@ def seed_world(region):
 # --------------------------------------------------------------------------------------
 
 SCOPE_RE = re.compile(r"Credential=[^/,\s]+/\d{8}/([^/]+)/([^/]+)/aws4_request")
+ACCESS_KEY_RE = re.compile(r"Credential=([^/,\s]+)/")
 
 
 class DropConnection(ConnectionAbortedError):
@@ -1135,7 +1167,17 @@ class KilnApp:
     def aws(self, environ, start_response):
         body = _buffer_body(environ)
         service, region, action, protocol = identify(environ, body)
-        record = {"service": service, "region": region, "action": action, "status": None, "fault": None, "t": time.time()}
+        access_key = ACCESS_KEY_RE.search(environ.get("HTTP_AUTHORIZATION", ""))
+        record = {
+            "service": service,
+            "region": region,
+            "action": action,
+            # Tells apart callers sharing one emulator (kiln, and a test checking its work).
+            "access_key": access_key.group(1) if access_key else None,
+            "status": None,
+            "fault": None,
+            "t": time.time(),
+        }
         with STATE.lock:
             STATE.requests.append(record)
             record["fault"] = fault = STATE.faults.pick(service, action)
@@ -1184,6 +1226,9 @@ class KilnApp:
             status, answer = "400 Bad Request", {"error": str(err)}
         except json.JSONDecodeError as err:
             status, answer = "400 Bad Request", {"error": f"invalid JSON: {err}"}
+        except Exception as err:
+            logging.getLogger("kiln-emulator").exception("%s %s failed", method, path)
+            status, answer = "500 Internal Server Error", {"error": f"{type(err).__name__}: {err}"}
         data = json.dumps(answer, default=str).encode()
         start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
         return [data]

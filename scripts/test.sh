@@ -18,6 +18,11 @@ echo "== cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
 
 echo "== cargo test"
+# Each emulator leaves the AWS actions kiln called here; the IAM policy check reads them after.
+rm -rf target/tmp/kiln-recorded-actions
 cargo test --all-targets "$@"
+
+echo "== kiln iam-policy allows every AWS action the suite recorded"
+cargo test --test integration -- --ignored --exact iam::policy_allows_every_action_the_suite_recorded
 
 echo "== all checks passed in $((SECONDS - started)) s"

@@ -58,11 +58,18 @@ pub enum Error {
     /// Something kiln refuses to do, with the reason (exit 1).
     Refused(String),
     /// Local I/O (state folder, manifest file, logs).
-    Io { action: String, path: String, source: std::io::Error },
+    Io {
+        action: String,
+        path: String,
+        source: std::io::Error,
+    },
     /// SIGINT or SIGTERM arrived; cleanup ran (exit 130).
     Interrupted { signal: &'static str },
     /// The primary error of a build plus what teardown did about the resources it had created.
-    Build { primary: Box<Error>, cleanup: Vec<String> },
+    Build {
+        primary: Box<Error>,
+        cleanup: Vec<String>,
+    },
 }
 
 /// An AWS API failure with its context.
@@ -114,8 +121,16 @@ impl Error {
         }
     }
 
-    pub fn io(action: impl Into<String>, path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
-        Error::Io { action: action.into(), path: path.as_ref().display().to_string(), source }
+    pub fn io(
+        action: impl Into<String>,
+        path: impl AsRef<std::path::Path>,
+        source: std::io::Error,
+    ) -> Self {
+        Error::Io {
+            action: action.into(),
+            path: path.as_ref().display().to_string(),
+            source,
+        }
     }
 
     /// True for failures that the next poll may not see again (throttling, 5xx, lost connections):

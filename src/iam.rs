@@ -15,7 +15,9 @@ pub fn actions(policy: &Value) -> Vec<String> {
     for statement in policy["Statement"].as_array().into_iter().flatten() {
         match &statement["Action"] {
             Value::String(a) => all.push(a.clone()),
-            Value::Array(list) => all.extend(list.iter().filter_map(|a| a.as_str().map(str::to_owned))),
+            Value::Array(list) => {
+                all.extend(list.iter().filter_map(|a| a.as_str().map(str::to_owned)))
+            }
             _ => {}
         }
     }

@@ -17,10 +17,23 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Resource {
-    Instance { id: String, region: String },
-    Image { id: String, region: String },
-    Snapshot { id: String, region: String },
-    TemplateVersion { template_id: String, version: i64, region: String },
+    Instance {
+        id: String,
+        region: String,
+    },
+    Image {
+        id: String,
+        region: String,
+    },
+    Snapshot {
+        id: String,
+        region: String,
+    },
+    TemplateVersion {
+        template_id: String,
+        version: i64,
+        region: String,
+    },
 }
 
 impl std::fmt::Display for Resource {
@@ -29,8 +42,15 @@ impl std::fmt::Display for Resource {
             Resource::Instance { id, region } => write!(f, "instance {id} ({region})"),
             Resource::Image { id, region } => write!(f, "image {id} ({region})"),
             Resource::Snapshot { id, region } => write!(f, "snapshot {id} ({region})"),
-            Resource::TemplateVersion { template_id, version, region } => {
-                write!(f, "launch template {template_id} version {version} ({region})")
+            Resource::TemplateVersion {
+                template_id,
+                version,
+                region,
+            } => {
+                write!(
+                    f,
+                    "launch template {template_id} version {version} ({region})"
+                )
             }
         }
     }
@@ -70,20 +90,35 @@ pub const LOCK_FILE: &str = "lock";
 
 /// Whether the build whose folder is `build_dir` is running in some process on this machine.
 pub fn is_running(build_dir: &Path) -> bool {
-    let Ok(file) = std::fs::File::open(build_dir.join(LOCK_FILE)) else { return false };
+    let Ok(file) = std::fs::File::open(build_dir.join(LOCK_FILE)) else {
+        return false;
+    };
     matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock))
 }
 
 impl Ledger {
     /// Creates the build's state folder and an empty journal in it.
     pub fn create(build_dir: &Path, build_id: &str) -> Result<Ledger> {
-        std::fs::create_dir_all(build_dir).map_err(|e| Error::io("create the state folder", build_dir, e))?;
+        std::fs::create_dir_all(build_dir)
+            .map_err(|e| Error::io("create the state folder", build_dir, e))?;
         let journal = build_dir.join("journal.jsonl");
-        std::fs::File::create(&journal).map_err(|e| Error::io("create the journal", &journal, e))?;
+        std::fs::File::create(&journal)
+            .map_err(|e| Error::io("create the journal", &journal, e))?;
         let lock_path = build_dir.join(LOCK_FILE);
-        let lock = std::fs::File::create(&lock_path).map_err(|e| Error::io("create the lock file", &lock_path, e))?;
-        lock.try_lock().map_err(|e| Error::Refused(format!("build {build_id} is already running here ({}): {e}", lock_path.display())))?;
-        Ok(Ledger { build_id: build_id.to_owned(), journal, entries: Mutex::new(Vec::new()), _lock: lock })
+        let lock = std::fs::File::create(&lock_path)
+            .map_err(|e| Error::io("create the lock file", &lock_path, e))?;
+        lock.try_lock().map_err(|e| {
+            Error::Refused(format!(
+                "build {build_id} is already running here ({}): {e}",
+                lock_path.display()
+            ))
+        })?;
+        Ok(Ledger {
+            build_id: build_id.to_owned(),
+            journal,
+            entries: Mutex::new(Vec::new()),
+            _lock: lock,
+        })
     }
 
     pub fn build_id(&self) -> &str {
@@ -109,14 +144,21 @@ impl Ledger {
     }
 
     fn append(&self, resource: Resource, event: Event) -> Result<()> {
-        let line = Line { at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(), event, resource: resource.clone() };
-        let mut text = serde_json::to_string(&line).map_err(|e| Error::Refused(format!("journal entry: {e}")))?;
+        let line = Line {
+            at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            event,
+            resource: resource.clone(),
+        };
+        let mut text = serde_json::to_string(&line)
+            .map_err(|e| Error::Refused(format!("journal entry: {e}")))?;
         text.push('\n');
         let mut file = std::fs::OpenOptions::new()
             .append(true)
             .open(&self.journal)
             .map_err(|e| Error::io("open the journal", &self.journal, e))?;
-        file.write_all(text.as_bytes()).and_then(|_| file.sync_data()).map_err(|e| Error::io("write the journal", &self.journal, e))?;
+        file.write_all(text.as_bytes())
+            .and_then(|_| file.sync_data())
+            .map_err(|e| Error::io("write the journal", &self.journal, e))?;
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         match entries.iter_mut().find(|(r, _)| *r == resource) {
             Some(entry) => entry.1 = event,
@@ -129,20 +171,31 @@ impl Ledger {
     /// first.
     pub fn to_tear_down(&self) -> Vec<Resource> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries.iter().rev().filter(|(_, e)| *e == Event::Created).map(|(r, _)| r.clone()).collect()
+        entries
+            .iter()
+            .rev()
+            .filter(|(_, e)| *e == Event::Created)
+            .map(|(r, _)| r.clone())
+            .collect()
     }
 
     /// Every resource recorded with its latest event, in creation order.
     pub fn entries(&self) -> Vec<(Resource, Event)> {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Reads a journal file back (for `kiln gc` and for tests).
     pub fn read_journal(path: &Path) -> Result<Vec<(Resource, Event)>> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io("read the journal", path, e))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::io("read the journal", path, e))?;
         let mut entries: Vec<(Resource, Event)> = Vec::new();
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let Ok(line) = serde_json::from_str::<Line>(line) else { continue };
+            let Ok(line) = serde_json::from_str::<Line>(line) else {
+                continue;
+            };
             match entries.iter_mut().find(|(r, _)| *r == line.resource) {
                 Some(entry) => entry.1 = line.event,
                 None => entries.push((line.resource, line.event)),
@@ -160,13 +213,26 @@ mod tests {
     fn teardown_order_is_reverse_creation_without_kept_or_removed() {
         let dir = tempfile::tempdir().unwrap();
         let ledger = Ledger::create(dir.path(), "b1").unwrap();
-        let instance = Resource::Instance { id: "i-1".into(), region: "r".into() };
-        let image = Resource::Image { id: "ami-1".into(), region: "r".into() };
-        let version = Resource::TemplateVersion { template_id: "lt-1".into(), version: 2, region: "r".into() };
+        let instance = Resource::Instance {
+            id: "i-1".into(),
+            region: "r".into(),
+        };
+        let image = Resource::Image {
+            id: "ami-1".into(),
+            region: "r".into(),
+        };
+        let version = Resource::TemplateVersion {
+            template_id: "lt-1".into(),
+            version: 2,
+            region: "r".into(),
+        };
         ledger.created(instance.clone()).unwrap();
         ledger.created(image.clone()).unwrap();
         ledger.created(version.clone()).unwrap();
-        assert_eq!(ledger.to_tear_down(), vec![version.clone(), image.clone(), instance.clone()]);
+        assert_eq!(
+            ledger.to_tear_down(),
+            vec![version.clone(), image.clone(), instance.clone()]
+        );
         ledger.kept(image.clone()).unwrap();
         ledger.removed(version).unwrap();
         assert_eq!(ledger.to_tear_down(), vec![instance.clone()]);

@@ -363,11 +363,17 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-fn serialize_duration<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+fn serialize_duration<S: Serializer>(
+    duration: &Duration,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     serializer.collect_str(&humantime::format_duration(*duration))
 }
 
-fn serialize_content_sha256<S: Serializer>(content: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+fn serialize_content_sha256<S: Serializer>(
+    content: &[u8],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&sha256_hex(content))
 }
 

@@ -40,13 +40,23 @@ impl BuildTags {
     pub fn builder(&self) -> Vec<(String, String)> {
         let mut tags = self.common();
         tags.push((ROLE.into(), ROLE_BUILDER.into()));
-        tags.push(("Name".into(), format!("kiln builder {} {}", self.recipe, self.build_id)));
+        tags.push((
+            "Name".into(),
+            format!("kiln builder {} {}", self.recipe, self.build_id),
+        ));
         tags
     }
 
     /// The image's and its snapshots' tags: the recipe's own tags, then kiln's (which win).
-    pub fn image(&self, recipe_tags: &std::collections::BTreeMap<String, String>, image_name: &str) -> Vec<(String, String)> {
-        let mut tags: Vec<(String, String)> = recipe_tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    pub fn image(
+        &self,
+        recipe_tags: &std::collections::BTreeMap<String, String>,
+        image_name: &str,
+    ) -> Vec<(String, String)> {
+        let mut tags: Vec<(String, String)> = recipe_tags
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         if !recipe_tags.contains_key("Name") {
             tags.push(("Name".into(), image_name.to_owned()));
         }

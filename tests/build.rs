@@ -26,16 +26,31 @@ fn a_build_makes_a_tagged_image_releases_it_and_leaves_no_builder() {
     check: { url: "http://127.0.0.1:8080/health", timeout: 1m }"#,
         ),
     );
-    let run = kiln.run(&["build", recipe.to_str().unwrap(), "--json", "--manifest", "out/manifest.json"]);
+    let run = kiln.run(&[
+        "build",
+        recipe.to_str().unwrap(),
+        "--json",
+        "--manifest",
+        "out/manifest.json",
+    ]);
     run.assert_code(0);
     let manifest = run.json();
-    assert_eq!(manifest, serde_json::from_str::<serde_json::Value>(&read(&kiln.path("out/manifest.json"))).unwrap());
+    assert_eq!(
+        manifest,
+        serde_json::from_str::<serde_json::Value>(&read(&kiln.path("out/manifest.json"))).unwrap()
+    );
     assert_eq!(manifest["skipped"], json!(false));
     assert_eq!(manifest["recipe"], json!("demo-app"));
     assert_eq!(manifest["version"], json!("1.0.0"));
-    let image_id = manifest["images"][0]["image_id"].as_str().unwrap().to_owned();
+    let image_id = manifest["images"][0]["image_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let fingerprint = manifest["fingerprint"].as_str().unwrap().to_owned();
-    assert!(fingerprint.starts_with("sha256:") && fingerprint.len() == 7 + 64, "{fingerprint}");
+    assert!(
+        fingerprint.starts_with("sha256:") && fingerprint.len() == 7 + 64,
+        "{fingerprint}"
+    );
 
     // The image: available, tagged with the build's identity and the recipe's tags.
     let images = aws.kiln_images();
@@ -44,22 +59,50 @@ fn a_build_makes_a_tagged_image_releases_it_and_leaves_no_builder() {
     assert_eq!(image.id, image_id);
     assert_eq!(image.state, "available");
     assert_eq!(image.tags.get("kiln:fingerprint"), Some(&fingerprint));
-    assert_eq!(image.tags.get("kiln:recipe").map(String::as_str), Some("demo-app"));
-    assert_eq!(image.tags.get("kiln:version").map(String::as_str), Some("1.0.0"));
-    assert_eq!(image.tags.get("kiln:build-id").map(String::as_str), manifest["build_id"].as_str());
-    assert_eq!(image.tags.get("kiln:source-image").map(String::as_str), manifest["source_image"].as_str());
-    assert!(image.tags.get("kiln:created-by").is_some_and(|v| v.starts_with("kiln/")));
+    assert_eq!(
+        image.tags.get("kiln:recipe").map(String::as_str),
+        Some("demo-app")
+    );
+    assert_eq!(
+        image.tags.get("kiln:version").map(String::as_str),
+        Some("1.0.0")
+    );
+    assert_eq!(
+        image.tags.get("kiln:build-id").map(String::as_str),
+        manifest["build_id"].as_str()
+    );
+    assert_eq!(
+        image.tags.get("kiln:source-image").map(String::as_str),
+        manifest["source_image"].as_str()
+    );
+    assert!(image
+        .tags
+        .get("kiln:created-by")
+        .is_some_and(|v| v.starts_with("kiln/")));
     assert_eq!(image.tags.get("app").map(String::as_str), Some("demo"));
     assert!(image.name.starts_with("demo-app-1.0.0-"), "{}", image.name);
-    assert_eq!(manifest["images"][0]["name"].as_str(), Some(image.name.as_str()));
+    assert_eq!(
+        manifest["images"][0]["name"].as_str(),
+        Some(image.name.as_str())
+    );
 
     // Its snapshots carry the same tags.
     assert!(!image.snapshots.is_empty());
-    assert_eq!(json!(image.snapshots), manifest["images"][0]["snapshot_ids"]);
+    assert_eq!(
+        json!(image.snapshots),
+        manifest["images"][0]["snapshot_ids"]
+    );
     for snapshot in &image.snapshots {
         let tags = aws.snapshot_tags(snapshot).expect("snapshot exists");
-        assert_eq!(tags.get("kiln:fingerprint"), Some(&fingerprint), "{snapshot}");
-        assert_eq!(tags.get("kiln:build-id").map(String::as_str), manifest["build_id"].as_str());
+        assert_eq!(
+            tags.get("kiln:fingerprint"),
+            Some(&fingerprint),
+            "{snapshot}"
+        );
+        assert_eq!(
+            tags.get("kiln:build-id").map(String::as_str),
+            manifest["build_id"].as_str()
+        );
     }
 
     // The builder: one, IMDSv2 required, tagged, terminated.
@@ -67,7 +110,10 @@ fn a_build_makes_a_tagged_image_releases_it_and_leaves_no_builder() {
     assert_eq!(builders.len(), 1, "{builders:?}");
     assert_eq!(builders[0].state, "terminated");
     assert_eq!(builders[0].http_tokens, "required");
-    assert_eq!(builders[0].tags.get("kiln:build-id").map(String::as_str), manifest["build_id"].as_str());
+    assert_eq!(
+        builders[0].tags.get("kiln:build-id").map(String::as_str),
+        manifest["build_id"].as_str()
+    );
 
     // The launch template: a new version, now the default, with the new image and every other
     // setting of the previous default.
@@ -77,19 +123,43 @@ fn a_build_makes_a_tagged_image_releases_it_and_leaves_no_builder() {
     let data_after = aws.template_data("rudder-dataplane", default_after);
     assert_eq!(data_after.image_id(), Some(image_id.as_str()));
     assert_eq!(data_after.instance_type(), data_before.instance_type());
-    assert_eq!(data_after.security_group_ids(), data_before.security_group_ids());
+    assert_eq!(
+        data_after.security_group_ids(),
+        data_before.security_group_ids()
+    );
     assert_eq!(data_after.user_data(), data_before.user_data());
-    assert_eq!(data_after.metadata_options(), data_before.metadata_options());
-    assert_eq!(data_after.tag_specifications(), data_before.tag_specifications());
-    assert_eq!(data_after.block_device_mappings(), data_before.block_device_mappings());
-    assert_eq!(manifest["launch_template"]["previous_default_version"], json!(default_before));
-    assert_eq!(manifest["launch_template"]["default_version"], json!(default_after));
-    assert_eq!(manifest["launch_template"]["name"], json!("rudder-dataplane"));
+    assert_eq!(
+        data_after.metadata_options(),
+        data_before.metadata_options()
+    );
+    assert_eq!(
+        data_after.tag_specifications(),
+        data_before.tag_specifications()
+    );
+    assert_eq!(
+        data_after.block_device_mappings(),
+        data_before.block_device_mappings()
+    );
+    assert_eq!(
+        manifest["launch_template"]["previous_default_version"],
+        json!(default_before)
+    );
+    assert_eq!(
+        manifest["launch_template"]["default_version"],
+        json!(default_after)
+    );
+    assert_eq!(
+        manifest["launch_template"]["name"],
+        json!("rudder-dataplane")
+    );
 
     // The step commands went through SSM; the build's folder has its journal and logs.
     let actions = emulator.kiln_actions();
     assert_eq!(actions.iter().filter(|a| *a == "RunInstances").count(), 1);
-    assert!(actions.iter().filter(|a| *a == "SendCommand").count() >= 3, "{actions:?}");
+    assert!(
+        actions.iter().filter(|a| *a == "SendCommand").count() >= 3,
+        "{actions:?}"
+    );
     let log_dir = std::path::PathBuf::from(manifest["log_dir"].as_str().unwrap());
     assert!(log_dir.join("journal.jsonl").exists());
     assert!(log_dir.join("steps/01-install.log").exists());
@@ -105,7 +175,11 @@ fn a_failing_step_fails_the_build_after_terminating_the_builder() {
     let recipe = kiln.write("app.yaml", &recipe("  - name: ok\n    run: echo fine\n  - name: breaks\n    run: |\n      echo starting\n      exit 3\n  - name: never\n    run: echo never"));
     let run = kiln.run(&["build", recipe.to_str().unwrap()]);
     run.assert_code(1);
-    assert!(run.stderr.contains("step `breaks` failed on i-"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("step `breaks` failed on i-"),
+        "{}",
+        run.stderr
+    );
     assert!(run.stderr.contains("boom: disk on fire"), "{}", run.stderr);
     assert!(run.stderr.contains("(exit code 3)"), "{}", run.stderr);
     assert!(run.stderr.contains("removed instance i-"), "{}", run.stderr);
@@ -114,7 +188,14 @@ fn a_failing_step_fails_the_build_after_terminating_the_builder() {
     assert!(aws.kiln_images().is_empty());
     assert_eq!(aws.template_versions("rudder-dataplane"), before);
     // The third step never ran.
-    assert_eq!(emulator.kiln_actions().iter().filter(|a| *a == "SendCommand").count(), 2);
+    assert_eq!(
+        emulator
+            .kiln_actions()
+            .iter()
+            .filter(|a| *a == "SendCommand")
+            .count(),
+        2
+    );
 }
 
 #[test]
@@ -128,7 +209,11 @@ fn an_invalid_recipe_exits_2_and_calls_no_aws_api() {
     assert!(run.stderr.contains("bad.yaml:1:7:"), "{}", run.stderr);
     assert!(run.stderr.contains("bad.yaml:4:"), "{}", run.stderr);
     assert!(run.stderr.contains("colour"), "{}", run.stderr);
-    assert!(emulator.kiln_requests().is_empty(), "{:?}", emulator.kiln_requests());
+    assert!(
+        emulator.kiln_requests().is_empty(),
+        "{:?}",
+        emulator.kiln_requests()
+    );
     assert!(emulator.aws().builders().is_empty());
 }
 
@@ -139,13 +224,23 @@ fn sigint_during_a_step_exits_130_after_terminating_the_builder() {
     let aws = emulator.aws();
     let before = aws.template_versions("rudder-dataplane");
     let kiln = Kiln::new(&emulator);
-    let recipe = kiln.write("app.yaml", &recipe("  - name: slow\n    run: echo sleep-marker"));
+    let recipe = kiln.write(
+        "app.yaml",
+        &recipe("  - name: slow\n    run: echo sleep-marker"),
+    );
     let child = kiln.spawn(&["build", recipe.to_str().unwrap()]);
-    assert!(eventually(std::time::Duration::from_secs(30), || emulator.kiln_actions().iter().any(|a| a == "SendCommand")));
+    assert!(eventually(std::time::Duration::from_secs(30), || emulator
+        .kiln_actions()
+        .iter()
+        .any(|a| a == "SendCommand")));
     send_signal(&child, libc::SIGINT);
     let run = finish(child);
     run.assert_code(130);
-    assert!(run.stderr.contains("interrupted by SIGINT"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("interrupted by SIGINT"),
+        "{}",
+        run.stderr
+    );
     assert!(aws.live_builders().is_empty(), "{:?}", aws.live_builders());
     assert_eq!(aws.template_versions("rudder-dataplane"), before);
 }

@@ -8,14 +8,21 @@ use crate::support::*;
 /// (recipe to load, expectation file) for every case of the corpus.
 fn corpus() -> Vec<(PathBuf, PathBuf)> {
     let root = repo_root().join("tests/recipes/bad");
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(&root).expect("the corpus folder").flatten().map(|e| e.path()).collect();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(&root)
+        .expect("the corpus folder")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     entries.sort();
     let mut cases = Vec::new();
     for path in entries {
         if path.is_dir() {
             cases.push((path.join("main.yaml"), path.join("main.expect")));
         } else if path.extension().and_then(|e| e.to_str()) == Some("expect") {
-            let recipe = ["yaml", "yml"].iter().map(|ext| path.with_extension(ext)).find(|p| p.exists());
+            let recipe = ["yaml", "yml"]
+                .iter()
+                .map(|ext| path.with_extension(ext))
+                .find(|p| p.exists());
             if let Some(recipe) = recipe {
                 cases.push((recipe, path));
             }
@@ -26,7 +33,35 @@ fn corpus() -> Vec<(PathBuf, PathBuf)> {
 
 fn expectations(expect: &Path, recipe: &Path) -> Vec<String> {
     let dir = recipe.parent().unwrap().display().to_string();
-    read(expect).lines().filter(|l| !l.trim().is_empty()).map(|l| l.replace("{dir}", &dir)).collect()
+    read(expect)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| mask_timestamps(&l.replace("{dir}", &dir)))
+        .collect()
+}
+
+/// Replaces `{{ timestamp }}` values (`20261125T212241Z`): the corpus was written at another time.
+fn mask_timestamps(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let is_stamp = |i: usize| {
+        i + 16 <= chars.len()
+            && chars[i..i + 8].iter().all(char::is_ascii_digit)
+            && chars[i + 8] == 'T'
+            && chars[i + 9..i + 15].iter().all(char::is_ascii_digit)
+            && chars[i + 15] == 'Z'
+    };
+    let mut out = String::new();
+    let mut i = 0;
+    while i < chars.len() {
+        if is_stamp(i) {
+            out.push_str("<TIMESTAMP>");
+            i += 16;
+        } else {
+            out.push(chars[i]);
+            i += 1;
+        }
+    }
+    out
 }
 
 #[test]
@@ -34,19 +69,41 @@ fn every_malformed_recipe_exits_2_with_its_position_and_no_aws_request() {
     let emulator = Emulator::start();
     let kiln = Kiln::new(&emulator);
     let cases = corpus();
-    assert!(cases.len() >= 50, "only {} cases in the corpus", cases.len());
+    assert!(
+        cases.len() >= 50,
+        "only {} cases in the corpus",
+        cases.len()
+    );
     let mut failures = Vec::new();
     for (recipe, expect) in &cases {
         let run = kiln.run(&["build", recipe.to_str().unwrap()]);
         let wanted = expectations(expect, recipe);
-        let missing: Vec<&String> = wanted.iter().filter(|w| !run.stderr.contains(w.as_str())).collect();
+        let stderr = mask_timestamps(&run.stderr);
+        let missing: Vec<&String> = wanted
+            .iter()
+            .filter(|w| !stderr.contains(w.as_str()))
+            .collect();
         if run.code != 2 || !missing.is_empty() {
-            failures.push(format!("{}: exit {} missing {missing:?}\n{}", recipe.display(), run.code, run.stderr));
+            failures.push(format!(
+                "{}: exit {} missing {missing:?}\n{}",
+                recipe.display(),
+                run.code,
+                run.stderr
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
     let requests = emulator.kiln_requests();
-    assert!(requests.is_empty(), "invalid recipes made AWS requests: {requests:?}");
+    assert!(
+        requests.is_empty(),
+        "invalid recipes made AWS requests: {requests:?}"
+    );
 }
 
 #[test]
@@ -68,7 +125,14 @@ fn bad_command_lines_exit_2_without_aws_requests() {
         vec!["prune", good, "--keep", "0"],
         vec!["prune", good, "--keep", "many"],
         vec!["gc", "--older-than", "banana"],
-        vec!["rollback", good, "--to", "1", "--image", "ami-0123456789abcdef0"],
+        vec![
+            "rollback",
+            good,
+            "--to",
+            "1",
+            "--image",
+            "ami-0123456789abcdef0",
+        ],
         vec!["rollback", good, "--allow-foreign"],
         vec!["rollback", good, "--to", "latest"],
         vec!["validate", good, "-q", "-v"],
@@ -78,12 +142,23 @@ fn bad_command_lines_exit_2_without_aws_requests() {
         assert_eq!(run.code, 2, "kiln {args:?}\n{}", run.stderr);
         assert!(!run.stderr.trim().is_empty(), "kiln {args:?} said nothing");
     }
-    assert!(emulator.kiln_requests().is_empty(), "{:?}", emulator.kiln_requests());
+    assert!(
+        emulator.kiln_requests().is_empty(),
+        "{:?}",
+        emulator.kiln_requests()
+    );
     // A recipe without a release section cannot have a history.
-    let bare = kiln.write("bare.yaml", &recipe("  []").split("release:").next().unwrap().to_owned());
+    let bare = kiln.write(
+        "bare.yaml",
+        recipe("  []").split("release:").next().unwrap(),
+    );
     let run = kiln.run(&["history", bare.to_str().unwrap()]);
     assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(run.stderr.contains("release.launch_template"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("release.launch_template"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -94,7 +169,11 @@ fn validate_prints_the_plan_and_a_stable_fingerprint_without_aws() {
     let path = kiln.write("app.yaml", text);
     let first = kiln.run(&["validate", path.to_str().unwrap()]);
     first.assert_code(0);
-    assert!(first.stdout.contains("fingerprint  sha256:"), "{}", first.stdout);
+    assert!(
+        first.stdout.contains("fingerprint  sha256:"),
+        "{}",
+        first.stdout
+    );
     let again = kiln.run(&["validate", path.to_str().unwrap()]);
     assert_eq!(first.stdout, again.stdout);
     kiln.write("files/a.conf", "x=2\n");
@@ -102,7 +181,10 @@ fn validate_prints_the_plan_and_a_stable_fingerprint_without_aws() {
     assert_ne!(first.stdout, changed.stdout);
     let json = kiln.run(&["validate", path.to_str().unwrap(), "--json"]);
     json.assert_code(0);
-    assert!(json.json()["fingerprint"].as_str().unwrap().starts_with("sha256:"));
+    assert!(json.json()["fingerprint"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
 }
 
 #[test]
@@ -113,8 +195,17 @@ fn the_shipped_recipe_validates_with_both_components() {
     run.assert_code(0);
     let plan = run.json()["plan"].clone();
     let files = plan["files"].to_string();
-    assert!(files.contains("backend.yaml") && files.contains("transformer.yaml"), "{files}");
+    assert!(
+        files.contains("backend.yaml") && files.contains("transformer.yaml"),
+        "{files}"
+    );
     let steps = plan["steps"].to_string();
-    assert!(steps.contains("rudder-server -v") && steps.contains("http://127.0.0.1:9090/health"), "{steps}");
-    assert_eq!(plan["release"]["launch_template"], serde_json::json!("rudder-dataplane"));
+    assert!(
+        steps.contains("rudder-server -v") && steps.contains("http://127.0.0.1:9090/health"),
+        "{steps}"
+    );
+    assert_eq!(
+        plan["release"]["launch_template"],
+        serde_json::json!("rudder-dataplane")
+    );
 }

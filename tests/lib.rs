@@ -4,6 +4,7 @@
 mod support;
 
 mod build;
-mod lifecycle;
 mod faults;
+mod iam;
 mod input;
+mod lifecycle;

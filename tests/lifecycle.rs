@@ -10,7 +10,10 @@ const ONE_STEP: &str = "  - name: install\n    run: echo install {{ vars.flavour
 fn app_recipe(kiln: &Kiln, extra_release: &str, extra_image: &str) -> String {
     let text = recipe(ONE_STEP)
         .replace("steps:\n", "vars: { flavour: vanilla }\nsteps:\n")
-        .replace("  tags: { app: demo }\n", &format!("  tags: {{ app: demo }}\n{extra_image}"))
+        .replace(
+            "  tags: { app: demo }\n",
+            &format!("  tags: {{ app: demo }}\n{extra_image}"),
+        )
         .replace("  keep: 2\n", &format!("  keep: 2\n{extra_release}"));
     kiln.write("app.yaml", &text).to_str().unwrap().to_owned()
 }
@@ -38,15 +41,29 @@ fn an_unchanged_recipe_is_skipped_and_a_change_rebuilds() {
     assert!(run.stderr.contains("reusing image"), "{}", run.stderr);
     assert!(run.stdout.contains("skipped:"), "{}", run.stdout);
     let actions = emulator.kiln_actions();
-    assert!(!actions.iter().any(|a| a == "RunInstances" || a == "CreateImage" || a == "CreateLaunchTemplateVersion"), "{actions:?}");
+    assert!(
+        !actions.iter().any(|a| a == "RunInstances"
+            || a == "CreateImage"
+            || a == "CreateLaunchTemplateVersion"),
+        "{actions:?}"
+    );
     assert_eq!(aws.kiln_images().len(), 1);
-    assert_eq!(aws.template_versions("rudder-dataplane"), versions_after_first);
+    assert_eq!(
+        aws.template_versions("rudder-dataplane"),
+        versions_after_first
+    );
 
     let second = build(&kiln, &recipe, &[]);
     assert_eq!(second["skipped"], json!(true));
-    assert_eq!(second["images"][0]["image_id"], first["images"][0]["image_id"]);
+    assert_eq!(
+        second["images"][0]["image_id"],
+        first["images"][0]["image_id"]
+    );
     assert_eq!(second["fingerprint"], first["fingerprint"]);
-    assert_eq!(second["launch_template"]["default_version"], first["launch_template"]["default_version"]);
+    assert_eq!(
+        second["launch_template"]["default_version"],
+        first["launch_template"]["default_version"]
+    );
 
     // --force builds anyway; a changed variable changes the fingerprint.
     let forced = build(&kiln, &recipe, &["--force"]);
@@ -67,11 +84,17 @@ fn a_skipped_build_still_points_the_launch_template_at_the_image() {
     let first = build(&kiln, &recipe, &["--no-release"]);
     assert_eq!(first["launch_template"], Value::Null);
     let (default_version, _) = aws.template_versions("rudder-dataplane");
-    assert_ne!(aws.template_image("rudder-dataplane", default_version), first["images"][0]["image_id"].as_str().unwrap());
+    assert_ne!(
+        aws.template_image("rudder-dataplane", default_version),
+        first["images"][0]["image_id"].as_str().unwrap()
+    );
     let second = build(&kiln, &recipe, &[]);
     assert_eq!(second["skipped"], json!(true));
     let (default_after, _) = aws.template_versions("rudder-dataplane");
-    assert_eq!(aws.template_image("rudder-dataplane", default_after), first["images"][0]["image_id"].as_str().unwrap());
+    assert_eq!(
+        aws.template_image("rudder-dataplane", default_after),
+        first["images"][0]["image_id"].as_str().unwrap()
+    );
 }
 
 #[test]
@@ -100,7 +123,11 @@ fn history_rollback_and_idempotent_rollback() {
     assert_eq!(versions[1]["image_id"], json!(image_a));
     assert_eq!(versions[1]["is_default"], json!(false));
     let human = kiln.run(&["history", &recipe]);
-    assert!(human.stdout.contains(image_a) && human.stdout.contains("1.1.0"), "{}", human.stdout);
+    assert!(
+        human.stdout.contains(image_a) && human.stdout.contains("1.1.0"),
+        "{}",
+        human.stdout
+    );
 
     let rollback = kiln.run(&["rollback", &recipe, "--json"]);
     rollback.assert_code(0);
@@ -109,27 +136,46 @@ fn history_rollback_and_idempotent_rollback() {
     assert_eq!(outcome["after"]["image_id"], json!(image_a));
     assert_eq!(outcome["changed"], json!(true));
     let (default_version, latest) = aws.template_versions("rudder-dataplane");
-    assert_eq!(aws.template_image("rudder-dataplane", default_version), image_a);
+    assert_eq!(
+        aws.template_image("rudder-dataplane", default_version),
+        image_a
+    );
 
     // Again: nothing changes.
     let again = kiln.run(&["rollback", &recipe, "--json"]);
     again.assert_code(0);
     assert_eq!(again.json()["changed"], json!(false));
-    assert_eq!(aws.template_versions("rudder-dataplane"), (default_version, latest));
+    assert_eq!(
+        aws.template_versions("rudder-dataplane"),
+        (default_version, latest)
+    );
 
     // --to the newest version brings B back; --image with a foreign image is refused.
-    kiln.run(&["rollback", &recipe, "--to", &latest.to_string()]).assert_code(0);
-    assert_eq!(aws.template_image("rudder-dataplane", aws.template_versions("rudder-dataplane").0), image_b);
+    kiln.run(&["rollback", &recipe, "--to", &latest.to_string()])
+        .assert_code(0);
+    assert_eq!(
+        aws.template_image(
+            "rudder-dataplane",
+            aws.template_versions("rudder-dataplane").0
+        ),
+        image_b
+    );
     let foreign = a["source_image"].as_str().unwrap();
     let refused = kiln.run(&["rollback", &recipe, "--image", foreign]);
     refused.assert_code(1);
-    assert!(refused.stderr.contains("--allow-foreign"), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("--allow-foreign"),
+        "{}",
+        refused.stderr
+    );
     assert_eq!(aws.template_versions("rudder-dataplane"), (latest, latest));
-    kiln.run(&["rollback", &recipe, "--image", foreign, "--allow-foreign"]).assert_code(0);
+    kiln.run(&["rollback", &recipe, "--image", foreign, "--allow-foreign"])
+        .assert_code(0);
     let (default_now, latest_now) = aws.template_versions("rudder-dataplane");
     assert_eq!((default_now, latest_now), (latest + 1, latest + 1));
     assert_eq!(aws.template_image("rudder-dataplane", default_now), foreign);
-    kiln.run(&["rollback", &recipe, "--image", "ami-0000000000000dead"]).assert_code(1);
+    kiln.run(&["rollback", &recipe, "--image", "ami-0000000000000dead"])
+        .assert_code(1);
 }
 
 #[test]
@@ -140,12 +186,23 @@ fn prune_keeps_the_newest_and_everything_referenced() {
     let recipe = app_recipe(&kiln, "", "");
     let ids: Vec<String> = ["1", "2", "3"]
         .iter()
-        .map(|v| build(&kiln, &recipe, &["--var", &format!("version={v}.0.0")])["images"][0]["image_id"].as_str().unwrap().to_owned())
+        .map(|v| {
+            build(&kiln, &recipe, &["--var", &format!("version={v}.0.0")])["images"][0]["image_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
-    let snapshots_of_first = aws.kiln_images().into_iter().find(|i| i.id == ids[0]).unwrap().snapshots;
+    let snapshots_of_first = aws
+        .kiln_images()
+        .into_iter()
+        .find(|i| i.id == ids[0])
+        .unwrap()
+        .snapshots;
     // Roll back to the second: it is now the default, the third stays the latest.
     let (_, latest) = aws.template_versions("rudder-dataplane");
-    kiln.run(&["rollback", &recipe, "--to", &(latest - 1).to_string()]).assert_code(0);
+    kiln.run(&["rollback", &recipe, "--to", &(latest - 1).to_string()])
+        .assert_code(0);
 
     let dry = kiln.run(&["prune", &recipe, "--keep", "1", "--dry-run", "--json"]);
     dry.assert_code(0);
@@ -154,7 +211,13 @@ fn prune_keeps_the_newest_and_everything_referenced() {
     assert_eq!(dry["deleted"][0]["image_id"], json!(ids[0]));
     assert_eq!(aws.kiln_images().len(), 3, "dry run deleted something");
     let reasons = |report: &Value, id: &str| -> String {
-        report["kept"].as_array().unwrap().iter().find(|k| k["image_id"] == json!(id)).map(|k| k["reasons"].to_string()).unwrap_or_default()
+        report["kept"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["image_id"] == json!(id))
+            .map(|k| k["reasons"].to_string())
+            .unwrap_or_default()
     };
     assert!(reasons(&dry, &ids[1]).contains("default version"), "{dry}");
     assert!(reasons(&dry, &ids[2]).contains("newest 1"), "{dry}");
@@ -167,7 +230,10 @@ fn prune_keeps_the_newest_and_everything_referenced() {
     expected.sort();
     assert_eq!(left, expected);
     for snapshot in snapshots_of_first {
-        assert!(aws.snapshot_tags(&snapshot).is_none(), "snapshot {snapshot} of the pruned image is still there");
+        assert!(
+            aws.snapshot_tags(&snapshot).is_none(),
+            "snapshot {snapshot} of the pruned image is still there"
+        );
     }
     let invalid = kiln.run(&["prune", &recipe, "--keep", "0"]);
     invalid.assert_code(2);
@@ -181,25 +247,50 @@ fn prune_spares_images_used_by_instances_and_other_templates() {
     let recipe = app_recipe(&kiln, "", "");
     let ids: Vec<String> = ["1", "2", "3", "4"]
         .iter()
-        .map(|v| build(&kiln, &recipe, &["--var", &format!("version={v}.0.0")])["images"][0]["image_id"].as_str().unwrap().to_owned())
+        .map(|v| {
+            build(&kiln, &recipe, &["--var", &format!("version={v}.0.0")])["images"][0]["image_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
-    aws.block_on(aws.ec2.run_instances().image_id(&ids[0]).min_count(1).max_count(1).send()).expect("run an instance");
+    aws.block_on(
+        aws.ec2
+            .run_instances()
+            .image_id(&ids[0])
+            .min_count(1)
+            .max_count(1)
+            .send(),
+    )
+    .expect("run an instance");
     aws.block_on(
         aws.ec2
             .create_launch_template()
             .launch_template_name("someone-else")
-            .launch_template_data(aws_sdk_ec2::types::RequestLaunchTemplateData::builder().image_id(&ids[1]).build())
+            .launch_template_data(
+                aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+                    .image_id(&ids[1])
+                    .build(),
+            )
             .send(),
     )
     .expect("create another template");
     let report = kiln.run(&["prune", &recipe, "--keep", "1", "--json"]);
     report.assert_code(0);
     let report = report.json();
-    let deleted: Vec<&str> = report["deleted"].as_array().unwrap().iter().map(|d| d["image_id"].as_str().unwrap()).collect();
+    let deleted: Vec<&str> = report["deleted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["image_id"].as_str().unwrap())
+        .collect();
     assert_eq!(deleted, vec![ids[2].as_str()], "{report}");
     let text = report.to_string();
     assert!(text.contains("used by instance"), "{text}");
-    assert!(text.contains("used by launch template someone-else"), "{text}");
+    assert!(
+        text.contains("used by launch template someone-else"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -211,21 +302,59 @@ fn copies_shares_and_publishes_to_ssm() {
     let manifest = build(&kiln, &recipe, &[]);
     let images = manifest["images"].as_array().unwrap();
     assert_eq!(images.len(), 3, "{manifest}");
-    let regions: Vec<&str> = images.iter().map(|i| i["region"].as_str().unwrap()).collect();
+    let regions: Vec<&str> = images
+        .iter()
+        .map(|i| i["region"].as_str().unwrap())
+        .collect();
     assert_eq!(regions[0], REGION);
     assert!(regions.contains(&"us-west-2") && regions.contains(&"eu-west-1"));
     for image in images {
         let region = image["region"].as_str().unwrap();
-        let ec2 = aws_sdk_ec2::Client::from_conf(aws.ec2.config().to_builder().region(aws_sdk_ec2::config::Region::new(region.to_owned())).build());
+        let ec2 = aws_sdk_ec2::Client::from_conf(
+            aws.ec2
+                .config()
+                .to_builder()
+                .region(aws_sdk_ec2::config::Region::new(region.to_owned()))
+                .build(),
+        );
         let id = image["image_id"].as_str().unwrap();
-        let out = aws.block_on(ec2.describe_images().image_ids(id).send()).expect("describe copy");
+        let out = aws
+            .block_on(ec2.describe_images().image_ids(id).send())
+            .expect("describe copy");
         let found = &out.images()[0];
         assert_eq!(found.state().map(|s| s.as_str()), Some("available"));
-        assert!(found.tags().iter().any(|t| t.key() == Some("kiln:fingerprint") && t.value() == manifest["fingerprint"].as_str()), "{region}");
-        let attr = aws.block_on(ec2.describe_image_attribute().image_id(id).attribute(aws_sdk_ec2::types::ImageAttributeName::LaunchPermission).send()).expect("attribute");
-        assert!(attr.launch_permissions().iter().any(|p| p.user_id() == Some("210987654321")), "{region}: {attr:?}");
-        let ssm = aws_sdk_ssm::Client::from_conf(aws.ssm.config().to_builder().region(aws_sdk_ssm::config::Region::new(region.to_owned())).build());
-        let parameter = aws.block_on(ssm.get_parameter().name("/kiln/demo-app/ami").send()).expect("parameter");
+        assert!(
+            found
+                .tags()
+                .iter()
+                .any(|t| t.key() == Some("kiln:fingerprint")
+                    && t.value() == manifest["fingerprint"].as_str()),
+            "{region}"
+        );
+        let attr = aws
+            .block_on(
+                ec2.describe_image_attribute()
+                    .image_id(id)
+                    .attribute(aws_sdk_ec2::types::ImageAttributeName::LaunchPermission)
+                    .send(),
+            )
+            .expect("attribute");
+        assert!(
+            attr.launch_permissions()
+                .iter()
+                .any(|p| p.user_id() == Some("210987654321")),
+            "{region}: {attr:?}"
+        );
+        let ssm = aws_sdk_ssm::Client::from_conf(
+            aws.ssm
+                .config()
+                .to_builder()
+                .region(aws_sdk_ssm::config::Region::new(region.to_owned()))
+                .build(),
+        );
+        let parameter = aws
+            .block_on(ssm.get_parameter().name("/kiln/demo-app/ami").send())
+            .expect("parameter");
         assert_eq!(parameter.parameter().and_then(|p| p.value()), Some(id));
     }
     assert_eq!(manifest["ssm_parameters"].as_array().unwrap().len(), 3);
@@ -239,14 +368,24 @@ fn a_release_refreshes_the_group_and_a_failed_refresh_rolls_back() {
     let recipe = app_recipe(&kiln, "  auto_scaling_group: rudder-dataplane\n  rollback_on_failure: true\n  refresh: { min_healthy_percentage: 0, instance_warmup: 5s }\n", "");
     let manifest = build(&kiln, &recipe, &[]);
     assert_eq!(manifest["instance_refresh"]["status"], json!("Successful"));
-    assert_eq!(manifest["instance_refresh"]["auto_scaling_group"], json!("rudder-dataplane"));
-    let good_version = manifest["launch_template"]["default_version"].as_i64().unwrap();
+    assert_eq!(
+        manifest["instance_refresh"]["auto_scaling_group"],
+        json!("rudder-dataplane")
+    );
+    let good_version = manifest["launch_template"]["default_version"]
+        .as_i64()
+        .unwrap();
 
     emulator.behaviour(json!({"refresh": {"status": "Failed", "seconds": 1}}));
     let run = kiln.run(&["build", &recipe, "--var", "flavour=broken", "--json"]);
     run.assert_code(1);
     assert!(run.stderr.contains("instance refresh"), "{}", run.stderr);
-    assert!(run.stderr.contains("rolled rudder-dataplane back to version"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("rolled rudder-dataplane back to version"),
+        "{}",
+        run.stderr
+    );
     let (default_version, latest) = aws.template_versions("rudder-dataplane");
     assert_eq!(default_version, good_version);
     assert_eq!(latest, good_version + 1);

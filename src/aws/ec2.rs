@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, IamInstanceProfileSpecification,
-    InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceNetworkInterfaceSpecification,
-    InstanceStateName, RequestLaunchTemplateData, ResourceType, ShutdownBehavior, Tag, TagSpecification, VolumeType,
+    InstanceMetadataEndpointState, InstanceMetadataOptionsRequest,
+    InstanceNetworkInterfaceSpecification, InstanceStateName, RequestLaunchTemplateData,
+    ResourceType, ShutdownBehavior, Tag, TagSpecification, VolumeType,
 };
 
 use super::{missing, Cloud};
@@ -35,8 +36,15 @@ impl ImageInfo {
         ImageInfo {
             id: image.image_id().unwrap_or_default().to_owned(),
             name: image.name().unwrap_or_default().to_owned(),
-            state: image.state().map(|s| s.as_str().to_owned()).unwrap_or_default(),
-            state_reason: image.state_reason().and_then(|r| r.message()).unwrap_or_default().to_owned(),
+            state: image
+                .state()
+                .map(|s| s.as_str().to_owned())
+                .unwrap_or_default(),
+            state_reason: image
+                .state_reason()
+                .and_then(|r| r.message())
+                .unwrap_or_default()
+                .to_owned(),
             creation_date: image.creation_date().unwrap_or_default().to_owned(),
             owner_id: image.owner_id().unwrap_or_default().to_owned(),
             root_device_name: image.root_device_name().map(str::to_owned),
@@ -52,7 +60,14 @@ impl ImageInfo {
 }
 
 fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
-    tags.iter().filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned()))).collect()
+    tags.iter()
+        .filter_map(|t| {
+            Some((
+                t.key()?.to_owned(),
+                t.value().unwrap_or_default().to_owned(),
+            ))
+        })
+        .collect()
 }
 
 pub fn filter(name: &str, values: impl IntoIterator<Item = impl Into<String>>) -> Filter {
@@ -64,11 +79,16 @@ pub fn filter(name: &str, values: impl IntoIterator<Item = impl Into<String>>) -
 }
 
 fn sdk_tags(tags: &[(String, String)]) -> Vec<Tag> {
-    tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()
+    tags.iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect()
 }
 
 fn tag_spec(resource: ResourceType, tags: &[(String, String)]) -> TagSpecification {
-    TagSpecification::builder().resource_type(resource).set_tags(Some(sdk_tags(tags))).build()
+    TagSpecification::builder()
+        .resource_type(resource)
+        .set_tags(Some(sdk_tags(tags)))
+        .build()
 }
 
 /// Describes images by id; missing ids are simply absent from the answer.
@@ -96,7 +116,12 @@ pub async fn find_image(cloud: &Cloud, id: &str) -> Result<Option<ImageInfo>> {
 }
 
 /// Images matching filters (and owners), every page.
-pub async fn list_images(cloud: &Cloud, owners: &[String], filters: Vec<Filter>, what: &str) -> Result<Vec<ImageInfo>> {
+pub async fn list_images(
+    cloud: &Cloud,
+    owners: &[String],
+    filters: Vec<Filter>,
+    what: &str,
+) -> Result<Vec<ImageInfo>> {
     let mut images = Vec::new();
     let mut pages = cloud
         .ec2
@@ -128,7 +153,11 @@ pub async fn run_builder(cloud: &Cloud, req: LaunchRequest<'_>) -> Result<String
     let spec = req.builder;
     let metadata = InstanceMetadataOptionsRequest::builder()
         .http_endpoint(InstanceMetadataEndpointState::Enabled)
-        .http_tokens(if spec.imdsv2_required { HttpTokensState::Required } else { HttpTokensState::Optional })
+        .http_tokens(if spec.imdsv2_required {
+            HttpTokensState::Required
+        } else {
+            HttpTokensState::Optional
+        })
         .http_put_response_hop_limit(2)
         .build();
     let mut call = cloud
@@ -144,11 +173,19 @@ pub async fn run_builder(cloud: &Cloud, req: LaunchRequest<'_>) -> Result<String
         .tag_specifications(tag_spec(ResourceType::Instance, req.tags))
         .tag_specifications(tag_spec(ResourceType::Volume, req.volume_tags));
     if let Some(device) = req.root_device_name {
-        let mut ebs = EbsBlockDevice::builder().encrypted(spec.encrypted).delete_on_termination(true).volume_type(VolumeType::Gp3);
+        let mut ebs = EbsBlockDevice::builder()
+            .encrypted(spec.encrypted)
+            .delete_on_termination(true)
+            .volume_type(VolumeType::Gp3);
         if let Some(size) = spec.volume_size_gb {
             ebs = ebs.volume_size(size as i32);
         }
-        call = call.block_device_mappings(BlockDeviceMapping::builder().device_name(device).ebs(ebs.build()).build());
+        call = call.block_device_mappings(
+            BlockDeviceMapping::builder()
+                .device_name(device)
+                .ebs(ebs.build())
+                .build(),
+        );
     }
     if let Some(profile) = &spec.iam_instance_profile {
         let profile_spec = if profile.starts_with("arn:") {
@@ -163,20 +200,34 @@ pub async fn run_builder(cloud: &Cloud, req: LaunchRequest<'_>) -> Result<String
             .device_index(0)
             .associate_public_ip_address(public)
             .set_subnet_id(spec.subnet_id.clone())
-            .set_groups((!spec.security_group_ids.is_empty()).then(|| spec.security_group_ids.clone()))
+            .set_groups(
+                (!spec.security_group_ids.is_empty()).then(|| spec.security_group_ids.clone()),
+            )
             .build();
         call = call.network_interfaces(nic);
     } else {
         call = call
             .set_subnet_id(spec.subnet_id.clone())
-            .set_security_group_ids((!spec.security_group_ids.is_empty()).then(|| spec.security_group_ids.clone()));
+            .set_security_group_ids(
+                (!spec.security_group_ids.is_empty()).then(|| spec.security_group_ids.clone()),
+            );
     }
-    let out = call.send().await.map_err(|e| cloud.fail("RunInstances", format!("builder from {}", req.image_id), e))?;
+    let out = call
+        .send()
+        .await
+        .map_err(|e| cloud.fail("RunInstances", format!("builder from {}", req.image_id), e))?;
     out.instances()
         .first()
         .and_then(|i| i.instance_id())
         .map(str::to_owned)
-        .ok_or_else(|| missing("RunInstances", "Instances[0].InstanceId", req.image_id, &cloud.region))
+        .ok_or_else(|| {
+            missing(
+                "RunInstances",
+                "Instances[0].InstanceId",
+                req.image_id,
+                &cloud.region,
+            )
+        })
 }
 
 /// An instance's id, state and tags.
@@ -191,8 +242,14 @@ pub struct InstanceInfo {
 fn instance_info(instance: &aws_sdk_ec2::types::Instance) -> InstanceInfo {
     InstanceInfo {
         id: instance.instance_id().unwrap_or_default().to_owned(),
-        state: instance.state().and_then(|s| s.name()).map(|n| n.as_str().to_owned()).unwrap_or_default(),
-        launch_time: instance.launch_time().and_then(|t| std::time::SystemTime::try_from(*t).ok()),
+        state: instance
+            .state()
+            .and_then(|s| s.name())
+            .map(|n| n.as_str().to_owned())
+            .unwrap_or_default(),
+        launch_time: instance
+            .launch_time()
+            .and_then(|t| std::time::SystemTime::try_from(*t).ok()),
         tags: tag_map(instance.tags()),
     }
 }
@@ -211,22 +268,49 @@ pub async fn instance_state(cloud: &Cloud, id: &str) -> Result<String> {
         .flat_map(|r| r.instances())
         .find(|i| i.instance_id() == Some(id))
         .map(|i| instance_info(i).state)
-        .ok_or_else(|| missing("DescribeInstances", "Reservations[].Instances[]", id, &cloud.region))
+        .ok_or_else(|| {
+            missing(
+                "DescribeInstances",
+                "Reservations[].Instances[]",
+                id,
+                &cloud.region,
+            )
+        })
 }
 
 /// Instances matching filters, every page.
-pub async fn list_instances(cloud: &Cloud, filters: Vec<Filter>, what: &str) -> Result<Vec<InstanceInfo>> {
+pub async fn list_instances(
+    cloud: &Cloud,
+    filters: Vec<Filter>,
+    what: &str,
+) -> Result<Vec<InstanceInfo>> {
     let mut found = Vec::new();
-    let mut pages = cloud.ec2.describe_instances().set_filters(Some(filters)).into_paginator().send();
+    let mut pages = cloud
+        .ec2
+        .describe_instances()
+        .set_filters(Some(filters))
+        .into_paginator()
+        .send();
     while let Some(page) = pages.next().await {
         let page = page.map_err(|e| cloud.fail("DescribeInstances", what, e))?;
-        found.extend(page.reservations().iter().flat_map(|r| r.instances()).map(instance_info));
+        found.extend(
+            page.reservations()
+                .iter()
+                .flat_map(|r| r.instances())
+                .map(instance_info),
+        );
     }
     Ok(found)
 }
 
 pub async fn stop_instance(cloud: &Cloud, id: &str) -> Result<()> {
-    cloud.ec2.stop_instances().instance_ids(id).send().await.map_err(|e| cloud.fail("StopInstances", id, e))?;
+    cloud
+        .ec2
+        .stop_instances()
+        .instance_ids(id)
+        .send()
+        .await
+        .map_err(|e| cloud.fail("StopInstances", id, e))?;
     Ok(())
 }
 
@@ -234,7 +318,13 @@ pub async fn terminate_instances(cloud: &Cloud, ids: &[String]) -> Result<()> {
     if ids.is_empty() {
         return Ok(());
     }
-    match cloud.ec2.terminate_instances().set_instance_ids(Some(ids.to_vec())).send().await {
+    match cloud
+        .ec2
+        .terminate_instances()
+        .set_instance_ids(Some(ids.to_vec()))
+        .send()
+        .await
+    {
         Ok(_) => Ok(()),
         Err(e) => {
             let err = cloud.fail("TerminateInstances", ids.join(", "), e);
@@ -267,7 +357,9 @@ pub async fn create_image(
         .send()
         .await
         .map_err(|e| cloud.fail("CreateImage", format!("{name} from {instance_id}"), e))?;
-    out.image_id().map(str::to_owned).ok_or_else(|| missing("CreateImage", "ImageId", instance_id, &cloud.region))
+    out.image_id()
+        .map(str::to_owned)
+        .ok_or_else(|| missing("CreateImage", "ImageId", instance_id, &cloud.region))
 }
 
 pub async fn copy_image(
@@ -290,11 +382,23 @@ pub async fn copy_image(
         .encrypted(encrypted)
         .send()
         .await
-        .map_err(|e| target.fail("CopyImage", format!("{source_image} from {source_region}"), e))?;
-    out.image_id().map(str::to_owned).ok_or_else(|| missing("CopyImage", "ImageId", source_image, &target.region))
+        .map_err(|e| {
+            target.fail(
+                "CopyImage",
+                format!("{source_image} from {source_region}"),
+                e,
+            )
+        })?;
+    out.image_id()
+        .map(str::to_owned)
+        .ok_or_else(|| missing("CopyImage", "ImageId", source_image, &target.region))
 }
 
-pub async fn create_tags(cloud: &Cloud, resources: &[String], tags: &[(String, String)]) -> Result<()> {
+pub async fn create_tags(
+    cloud: &Cloud,
+    resources: &[String],
+    tags: &[(String, String)],
+) -> Result<()> {
     if resources.is_empty() {
         return Ok(());
     }
@@ -314,7 +418,10 @@ pub async fn deregister_image(cloud: &Cloud, id: &str) -> Result<()> {
         Ok(_) => Ok(()),
         Err(e) => {
             let err = cloud.fail("DeregisterImage", id, e);
-            if err.aws_code().is_some_and(|c| c.starts_with("InvalidAMIID")) {
+            if err
+                .aws_code()
+                .is_some_and(|c| c.starts_with("InvalidAMIID"))
+            {
                 Ok(())
             } else {
                 Err(err)
@@ -338,19 +445,35 @@ pub async fn delete_snapshot(cloud: &Cloud, id: &str) -> Result<()> {
 }
 
 /// Snapshots of this account matching filters.
-pub async fn list_snapshots(cloud: &Cloud, filters: Vec<Filter>, what: &str) -> Result<Vec<(String, BTreeMap<String, String>)>> {
+pub async fn list_snapshots(
+    cloud: &Cloud,
+    filters: Vec<Filter>,
+    what: &str,
+) -> Result<Vec<(String, BTreeMap<String, String>)>> {
     let mut found = Vec::new();
-    let mut pages = cloud.ec2.describe_snapshots().set_filters(Some(filters)).into_paginator().send();
+    let mut pages = cloud
+        .ec2
+        .describe_snapshots()
+        .set_filters(Some(filters))
+        .into_paginator()
+        .send();
     while let Some(page) = pages.next().await {
         let page = page.map_err(|e| cloud.fail("DescribeSnapshots", what, e))?;
-        found.extend(page.snapshots().iter().filter_map(|s| Some((s.snapshot_id()?.to_owned(), tag_map(s.tags())))));
+        found.extend(
+            page.snapshots()
+                .iter()
+                .filter_map(|s| Some((s.snapshot_id()?.to_owned(), tag_map(s.tags())))),
+        );
     }
     Ok(found)
 }
 
 /// Grants launch permission on an image, and create-volume permission on its snapshots.
 pub async fn share_image(cloud: &Cloud, image: &ImageInfo, accounts: &[String]) -> Result<()> {
-    use aws_sdk_ec2::types::{CreateVolumePermission, CreateVolumePermissionModifications, LaunchPermission, LaunchPermissionModifications};
+    use aws_sdk_ec2::types::{
+        CreateVolumePermission, CreateVolumePermissionModifications, LaunchPermission,
+        LaunchPermissionModifications,
+    };
     let mut launch = LaunchPermissionModifications::builder();
     let mut volume = CreateVolumePermissionModifications::builder();
     for account in accounts {
@@ -389,14 +512,31 @@ pub struct LaunchTemplateInfo {
 }
 
 /// Looks a launch template up by id (`lt-...`) or name.
-pub async fn describe_launch_template(cloud: &Cloud, name_or_id: &str) -> Result<LaunchTemplateInfo> {
+pub async fn describe_launch_template(
+    cloud: &Cloud,
+    name_or_id: &str,
+) -> Result<LaunchTemplateInfo> {
     let call = cloud.ec2.describe_launch_templates();
-    let call = if name_or_id.starts_with("lt-") { call.launch_template_ids(name_or_id) } else { call.launch_template_names(name_or_id) };
-    let out = call.send().await.map_err(|e| cloud.fail("DescribeLaunchTemplates", format!("launch template {name_or_id}"), e))?;
-    let lt = out
-        .launch_templates()
-        .first()
-        .ok_or_else(|| missing("DescribeLaunchTemplates", "LaunchTemplates[0]", name_or_id, &cloud.region))?;
+    let call = if name_or_id.starts_with("lt-") {
+        call.launch_template_ids(name_or_id)
+    } else {
+        call.launch_template_names(name_or_id)
+    };
+    let out = call.send().await.map_err(|e| {
+        cloud.fail(
+            "DescribeLaunchTemplates",
+            format!("launch template {name_or_id}"),
+            e,
+        )
+    })?;
+    let lt = out.launch_templates().first().ok_or_else(|| {
+        missing(
+            "DescribeLaunchTemplates",
+            "LaunchTemplates[0]",
+            name_or_id,
+            &cloud.region,
+        )
+    })?;
     Ok(LaunchTemplateInfo {
         id: lt.launch_template_id().unwrap_or_default().to_owned(),
         name: lt.launch_template_name().unwrap_or_default().to_owned(),
@@ -408,9 +548,14 @@ pub async fn describe_launch_template(cloud: &Cloud, name_or_id: &str) -> Result
 /// Every launch template of the account (id, name).
 pub async fn list_launch_templates(cloud: &Cloud) -> Result<Vec<LaunchTemplateInfo>> {
     let mut found = Vec::new();
-    let mut pages = cloud.ec2.describe_launch_templates().into_paginator().send();
+    let mut pages = cloud
+        .ec2
+        .describe_launch_templates()
+        .into_paginator()
+        .send();
     while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| cloud.fail("DescribeLaunchTemplates", "all launch templates", e))?;
+        let page =
+            page.map_err(|e| cloud.fail("DescribeLaunchTemplates", "all launch templates", e))?;
         found.extend(page.launch_templates().iter().map(|lt| LaunchTemplateInfo {
             id: lt.launch_template_id().unwrap_or_default().to_owned(),
             name: lt.launch_template_name().unwrap_or_default().to_owned(),
@@ -432,20 +577,37 @@ pub struct TemplateVersion {
 }
 
 /// Every version of a launch template, newest first.
-pub async fn list_template_versions(cloud: &Cloud, template_id: &str) -> Result<Vec<TemplateVersion>> {
+pub async fn list_template_versions(
+    cloud: &Cloud,
+    template_id: &str,
+) -> Result<Vec<TemplateVersion>> {
     let mut found = Vec::new();
-    let mut pages = cloud.ec2.describe_launch_template_versions().launch_template_id(template_id).into_paginator().send();
+    let mut pages = cloud
+        .ec2
+        .describe_launch_template_versions()
+        .launch_template_id(template_id)
+        .into_paginator()
+        .send();
     while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| cloud.fail("DescribeLaunchTemplateVersions", template_id, e))?;
-        found.extend(page.launch_template_versions().iter().map(|v| TemplateVersion {
-            number: v.version_number().unwrap_or_default(),
-            is_default: v.default_version().unwrap_or(false),
-            image_id: v.launch_template_data().and_then(|d| d.image_id()).map(str::to_owned),
-            description: v.version_description().unwrap_or_default().to_owned(),
-            created_at: v.create_time().and_then(|t| t.fmt(aws_sdk_ec2::primitives::DateTimeFormat::DateTime).ok()),
+        let page =
+            page.map_err(|e| cloud.fail("DescribeLaunchTemplateVersions", template_id, e))?;
+        found.extend(page.launch_template_versions().iter().map(|v| {
+            TemplateVersion {
+                number: v.version_number().unwrap_or_default(),
+                is_default: v.default_version().unwrap_or(false),
+                image_id: v
+                    .launch_template_data()
+                    .and_then(|d| d.image_id())
+                    .map(str::to_owned),
+                description: v.version_description().unwrap_or_default().to_owned(),
+                created_at: v.create_time().and_then(|t| {
+                    t.fmt(aws_sdk_ec2::primitives::DateTimeFormat::DateTime)
+                        .ok()
+                }),
+            }
         }));
     }
-    found.sort_by(|a, b| b.number.cmp(&a.number));
+    found.sort_by_key(|v| std::cmp::Reverse(v.number));
     Ok(found)
 }
 
@@ -463,15 +625,32 @@ pub async fn create_template_version(
         .create_launch_template_version()
         .launch_template_id(template_id)
         .source_version(source_version.to_string())
-        .launch_template_data(RequestLaunchTemplateData::builder().image_id(image_id).build())
+        .launch_template_data(
+            RequestLaunchTemplateData::builder()
+                .image_id(image_id)
+                .build(),
+        )
         .version_description(truncate(description, 255))
         .client_token(client_token)
         .send()
         .await
-        .map_err(|e| cloud.fail("CreateLaunchTemplateVersion", format!("{template_id} (from version {source_version})"), e))?;
+        .map_err(|e| {
+            cloud.fail(
+                "CreateLaunchTemplateVersion",
+                format!("{template_id} (from version {source_version})"),
+                e,
+            )
+        })?;
     out.launch_template_version()
         .and_then(|v| v.version_number())
-        .ok_or_else(|| missing("CreateLaunchTemplateVersion", "LaunchTemplateVersion.VersionNumber", template_id, &cloud.region))
+        .ok_or_else(|| {
+            missing(
+                "CreateLaunchTemplateVersion",
+                "LaunchTemplateVersion.VersionNumber",
+                template_id,
+                &cloud.region,
+            )
+        })
 }
 
 pub async fn set_default_version(cloud: &Cloud, template_id: &str, version: i64) -> Result<()> {
@@ -482,7 +661,13 @@ pub async fn set_default_version(cloud: &Cloud, template_id: &str, version: i64)
         .default_version(version.to_string())
         .send()
         .await
-        .map_err(|e| cloud.fail("ModifyLaunchTemplate", format!("{template_id} default version {version}"), e))?;
+        .map_err(|e| {
+            cloud.fail(
+                "ModifyLaunchTemplate",
+                format!("{template_id} default version {version}"),
+                e,
+            )
+        })?;
     Ok(())
 }
 
@@ -494,7 +679,13 @@ pub async fn delete_template_version(cloud: &Cloud, template_id: &str, version: 
         .versions(version.to_string())
         .send()
         .await
-        .map_err(|e| cloud.fail("DeleteLaunchTemplateVersions", format!("{template_id} version {version}"), e))?;
+        .map_err(|e| {
+            cloud.fail(
+                "DeleteLaunchTemplateVersions",
+                format!("{template_id} version {version}"),
+                e,
+            )
+        })?;
     Ok(())
 }
 
@@ -504,5 +695,6 @@ fn truncate(text: &str, max: usize) -> String {
 
 /// Whether a state name is one an instance never leaves.
 pub fn is_gone(state: &str) -> bool {
-    state == InstanceStateName::Terminated.as_str() || state == InstanceStateName::ShuttingDown.as_str()
+    state == InstanceStateName::Terminated.as_str()
+        || state == InstanceStateName::ShuttingDown.as_str()
 }

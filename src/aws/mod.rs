@@ -77,7 +77,8 @@ impl Cloud {
         let config = loader.load().await;
         let Some(region) = config.region().map(|r| r.to_string()) else {
             return Err(Error::Usage(
-                "no AWS region: pass --region, set AWS_REGION, or set a region in the profile".into(),
+                "no AWS region: pass --region, set AWS_REGION, or set a region in the profile"
+                    .into(),
             ));
         };
         Ok(Cloud::from_config(config, region))
@@ -95,12 +96,21 @@ impl Cloud {
 
     /// The same credentials and settings, in another region (image copies, SSM parameters).
     pub fn in_region(&self, region: &str) -> Cloud {
-        let config = self.config.to_builder().region(Region::new(region.to_owned())).build();
+        let config = self
+            .config
+            .to_builder()
+            .region(Region::new(region.to_owned()))
+            .build();
         Cloud::from_config(config, region.to_owned())
     }
 
     /// Maps an SDK failure to kiln's error with the operation, resource and this client's region.
-    pub fn fail<E, R>(&self, operation: &'static str, resource: impl Into<String>, err: SdkError<E, R>) -> Error
+    pub fn fail<E, R>(
+        &self,
+        operation: &'static str,
+        resource: impl Into<String>,
+        err: SdkError<E, R>,
+    ) -> Error
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
         R: std::fmt::Debug,
@@ -110,7 +120,12 @@ impl Cloud {
 }
 
 /// See [`Cloud::fail`].
-pub fn aws_error<E, R>(operation: &'static str, resource: impl Into<String>, region: &str, err: SdkError<E, R>) -> Error
+pub fn aws_error<E, R>(
+    operation: &'static str,
+    resource: impl Into<String>,
+    region: &str,
+    err: SdkError<E, R>,
+) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug,
@@ -118,12 +133,20 @@ where
     let code = err.code().map(str::to_owned);
     let message = match (&err, err.message()) {
         (_, Some(m)) => m.to_owned(),
-        (SdkError::DispatchFailure(_), None) => "could not reach the endpoint (connection failed)".to_owned(),
+        (SdkError::DispatchFailure(_), None) => {
+            "could not reach the endpoint (connection failed)".to_owned()
+        }
         (SdkError::TimeoutError(_), None) => "the request timed out".to_owned(),
         (SdkError::ResponseError(_), None) => "the response could not be read".to_owned(),
         (_, None) => aws_sdk_ec2::error::DisplayErrorContext(&err).to_string(),
     };
-    Error::Aws(AwsError { operation, resource: resource.into(), region: region.to_owned(), code, message })
+    Error::Aws(AwsError {
+        operation,
+        resource: resource.into(),
+        region: region.to_owned(),
+        code,
+        message,
+    })
 }
 
 /// A missing field in a response: an error that names the request and the field.

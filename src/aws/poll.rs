@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 
 /// The first poll interval.
-pub const POLL_MIN: Duration = Duration::from_millis(100);
+pub const POLL_MIN: Duration = Duration::from_millis(250);
 /// The interval never grows beyond this.
 pub const POLL_MAX: Duration = Duration::from_secs(15);
 /// The interval is about this fraction of the time already waited.
@@ -38,7 +38,11 @@ pub struct Wait<'a> {
 
 /// Polls `probe` until it answers `Done`, fails with a non-transient error, or the wait's timeout
 /// passes. `on_state` is told of every new state.
-pub async fn wait_until<T, F, Fut>(wait: Wait<'_>, mut on_state: impl FnMut(&str), mut probe: F) -> Result<T>
+pub async fn wait_until<T, F, Fut>(
+    wait: Wait<'_>,
+    mut on_state: impl FnMut(&str),
+    mut probe: F,
+) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Probe<T>>>,
@@ -57,7 +61,10 @@ where
                 penalty = Duration::ZERO;
             }
             Err(e) if e.is_transient() => {
-                tracing::debug!("{}: transient failure while waiting, backing off: {e}", wait.phase);
+                tracing::debug!(
+                    "{}: transient failure while waiting, backing off: {e}",
+                    wait.phase
+                );
                 penalty = (penalty * 2).clamp(Duration::from_millis(500), POLL_MAX);
             }
             Err(e) => return Err(e),
@@ -73,7 +80,9 @@ where
                 hint: wait.hint.to_owned(),
             });
         }
-        let interval = next_interval(waited).max(penalty).min(wait.timeout - waited);
+        let interval = next_interval(waited)
+            .max(penalty)
+            .min(wait.timeout - waited);
         tokio::time::sleep(interval).await;
     }
 }
@@ -90,38 +99,86 @@ mod tests {
     #[test]
     fn interval_starts_short_and_grows_with_the_wait() {
         assert_eq!(next_interval(Duration::ZERO), POLL_MIN);
-        assert_eq!(next_interval(Duration::from_secs(5)), Duration::from_millis(500));
-        assert_eq!(next_interval(Duration::from_secs(60)), Duration::from_secs(6));
+        assert_eq!(
+            next_interval(Duration::from_secs(5)),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            next_interval(Duration::from_secs(60)),
+            Duration::from_secs(6)
+        );
         assert_eq!(next_interval(Duration::from_secs(3600)), POLL_MAX);
     }
 
     #[tokio::test]
     async fn a_wait_is_bounded_by_time_not_attempts() {
-        let wait = Wait { phase: "waiting", resource: "r-1", region: "xx-test-1", timeout: Duration::from_millis(350), hint: "look" };
+        let wait = Wait {
+            phase: "waiting",
+            resource: "r-1",
+            region: "xx-test-1",
+            timeout: Duration::from_millis(350),
+            hint: "look",
+        };
         let mut polls = 0;
-        let err = wait_until::<(), _, _>(wait, |_| {}, || {
-            polls += 1;
-            async { Ok(Probe::Pending("pending".into())) }
-        })
+        let err = wait_until::<(), _, _>(
+            wait,
+            |_| {},
+            || {
+                polls += 1;
+                async { Ok(Probe::Pending("pending".into())) }
+            },
+        )
         .await
         .unwrap_err();
         assert!(polls >= 3, "polled {polls} times");
         let text = err.to_string();
-        assert!(text.starts_with("timed out after 0s waiting (r-1 in xx-test-1, last seen: pending)"), "{text}");
+        assert!(
+            text.starts_with("timed out after 0s waiting (r-1 in xx-test-1, last seen: pending)"),
+            "{text}"
+        );
     }
 
     #[tokio::test]
     async fn transient_errors_keep_waiting_and_others_fail() {
         use crate::error::AwsError;
         let aws = |code: &str| {
-            Error::Aws(AwsError { operation: "Describe", resource: "r".into(), region: "x".into(), code: Some(code.into()), message: String::new() })
+            Error::Aws(AwsError {
+                operation: "Describe",
+                resource: "r".into(),
+                region: "x".into(),
+                code: Some(code.into()),
+                message: String::new(),
+            })
         };
         let mut answers = vec![Err(aws("RequestLimitExceeded")), Ok(Probe::Done(7))].into_iter();
-        let wait = Wait { phase: "w", resource: "r", region: "x", timeout: Duration::from_secs(5), hint: "" };
-        assert_eq!(wait_until(wait, |_| {}, || std::future::ready(answers.next().unwrap())).await.unwrap(), 7);
+        let wait = Wait {
+            phase: "w",
+            resource: "r",
+            region: "x",
+            timeout: Duration::from_secs(5),
+            hint: "",
+        };
+        assert_eq!(
+            wait_until(wait, |_| {}, || std::future::ready(answers.next().unwrap()))
+                .await
+                .unwrap(),
+            7
+        );
 
-        let wait = Wait { phase: "w", resource: "r", region: "x", timeout: Duration::from_secs(5), hint: "" };
-        let err = wait_until::<(), _, _>(wait, |_| {}, || std::future::ready(Err(aws("InvalidInstanceID.NotFound")))).await.unwrap_err();
+        let wait = Wait {
+            phase: "w",
+            resource: "r",
+            region: "x",
+            timeout: Duration::from_secs(5),
+            hint: "",
+        };
+        let err = wait_until::<(), _, _>(
+            wait,
+            |_| {},
+            || std::future::ready(Err(aws("InvalidInstanceID.NotFound"))),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(err.aws_code(), Some("InvalidInstanceID.NotFound"));
     }
 }

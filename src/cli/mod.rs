@@ -19,7 +19,11 @@ use crate::recipe::{load_plan, LoadOptions};
 use progress::{Mode, Progress};
 
 #[derive(Parser, Debug)]
-#[command(name = "kiln", version, about = "Bake Amazon Machine Images from YAML recipes and roll them out through launch templates")]
+#[command(
+    name = "kiln",
+    version,
+    about = "Bake Amazon Machine Images from YAML recipes and roll them out through launch templates"
+)]
 struct Cli {
     #[command(flatten)]
     global: Global,
@@ -48,7 +52,13 @@ struct Global {
     #[arg(long, global = true)]
     no_progress: bool,
     /// Where builds keep their journal, step logs and manifest
-    #[arg(long, global = true, env = "KILN_STATE_DIR", default_value = ".kiln", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "KILN_STATE_DIR",
+        default_value = ".kiln",
+        value_name = "DIR"
+    )]
     state_dir: PathBuf,
 }
 
@@ -164,11 +174,19 @@ pub fn main() -> i32 {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { exit::USAGE } else { exit::OK };
+            return if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
         }
     };
     init_tracing(cli.global.verbose);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: could not start the async runtime: {e}");
@@ -194,9 +212,14 @@ fn init_tracing(verbose: u8) {
     let targets = if verbose >= 2 {
         tracing_subscriber::filter::Targets::new().with_default(tracing::Level::DEBUG)
     } else {
-        tracing_subscriber::filter::Targets::new().with_target("kiln", level).with_default(tracing::Level::ERROR)
+        tracing_subscriber::filter::Targets::new()
+            .with_target("kiln", level)
+            .with_default(tracing::Level::ERROR)
     };
-    let _ = tracing_subscriber::registry().with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).with(targets).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(targets)
+        .try_init();
 }
 
 fn progress(global: &Global, json: bool) -> Progress {
@@ -205,7 +228,11 @@ fn progress(global: &Global, json: bool) -> Progress {
         Mode::Silent
     } else if global.quiet {
         Mode::Quiet
-    } else if global.no_progress || global.verbose > 0 || std::env::var_os("CI").is_some() || !std::io::stderr().is_terminal() {
+    } else if global.no_progress
+        || global.verbose > 0
+        || std::env::var_os("CI").is_some()
+        || !std::io::stderr().is_terminal()
+    {
         Mode::Plain
     } else {
         Mode::Bars
@@ -216,23 +243,34 @@ fn progress(global: &Global, json: bool) -> Progress {
 /// A fresh build id: UTC time plus randomness, sortable by start time.
 pub fn new_build_id() -> String {
     // Milliseconds, so that builds started in the same second still sort by start time.
-    let stamp = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string().replace(['-', ':', '.'], "");
+    let stamp = humantime::format_rfc3339_millis(std::time::SystemTime::now())
+        .to_string()
+        .replace(['-', ':', '.'], "");
     let random = uuid::Uuid::new_v4().simple().to_string();
     format!("{}-{}", stamp.to_lowercase(), &random[..6])
 }
 
 fn load(recipe: &RecipeArgs, build_id: &str) -> Result<Plan> {
-    let options = LoadOptions { vars: recipe.vars.clone(), now: std::time::SystemTime::now(), build_id: build_id.to_owned() };
+    let options = LoadOptions {
+        vars: recipe.vars.clone(),
+        now: std::time::SystemTime::now(),
+        build_id: build_id.to_owned(),
+    };
     load_plan(&recipe.recipe, &options).map_err(Error::Recipe)
 }
 
 async fn connect(global: &Global) -> Result<Cloud> {
-    let options = ConnectOptions { region: global.region.clone(), profile: global.profile.clone(), endpoint_url: global.endpoint_url.clone() };
+    let options = ConnectOptions {
+        region: global.region.clone(),
+        profile: global.profile.clone(),
+        endpoint_url: global.endpoint_url.clone(),
+    };
     Cloud::connect(&options).await
 }
 
 fn print_json(value: &impl serde::Serialize) -> Result<()> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| Error::Refused(format!("could not encode JSON: {e}")))?;
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| Error::Refused(format!("could not encode JSON: {e}")))?;
     println!("{text}");
     Ok(())
 }
@@ -241,8 +279,10 @@ fn print_json(value: &impl serde::Serialize) -> Result<()> {
 fn listen_for_signals() -> Result<Interrupts> {
     use tokio::signal::unix::{signal, SignalKind};
     let (tx, interrupts) = Interrupts::new();
-    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| Error::io("listen for", "SIGINT", e))?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(|e| Error::io("listen for", "SIGTERM", e))?;
+    let mut sigint =
+        signal(SignalKind::interrupt()).map_err(|e| Error::io("listen for", "SIGINT", e))?;
+    let mut sigterm =
+        signal(SignalKind::terminate()).map_err(|e| Error::io("listen for", "SIGTERM", e))?;
     tokio::spawn(async move {
         loop {
             let name = tokio::select! {
@@ -272,14 +312,25 @@ async fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Validate { recipe, json } => {
             let plan = load(&recipe, "{{ build_id }}")?;
-            if json {
-                print_json(&render::plan_json(&plan))?;
+            // Rendered scripts may hold secret values: nothing leaves unredacted.
+            let text = if json {
+                serde_json::to_string_pretty(&render::plan_json(&plan))
+                    .map_err(|e| Error::Refused(format!("could not encode JSON: {e}")))?
+                    + "\n"
             } else {
-                print!("{}", render::plan_summary(&plan));
-            }
+                render::plan_summary(&plan)
+            };
+            print!("{}", redact_json_too(&plan, &text));
             Ok(exit::OK)
         }
-        Command::Build { recipe, force, no_release, no_refresh, manifest, json } => {
+        Command::Build {
+            recipe,
+            force,
+            no_release,
+            no_refresh,
+            manifest,
+            json,
+        } => {
             let build_id = new_build_id();
             let plan = load(&recipe, &build_id)?;
             let reporter = progress(global, json);
@@ -288,11 +339,25 @@ async fn run(cli: Cli) -> Result<i32> {
                 r = connect(global) => r?,
                 signal = interrupts.next() => return Err(Error::Interrupted { signal }),
             };
-            let ctx = Context { cloud, reporter: &reporter, state_dir: global.state_dir.clone() };
-            let options = BuildOptions { build_id, force, release: !no_release, refresh: !no_refresh };
-            let result = pipeline::build::run(&ctx, &plan, &options, &mut interrupts).await.map_err(|e| redact_error(&plan, e))?;
+            let ctx = Context {
+                cloud,
+                reporter: &reporter,
+                state_dir: global.state_dir.clone(),
+            };
+            let options = BuildOptions {
+                build_id,
+                force,
+                release: !no_release,
+                refresh: !no_refresh,
+            };
+            let result = pipeline::build::run(&ctx, &plan, &options, &mut interrupts)
+                .await
+                .map_err(|e| redact_error(&plan, e))?;
             if let Some(path) = &manifest {
-                write_file(path, &(serde_json::to_string_pretty(&result).unwrap_or_default() + "\n"))?;
+                write_file(
+                    path,
+                    &(serde_json::to_string_pretty(&result).unwrap_or_default() + "\n"),
+                )?;
             }
             if json {
                 print_json(&result)?;
@@ -304,7 +369,10 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::History { recipe, json } => {
             let plan = load(&recipe, "history")?;
             let spec = pipeline::history::release_spec(&plan, "history")?;
-            let found = interruptible(async { pipeline::history::history(&connect(global).await?, spec).await }).await?;
+            let found = interruptible(async {
+                pipeline::history::history(&connect(global).await?, spec).await
+            })
+            .await?;
             if json {
                 print_json(&found)?;
             } else {
@@ -312,7 +380,14 @@ async fn run(cli: Cli) -> Result<i32> {
             }
             Ok(exit::OK)
         }
-        Command::Rollback { recipe, to, image, allow_foreign, no_refresh, json } => {
+        Command::Rollback {
+            recipe,
+            to,
+            image,
+            allow_foreign,
+            no_refresh,
+            json,
+        } => {
             let plan = load(&recipe, "rollback")?;
             let spec = pipeline::history::release_spec(&plan, "rollback")?;
             let target = match (to, image) {
@@ -323,7 +398,8 @@ async fn run(cli: Cli) -> Result<i32> {
             let reporter = progress(global, json);
             let outcome = interruptible(async {
                 let cloud = connect(global).await?;
-                pipeline::rollback::rollback(&cloud, &reporter, &plan, spec, &target, !no_refresh).await
+                pipeline::rollback::rollback(&cloud, &reporter, &plan, spec, &target, !no_refresh)
+                    .await
             })
             .await?;
             if json {
@@ -333,10 +409,18 @@ async fn run(cli: Cli) -> Result<i32> {
             }
             Ok(exit::OK)
         }
-        Command::Prune { recipe, keep, dry_run, json } => {
+        Command::Prune {
+            recipe,
+            keep,
+            dry_run,
+            json,
+        } => {
             let plan = load(&recipe, "prune")?;
             let keep = keep.or(plan.release.as_ref().map(|r| r.keep)).unwrap_or(5);
-            let report = interruptible(async { pipeline::prune::prune(&connect(global).await?, &plan, keep, dry_run).await }).await?;
+            let report = interruptible(async {
+                pipeline::prune::prune(&connect(global).await?, &plan, keep, dry_run).await
+            })
+            .await?;
             if json {
                 print_json(&report)?;
             } else {
@@ -344,14 +428,37 @@ async fn run(cli: Cli) -> Result<i32> {
             }
             Ok(exit::OK)
         }
-        Command::Gc { older_than, dry_run, json } => {
-            let report = interruptible(async { pipeline::gc::gc(&connect(global).await?, &global.state_dir, older_than, dry_run).await }).await?;
+        Command::Gc {
+            older_than,
+            dry_run,
+            json,
+        } => {
+            let report = interruptible(async {
+                pipeline::gc::gc(
+                    &connect(global).await?,
+                    &global.state_dir,
+                    older_than,
+                    dry_run,
+                )
+                .await
+            })
+            .await?;
             if json {
                 print_json(&report)?;
             } else {
                 print!("{}", render::gc(&report));
             }
-            Ok(if report.leftovers.iter().any(|l| l.outcome.starts_with("FAILED")) { exit::FAILURE } else { exit::OK })
+            Ok(
+                if report
+                    .leftovers
+                    .iter()
+                    .any(|l| l.outcome.starts_with("FAILED"))
+                {
+                    exit::FAILURE
+                } else {
+                    exit::OK
+                },
+            )
         }
         Command::IamPolicy { recipe } => {
             let plan = load(&recipe, "iam-policy")?;
@@ -377,6 +484,19 @@ fn redact_error(plan: &Plan, error: Error) -> Error {
             _ => Error::Refused(redacted),
         }
     }
+}
+
+/// Redacts secrets in their plain and their JSON-escaped spelling.
+fn redact_json_too(plan: &Plan, text: &str) -> String {
+    let mut redacted = plan.redact(text);
+    for secret in &plan.secrets {
+        let escaped = serde_json::to_string(secret).unwrap_or_default();
+        let escaped = escaped.trim_matches('"');
+        if !escaped.is_empty() && escaped != secret {
+            redacted = redacted.replace(escaped, "***");
+        }
+    }
+    redacted
 }
 
 fn write_file(path: &Path, text: &str) -> Result<()> {

@@ -37,8 +37,18 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(mode: Mode, verbose: bool) -> Progress {
-        let multi = MultiProgress::with_draw_target(if mode == Mode::Bars { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
-        Progress { mode, verbose, multi, bars: Mutex::new(HashMap::new()), plain_started: Mutex::new(HashMap::new()) }
+        let multi = MultiProgress::with_draw_target(if mode == Mode::Bars {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        });
+        Progress {
+            mode,
+            verbose,
+            multi,
+            bars: Mutex::new(HashMap::new()),
+            plain_started: Mutex::new(HashMap::new()),
+        }
     }
 
     fn line(&self, text: &str) {
@@ -50,11 +60,15 @@ impl Progress {
     }
 
     fn plain(&self, text: &str) {
-        self.line(&format!("{}  {text}", humantime::format_rfc3339_seconds(std::time::SystemTime::now())));
+        self.line(&format!(
+            "{}  {text}",
+            humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+        ));
     }
 
     fn spinner_style() -> ProgressStyle {
-        ProgressStyle::with_template("{spinner:.cyan} {msg} {elapsed:.dim}").unwrap_or_else(|_| ProgressStyle::default_spinner())
+        ProgressStyle::with_template("{spinner:.cyan} {msg} {elapsed:.dim}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner())
     }
 }
 
@@ -70,10 +84,16 @@ impl Reporter for Progress {
                 bar.set_style(Self::spinner_style());
                 bar.set_message(phase.to_owned());
                 bar.enable_steady_tick(Duration::from_millis(120));
-                self.bars.lock().unwrap_or_else(|p| p.into_inner()).insert(phase.to_owned(), (bar, Instant::now()));
+                self.bars
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(phase.to_owned(), (bar, Instant::now()));
             }
             Mode::Plain => {
-                self.plain_started.lock().unwrap_or_else(|p| p.into_inner()).insert(phase.to_owned(), Instant::now());
+                self.plain_started
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(phase.to_owned(), Instant::now());
                 self.plain(&format!("{phase} ..."));
             }
             Mode::Quiet | Mode::Silent => {}
@@ -83,7 +103,12 @@ impl Reporter for Progress {
     fn phase_progress(&self, phase: &str, state: &str) {
         match self.mode {
             Mode::Bars => {
-                if let Some((bar, _)) = self.bars.lock().unwrap_or_else(|p| p.into_inner()).get(phase) {
+                if let Some((bar, _)) = self
+                    .bars
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(phase)
+                {
                     bar.set_message(format!("{phase} ({state})"));
                 }
             }
@@ -96,14 +121,33 @@ impl Reporter for Progress {
         let sep = if result.is_empty() { "" } else { ": " };
         match self.mode {
             Mode::Bars => {
-                if let Some((bar, started)) = self.bars.lock().unwrap_or_else(|p| p.into_inner()).remove(phase) {
-                    bar.set_style(ProgressStyle::with_template("{msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
-                    bar.finish_with_message(format!("✓ {phase}{sep}{result} ({})", seconds(started.elapsed())));
+                if let Some((bar, started)) = self
+                    .bars
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(phase)
+                {
+                    bar.set_style(
+                        ProgressStyle::with_template("{msg}")
+                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                    );
+                    bar.finish_with_message(format!(
+                        "✓ {phase}{sep}{result} ({})",
+                        seconds(started.elapsed())
+                    ));
                 }
             }
             Mode::Plain => {
-                let took = self.plain_started.lock().unwrap_or_else(|p| p.into_inner()).remove(phase).map(|s| seconds(s.elapsed()));
-                self.plain(&format!("{phase} done{sep}{result} ({})", took.unwrap_or_default()));
+                let took = self
+                    .plain_started
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(phase)
+                    .map(|s| seconds(s.elapsed()));
+                self.plain(&format!(
+                    "{phase} done{sep}{result} ({})",
+                    took.unwrap_or_default()
+                ));
             }
             Mode::Quiet | Mode::Silent => {}
         }
@@ -112,9 +156,20 @@ impl Reporter for Progress {
     fn phase_failed(&self, phase: &str, message: &str) {
         match self.mode {
             Mode::Bars => {
-                if let Some((bar, started)) = self.bars.lock().unwrap_or_else(|p| p.into_inner()).remove(phase) {
-                    bar.set_style(ProgressStyle::with_template("{msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
-                    bar.finish_with_message(format!("✗ {phase}: {message} ({})", seconds(started.elapsed())));
+                if let Some((bar, started)) = self
+                    .bars
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(phase)
+                {
+                    bar.set_style(
+                        ProgressStyle::with_template("{msg}")
+                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                    );
+                    bar.finish_with_message(format!(
+                        "✗ {phase}: {message} ({})",
+                        seconds(started.elapsed())
+                    ));
                 }
             }
             Mode::Plain => self.plain(&format!("{phase} FAILED: {message}")),
@@ -131,9 +186,20 @@ impl Reporter for Progress {
             if lines.is_empty() {
                 continue;
             }
-            let shown = if self.verbose { &lines[..] } else { &lines[lines.len().saturating_sub(STEP_OUTPUT_LINES)..] };
+            let shown = if self.verbose {
+                &lines[..]
+            } else {
+                &lines[lines.len().saturating_sub(STEP_OUTPUT_LINES)..]
+            };
             let skipped = lines.len() - shown.len();
-            let mut block = format!("  ┌ {step} ({stream}{})", if skipped > 0 { format!(", last {} lines", shown.len()) } else { String::new() });
+            let mut block = format!(
+                "  ┌ {step} ({stream}{})",
+                if skipped > 0 {
+                    format!(", last {} lines", shown.len())
+                } else {
+                    String::new()
+                }
+            );
             for line in shown {
                 block.push_str(&format!("\n  │ {line}"));
             }

@@ -34,9 +34,16 @@ pub fn plan_summary(plan: &Plan) -> String {
     let _ = writeln!(out, "files        {}", files.join(", "));
     let source = match &plan.source {
         SourceSpec::Image(id) => id.clone(),
-        SourceSpec::Filter { name, owners, architecture } => format!(
+        SourceSpec::Filter {
+            name,
+            owners,
+            architecture,
+        } => format!(
             "newest of name={name:?} owners={owners:?}{}",
-            architecture.as_ref().map(|a| format!(" architecture={a}")).unwrap_or_default()
+            architecture
+                .as_ref()
+                .map(|a| format!(" architecture={a}"))
+                .unwrap_or_default()
         ),
     };
     let _ = writeln!(out, "source       {source}");
@@ -45,19 +52,41 @@ pub fn plan_summary(plan: &Plan) -> String {
         out,
         "builder      {}{}{}, IMDSv2 {}, encrypted volume {}",
         b.instance_type,
-        b.iam_instance_profile.as_ref().map(|p| format!(", profile {p}")).unwrap_or_default(),
-        b.volume_size_gb.map(|s| format!(", {s} GB")).unwrap_or_default(),
-        if b.imdsv2_required { "required" } else { "optional" },
+        b.iam_instance_profile
+            .as_ref()
+            .map(|p| format!(", profile {p}"))
+            .unwrap_or_default(),
+        b.volume_size_gb
+            .map(|s| format!(", {s} GB"))
+            .unwrap_or_default(),
+        if b.imdsv2_required {
+            "required"
+        } else {
+            "optional"
+        },
         if b.encrypted { "yes" } else { "NO" },
     );
     let _ = writeln!(out, "steps        {}", plan.steps.len());
     for (i, step) in plan.steps.iter().enumerate() {
         let what = match &step.kind {
             StepKind::Run { script } => format!("run ({} lines)", script.lines().count()),
-            StepKind::File { destination, mode, content, .. } => format!("file → {destination} ({mode:04o}, {} bytes)", content.len()),
-            StepKind::Check { url, expect_status, .. } => format!("check {url} → {expect_status}"),
+            StepKind::File {
+                destination,
+                mode,
+                content,
+                ..
+            } => format!("file → {destination} ({mode:04o}, {} bytes)", content.len()),
+            StepKind::Check {
+                url, expect_status, ..
+            } => format!("check {url} → {expect_status}"),
         };
-        let _ = writeln!(out, "  {:>2}. {} — {what}, timeout {}", i + 1, step.name, humantime::format_duration(step.timeout));
+        let _ = writeln!(
+            out,
+            "  {:>2}. {} — {what}, timeout {}",
+            i + 1,
+            step.name,
+            humantime::format_duration(step.timeout)
+        );
     }
     let _ = writeln!(out, "image        {}", plan.image.name);
     if !plan.image.regions.is_empty() {
@@ -69,8 +98,15 @@ pub fn plan_summary(plan: &Plan) -> String {
                 out,
                 "release      launch template {}{}{}, keep {}",
                 r.launch_template,
-                if r.set_default { " (new default)" } else { " (not default)" },
-                r.auto_scaling_group.as_ref().map(|g| format!(", refresh {g}")).unwrap_or_default(),
+                if r.set_default {
+                    " (new default)"
+                } else {
+                    " (not default)"
+                },
+                r.auto_scaling_group
+                    .as_ref()
+                    .map(|g| format!(", refresh {g}"))
+                    .unwrap_or_default(),
                 r.keep
             );
         }
@@ -85,23 +121,47 @@ pub fn plan_summary(plan: &Plan) -> String {
 pub fn manifest_summary(m: &Manifest) -> String {
     let mut out = String::new();
     if m.skipped {
-        let _ = writeln!(out, "skipped: {}", m.skip_reason.as_deref().unwrap_or("unchanged"));
+        let _ = writeln!(
+            out,
+            "skipped: {}",
+            m.skip_reason.as_deref().unwrap_or("unchanged")
+        );
     }
     for image in &m.images {
-        let _ = writeln!(out, "image {} {} ({})", image.region, image.image_id, image.name);
+        let _ = writeln!(
+            out,
+            "image {} {} ({})",
+            image.region, image.image_id, image.name
+        );
     }
     if let Some(lt) = &m.launch_template {
         if lt.created_version.is_some() {
-            let _ = writeln!(out, "launch template {} ({}): default version {} → {}", lt.name, lt.id, lt.previous_default_version, lt.default_version);
+            let _ = writeln!(
+                out,
+                "launch template {} ({}): default version {} → {}",
+                lt.name, lt.id, lt.previous_default_version, lt.default_version
+            );
         } else {
-            let _ = writeln!(out, "launch template {} ({}): default version {} already uses it", lt.name, lt.id, lt.default_version);
+            let _ = writeln!(
+                out,
+                "launch template {} ({}): default version {} already uses it",
+                lt.name, lt.id, lt.default_version
+            );
         }
     }
     if let Some(r) = &m.instance_refresh {
-        let _ = writeln!(out, "instance refresh {} of {}: {}", r.refresh_id, r.auto_scaling_group, r.status);
+        let _ = writeln!(
+            out,
+            "instance refresh {} of {}: {}",
+            r.refresh_id, r.auto_scaling_group, r.status
+        );
     }
     for p in &m.ssm_parameters {
-        let _ = writeln!(out, "ssm parameter {} version {} ({})", p.name, p.version, p.region);
+        let _ = writeln!(
+            out,
+            "ssm parameter {} version {} ({})",
+            p.name, p.version, p.region
+        );
     }
     let _ = writeln!(out, "build {} fingerprint {}", m.build_id, m.fingerprint);
     out
@@ -109,8 +169,16 @@ pub fn manifest_summary(m: &Manifest) -> String {
 
 pub fn history(h: &History) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "launch template {} ({}), default version {}, latest {}", h.launch_template_name, h.launch_template_id, h.default_version, h.latest_version);
-    let _ = writeln!(out, "{:>7}  {:<7}  {:<21}  {:<9}  {:<10}  {:<22}  {:<20}  NAME", "VERSION", "DEFAULT", "IMAGE", "STATE", "RECIPE-V", "BUILD", "CREATED");
+    let _ = writeln!(
+        out,
+        "launch template {} ({}), default version {}, latest {}",
+        h.launch_template_name, h.launch_template_id, h.default_version, h.latest_version
+    );
+    let _ = writeln!(
+        out,
+        "{:>7}  {:<7}  {:<21}  {:<9}  {:<10}  {:<22}  {:<20}  NAME",
+        "VERSION", "DEFAULT", "IMAGE", "STATE", "RECIPE-V", "BUILD", "CREATED"
+    );
     for v in &h.versions {
         let _ = writeln!(
             out,
@@ -143,7 +211,11 @@ pub fn rollback(r: &RollbackOutcome) -> String {
         out.push_str("  nothing changed: that is already the default\n");
     }
     if let Some(refresh) = &r.instance_refresh {
-        let _ = writeln!(out, "  instance refresh {} of {}: {}", refresh.refresh_id, refresh.auto_scaling_group, refresh.status);
+        let _ = writeln!(
+            out,
+            "  instance refresh {} of {}: {}",
+            refresh.refresh_id, refresh.auto_scaling_group, refresh.status
+        );
     }
     out
 }
@@ -152,20 +224,53 @@ pub fn prune(p: &PruneReport) -> String {
     let mut out = String::new();
     let verb = if p.dry_run { "would delete" } else { "deleted" };
     for d in &p.deleted {
-        let _ = writeln!(out, "{verb} {} {} ({}) and snapshots {}", d.region, d.image_id, d.name, d.snapshot_ids.join(", "));
+        let _ = writeln!(
+            out,
+            "{verb} {} {} ({}) and snapshots {}",
+            d.region,
+            d.image_id,
+            d.name,
+            d.snapshot_ids.join(", ")
+        );
     }
     for k in &p.kept {
-        let _ = writeln!(out, "kept {} {} ({}): {}", k.region, k.image_id, k.name, k.reasons.join("; "));
+        let _ = writeln!(
+            out,
+            "kept {} {} ({}): {}",
+            k.region,
+            k.image_id,
+            k.name,
+            k.reasons.join("; ")
+        );
     }
-    let _ = writeln!(out, "{} image(s) {verb}, {} kept (keep {})", p.deleted.len(), p.kept.len(), p.keep);
+    let _ = writeln!(
+        out,
+        "{} image(s) {verb}, {} kept (keep {})",
+        p.deleted.len(),
+        p.kept.len(),
+        p.keep
+    );
     out
 }
 
 pub fn gc(g: &GcReport) -> String {
     let mut out = String::new();
     for l in &g.leftovers {
-        let age = l.age_seconds.map(|s| humantime::format_duration(std::time::Duration::from_secs(s)).to_string()).unwrap_or_else(|| "?".into());
-        let _ = writeln!(out, "{} (build {}, age {age}): {}", l.resource, if l.build_id.is_empty() { "?" } else { &l.build_id }, l.outcome);
+        let age = l
+            .age_seconds
+            .map(|s| humantime::format_duration(std::time::Duration::from_secs(s)).to_string())
+            .unwrap_or_else(|| "?".into());
+        let _ = writeln!(
+            out,
+            "{} (build {}, age {age}): {}",
+            l.resource,
+            if l.build_id.is_empty() {
+                "?"
+            } else {
+                &l.build_id
+            },
+            l.outcome
+        );
     }
     if g.leftovers.is_empty() {
         out.push_str("nothing left behind\n");

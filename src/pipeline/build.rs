@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::ledger::{Ledger, Resource};
 use crate::pipeline::images::{self, find_by_fingerprint, resolve_source};
 use crate::pipeline::release::{self, LaunchTemplateRelease, RefreshOutcome};
-use crate::pipeline::steps::{run_step, wait_agent_online};
+use crate::pipeline::steps::{wait_agent_online, StepRunner};
 use crate::pipeline::teardown::{tear_down, terminate_and_wait};
 use crate::pipeline::{now_rfc3339, Context};
 use crate::plan::Plan;
@@ -101,7 +101,12 @@ pub struct SsmParameterWrite {
 }
 
 /// Runs a build to the end, or to a failure or interrupt followed by teardown.
-pub async fn run(ctx: &Context<'_>, plan: &Plan, options: &BuildOptions, interrupts: &mut Interrupts) -> Result<Manifest> {
+pub async fn run(
+    ctx: &Context<'_>,
+    plan: &Plan,
+    options: &BuildOptions,
+    interrupts: &mut Interrupts,
+) -> Result<Manifest> {
     let started_at = now_rfc3339();
     let source = tokio::select! {
         r = ctx.phase("resolve source image", async { resolve_source(&ctx.cloud, &plan.source).await }) => r?,
@@ -167,18 +172,33 @@ pub async fn run(ctx: &Context<'_>, plan: &Plan, options: &BuildOptions, interru
                 )],
             };
             if cleanup.iter().any(|l| !l.starts_with("removed")) {
-                ctx.reporter.phase_failed("cleanup", "some resources could not be removed");
+                ctx.reporter
+                    .phase_failed("cleanup", "some resources could not be removed");
             } else {
-                ctx.reporter.phase_finished("cleanup", &format!("{} resource(s) removed", cleanup.len()));
+                ctx.reporter
+                    .phase_finished("cleanup", &format!("{} resource(s) removed", cleanup.len()));
             }
-            Err(Error::Build { primary: Box::new(primary), cleanup })
+            Err(Error::Build {
+                primary: Box::new(primary),
+                cleanup,
+            })
         }
     }
 }
 
 /// The skip path: an image with this fingerprint exists; make sure it is released.
-async fn reuse(ctx: &Context<'_>, plan: &Plan, options: &BuildOptions, mut manifest: Manifest, image: ImageInfo) -> Result<Manifest> {
-    let built_by = image.tags.get(tags::BUILD_ID).cloned().unwrap_or_else(|| "an earlier build".into());
+async fn reuse(
+    ctx: &Context<'_>,
+    plan: &Plan,
+    options: &BuildOptions,
+    mut manifest: Manifest,
+    image: ImageInfo,
+) -> Result<Manifest> {
+    let built_by = image
+        .tags
+        .get(tags::BUILD_ID)
+        .cloned()
+        .unwrap_or_else(|| "an earlier build".into());
     let reason = format!(
         "image {} ({}) from build {built_by} already has fingerprint {}: nothing in the recipe, its files or the source image changed (use --force to build anyway)",
         image.id, image.name, manifest.fingerprint
@@ -195,15 +215,23 @@ async fn reuse(ctx: &Context<'_>, plan: &Plan, options: &BuildOptions, mut manif
     for region in &plan.image.regions {
         let cloud = ctx.cloud.in_region(region);
         if let Some(copy) = find_by_fingerprint(&cloud, &manifest.fingerprint).await? {
-            manifest.images.push(ManifestImage { region: region.clone(), image_id: copy.id, name: copy.name, snapshot_ids: copy.snapshot_ids });
+            manifest.images.push(ManifestImage {
+                region: region.clone(),
+                image_id: copy.id,
+                name: copy.name,
+                snapshot_ids: copy.snapshot_ids,
+            });
         }
     }
     if let (true, Some(spec)) = (options.release, &plan.release) {
-        let description = release::version_description(&built_by, &plan.name, &plan.version, &image.id);
+        let description =
+            release::version_description(&built_by, &plan.name, &plan.version, &image.id);
         let token = format!("{}-release", options.build_id);
         let released = ctx
             .phase("release to launch template", async {
-                let r = release::release_image(&ctx.cloud, spec, &image.id, &description, &token, None).await?;
+                let r =
+                    release::release_image(&ctx.cloud, spec, &image.id, &description, &token, None)
+                        .await?;
                 Ok(ReleaseSummary(r))
             })
             .await?
@@ -223,8 +251,14 @@ struct ReleaseSummary(LaunchTemplateRelease);
 impl crate::pipeline::PhaseResult for ReleaseSummary {
     fn summary(&self) -> String {
         match self.0.created_version {
-            Some(v) => format!("{} version {} is the default (was {})", self.0.name, v, self.0.previous_default_version),
-            None => format!("{} default version {} already uses this image", self.0.name, self.0.default_version),
+            Some(v) => format!(
+                "{} version {} is the default (was {})",
+                self.0.name, v, self.0.previous_default_version
+            ),
+            None => format!(
+                "{} default version {} already uses this image",
+                self.0.name, self.0.default_version
+            ),
         }
     }
 }
@@ -257,14 +291,24 @@ async fn bake(
                 },
             )
             .await?;
-            ledger.created(Resource::Instance { id: id.clone(), region: cloud.region.clone() })?;
+            ledger.created(Resource::Instance {
+                id: id.clone(),
+                region: cloud.region.clone(),
+            })?;
             Ok(id)
         })
         .await?;
     refuse_concurrent_build(cloud, plan, options, &instance_id).await?;
 
     ctx.phase("wait for builder to run", async {
-        wait_instance(ctx, "wait for builder to run", &instance_id, "running", timeouts.instance_running).await?;
+        wait_instance(
+            ctx,
+            "wait for builder to run",
+            &instance_id,
+            "running",
+            timeouts.instance_running,
+        )
+        .await?;
         Ok(String::from("running"))
     })
     .await?;
@@ -273,43 +317,84 @@ async fn bake(
 
     if !plan.steps.is_empty() {
         ctx.phase("wait for SSM agent", async {
-            wait_agent_online(cloud, &instance_id, timeouts.ssm_online, |s| ctx.reporter.phase_progress("wait for SSM agent", s)).await?;
+            wait_agent_online(cloud, &instance_id, timeouts.ssm_online, |s| {
+                ctx.reporter.phase_progress("wait for SSM agent", s)
+            })
+            .await?;
             Ok(String::from("online"))
         })
         .await?;
         let log_dir = build_dir.join("steps");
-        std::fs::create_dir_all(&log_dir).map_err(|e| Error::io("create the log folder", &log_dir, e))?;
+        std::fs::create_dir_all(&log_dir)
+            .map_err(|e| Error::io("create the log folder", &log_dir, e))?;
+        let runner = StepRunner {
+            cloud,
+            reporter: ctx.reporter,
+            plan,
+            instance_id: &instance_id,
+            build_id: &options.build_id,
+            log_dir: &log_dir,
+        };
         let total = plan.steps.len();
         for (index, step) in plan.steps.iter().enumerate() {
             let phase = format!("step {}/{total}: {}", index + 1, step.name);
-            ctx.phase(&phase, run_step(cloud, ctx.reporter, plan, &instance_id, &options.build_id, (index, step), &log_dir, &phase)).await?;
+            ctx.phase(&phase, runner.run(index, step, &phase)).await?;
         }
     }
 
     ctx.phase("stop builder", async {
         ec2::stop_instance(cloud, &instance_id).await?;
-        wait_instance(ctx, "stop builder", &instance_id, "stopped", timeouts.instance_stopped).await?;
+        wait_instance(
+            ctx,
+            "stop builder",
+            &instance_id,
+            "stopped",
+            timeouts.instance_stopped,
+        )
+        .await?;
         Ok(String::from("stopped"))
     })
     .await?;
 
     let image_tags = build_tags.image(&plan.image.tags, &plan.image.name);
-    let description = plan.image.description.clone().unwrap_or_else(|| format!("{} {} built by kiln (build {})", plan.name, plan.version, options.build_id));
+    let description = plan.image.description.clone().unwrap_or_else(|| {
+        format!(
+            "{} {} built by kiln (build {})",
+            plan.name, plan.version, options.build_id
+        )
+    });
     let image_id = ctx
         .phase("create image", async {
-            let id = create_image_once(cloud, &instance_id, &plan.image.name, &description, &image_tags, &options.build_id).await?;
-            ledger.created(Resource::Image { id: id.clone(), region: cloud.region.clone() })?;
+            let id = create_image_once(
+                cloud,
+                &instance_id,
+                &plan.image.name,
+                &description,
+                &image_tags,
+                &options.build_id,
+            )
+            .await?;
+            ledger.created(Resource::Image {
+                id: id.clone(),
+                region: cloud.region.clone(),
+            })?;
             Ok(id)
         })
         .await?;
     let image = ctx
         .phase("wait for image", async {
-            images::wait_available(cloud, &image_id, timeouts.image_available, |s| ctx.reporter.phase_progress("wait for image", s)).await
+            images::wait_available(cloud, &image_id, timeouts.image_available, |s| {
+                ctx.reporter.phase_progress("wait for image", s)
+            })
+            .await
         })
         .await?;
     ctx.phase("tag snapshots", async {
         for snapshot in &image.snapshot_ids {
-            ledger.created(Resource::Snapshot { id: snapshot.clone(), region: cloud.region.clone() })?;
+            ledger.created(Resource::Snapshot {
+                id: snapshot.clone(),
+                region: cloud.region.clone(),
+            })?;
         }
         ec2::create_tags(cloud, &image.snapshot_ids, &image_tags).await?;
         Ok(image.snapshot_ids.join(", "))
@@ -318,14 +403,30 @@ async fn bake(
 
     ctx.phase("terminate builder", async {
         terminate_and_wait(cloud, &instance_id, timeouts.instance_terminated).await?;
-        ledger.removed(Resource::Instance { id: instance_id.clone(), region: cloud.region.clone() })?;
+        ledger.removed(Resource::Instance {
+            id: instance_id.clone(),
+            region: cloud.region.clone(),
+        })?;
         Ok(instance_id.clone())
     })
     .await?;
 
     let mut built = vec![(cloud.clone(), image.clone())];
     if !plan.image.regions.is_empty() {
-        let copies = ctx.phase("copy to regions", copy_to_regions(ctx, plan, options, &image, &description, &image_tags, ledger)).await?;
+        let copies = ctx
+            .phase(
+                "copy to regions",
+                copy_to_regions(
+                    ctx,
+                    plan,
+                    options,
+                    &image,
+                    &description,
+                    &image_tags,
+                    ledger,
+                ),
+            )
+            .await?;
         built.extend(copies.0);
     }
     if !plan.image.share_with.is_empty() {
@@ -338,9 +439,15 @@ async fn bake(
         .await?;
     }
     for (region_cloud, image) in &built {
-        ledger.kept(Resource::Image { id: image.id.clone(), region: region_cloud.region.clone() })?;
+        ledger.kept(Resource::Image {
+            id: image.id.clone(),
+            region: region_cloud.region.clone(),
+        })?;
         for snapshot in &image.snapshot_ids {
-            ledger.kept(Resource::Snapshot { id: snapshot.clone(), region: region_cloud.region.clone() })?;
+            ledger.kept(Resource::Snapshot {
+                id: snapshot.clone(),
+                region: region_cloud.region.clone(),
+            })?;
         }
         manifest.images.push(ManifestImage {
             region: region_cloud.region.clone(),
@@ -351,11 +458,22 @@ async fn bake(
     }
 
     if let (true, Some(spec)) = (options.release, &plan.release) {
-        let description = release::version_description(&options.build_id, &plan.name, &plan.version, &image.id);
+        let description =
+            release::version_description(&options.build_id, &plan.name, &plan.version, &image.id);
         let token = format!("{}-release", options.build_id);
         let released = ctx
             .phase("release to launch template", async {
-                Ok(ReleaseSummary(release::release_image(cloud, spec, &image.id, &description, &token, Some(ledger)).await?))
+                Ok(ReleaseSummary(
+                    release::release_image(
+                        cloud,
+                        spec,
+                        &image.id,
+                        &description,
+                        &token,
+                        Some(ledger),
+                    )
+                    .await?,
+                ))
             })
             .await?
             .0;
@@ -369,50 +487,95 @@ struct Copies(Vec<(Cloud, ImageInfo)>);
 
 impl crate::pipeline::PhaseResult for Copies {
     fn summary(&self) -> String {
-        self.0.iter().map(|(c, i)| format!("{} {}", c.region, i.id)).collect::<Vec<_>>().join(", ")
+        self.0
+            .iter()
+            .map(|(c, i)| format!("{} {}", c.region, i.id))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
 /// After a release: write the SSM parameters, then refresh the group (rolling back the default
 /// when the refresh fails and the recipe asks for it).
-async fn publish_and_refresh(ctx: &Context<'_>, plan: &Plan, options: &BuildOptions, manifest: &mut Manifest) -> Result<()> {
+async fn publish_and_refresh(
+    ctx: &Context<'_>,
+    plan: &Plan,
+    options: &BuildOptions,
+    manifest: &mut Manifest,
+) -> Result<()> {
     if let Some(name) = &plan.image.ssm_parameter {
         let writes = ctx
             .phase("publish SSM parameter", async {
                 let mut writes = Vec::new();
                 for image in &manifest.images {
-                    let cloud = if image.region == ctx.cloud.region { ctx.cloud.clone() } else { ctx.cloud.in_region(&image.region) };
-                    let description = format!("{} {} (kiln build {})", plan.name, plan.version, manifest.build_id);
-                    let version = ssm::put_parameter(&cloud, name, &image.image_id, &description).await?;
-                    writes.push(SsmParameterWrite { region: image.region.clone(), name: name.clone(), version });
+                    let cloud = if image.region == ctx.cloud.region {
+                        ctx.cloud.clone()
+                    } else {
+                        ctx.cloud.in_region(&image.region)
+                    };
+                    let description = format!(
+                        "{} {} (kiln build {})",
+                        plan.name, plan.version, manifest.build_id
+                    );
+                    let version =
+                        ssm::put_parameter(&cloud, name, &image.image_id, &description).await?;
+                    writes.push(SsmParameterWrite {
+                        region: image.region.clone(),
+                        name: name.clone(),
+                        version,
+                    });
                 }
                 Ok(Writes(writes))
             })
             .await?;
         manifest.ssm_parameters = writes.0;
     }
-    let (Some(spec), Some(released)) = (&plan.release, &manifest.launch_template) else { return Ok(()) };
-    let (Some(group), true) = (&spec.auto_scaling_group, options.refresh) else { return Ok(()) };
-    if released.created_version.is_none() || released.default_version == released.previous_default_version {
+    let (Some(spec), Some(released)) = (&plan.release, &manifest.launch_template) else {
+        return Ok(());
+    };
+    let (Some(group), true) = (&spec.auto_scaling_group, options.refresh) else {
+        return Ok(());
+    };
+    if released.created_version.is_none()
+        || released.default_version == released.previous_default_version
+    {
         return Ok(());
     }
     let phase = format!("instance refresh of {group}");
     let outcome = ctx
         .phase(&phase, async {
-            let outcome = release::refresh_group(&ctx.cloud, ctx.reporter, &phase, group, spec.min_healthy_percentage, spec.instance_warmup, plan.timeouts.instance_refresh).await?;
+            let outcome = release::refresh_group(
+                &ctx.cloud,
+                ctx.reporter,
+                &phase,
+                group,
+                spec.min_healthy_percentage,
+                spec.instance_warmup,
+                plan.timeouts.instance_refresh,
+            )
+            .await?;
             Ok(RefreshSummary(outcome))
         })
         .await?
         .0;
     manifest.instance_refresh = Some(outcome.clone());
     if let Err(e) = release::ensure_refreshed(&outcome, &ctx.cloud.region) {
-        ctx.reporter.notice(&format!("the instance refresh of {group} ended {}: {}", outcome.status, outcome.reason));
+        ctx.reporter.notice(&format!(
+            "the instance refresh of {group} ended {}: {}",
+            outcome.status, outcome.reason
+        ));
         if spec.rollback_on_failure {
             let previous = released.previous_default_version;
             ec2::set_default_version(&ctx.cloud, &released.id, previous).await?;
-            let done = format!("rolled {} back to version {previous} (release.rollback_on_failure)", released.name);
+            let done = format!(
+                "rolled {} back to version {previous} (release.rollback_on_failure)",
+                released.name
+            );
             ctx.reporter.notice(&done);
-            return Err(Error::Build { primary: Box::new(e), cleanup: vec![done] });
+            return Err(Error::Build {
+                primary: Box::new(e),
+                cleanup: vec![done],
+            });
         }
         return Err(e);
     }
@@ -423,7 +586,11 @@ struct Writes(Vec<SsmParameterWrite>);
 
 impl crate::pipeline::PhaseResult for Writes {
     fn summary(&self) -> String {
-        self.0.iter().map(|w| format!("{} v{} ({})", w.name, w.version, w.region)).collect::<Vec<_>>().join(", ")
+        self.0
+            .iter()
+            .map(|w| format!("{} v{} ({})", w.name, w.version, w.region))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -436,7 +603,13 @@ impl crate::pipeline::PhaseResult for RefreshSummary {
 }
 
 /// Waits for an instance to reach `target`; fails at once if it is terminated instead.
-async fn wait_instance(ctx: &Context<'_>, phase: &'static str, id: &str, target: &str, timeout: Duration) -> Result<()> {
+async fn wait_instance(
+    ctx: &Context<'_>,
+    phase: &'static str,
+    id: &str,
+    target: &str,
+    timeout: Duration,
+) -> Result<()> {
     let cloud = &ctx.cloud;
     let wait = Wait {
         phase: if target == "running" { "waiting for the builder to run" } else { "waiting for the builder to stop" },
@@ -445,32 +618,48 @@ async fn wait_instance(ctx: &Context<'_>, phase: &'static str, id: &str, target:
         timeout,
         hint: "look at the instance's state reason and system log in the EC2 console (capacity, quotas, a bad image)",
     };
-    wait_until(wait, |s| ctx.reporter.phase_progress(phase, s), || async {
-        match ec2::instance_state(cloud, id).await {
-            Ok(state) if state == target => Ok(Probe::Done(())),
-            Ok(state) if ec2::is_gone(&state) => Err(Error::BadState {
-                phase: "waiting for the builder",
-                resource: id.to_owned(),
-                region: cloud.region.clone(),
-                state,
-                reason: "the builder was terminated outside kiln (or failed to start)".into(),
-            }),
-            Ok(state) => Ok(Probe::Pending(state)),
-            // Eventual consistency: a new instance may not be visible yet.
-            Err(e) if e.aws_code() == Some("InvalidInstanceID.NotFound") => Ok(Probe::Pending("not visible yet".into())),
-            Err(e) => Err(e),
-        }
-    })
+    wait_until(
+        wait,
+        |s| ctx.reporter.phase_progress(phase, s),
+        || async {
+            match ec2::instance_state(cloud, id).await {
+                Ok(state) if state == target => Ok(Probe::Done(())),
+                Ok(state) if ec2::is_gone(&state) => Err(Error::BadState {
+                    phase: "waiting for the builder",
+                    resource: id.to_owned(),
+                    region: cloud.region.clone(),
+                    state,
+                    reason: "the builder was terminated outside kiln (or failed to start)".into(),
+                }),
+                Ok(state) => Ok(Probe::Pending(state)),
+                // Eventual consistency: a new instance may not be visible yet.
+                Err(e) if e.aws_code() == Some("InvalidInstanceID.NotFound") => {
+                    Ok(Probe::Pending("not visible yet".into()))
+                }
+                Err(e) => Err(e),
+            }
+        },
+    )
     .await
 }
 
 /// `CreateImage`, made idempotent: if a retried call finds the name taken by this very build's
 /// image (the first answer was lost), that image is the result.
-async fn create_image_once(cloud: &Cloud, instance_id: &str, name: &str, description: &str, tags: &[(String, String)], build_id: &str) -> Result<String> {
+async fn create_image_once(
+    cloud: &Cloud,
+    instance_id: &str,
+    name: &str,
+    description: &str,
+    tags: &[(String, String)],
+    build_id: &str,
+) -> Result<String> {
     match ec2::create_image(cloud, instance_id, name, Some(description), tags).await {
         Ok(id) => Ok(id),
         Err(e) if e.aws_code() == Some("InvalidAMIName.Duplicate") => {
-            let filters = vec![filter("name", [name]), filter(&format!("tag:{}", tags::BUILD_ID), [build_id])];
+            let filters = vec![
+                filter("name", [name]),
+                filter(&format!("tag:{}", tags::BUILD_ID), [build_id]),
+            ];
             let mine = ec2::list_images(cloud, &["self".to_owned()], filters, name).await?;
             match mine.into_iter().next() {
                 Some(image) => Ok(image.id),
@@ -485,13 +674,22 @@ async fn create_image_once(cloud: &Cloud, instance_id: &str, name: &str, descrip
 /// would release in an order nobody chose. The older build (by build id, which starts with its
 /// start time) wins. Called right after the launch and again once the builder runs, so that of
 /// two builds launched at the same moment, the younger sees the older at least the second time.
-async fn refuse_concurrent_build(cloud: &Cloud, plan: &Plan, options: &BuildOptions, own_instance: &str) -> Result<()> {
+async fn refuse_concurrent_build(
+    cloud: &Cloud,
+    plan: &Plan,
+    options: &BuildOptions,
+    own_instance: &str,
+) -> Result<()> {
     let filters = vec![
         filter(&format!("tag:{}", tags::RECIPE), [plan.name.as_str()]),
         filter(&format!("tag:{}", tags::ROLE), [tags::ROLE_BUILDER]),
-        filter("instance-state-name", ["pending", "running", "stopping", "stopped"]),
+        filter(
+            "instance-state-name",
+            ["pending", "running", "stopping", "stopped"],
+        ),
     ];
-    let builders = ec2::list_instances(cloud, filters, &format!("builders of {}", plan.name)).await?;
+    let builders =
+        ec2::list_instances(cloud, filters, &format!("builders of {}", plan.name)).await?;
     let older = builders
         .iter()
         .filter(|i| i.id != own_instance)
@@ -518,23 +716,44 @@ async fn copy_to_regions(
     ledger: &Ledger,
 ) -> Result<Copies> {
     let home = &ctx.cloud;
-    let results: Vec<Result<(Cloud, ImageInfo)>> = stream::iter(plan.image.regions.iter().filter(|r| **r != home.region))
-        .map(|region| async move {
-            let target = home.in_region(region);
-            let token = format!("{}-{region}", options.build_id);
-            let copy_id = ec2::copy_image(&target, &home.region, &image.id, &image.name, Some(description), &token, plan.builder.encrypted).await?;
-            ledger.created(Resource::Image { id: copy_id.clone(), region: region.clone() })?;
-            ec2::create_tags(&target, std::slice::from_ref(&copy_id), tags).await?;
-            let copy = images::wait_available(&target, &copy_id, plan.timeouts.image_available, |s| ctx.reporter.phase_progress("copy to regions", &format!("{region}: {s}"))).await?;
-            for snapshot in &copy.snapshot_ids {
-                ledger.created(Resource::Snapshot { id: snapshot.clone(), region: region.clone() })?;
-            }
-            ec2::create_tags(&target, &copy.snapshot_ids, tags).await?;
-            Ok((target, copy))
-        })
-        .buffer_unordered(COPY_CONCURRENCY)
-        .collect()
-        .await;
+    let results: Vec<Result<(Cloud, ImageInfo)>> =
+        stream::iter(plan.image.regions.iter().filter(|r| **r != home.region))
+            .map(|region| async move {
+                let target = home.in_region(region);
+                let token = format!("{}-{region}", options.build_id);
+                let copy_id = ec2::copy_image(
+                    &target,
+                    &home.region,
+                    &image.id,
+                    &image.name,
+                    Some(description),
+                    &token,
+                    plan.builder.encrypted,
+                )
+                .await?;
+                ledger.created(Resource::Image {
+                    id: copy_id.clone(),
+                    region: region.clone(),
+                })?;
+                ec2::create_tags(&target, std::slice::from_ref(&copy_id), tags).await?;
+                let copy =
+                    images::wait_available(&target, &copy_id, plan.timeouts.image_available, |s| {
+                        ctx.reporter
+                            .phase_progress("copy to regions", &format!("{region}: {s}"))
+                    })
+                    .await?;
+                for snapshot in &copy.snapshot_ids {
+                    ledger.created(Resource::Snapshot {
+                        id: snapshot.clone(),
+                        region: region.clone(),
+                    })?;
+                }
+                ec2::create_tags(&target, &copy.snapshot_ids, tags).await?;
+                Ok((target, copy))
+            })
+            .buffer_unordered(COPY_CONCURRENCY)
+            .collect()
+            .await;
     let mut copies = Vec::new();
     let mut failures = Vec::new();
     for result in results {
@@ -553,6 +772,7 @@ async fn copy_to_regions(
 }
 
 fn write_manifest(path: &Path, manifest: &Manifest) -> Result<()> {
-    let text = serde_json::to_string_pretty(manifest).map_err(|e| Error::Refused(format!("manifest: {e}")))?;
+    let text = serde_json::to_string_pretty(manifest)
+        .map_err(|e| Error::Refused(format!("manifest: {e}")))?;
     std::fs::write(path, text + "\n").map_err(|e| Error::io("write the manifest", path, e))
 }

@@ -42,11 +42,20 @@ struct Candidate {
     created: Option<SystemTime>,
 }
 
-pub async fn gc(cloud: &Cloud, state_dir: &Path, older_than: Duration, dry_run: bool) -> Result<GcReport> {
+pub async fn gc(
+    cloud: &Cloud,
+    state_dir: &Path,
+    older_than: Duration,
+    dry_run: bool,
+) -> Result<GcReport> {
     let mut candidates = tagged_candidates(cloud).await?;
     for (build_id, resource) in journal_candidates(state_dir, &cloud.region) {
         if !candidates.iter().any(|c| c.resource == resource) {
-            candidates.push(Candidate { build_id, resource, created: None });
+            candidates.push(Candidate {
+                build_id,
+                resource,
+                created: None,
+            });
         }
     }
     candidates.sort_by_key(|c| match c.resource {
@@ -63,13 +72,19 @@ pub async fn gc(cloud: &Cloud, state_dir: &Path, older_than: Duration, dry_run: 
         let outcome = if ledger::is_running(&build_dir) {
             "spared: the build is still running on this machine".to_owned()
         } else if age.is_some_and(|a| a < older_than) {
-            format!("spared: younger than {}", humantime::format_duration(older_than))
+            format!(
+                "spared: younger than {}",
+                humantime::format_duration(older_than)
+            )
         } else if dry_run {
             "would remove".to_owned()
         } else {
             match teardown::remove(cloud, &candidate.resource).await {
                 Ok(detail) => format!("removed{detail}"),
-                Err(e) => format!("FAILED: {}", e.to_string().lines().next().unwrap_or_default()),
+                Err(e) => format!(
+                    "FAILED: {}",
+                    e.to_string().lines().next().unwrap_or_default()
+                ),
             }
         };
         leftovers.push(Leftover {
@@ -79,30 +94,64 @@ pub async fn gc(cloud: &Cloud, state_dir: &Path, older_than: Duration, dry_run: 
             outcome,
         });
     }
-    Ok(GcReport { older_than_seconds: older_than.as_secs(), dry_run, leftovers })
+    Ok(GcReport {
+        older_than_seconds: older_than.as_secs(),
+        dry_run,
+        leftovers,
+    })
 }
 
 async fn tagged_candidates(cloud: &Cloud) -> Result<Vec<Candidate>> {
     let mut found = Vec::new();
     let builders = ec2::list_instances(
         cloud,
-        vec![filter(&format!("tag:{}", tags::ROLE), [tags::ROLE_BUILDER]), filter("instance-state-name", ["pending", "running", "stopping", "stopped"])],
+        vec![
+            filter(&format!("tag:{}", tags::ROLE), [tags::ROLE_BUILDER]),
+            filter(
+                "instance-state-name",
+                ["pending", "running", "stopping", "stopped"],
+            ),
+        ],
         "kiln builders",
     )
     .await?;
     for instance in builders {
         found.push(Candidate {
-            build_id: instance.tags.get(tags::BUILD_ID).cloned().unwrap_or_default(),
-            resource: Resource::Instance { id: instance.id, region: cloud.region.clone() },
+            build_id: instance
+                .tags
+                .get(tags::BUILD_ID)
+                .cloned()
+                .unwrap_or_default(),
+            resource: Resource::Instance {
+                id: instance.id,
+                region: cloud.region.clone(),
+            },
             created: instance.launch_time,
         });
     }
-    let images = ec2::list_images(cloud, &["self".to_owned()], vec![filter("tag-key", [tags::BUILD_ID])], "kiln images").await?;
+    let images = ec2::list_images(
+        cloud,
+        &["self".to_owned()],
+        vec![filter("tag-key", [tags::BUILD_ID])],
+        "kiln images",
+    )
+    .await?;
     for image in images.into_iter().filter(|i| i.state != "available") {
         found.push(Candidate {
             build_id: image.tags.get(tags::BUILD_ID).cloned().unwrap_or_default(),
-            created: humantime::parse_rfc3339_weak(image.creation_date.trim_end_matches('Z').split('.').next().unwrap_or_default()).ok(),
-            resource: Resource::Image { id: image.id, region: cloud.region.clone() },
+            created: humantime::parse_rfc3339_weak(
+                image
+                    .creation_date
+                    .trim_end_matches('Z')
+                    .split('.')
+                    .next()
+                    .unwrap_or_default(),
+            )
+            .ok(),
+            resource: Resource::Image {
+                id: image.id,
+                region: cloud.region.clone(),
+            },
         });
     }
     Ok(found)
@@ -111,15 +160,21 @@ async fn tagged_candidates(cloud: &Cloud) -> Result<Vec<Candidate>> {
 /// Resources that local journals of finished-or-dead builds say were created and never kept or
 /// removed, in this region.
 fn journal_candidates(state_dir: &Path, region: &str) -> Vec<(String, Resource)> {
-    let Ok(dirs) = std::fs::read_dir(state_dir.join("builds")) else { return Vec::new() };
+    let Ok(dirs) = std::fs::read_dir(state_dir.join("builds")) else {
+        return Vec::new();
+    };
     let mut found = Vec::new();
     for dir in dirs.flatten() {
         let build_id = dir.file_name().to_string_lossy().into_owned();
-        let Ok(entries) = Ledger::read_journal(&dir.path().join("journal.jsonl")) else { continue };
+        let Ok(entries) = Ledger::read_journal(&dir.path().join("journal.jsonl")) else {
+            continue;
+        };
         let pending: BTreeMap<usize, Resource> = entries
             .into_iter()
             .enumerate()
-            .filter(|(_, (resource, event))| *event == Event::Created && resource_region(resource) == region)
+            .filter(|(_, (resource, event))| {
+                *event == Event::Created && resource_region(resource) == region
+            })
             .map(|(i, (resource, _))| (i, resource))
             .collect();
         found.extend(pending.into_values().map(|r| (build_id.clone(), r)));
@@ -129,6 +184,9 @@ fn journal_candidates(state_dir: &Path, region: &str) -> Vec<(String, Resource)>
 
 fn resource_region(resource: &Resource) -> &str {
     match resource {
-        Resource::Instance { region, .. } | Resource::Image { region, .. } | Resource::Snapshot { region, .. } | Resource::TemplateVersion { region, .. } => region,
+        Resource::Instance { region, .. }
+        | Resource::Image { region, .. }
+        | Resource::Snapshot { region, .. }
+        | Resource::TemplateVersion { region, .. } => region,
     }
 }

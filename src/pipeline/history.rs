@@ -39,7 +39,10 @@ pub struct History {
 /// The recipe's release section, or a usage error saying why history needs one.
 pub fn release_spec<'p>(plan: &'p Plan, command: &str) -> Result<&'p ReleaseSpec> {
     plan.release.as_ref().ok_or_else(|| {
-        Error::Usage(format!("`kiln {command}` needs a recipe with a `release.launch_template`; {} has none", plan.recipe_path.display()))
+        Error::Usage(format!(
+            "`kiln {command}` needs a recipe with a `release.launch_template`; {} has none",
+            plan.recipe_path.display()
+        ))
     })
 }
 
@@ -53,14 +56,19 @@ pub async fn history(cloud: &Cloud, spec: &ReleaseSpec) -> Result<History> {
     let entries = versions
         .into_iter()
         .map(|v| {
-            let image = v.image_id.as_ref().and_then(|id| images.iter().find(|i| &i.id == id));
+            let image = v
+                .image_id
+                .as_ref()
+                .and_then(|id| images.iter().find(|i| &i.id == id));
             let tag = |key: &str| image.and_then(|i| i.tags.get(key).cloned());
             HistoryEntry {
                 version: v.number,
                 is_default: v.number == template.default_version,
                 image_id: v.image_id.clone(),
                 image_name: image.map(|i| i.name.clone()),
-                image_state: image.map(|i| i.state.clone()).unwrap_or_else(|| "missing".into()),
+                image_state: image
+                    .map(|i| i.state.clone())
+                    .unwrap_or_else(|| "missing".into()),
                 image_exists: image.is_some(),
                 recipe: tag(tags::RECIPE),
                 recipe_version: tag(tags::VERSION),

@@ -29,8 +29,15 @@ pub async fn resolve_source(cloud: &Cloud, source: &SourceSpec) -> Result<ImageI
             }
             Ok(image)
         }
-        SourceSpec::Filter { name, owners, architecture } => {
-            let mut filters = vec![filter("name", [name.as_str()]), filter("state", ["available"])];
+        SourceSpec::Filter {
+            name,
+            owners,
+            architecture,
+        } => {
+            let mut filters = vec![
+                filter("name", [name.as_str()]),
+                filter("state", ["available"]),
+            ];
             if let Some(arch) = architecture {
                 filters.push(filter("architecture", [arch.as_str()]));
             }
@@ -49,19 +56,39 @@ pub async fn resolve_source(cloud: &Cloud, source: &SourceSpec) -> Result<ImageI
 
 /// The newest image by creation date (ties broken by id, so the choice is stable).
 pub fn newest(mut images: Vec<ImageInfo>) -> Option<ImageInfo> {
-    images.sort_by_key(|i| (i.creation_date.clone(), i.tags.get(tags::BUILD_ID).cloned().unwrap_or_default(), i.id.clone()));
+    images.sort_by_key(|i| {
+        (
+            i.creation_date.clone(),
+            i.tags.get(tags::BUILD_ID).cloned().unwrap_or_default(),
+            i.id.clone(),
+        )
+    });
     images.pop()
 }
 
 /// An available image of this account already built from exactly this fingerprint.
 pub async fn find_by_fingerprint(cloud: &Cloud, fingerprint: &str) -> Result<Option<ImageInfo>> {
-    let filters = vec![filter(&format!("tag:{}", tags::FINGERPRINT), [fingerprint]), filter("state", ["available"])];
-    let images = ec2::list_images(cloud, &["self".to_owned()], filters, &format!("images with {fingerprint}")).await?;
+    let filters = vec![
+        filter(&format!("tag:{}", tags::FINGERPRINT), [fingerprint]),
+        filter("state", ["available"]),
+    ];
+    let images = ec2::list_images(
+        cloud,
+        &["self".to_owned()],
+        filters,
+        &format!("images with {fingerprint}"),
+    )
+    .await?;
     Ok(newest(images))
 }
 
 /// Waits until an image is `available`; fails at once if it becomes `failed`.
-pub async fn wait_available(cloud: &Cloud, image_id: &str, timeout: std::time::Duration, on_state: impl FnMut(&str)) -> Result<ImageInfo> {
+pub async fn wait_available(
+    cloud: &Cloud,
+    image_id: &str,
+    timeout: std::time::Duration,
+    on_state: impl FnMut(&str),
+) -> Result<ImageInfo> {
     let wait = Wait {
         phase: "waiting for the image to become available",
         resource: image_id,
@@ -92,8 +119,16 @@ pub async fn wait_available(cloud: &Cloud, image_id: &str, timeout: std::time::D
 /// Deregisters an image and deletes its snapshots, including snapshots of a still-pending image
 /// (found by the description AWS gives them: "Created by CreateImage(...) for ami-...").
 pub async fn delete_image(cloud: &Cloud, image_id: &str) -> Result<Vec<String>> {
-    let mut snapshots = ec2::find_image(cloud, image_id).await?.map(|i| i.snapshot_ids).unwrap_or_default();
-    let described = ec2::list_snapshots(cloud, vec![filter("description", [format!("*{image_id}*")])], image_id).await?;
+    let mut snapshots = ec2::find_image(cloud, image_id)
+        .await?
+        .map(|i| i.snapshot_ids)
+        .unwrap_or_default();
+    let described = ec2::list_snapshots(
+        cloud,
+        vec![filter("description", [format!("*{image_id}*")])],
+        image_id,
+    )
+    .await?;
     for (id, _) in described {
         if !snapshots.contains(&id) {
             snapshots.push(id);

@@ -39,7 +39,8 @@ impl Context<'_> {
                 Ok(value)
             }
             Err(e) => {
-                self.reporter.phase_failed(name, &first_line(&e.to_string()));
+                self.reporter
+                    .phase_failed(name, &first_line(&e.to_string()));
                 Err(e)
             }
         }

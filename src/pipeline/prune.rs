@@ -43,11 +43,21 @@ pub struct PruneReport {
 
 /// Splits `images` into (to delete, survivors with reasons). `protected` maps image ids to the
 /// reasons they must stay. The newest `keep` images (by creation date) stay too.
-pub fn choose<'a>(images: &'a [ImageInfo], keep: usize, protected: &BTreeMap<String, Vec<String>>) -> (Vec<&'a ImageInfo>, Vec<(&'a ImageInfo, Vec<String>)>) {
+pub fn choose<'a>(
+    images: &'a [ImageInfo],
+    keep: usize,
+    protected: &BTreeMap<String, Vec<String>>,
+) -> (Vec<&'a ImageInfo>, Vec<(&'a ImageInfo, Vec<String>)>) {
     let mut sorted: Vec<&ImageInfo> = images.iter().collect();
     // Creation dates may tie (an emulator, or builds in the same second): the build id, which
     // starts with the build's start time in milliseconds, breaks the tie.
-    let key = |i: &ImageInfo| (i.creation_date.clone(), i.tags.get(tags::BUILD_ID).cloned().unwrap_or_default(), i.id.clone());
+    let key = |i: &ImageInfo| {
+        (
+            i.creation_date.clone(),
+            i.tags.get(tags::BUILD_ID).cloned().unwrap_or_default(),
+            i.id.clone(),
+        )
+    };
     sorted.sort_by_key(|i| std::cmp::Reverse(key(i)));
     let mut delete = Vec::new();
     let mut survive = Vec::new();
@@ -75,28 +85,73 @@ fn protect(map: &mut BTreeMap<String, Vec<String>>, image: Option<&String>, reas
 }
 
 pub async fn prune(home: &Cloud, plan: &Plan, keep: u32, dry_run: bool) -> Result<PruneReport> {
-    let mut report = PruneReport { keep, dry_run, deleted: Vec::new(), kept: Vec::new() };
+    let mut report = PruneReport {
+        keep,
+        dry_run,
+        deleted: Vec::new(),
+        kept: Vec::new(),
+    };
     let mut regions = vec![home.region.clone()];
-    regions.extend(plan.image.regions.iter().filter(|r| **r != home.region).cloned());
+    regions.extend(
+        plan.image
+            .regions
+            .iter()
+            .filter(|r| **r != home.region)
+            .cloned(),
+    );
     for region in regions {
-        let cloud = if region == home.region { home.clone() } else { home.in_region(&region) };
-        let images = ec2::list_images(&cloud, &["self".to_owned()], vec![filter(&format!("tag:{}", tags::RECIPE), [plan.name.as_str()])], &plan.name).await?;
-        let images: Vec<ImageInfo> = images.into_iter().filter(|i| i.tags.contains_key(tags::BUILD_ID)).collect();
+        let cloud = if region == home.region {
+            home.clone()
+        } else {
+            home.in_region(&region)
+        };
+        let images = ec2::list_images(
+            &cloud,
+            &["self".to_owned()],
+            vec![filter(
+                &format!("tag:{}", tags::RECIPE),
+                [plan.name.as_str()],
+            )],
+            &plan.name,
+        )
+        .await?;
+        let images: Vec<ImageInfo> = images
+            .into_iter()
+            .filter(|i| i.tags.contains_key(tags::BUILD_ID))
+            .collect();
         let protected = references(&cloud, plan, keep).await?;
         let (delete, survive) = choose(&images, keep as usize, &protected);
         for (image, reasons) in survive {
-            report.kept.push(Survivor { region: region.clone(), image_id: image.id.clone(), name: image.name.clone(), reasons });
+            report.kept.push(Survivor {
+                region: region.clone(),
+                image_id: image.id.clone(),
+                name: image.name.clone(),
+                reasons,
+            });
         }
         for image in delete {
-            let snapshot_ids = if dry_run { image.snapshot_ids.clone() } else { images::delete_image(&cloud, &image.id).await? };
-            report.deleted.push(PrunedImage { region: region.clone(), image_id: image.id.clone(), name: image.name.clone(), snapshot_ids });
+            let snapshot_ids = if dry_run {
+                image.snapshot_ids.clone()
+            } else {
+                images::delete_image(&cloud, &image.id).await?
+            };
+            report.deleted.push(PrunedImage {
+                region: region.clone(),
+                image_id: image.id.clone(),
+                name: image.name.clone(),
+                snapshot_ids,
+            });
         }
     }
     Ok(report)
 }
 
 /// Every image id referenced in this region, with why.
-async fn references(cloud: &Cloud, plan: &Plan, keep: u32) -> Result<BTreeMap<String, Vec<String>>> {
+async fn references(
+    cloud: &Cloud,
+    plan: &Plan,
+    keep: u32,
+) -> Result<BTreeMap<String, Vec<String>>> {
     let mut protected = BTreeMap::new();
     let own_template = plan.release.as_ref().map(|r| r.launch_template.as_str());
     for template in ec2::list_launch_templates(cloud).await? {
@@ -105,17 +160,45 @@ async fn references(cloud: &Cloud, plan: &Plan, keep: u32) -> Result<BTreeMap<St
         for (rank, version) in versions.iter().enumerate() {
             let image = version.image_id.as_ref();
             if !is_own {
-                protect(&mut protected, image, format!("used by launch template {} version {}", template.name, version.number));
+                protect(
+                    &mut protected,
+                    image,
+                    format!(
+                        "used by launch template {} version {}",
+                        template.name, version.number
+                    ),
+                );
                 continue;
             }
             if version.number == template.default_version {
-                protect(&mut protected, image, format!("the default version ({}) of {}", version.number, template.name));
+                protect(
+                    &mut protected,
+                    image,
+                    format!(
+                        "the default version ({}) of {}",
+                        version.number, template.name
+                    ),
+                );
             }
             if version.number == template.latest_version {
-                protect(&mut protected, image, format!("the latest version ({}) of {}", version.number, template.name));
+                protect(
+                    &mut protected,
+                    image,
+                    format!(
+                        "the latest version ({}) of {}",
+                        version.number, template.name
+                    ),
+                );
             }
             if rank < keep as usize {
-                protect(&mut protected, image, format!("version {} of {} is within the newest {keep}", version.number, template.name));
+                protect(
+                    &mut protected,
+                    image,
+                    format!(
+                        "version {} of {} is within the newest {keep}",
+                        version.number, template.name
+                    ),
+                );
             }
         }
     }
@@ -129,13 +212,21 @@ async fn references(cloud: &Cloud, plan: &Plan, keep: u32) -> Result<BTreeMap<St
         .collect::<Vec<_>>()
         .await;
     for page in instances {
-        let page = page.map_err(|e| cloud.fail("DescribeInstances", "instances using kiln images", e))?;
+        let page =
+            page.map_err(|e| cloud.fail("DescribeInstances", "instances using kiln images", e))?;
         for instance in page.reservations().iter().flat_map(|r| r.instances()) {
-            let state = instance.state().and_then(|s| s.name()).map(|n| n.as_str().to_owned()).unwrap_or_default();
+            let state = instance
+                .state()
+                .and_then(|s| s.name())
+                .map(|n| n.as_str().to_owned())
+                .unwrap_or_default();
             protect(
                 &mut protected,
                 instance.image_id().map(str::to_owned).as_ref(),
-                format!("used by instance {} ({state})", instance.instance_id().unwrap_or_default()),
+                format!(
+                    "used by instance {} ({state})",
+                    instance.instance_id().unwrap_or_default()
+                ),
             );
         }
     }
@@ -163,14 +254,30 @@ mod tests {
 
     #[test]
     fn keeps_the_newest_and_the_referenced() {
-        let images = vec![image("a", "2026-01-01"), image("b", "2026-01-02"), image("c", "2026-01-03"), image("d", "2026-01-04")];
+        let images = vec![
+            image("a", "2026-01-01"),
+            image("b", "2026-01-02"),
+            image("c", "2026-01-03"),
+            image("d", "2026-01-04"),
+        ];
         let mut protected = BTreeMap::new();
-        protect(&mut protected, Some(&"a".to_owned()), "used by instance i-1 (running)".into());
+        protect(
+            &mut protected,
+            Some(&"a".to_owned()),
+            "used by instance i-1 (running)".into(),
+        );
         let (delete, survive) = choose(&images, 2, &protected);
-        assert_eq!(delete.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), vec!["b"]);
-        let reasons: Vec<(&str, &Vec<String>)> = survive.iter().map(|(i, r)| (i.id.as_str(), r)).collect();
+        assert_eq!(
+            delete.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+            vec!["b"]
+        );
+        let reasons: Vec<(&str, &Vec<String>)> =
+            survive.iter().map(|(i, r)| (i.id.as_str(), r)).collect();
         assert_eq!(reasons[0], ("d", &vec!["among the newest 2".to_owned()]));
-        assert_eq!(reasons[2], ("a", &vec!["used by instance i-1 (running)".to_owned()]));
+        assert_eq!(
+            reasons[2],
+            ("a", &vec!["used by instance i-1 (running)".to_owned()])
+        );
     }
 
     #[test]

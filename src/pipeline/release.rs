@@ -45,7 +45,10 @@ pub async fn release_image(
 ) -> Result<LaunchTemplateRelease> {
     let template = ec2::describe_launch_template(cloud, &spec.launch_template).await?;
     let versions = ec2::list_template_versions(cloud, &template.id).await?;
-    let default_image = versions.iter().find(|v| v.number == template.default_version).and_then(|v| v.image_id.clone());
+    let default_image = versions
+        .iter()
+        .find(|v| v.number == template.default_version)
+        .and_then(|v| v.image_id.clone());
     let mut release = LaunchTemplateRelease {
         id: template.id.clone(),
         name: template.name.clone(),
@@ -56,8 +59,20 @@ pub async fn release_image(
     if default_image.as_deref() == Some(image_id) {
         return Ok(release);
     }
-    let version = ec2::create_template_version(cloud, &template.id, template.default_version, image_id, description, client_token).await?;
-    let resource = Resource::TemplateVersion { template_id: template.id.clone(), version, region: cloud.region.clone() };
+    let version = ec2::create_template_version(
+        cloud,
+        &template.id,
+        template.default_version,
+        image_id,
+        description,
+        client_token,
+    )
+    .await?;
+    let resource = Resource::TemplateVersion {
+        template_id: template.id.clone(),
+        version,
+        region: cloud.region.clone(),
+    };
     if let Some(ledger) = ledger {
         ledger.created(resource.clone())?;
     }
@@ -103,7 +118,13 @@ pub async fn refresh_group(
         .preferences(preferences)
         .send()
         .await
-        .map_err(|e| cloud.fail("StartInstanceRefresh", format!("auto scaling group {group}"), e))?;
+        .map_err(|e| {
+            cloud.fail(
+                "StartInstanceRefresh",
+                format!("auto scaling group {group}"),
+                e,
+            )
+        })?;
     let refresh_id = out.instance_refresh_id().unwrap_or_default().to_owned();
     let wait = Wait {
         phase: "waiting for the instance refresh",
@@ -112,29 +133,47 @@ pub async fn refresh_group(
         timeout,
         hint: "look at the group's activity history: new instances failing health checks are the usual cause",
     };
-    wait_until(wait, |state| reporter.phase_progress(phase, state), || async {
-        let out = cloud
-            .autoscaling
-            .describe_instance_refreshes()
-            .auto_scaling_group_name(group)
-            .instance_refresh_ids(&refresh_id)
-            .send()
-            .await
-            .map_err(|e| cloud.fail("DescribeInstanceRefreshes", format!("{refresh_id} of {group}"), e))?;
-        let Some(refresh) = out.instance_refreshes().first() else {
-            return Ok(Probe::Pending("not visible yet".into()));
-        };
-        let status = refresh.status().map(|s| s.as_str().to_owned()).unwrap_or_default();
-        Ok(match status.as_str() {
-            "Successful" | "Failed" | "Cancelled" | "RollbackSuccessful" | "RollbackFailed" => Probe::Done(RefreshOutcome {
-                auto_scaling_group: group.to_owned(),
-                refresh_id: refresh_id.clone(),
-                status: status.clone(),
-                reason: refresh.status_reason().unwrap_or_default().to_owned(),
-            }),
-            _ => Probe::Pending(format!("{status} {}%", refresh.percentage_complete().unwrap_or(0))),
-        })
-    })
+    wait_until(
+        wait,
+        |state| reporter.phase_progress(phase, state),
+        || async {
+            let out = cloud
+                .autoscaling
+                .describe_instance_refreshes()
+                .auto_scaling_group_name(group)
+                .instance_refresh_ids(&refresh_id)
+                .send()
+                .await
+                .map_err(|e| {
+                    cloud.fail(
+                        "DescribeInstanceRefreshes",
+                        format!("{refresh_id} of {group}"),
+                        e,
+                    )
+                })?;
+            let Some(refresh) = out.instance_refreshes().first() else {
+                return Ok(Probe::Pending("not visible yet".into()));
+            };
+            let status = refresh
+                .status()
+                .map(|s| s.as_str().to_owned())
+                .unwrap_or_default();
+            Ok(match status.as_str() {
+                "Successful" | "Failed" | "Cancelled" | "RollbackSuccessful" | "RollbackFailed" => {
+                    Probe::Done(RefreshOutcome {
+                        auto_scaling_group: group.to_owned(),
+                        refresh_id: refresh_id.clone(),
+                        status: status.clone(),
+                        reason: refresh.status_reason().unwrap_or_default().to_owned(),
+                    })
+                }
+                _ => Probe::Pending(format!(
+                    "{status} {}%",
+                    refresh.percentage_complete().unwrap_or(0)
+                )),
+            })
+        },
+    )
     .await
 }
 

@@ -44,7 +44,12 @@ pub struct RollbackOutcome {
 /// Picks the version the default `rollback` goes to (pure; `versions` newest first).
 pub fn previous_version(versions: &[HistoryEntry]) -> Option<&HistoryEntry> {
     let latest = versions.first()?;
-    versions.iter().skip(1).find(|v| v.image_exists && v.image_state == "available" && v.image_id.is_some() && v.image_id != latest.image_id)
+    versions.iter().skip(1).find(|v| {
+        v.image_exists
+            && v.image_state == "available"
+            && v.image_id.is_some()
+            && v.image_id != latest.image_id
+    })
 }
 
 pub async fn rollback(
@@ -57,7 +62,10 @@ pub async fn rollback(
 ) -> Result<RollbackOutcome> {
     let found = history(cloud, spec).await?;
     let current = found.versions.iter().find(|v| v.is_default);
-    let before = Pointer { version: found.default_version, image_id: current.and_then(|v| v.image_id.clone()) };
+    let before = Pointer {
+        version: found.default_version,
+        image_id: current.and_then(|v| v.image_id.clone()),
+    };
     let after_version = match target {
         Target::Previous => previous_version(&found.versions).map(|v| v.version).ok_or_else(|| {
             Error::Refused(format!(
@@ -106,20 +114,36 @@ pub async fn rollback(
     }
     let after_image = match target {
         Target::Image { id, .. } => Some(id.clone()),
-        _ => found.versions.iter().find(|v| v.version == after_version).and_then(|v| v.image_id.clone()),
+        _ => found
+            .versions
+            .iter()
+            .find(|v| v.version == after_version)
+            .and_then(|v| v.image_id.clone()),
     };
     let mut outcome = RollbackOutcome {
         launch_template_id: found.launch_template_id.clone(),
         launch_template_name: found.launch_template_name.clone(),
         before,
-        after: Pointer { version: after_version, image_id: after_image },
+        after: Pointer {
+            version: after_version,
+            image_id: after_image,
+        },
         changed,
         instance_refresh: None,
     };
     if let (true, true, Some(group)) = (changed, refresh, &spec.auto_scaling_group) {
         let phase = format!("instance refresh of {group}");
         reporter.phase_started(&phase);
-        let refreshed = release::refresh_group(cloud, reporter, &phase, group, spec.min_healthy_percentage, spec.instance_warmup, plan.timeouts.instance_refresh).await?;
+        let refreshed = release::refresh_group(
+            cloud,
+            reporter,
+            &phase,
+            group,
+            spec.min_healthy_percentage,
+            spec.instance_warmup,
+            plan.timeouts.instance_refresh,
+        )
+        .await?;
         reporter.phase_finished(&phase, &refreshed.status);
         outcome.instance_refresh = Some(refreshed.clone());
         release::ensure_refreshed(&refreshed, &cloud.region)?;
@@ -137,7 +161,11 @@ mod tests {
             is_default: false,
             image_id: Some(image.into()),
             image_name: None,
-            image_state: if exists { "available".into() } else { "missing".into() },
+            image_state: if exists {
+                "available".into()
+            } else {
+                "missing".into()
+            },
             image_exists: exists,
             recipe: None,
             recipe_version: None,
@@ -150,7 +178,13 @@ mod tests {
 
     #[test]
     fn previous_skips_missing_images_and_the_latest_image() {
-        let versions = vec![entry(5, "ami-e", true), entry(4, "ami-e", true), entry(3, "ami-c", false), entry(2, "ami-b", true), entry(1, "ami-a", true)];
+        let versions = vec![
+            entry(5, "ami-e", true),
+            entry(4, "ami-e", true),
+            entry(3, "ami-c", false),
+            entry(2, "ami-b", true),
+            entry(1, "ami-a", true),
+        ];
         assert_eq!(previous_version(&versions).map(|v| v.version), Some(2));
         assert!(previous_version(&versions[..3]).is_none());
     }

@@ -23,7 +23,12 @@ pub const STEP_GRACE: Duration = Duration::from_secs(60);
 const TAIL_LINES: usize = 20;
 
 /// Waits until the builder's SSM agent reports `Online`.
-pub async fn wait_agent_online(cloud: &Cloud, instance_id: &str, timeout: Duration, on_state: impl FnMut(&str)) -> Result<()> {
+pub async fn wait_agent_online(
+    cloud: &Cloud,
+    instance_id: &str,
+    timeout: Duration,
+    on_state: impl FnMut(&str),
+) -> Result<()> {
     let wait = Wait {
         phase: "waiting for the SSM agent to come online",
         resource: instance_id,
@@ -51,18 +56,41 @@ pub struct Command {
 /// The commands that carry out a step.
 pub fn commands_for(step: &Step, build_id: &str) -> Vec<Command> {
     match &step.kind {
-        StepKind::Run { script } => vec![Command { label: "run".into(), script: run_command(script, build_id, &step.name) }],
-        StepKind::File { content, destination, mode, owner, .. } => upload_commands(content, destination, *mode, owner.as_deref(), build_id),
-        StepKind::Check { url, expect_status, expect_body, interval } => vec![Command {
+        StepKind::Run { script } => vec![Command {
+            label: "run".into(),
+            script: run_command(script, build_id, &step.name),
+        }],
+        StepKind::File {
+            content,
+            destination,
+            mode,
+            owner,
+            ..
+        } => upload_commands(content, destination, *mode, owner.as_deref(), build_id),
+        StepKind::Check {
+            url,
+            expect_status,
+            expect_body,
+            interval,
+        } => vec![Command {
             label: "check".into(),
-            script: check_command(url, *expect_status, expect_body.as_deref(), *interval, step.timeout),
+            script: check_command(
+                url,
+                *expect_status,
+                expect_body.as_deref(),
+                *interval,
+                step.timeout,
+            ),
         }],
     }
 }
 
 /// A delimiter that does not occur in `text`.
 fn heredoc_delimiter(text: &str, build_id: &str) -> String {
-    let base = format!("KILN_EOF_{}", build_id.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
+    let base = format!(
+        "KILN_EOF_{}",
+        build_id.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+    );
     let mut delimiter = base.clone();
     let mut n = 0;
     while text.lines().any(|l| l.trim() == delimiter) {
@@ -91,20 +119,40 @@ fn shell_quote(text: &str) -> String {
 
 /// Uploads `content` in base64 chunks, then decodes, verifies its sha256 on the instance, and
 /// installs it with its mode and owner.
-pub fn upload_commands(content: &[u8], destination: &str, mode: u32, owner: Option<&str>, build_id: &str) -> Vec<Command> {
+pub fn upload_commands(
+    content: &[u8],
+    destination: &str,
+    mode: u32,
+    owner: Option<&str>,
+    build_id: &str,
+) -> Vec<Command> {
     let digest = hex::encode(Sha256::digest(content));
-    let staging = format!("/tmp/kiln-upload-{}-{}", build_id.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_"), &digest[..16]);
-    let chunks: Vec<&[u8]> = if content.is_empty() { vec![&[][..]] } else { content.chunks(UPLOAD_CHUNK).collect() };
+    let staging = format!(
+        "/tmp/kiln-upload-{}-{}",
+        build_id.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_"),
+        &digest[..16]
+    );
+    let chunks: Vec<&[u8]> = if content.is_empty() {
+        vec![&[][..]]
+    } else {
+        content.chunks(UPLOAD_CHUNK).collect()
+    };
     let total = chunks.len();
     let mut commands = Vec::with_capacity(total);
     for (i, chunk) in chunks.into_iter().enumerate() {
         let encoded = base64::engine::general_purpose::STANDARD.encode(chunk);
         let redirect = if i == 0 { ">" } else { ">>" };
-        let mut script = format!("#!/bin/bash\nset -euo pipefail\nprintf '%s' '{encoded}' {redirect} {staging}.b64\n");
+        let mut script = format!(
+            "#!/bin/bash\nset -euo pipefail\nprintf '%s' '{encoded}' {redirect} {staging}.b64\n"
+        );
         if i + 1 == total {
             let owner_flag = owner.map(|o| {
                 let (user, group) = o.split_once(':').unwrap_or((o, ""));
-                if group.is_empty() { format!(" -o {}", shell_quote(user)) } else { format!(" -o {} -g {}", shell_quote(user), shell_quote(group)) }
+                if group.is_empty() {
+                    format!(" -o {}", shell_quote(user))
+                } else {
+                    format!(" -o {} -g {}", shell_quote(user), shell_quote(group))
+                }
             });
             script.push_str(&format!(
                 "base64 -d {staging}.b64 > {staging}\nrm -f {staging}.b64\n\
@@ -117,14 +165,23 @@ pub fn upload_commands(content: &[u8], destination: &str, mode: u32, owner: Opti
                 len = content.len(),
             ));
         }
-        commands.push(Command { label: format!("upload {}/{total}", i + 1), script });
+        commands.push(Command {
+            label: format!("upload {}/{total}", i + 1),
+            script,
+        });
     }
     commands
 }
 
 /// Polls `url` from the builder until it answers `expect_status` (and contains `expect_body`),
 /// or `timeout` passes; prints the last answer on failure.
-pub fn check_command(url: &str, expect_status: u16, expect_body: Option<&str>, interval: Duration, timeout: Duration) -> String {
+pub fn check_command(
+    url: &str,
+    expect_status: u16,
+    expect_body: Option<&str>,
+    interval: Duration,
+    timeout: Duration,
+) -> String {
     let body_test = match expect_body {
         Some(body) => format!(" && grep -qF -- {} \"$kiln_body\"", shell_quote(body)),
         None => String::new(),
@@ -146,73 +203,108 @@ pub fn check_command(url: &str, expect_status: u16, expect_body: Option<&str>, i
     )
 }
 
-/// Runs every command of one step and waits for each; writes outputs to `log_dir`.
-pub async fn run_step(
-    cloud: &Cloud,
-    reporter: &dyn Reporter,
-    plan: &Plan,
-    instance_id: &str,
-    build_id: &str,
-    (index, step): (usize, &Step),
-    log_dir: &Path,
-    phase: &str,
-) -> Result<String> {
-    let log_path = log_dir.join(format!("{:02}-{}.log", index + 1, slug(&step.name)));
-    let mut log = String::new();
-    let mut summary = String::new();
-    for command in commands_for(step, build_id) {
-        let comment = format!("kiln {build_id} {}: {}", step.name, command.label);
-        let command_id = ssm::send_shell(cloud, instance_id, command.script, step.timeout.as_secs() + 30, &comment).await?;
-        let wait = Wait {
-            phase: "running a step",
-            resource: &format!("step `{}` (command {command_id} on {instance_id})", step.name),
-            region: &cloud.region,
-            timeout: step.timeout + STEP_GRACE,
-            hint: "raise the step's `timeout`, or look at the command in the SSM console (Run Command history)",
-        };
-        let outcome = wait_until(wait, |state| reporter.phase_progress(phase, state), || async {
-            Ok(match ssm::invocation(cloud, &command_id, instance_id).await? {
-                Some(inv) if inv.is_finished() => Probe::Done(inv),
-                Some(inv) => Probe::Pending(inv.status),
-                None => Probe::Pending("Pending".into()),
-            })
-        })
-        .await;
-        let invocation = match outcome {
-            Ok(inv) => inv,
-            Err(e) => {
-                if matches!(e, Error::Timeout { .. }) {
-                    let _ = ssm::cancel_command(cloud, &command_id, instance_id).await;
-                }
-                return Err(e);
-            }
-        };
-        let stdout = plan.redact(&invocation.stdout);
-        let stderr = plan.redact(&invocation.stderr);
-        log.push_str(&format!(
-            "== {} (command {command_id}) status {} exit {}\n-- stdout\n{stdout}\n-- stderr\n{stderr}\n",
-            command.label, invocation.status, invocation.exit_code
-        ));
-        std::fs::write(&log_path, &log).map_err(|e| Error::io("write the step log", &log_path, e))?;
-        reporter.step_output(&step.name, &stdout, &stderr);
-        if invocation.status != "Success" {
-            return Err(Error::StepFailed {
-                step: step.name.clone(),
-                instance: instance_id.to_owned(),
-                status: if invocation.status_details.is_empty() || invocation.status_details == invocation.status {
-                    invocation.status.clone()
-                } else {
-                    format!("{} ({})", invocation.status, invocation.status_details)
+/// What running steps on one builder needs.
+pub struct StepRunner<'a> {
+    pub cloud: &'a Cloud,
+    pub reporter: &'a dyn Reporter,
+    pub plan: &'a Plan,
+    pub instance_id: &'a str,
+    pub build_id: &'a str,
+    /// Where each step's output is kept (`NN-step-name.log`).
+    pub log_dir: &'a Path,
+}
+
+impl StepRunner<'_> {
+    /// Runs every command of one step and waits for each; writes outputs to the log folder.
+    pub async fn run(&self, index: usize, step: &Step, phase: &str) -> Result<String> {
+        let StepRunner {
+            cloud,
+            reporter,
+            plan,
+            instance_id,
+            build_id,
+            log_dir,
+        } = *self;
+        let log_path = log_dir.join(format!("{:02}-{}.log", index + 1, slug(&step.name)));
+        let mut log = String::new();
+        let mut summary = String::new();
+        for command in commands_for(step, build_id) {
+            let comment = format!("kiln {build_id} {}: {}", step.name, command.label);
+            let command_id = ssm::send_shell(
+                cloud,
+                instance_id,
+                command.script,
+                step.timeout.as_secs() + 30,
+                &comment,
+            )
+            .await?;
+            let wait = Wait {
+                phase: "running a step",
+                resource: &format!("step `{}` (command {command_id} on {instance_id})", step.name),
+                region: &cloud.region,
+                timeout: step.timeout + STEP_GRACE,
+                hint: "raise the step's `timeout`, or look at the command in the SSM console (Run Command history)",
+            };
+            let outcome = wait_until(
+                wait,
+                |state| reporter.phase_progress(phase, state),
+                || async {
+                    Ok(
+                        match ssm::invocation(cloud, &command_id, instance_id).await? {
+                            Some(inv) if inv.is_finished() => Probe::Done(inv),
+                            Some(inv) => Probe::Pending(inv.status),
+                            None => Probe::Pending("Pending".into()),
+                        },
+                    )
                 },
-                exit_code: (invocation.exit_code >= 0).then_some(invocation.exit_code),
-                stdout_tail: tail(&stdout, TAIL_LINES),
-                stderr_tail: tail(&stderr, TAIL_LINES),
-                log: log_path.display().to_string(),
-            });
+            )
+            .await;
+            let invocation = match outcome {
+                Ok(inv) => inv,
+                Err(e) => {
+                    if matches!(e, Error::Timeout { .. }) {
+                        let _ = ssm::cancel_command(cloud, &command_id, instance_id).await;
+                    }
+                    return Err(e);
+                }
+            };
+            let stdout = plan.redact(&invocation.stdout);
+            let stderr = plan.redact(&invocation.stderr);
+            log.push_str(&format!(
+                "== {} (command {command_id}) status {} exit {}\n-- stdout\n{stdout}\n-- stderr\n{stderr}\n",
+                command.label, invocation.status, invocation.exit_code
+            ));
+            std::fs::write(&log_path, &log)
+                .map_err(|e| Error::io("write the step log", &log_path, e))?;
+            reporter.step_output(&step.name, &stdout, &stderr);
+            if invocation.status != "Success" {
+                return Err(Error::StepFailed {
+                    step: step.name.clone(),
+                    instance: instance_id.to_owned(),
+                    status: if invocation.status_details.is_empty()
+                        || invocation.status_details == invocation.status
+                    {
+                        invocation.status.clone()
+                    } else {
+                        format!("{} ({})", invocation.status, invocation.status_details)
+                    },
+                    exit_code: (invocation.exit_code >= 0).then_some(invocation.exit_code),
+                    stdout_tail: tail(&stdout, TAIL_LINES),
+                    stderr_tail: tail(&stderr, TAIL_LINES),
+                    log: log_path.display().to_string(),
+                });
+            }
+            summary = stdout
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or_default()
+                .chars()
+                .take(100)
+                .collect();
         }
-        summary = stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default().chars().take(100).collect();
+        Ok(summary)
     }
-    Ok(summary)
 }
 
 fn tail(text: &str, lines: usize) -> String {
@@ -222,8 +314,21 @@ fn tail(text: &str, lines: usize) -> String {
 
 /// A file-name-safe form of a step name.
 pub fn slug(name: &str) -> String {
-    let slug: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
-    let slug = slug.split('-').filter(|s| !s.is_empty()).collect::<Vec<_>>().join("-");
+    let slug: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let slug = slug
+        .split('-')
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("-");
     slug.chars().take(48).collect()
 }
 
@@ -258,7 +363,10 @@ mod tests {
         let digest = hex::encode(Sha256::digest(&content));
         assert!(last.contains(&format!("echo '{digest}  /tmp/kiln-upload-b-1-")));
         assert!(last.contains("install -D -m 0640 -o 'root' -g 'app' "));
-        assert!(last.ends_with(&format!("echo 'installed /etc/app/conf ({} bytes, sha256 {digest})'\n", content.len())));
+        assert!(last.ends_with(&format!(
+            "echo 'installed /etc/app/conf ({} bytes, sha256 {digest})'\n",
+            content.len()
+        )));
     }
 
     #[test]
@@ -270,7 +378,13 @@ mod tests {
 
     #[test]
     fn check_command_quotes_the_url_and_body() {
-        let command = check_command("http://127.0.0.1:9090/health", 200, Some("\"UP\""), Duration::from_secs(2), Duration::from_secs(120));
+        let command = check_command(
+            "http://127.0.0.1:9090/health",
+            200,
+            Some("\"UP\""),
+            Duration::from_secs(2),
+            Duration::from_secs(120),
+        );
         assert!(command.contains("curl -sS -o \"$kiln_body\" -w '%{http_code}' --max-time 10 'http://127.0.0.1:9090/health'"));
         assert!(command.contains("grep -qF -- '\"UP\"' \"$kiln_body\""));
         assert!(command.contains("deadline=$((SECONDS + 120))"));
@@ -278,6 +392,9 @@ mod tests {
 
     #[test]
     fn slugs_are_file_names() {
-        assert_eq!(slug("Install the Transformer (v1.2)"), "install-the-transformer-v1-2");
+        assert_eq!(
+            slug("Install the Transformer (v1.2)"),
+            "install-the-transformer-v1-2"
+        );
     }
 }

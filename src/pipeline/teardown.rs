@@ -32,7 +32,10 @@ pub async fn tear_down(cloud: &Cloud, ledger: &Ledger) -> Vec<String> {
                 }
             }
         }
-        Err(e) => report.push(format!("could not search for tagged leftovers: {}", e.to_string().lines().next().unwrap_or_default())),
+        Err(e) => report.push(format!(
+            "could not search for tagged leftovers: {}",
+            e.to_string().lines().next().unwrap_or_default()
+        )),
     }
     // Launch template versions first, then images, then instances: the reverse of creation.
     todo.sort_by_key(|r| match r {
@@ -61,12 +64,24 @@ async fn find_tagged_leftovers(cloud: &Cloud, build_id: &str) -> Result<Vec<Reso
     let by_tag = || filter(&format!("tag:{}", tags::BUILD_ID), [build_id]);
     let mut found = Vec::new();
     let states = ["pending", "running", "stopping", "stopped"];
-    for instance in ec2::list_instances(cloud, vec![by_tag(), filter("instance-state-name", states)], build_id).await? {
-        found.push(Resource::Instance { id: instance.id, region: cloud.region.clone() });
+    for instance in ec2::list_instances(
+        cloud,
+        vec![by_tag(), filter("instance-state-name", states)],
+        build_id,
+    )
+    .await?
+    {
+        found.push(Resource::Instance {
+            id: instance.id,
+            region: cloud.region.clone(),
+        });
     }
     for image in ec2::list_images(cloud, &["self".to_owned()], vec![by_tag()], build_id).await? {
         if image.state != "available" {
-            found.push(Resource::Image { id: image.id, region: cloud.region.clone() });
+            found.push(Resource::Image {
+                id: image.id,
+                region: cloud.region.clone(),
+            });
         }
     }
     Ok(found)
@@ -75,11 +90,22 @@ async fn find_tagged_leftovers(cloud: &Cloud, build_id: &str) -> Result<Vec<Reso
 /// Removes one resource (in its own region); says what else went with it.
 pub async fn remove(home: &Cloud, resource: &Resource) -> Result<String> {
     let region = match resource {
-        Resource::Instance { region, .. } | Resource::Image { region, .. } | Resource::Snapshot { region, .. } | Resource::TemplateVersion { region, .. } => region,
+        Resource::Instance { region, .. }
+        | Resource::Image { region, .. }
+        | Resource::Snapshot { region, .. }
+        | Resource::TemplateVersion { region, .. } => region,
     };
-    let cloud = if *region == home.region { home.clone() } else { home.in_region(region) };
+    let cloud = if *region == home.region {
+        home.clone()
+    } else {
+        home.in_region(region)
+    };
     match resource {
-        Resource::TemplateVersion { template_id, version, .. } => {
+        Resource::TemplateVersion {
+            template_id,
+            version,
+            ..
+        } => {
             let template = ec2::describe_launch_template(&cloud, template_id).await?;
             if template.default_version == *version {
                 // It became the default: that release completed, so the version stays.
@@ -90,7 +116,11 @@ pub async fn remove(home: &Cloud, resource: &Resource) -> Result<String> {
         }
         Resource::Image { id, .. } => {
             let snapshots = images::delete_image(&cloud, id).await?;
-            Ok(if snapshots.is_empty() { String::new() } else { format!(" and its snapshots {}", snapshots.join(", ")) })
+            Ok(if snapshots.is_empty() {
+                String::new()
+            } else {
+                format!(" and its snapshots {}", snapshots.join(", "))
+            })
         }
         Resource::Snapshot { id, .. } => {
             ec2::delete_snapshot(&cloud, id).await?;
@@ -113,13 +143,17 @@ pub async fn terminate_and_wait(cloud: &Cloud, id: &str, timeout: Duration) -> R
         timeout,
         hint: "check the instance in the EC2 console; termination protection blocks it",
     };
-    wait_until(wait, |_| {}, || async {
-        match ec2::instance_state(cloud, id).await {
-            Ok(state) if state == "terminated" => Ok(Probe::Done(())),
-            Ok(state) => Ok(Probe::Pending(state)),
-            Err(e) if e.aws_code() == Some("InvalidInstanceID.NotFound") => Ok(Probe::Done(())),
-            Err(e) => Err(e),
-        }
-    })
+    wait_until(
+        wait,
+        |_| {},
+        || async {
+            match ec2::instance_state(cloud, id).await {
+                Ok(state) if state == "terminated" => Ok(Probe::Done(())),
+                Ok(state) => Ok(Probe::Pending(state)),
+                Err(e) if e.aws_code() == Some("InvalidInstanceID.NotFound") => Ok(Probe::Done(())),
+                Err(e) => Err(e),
+            }
+        },
+    )
     .await
 }

@@ -47,7 +47,10 @@ pub(crate) fn version(version: &str) -> Check {
 
 /// `^[A-Za-z_][A-Za-z0-9_]*$`, and not the reserved `version`.
 pub(crate) fn variable_name(name: &str) -> Check {
-    let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    let valid = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !valid {
         return Err(format!(
@@ -55,7 +58,9 @@ pub(crate) fn variable_name(name: &str) -> Check {
         ));
     }
     if name == "version" {
-        return Err("`version` is reserved: override the recipe version with `--var version=...`".into());
+        return Err(
+            "`version` is reserved: override the recipe version with `--var version=...`".into(),
+        );
     }
     Ok(())
 }
@@ -93,9 +98,9 @@ pub(crate) fn resource_id(id: &str, prefix: &str, what: &str) -> Check {
 pub(crate) fn instance_type(instance_type: &str) -> Check {
     let parts: Vec<&str> = instance_type.split('.').collect();
     let valid = parts.len() == 2
-        && parts.iter().all(|part| {
-            !part.is_empty() && part.chars().all(|c| is_lower_alnum(c) || c == '-')
-        });
+        && parts
+            .iter()
+            .all(|part| !part.is_empty() && part.chars().all(|c| is_lower_alnum(c) || c == '-'));
     if valid {
         Ok(())
     } else {
@@ -202,7 +207,9 @@ pub(crate) fn image_description(description: &str) -> Check {
     if length <= 255 {
         Ok(())
     } else {
-        Err(format!("must be at most 255 characters after rendering, found {length}"))
+        Err(format!(
+            "must be at most 255 characters after rendering, found {length}"
+        ))
     }
 }
 
@@ -226,7 +233,9 @@ pub(crate) fn tag_value(value: &str) -> Check {
     if length <= 256 {
         Ok(())
     } else {
-        Err(format!("must be at most 256 characters after rendering, found {length}"))
+        Err(format!(
+            "must be at most 256 characters after rendering, found {length}"
+        ))
     }
 }
 
@@ -254,14 +263,18 @@ pub(crate) fn file_owner(owner: &str) -> Check {
     if parts.len() <= 2 && parts.iter().all(|part| is_name(part)) {
         Ok(())
     } else {
-        Err(format!("is not an owner: `{owner}` (expected `user` or `user:group`)"))
+        Err(format!(
+            "is not an owner: `{owner}` (expected `user` or `user:group`)"
+        ))
     }
 }
 
 /// After rendering: an absolute path to a file.
 pub(crate) fn destination(path: &str) -> Check {
     if !path.starts_with('/') {
-        return Err(format!("must be an absolute path after rendering, found `{path}`"));
+        return Err(format!(
+            "must be an absolute path after rendering, found `{path}`"
+        ));
     }
     if path.ends_with('/') {
         return Err(format!("must name a file, not a directory: `{path}`"));
@@ -278,9 +291,15 @@ pub(crate) fn check_url(url: &str) -> Check {
         .strip_prefix("http://")
         .or_else(|| url.strip_prefix("https://"));
     match rest {
-        None => Err(format!("must start with http:// or https://, found `{url}`")),
-        Some(rest) if rest.is_empty() || rest.starts_with('/') => Err(format!("has no host: `{url}`")),
-        Some(_) if url.contains(char::is_whitespace) => Err(format!("must not contain spaces: `{url}`")),
+        None => Err(format!(
+            "must start with http:// or https://, found `{url}`"
+        )),
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => {
+            Err(format!("has no host: `{url}`"))
+        }
+        Some(_) if url.contains(char::is_whitespace) => {
+            Err(format!("must not contain spaces: `{url}`"))
+        }
         Some(_) => Ok(()),
     }
 }

@@ -36,7 +36,12 @@ impl fmt::Display for Diagnostic {
 
 impl Diagnostic {
     /// A problem at a position in a file.
-    pub(crate) fn at(path: impl Into<PathBuf>, line: usize, column: usize, message: impl Into<String>) -> Self {
+    pub(crate) fn at(
+        path: impl Into<PathBuf>,
+        line: usize,
+        column: usize,
+        message: impl Into<String>,
+    ) -> Self {
         Diagnostic {
             path: path.into(),
             line: Some(line),
@@ -111,7 +116,10 @@ mod tests {
     #[test]
     fn display_with_and_without_position() {
         let positioned = Diagnostic::at("recipes/x.yaml", 3, 5, "unknown field `foo`");
-        assert_eq!(positioned.to_string(), "recipes/x.yaml:3:5: unknown field `foo`");
+        assert_eq!(
+            positioned.to_string(),
+            "recipes/x.yaml:3:5: unknown field `foo`"
+        );
         let whole_file = Diagnostic::in_file("recipes/x.yaml", "file is empty");
         assert_eq!(whole_file.to_string(), "recipes/x.yaml: file is empty");
     }
@@ -132,7 +140,10 @@ mod tests {
 
     #[test]
     fn render_keeps_tabs_in_caret_padding() {
-        assert_eq!(excerpt(2, "\tkey: x", Some(3)), "  |\n2 | \tkey: x\n  | \t ^");
+        assert_eq!(
+            excerpt(2, "\tkey: x", Some(3)),
+            "  |\n2 | \tkey: x\n  | \t ^"
+        );
     }
 
     #[test]

@@ -44,7 +44,14 @@ const STEP_FIELDS: &[&str] = &["name", "run", "file", "check", "timeout"];
 const STEP_KINDS: [&str; 3] = ["run", "file", "check"];
 const FILE_FIELDS: &[&str] = &["source", "destination", "mode", "owner", "template"];
 const CHECK_FIELDS: &[&str] = &["url", "expect_status", "expect_body", "timeout", "interval"];
-const IMAGE_FIELDS: &[&str] = &["name", "description", "tags", "regions", "share_with", "ssm_parameter"];
+const IMAGE_FIELDS: &[&str] = &[
+    "name",
+    "description",
+    "tags",
+    "regions",
+    "share_with",
+    "ssm_parameter",
+];
 const RELEASE_FIELDS: &[&str] = &[
     "launch_template",
     "set_default",
@@ -162,34 +169,47 @@ pub(crate) struct TagDecl {
     pub value: TemplateText,
 }
 
-/// Reads one parsed recipe file. Every problem is recorded in the session.
-pub(crate) fn read_fragment(session: &mut Session, file: FileId, node: &Node, role: Role) -> Fragment {
+/// Reads one parsed recipe file, section by section in the contract's order. Every problem is
+/// recorded in the session.
+pub(crate) fn read_fragment(
+    session: &mut Session,
+    file: FileId,
+    node: &Node,
+    role: Role,
+) -> Fragment {
     let file_start = session.pos_at_offset(file, 0);
-    let empty = || empty_fragment(file);
     let Some(top) = MapReader::open(session, node, "", file_start, TOP_LEVEL_FIELDS) else {
-        return empty();
+        return empty_fragment(file);
     };
+    let declared = top
+        .entries()
+        .iter()
+        .filter(|entry| !is_null(entry.value))
+        .map(|entry| entry.key.as_str().to_owned())
+        .collect();
+    let name = read_identity(session, &top, role, "name", checks::recipe_name);
+    let version = read_identity(session, &top, role, "version", checks::version);
+    let includes = top.string_list(session, "include");
+    let allow_include_outside = read_allow_include_outside(session, &top, role);
     let problems_before_vars = session.problems.len();
     let vars = read_vars(session, &top);
     let vars_complete = session.problems.len() == problems_before_vars;
+    let source = read_source(session, &top);
+    let builder = read_builder(session, &top);
+    let steps = read_steps(session, &top, file);
     let (image, tags) = read_image(session, &top);
     Fragment {
         file,
-        declared: top
-            .entries()
-            .iter()
-            .filter(|entry| !is_null(entry.value))
-            .map(|entry| entry.key.as_str().to_owned())
-            .collect(),
-        name: read_identity(session, &top, role, "name", checks::recipe_name),
-        version: read_identity(session, &top, role, "version", checks::version),
-        includes: top.string_list(session, "include"),
-        allow_include_outside: read_allow_include_outside(session, &top, role),
+        declared,
+        name,
+        version,
+        includes,
+        allow_include_outside,
         vars,
         vars_complete,
-        source: read_source(session, &top),
-        builder: read_builder(session, &top),
-        steps: read_steps(session, &top, file),
+        source,
+        builder,
+        steps,
         image,
         tags,
         release: read_release(session, &top),
@@ -218,7 +238,12 @@ fn empty_fragment(file: FileId) -> Fragment {
 }
 
 /// Records the problem of a failed check on `entry`'s value; returns whether it passed.
-fn check_value(session: &mut Session, reader: &MapReader<'_>, entry: Entry<'_>, result: Check) -> bool {
+fn check_value(
+    session: &mut Session,
+    reader: &MapReader<'_>,
+    entry: Entry<'_>,
+    result: Check,
+) -> bool {
     match result {
         Ok(()) => true,
         Err(problem) => {
@@ -238,6 +263,19 @@ fn checked_string(
     let value = reader.string(session, key)?;
     let entry = reader.get(key)?;
     check_value(session, reader, entry, check(&value.value)).then_some(value)
+}
+
+/// A required string field that must pass `check`.
+fn checked_string_required(
+    session: &mut Session,
+    reader: &MapReader<'_>,
+    key: &str,
+    check: impl Fn(&str) -> Check,
+) -> Option<At<String>> {
+    if !reader.has(key) {
+        return reader.missing(session, key);
+    }
+    checked_string(session, reader, key, check)
 }
 
 /// A list of strings that must each pass `check` (problems at the item).
@@ -268,8 +306,7 @@ fn read_identity(
     check: fn(&str) -> Check,
 ) -> Option<At<String>> {
     match role {
-        Role::Root if !top.has(key) => top.missing(session, key),
-        Role::Root => checked_string(session, top, key, check),
+        Role::Root => checked_string_required(session, top, key, check),
         Role::Included => {
             top.string(session, key);
             None
@@ -325,9 +362,14 @@ fn read_var(session: &mut Session, vars: &MapReader<'_>, var: Entry<'_>) -> Opti
             secret: false,
         }),
         Node::Mapping(_) => {
-            let declaration = MapReader::open(session, var.value, &path, var.key_pos, &["value", "secret"])?;
-            let value = declaration.string(session, "value").map(|value| value.value);
-            let secret = declaration.boolean(session, "secret").is_some_and(|secret| secret.value);
+            let declaration =
+                MapReader::open(session, var.value, &path, var.key_pos, &["value", "secret"])?;
+            let value = declaration
+                .string(session, "value")
+                .map(|value| value.value);
+            let secret = declaration
+                .boolean(session, "secret")
+                .is_some_and(|secret| secret.value);
             Some(VarDecl {
                 name,
                 value: value.unwrap_or_default(),
@@ -356,7 +398,10 @@ fn read_source(session: &mut Session, top: &MapReader<'_>) -> Option<SourceSpec>
             None
         }
         (None, None) => {
-            session.error_at(source.at(), "`source` must have one of `image` and `filter`");
+            session.error_at(
+                source.at(),
+                "`source` must have one of `image` and `filter`",
+            );
             None
         }
         (Some(_), None) => {
@@ -369,37 +414,51 @@ fn read_source(session: &mut Session, top: &MapReader<'_>) -> Option<SourceSpec>
 
 fn read_source_filter(session: &mut Session, source: &MapReader<'_>) -> Option<SourceSpec> {
     let filter = source.mapping(session, "filter", FILTER_FIELDS)?;
-    let name = filter.required_string(session, "name");
-    if let (Some(name), Some(entry)) = (&name, filter.get("name")) {
-        check_value(session, &filter, entry, checks::single_line(&name.value));
-    }
-    let owners = checked_list(session, &filter, "owners", checks::single_line);
-    match filter.get("owners") {
-        None => return filter.missing(session, "owners"),
-        Some(entry) if owners.is_empty() && entry.value.as_sequence().is_some_and(|items| items.is_empty()) => {
-            filter.invalid(session, entry, "must list at least one owner (an account id, `self` or `amazon`)");
-            return None;
-        }
-        Some(_) => {}
-    }
+    let name = checked_string_required(session, &filter, "name", checks::single_line);
+    let owners = read_filter_owners(session, &filter);
     let architecture = checked_string(session, &filter, "architecture", checks::architecture);
     Some(SourceSpec::Filter {
         name: name?.value,
-        owners,
+        owners: owners?,
         architecture: architecture.map(|architecture| architecture.value),
     })
 }
 
+/// The owners of an AMI filter: required and not empty (an unrestricted search would pick up
+/// anyone's public image).
+fn read_filter_owners(session: &mut Session, filter: &MapReader<'_>) -> Option<Vec<String>> {
+    let Some(entry) = filter.get("owners") else {
+        return filter.missing(session, "owners");
+    };
+    let listed_none = entry
+        .value
+        .as_sequence()
+        .is_some_and(|items| items.is_empty());
+    let owners = checked_list(session, filter, "owners", checks::single_line);
+    if listed_none {
+        filter.invalid(
+            session,
+            entry,
+            "must list at least one owner (an account id, `self` or `amazon`)",
+        );
+        return None;
+    }
+    Some(owners)
+}
+
 fn read_builder(session: &mut Session, top: &MapReader<'_>) -> Option<BuilderSpec> {
     let builder = top.mapping(session, "builder", BUILDER_FIELDS)?;
-    let instance_type = match builder.has("instance_type") {
-        true => checked_string(session, &builder, "instance_type", checks::instance_type),
-        false => builder.missing(session, "instance_type"),
-    };
+    let instance_type =
+        checked_string_required(session, &builder, "instance_type", checks::instance_type);
     let spec = BuilderSpec {
         instance_type: String::new(),
-        iam_instance_profile: checked_string(session, &builder, "iam_instance_profile", checks::instance_profile)
-            .map(|profile| profile.value),
+        iam_instance_profile: checked_string(
+            session,
+            &builder,
+            "iam_instance_profile",
+            checks::instance_profile,
+        )
+        .map(|profile| profile.value),
         subnet_id: checked_string(session, &builder, "subnet_id", |id| {
             checks::resource_id(id, "subnet", "subnet")
         })
@@ -409,7 +468,7 @@ fn read_builder(session: &mut Session, top: &MapReader<'_>) -> Option<BuilderSpe
         }),
         volume_size_gb: builder
             .integer(session, "volume_size_gb", 8, 16_384)
-            .map(|size| size.value as u32),
+            .and_then(|size| u32::try_from(size.value).ok()),
         imdsv2_required: flag(session, &builder, "imdsv2_required", true),
         encrypted: flag(session, &builder, "encrypted", true),
         associate_public_ip: builder
@@ -424,7 +483,9 @@ fn read_builder(session: &mut Session, top: &MapReader<'_>) -> Option<BuilderSpe
 
 /// A boolean with a default.
 fn flag(session: &mut Session, reader: &MapReader<'_>, key: &str, default: bool) -> bool {
-    reader.boolean(session, key).map_or(default, |flag| flag.value)
+    reader
+        .boolean(session, key)
+        .map_or(default, |flag| flag.value)
 }
 
 fn read_steps(session: &mut Session, top: &MapReader<'_>, file: FileId) -> Vec<StepDecl> {
@@ -432,7 +493,10 @@ fn read_steps(session: &mut Session, top: &MapReader<'_>, file: FileId) -> Vec<S
         return Vec::new();
     };
     let Some(items) = entry.value.as_sequence() else {
-        let message = format!("`steps` must be a list of steps, found {}", describe(entry.value));
+        let message = format!(
+            "`steps` must be a list of steps, found {}",
+            describe(entry.value)
+        );
         session.error_at(entry.value_pos(), message);
         return Vec::new();
     };
@@ -456,7 +520,13 @@ fn item_pos(item: &Node, fallback: Pos) -> Pos {
     }
 }
 
-fn read_step(session: &mut Session, item: &Node, index: usize, file: FileId, list_pos: Pos) -> Option<StepDecl> {
+fn read_step(
+    session: &mut Session,
+    item: &Node,
+    index: usize,
+    file: FileId,
+    list_pos: Pos,
+) -> Option<StepDecl> {
     let path = format!("steps[{index}]");
     let step = MapReader::open(session, item, &path, item_pos(item, list_pos), STEP_FIELDS)?;
     let name = step.required_string(session, "name");
@@ -477,8 +547,16 @@ fn read_step(session: &mut Session, item: &Node, index: usize, file: FileId, lis
 }
 
 /// The one action of a step; problems when there is none or more than one.
-fn read_action(session: &mut Session, step: &MapReader<'_>, label: &str, has_step_timeout: bool) -> Option<ActionDecl> {
-    let kinds: Vec<Entry<'_>> = STEP_KINDS.iter().filter_map(|kind| step.get(kind)).collect();
+fn read_action(
+    session: &mut Session,
+    step: &MapReader<'_>,
+    label: &str,
+    has_step_timeout: bool,
+) -> Option<ActionDecl> {
+    let kinds: Vec<Entry<'_>> = STEP_KINDS
+        .iter()
+        .filter_map(|kind| step.get(kind))
+        .collect();
     let actions: Vec<Option<ActionDecl>> = kinds
         .iter()
         .map(|kind| read_action_of_kind(session, step, kind.key.as_str(), has_step_timeout))
@@ -502,7 +580,12 @@ fn read_action(session: &mut Session, step: &MapReader<'_>, label: &str, has_ste
     }
 }
 
-fn read_action_of_kind(session: &mut Session, step: &MapReader<'_>, kind: &str, has_step_timeout: bool) -> Option<ActionDecl> {
+fn read_action_of_kind(
+    session: &mut Session,
+    step: &MapReader<'_>,
+    kind: &str,
+    has_step_timeout: bool,
+) -> Option<ActionDecl> {
     match kind {
         "run" => read_run(session, step).map(ActionDecl::Run),
         "file" => read_file(session, step).map(ActionDecl::File),
@@ -546,12 +629,17 @@ fn read_file(session: &mut Session, step: &MapReader<'_>) -> Option<FileDecl> {
     })
 }
 
-fn read_check(session: &mut Session, step: &MapReader<'_>, has_step_timeout: bool) -> Option<CheckDecl> {
+fn read_check(
+    session: &mut Session,
+    step: &MapReader<'_>,
+    has_step_timeout: bool,
+) -> Option<CheckDecl> {
     let check = step.mapping(session, "check", CHECK_FIELDS)?;
     let url = check.required_text(session, "url");
     let expect_status = check
         .integer(session, "expect_status", 100, 599)
-        .map_or(200, |status| status.value as u16);
+        .and_then(|status| u16::try_from(status.value).ok())
+        .unwrap_or(200);
     let expect_body = check.text(session, "expect_body");
     let timeout = check.duration(session, "timeout", NONZERO, MAX_WAIT);
     if let (true, Some(timeout)) = (has_step_timeout, &timeout) {
@@ -607,7 +695,11 @@ fn read_tags(session: &mut Session, image: &MapReader<'_>) -> Vec<TagDecl> {
         }
         match tag.value.as_scalar() {
             Some(scalar) => {
-                let text = if is_null(tag.value) { "" } else { scalar.as_str() };
+                let text = if is_null(tag.value) {
+                    ""
+                } else {
+                    scalar.as_str()
+                };
                 declared.push(TagDecl {
                     value: TemplateText::in_yaml(text.to_owned(), tag.value_pos()),
                     key,
@@ -628,19 +720,28 @@ fn read_tags(session: &mut Session, image: &MapReader<'_>) -> Vec<TagDecl> {
 
 fn read_release(session: &mut Session, top: &MapReader<'_>) -> Option<ReleaseSpec> {
     let release = top.mapping(session, "release", RELEASE_FIELDS)?;
-    let launch_template = match release.has("launch_template") {
-        true => checked_string(session, &release, "launch_template", checks::launch_template),
-        false => release.missing(session, "launch_template"),
-    };
-    let auto_scaling_group = checked_string(session, &release, "auto_scaling_group", checks::auto_scaling_group);
+    let launch_template = checked_string_required(
+        session,
+        &release,
+        "launch_template",
+        checks::launch_template,
+    );
+    let auto_scaling_group = checked_string(
+        session,
+        &release,
+        "auto_scaling_group",
+        checks::auto_scaling_group,
+    );
     let keep = release
         .integer(session, "keep", 1, i64::from(u32::MAX))
-        .map_or(5, |keep| keep.value as u32);
+        .and_then(|keep| u32::try_from(keep.value).ok())
+        .unwrap_or(5);
     let refresh = release.mapping(session, "refresh", REFRESH_FIELDS);
     let min_healthy_percentage = refresh
         .as_ref()
         .and_then(|refresh| refresh.integer(session, "min_healthy_percentage", 0, 100))
-        .map_or(0, |percentage| percentage.value as i32);
+        .and_then(|percentage| i32::try_from(percentage.value).ok())
+        .unwrap_or(0);
     let instance_warmup = refresh
         .as_ref()
         .and_then(|refresh| refresh.duration(session, "instance_warmup", Duration::ZERO, MAX_WAIT))

@@ -38,7 +38,12 @@ impl RecipeTree {
     /// Whether a path (symlinks resolved) may be used: inside the root recipe's folder, or
     /// anywhere when the root sets `allow_include_outside: true`. `what` and `shown` name the
     /// path in the message.
-    pub(crate) fn check_inside_root(&self, canonical: &Path, what: &str, shown: &Path) -> Result<(), String> {
+    pub(crate) fn check_inside_root(
+        &self,
+        canonical: &Path,
+        what: &str,
+        shown: &Path,
+    ) -> Result<(), String> {
         if self.allow_outside || canonical.starts_with(&self.root_dir) {
             return Ok(());
         }
@@ -84,7 +89,10 @@ pub(crate) fn load_tree(session: &mut Session, path: &Path) -> Option<RecipeTree
             return None;
         }
     };
-    let root_dir = canonical.parent().map(Path::to_path_buf).unwrap_or_default();
+    let root_dir = canonical
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
     let root_file = match read_recipe_file(session, path) {
         Ok(file) => file,
         Err(err) => {
@@ -125,7 +133,10 @@ impl TreeLoader<'_> {
     }
 
     fn add_include(&mut self, including_path: &Path, include: &At<String>) {
-        let shown = including_path.parent().unwrap_or(Path::new("")).join(&include.value);
+        let shown = including_path
+            .parent()
+            .unwrap_or(Path::new(""))
+            .join(&include.value);
         let Some(canonical) = self.check_include(include, &shown) else {
             self.tree.complete = false;
             return;
@@ -157,15 +168,14 @@ impl TreeLoader<'_> {
 
     /// The include's canonical path, when it exists, is allowed, and closes no cycle.
     fn check_include(&mut self, include: &At<String>, shown: &Path) -> Option<PathBuf> {
-        let problem = |message: String| Some(message);
-        let error = if include.value.trim().is_empty() {
-            problem("include path is empty".to_owned())
-        } else if self.tree.files.len() >= MAX_RECIPE_FILES {
-            problem(format!("too many recipe files (at most {MAX_RECIPE_FILES}); check for includes repeated in many places"))
-        } else {
-            None
-        };
-        if let Some(message) = error {
+        if include.value.trim().is_empty() {
+            self.session.error_at(include.pos, "include path is empty");
+            return None;
+        }
+        if self.tree.files.len() >= MAX_RECIPE_FILES {
+            let message = format!(
+                "too many recipe files (at most {MAX_RECIPE_FILES}); check for files included from many places"
+            );
             self.session.error_at(include.pos, message);
             return None;
         }
@@ -201,7 +211,6 @@ impl TreeLoader<'_> {
         names.push(shown.display().to_string());
         Some(format!("include cycle: {}", names.join(" -> ")))
     }
-
 }
 
 /// Why a recipe file could not be used.
@@ -209,15 +218,25 @@ enum ReadError {
     /// Missing, a directory, too large, unreadable: a problem of whoever names the file.
     Unusable(String),
     /// Not UTF-8: a problem inside the file, at this position.
-    NotUtf8 { line: usize, column: usize, message: String },
+    NotUtf8 {
+        line: usize,
+        column: usize,
+        message: String,
+    },
 }
 
 impl ReadError {
     /// The diagnostic, for a file the user named directly.
     fn into_diagnostic(self, path: &Path) -> Diagnostic {
         match self {
-            ReadError::Unusable(problem) => Diagnostic::in_file(path, format!("recipe file {problem}")),
-            ReadError::NotUtf8 { line, column, message } => Diagnostic::at(path, line, column, message),
+            ReadError::Unusable(problem) => {
+                Diagnostic::in_file(path, format!("recipe file {problem}"))
+            }
+            ReadError::NotUtf8 {
+                line,
+                column,
+                message,
+            } => Diagnostic::at(path, line, column, message),
         }
     }
 }
@@ -234,6 +253,10 @@ fn read_recipe_file(session: &mut Session, path: &Path) -> Result<FileId, ReadEr
             };
             Ok(session.add_file(path.to_path_buf(), text))
         }
-        Err((line, column, message)) => Err(ReadError::NotUtf8 { line, column, message }),
+        Err((line, column, message)) => Err(ReadError::NotUtf8 {
+            line,
+            column,
+            message,
+        }),
     }
 }

@@ -6,7 +6,8 @@
 //! - steps are concatenated in that order;
 //! - `vars` and `image.tags` are merged per key, later fragments winning;
 //! - `source`, `builder`, `image` (other than tags), `release` and `timeouts` are taken whole
-//!   from the last fragment that has them;
+//!   from the last fragment that has them; a fragment "has" `image` when it sets any field of it
+//!   other than `tags` (so a file that only adds tags keeps the image name of its includes);
 //! - `name` and `version` come from the root only.
 //!
 //! It must not report problems or render anything: a merge cannot fail.

@@ -15,10 +15,13 @@ use super::fragment::{ActionDecl, CheckDecl, FileDecl, StepDecl};
 use super::include::{shown_parent, RecipeTree};
 use super::merge::MergedRecipe;
 use super::source::{decode_utf8, read_limited, At, Pos, Session, MAX_FILE_SOURCE_BYTES};
-use super::template::{declared_list, format_timestamp, render, Rendered, TemplateContext, TemplateText, Variable};
+use super::template::{
+    declared_list, format_timestamp, render, Rendered, TemplateContext, TemplateText, Variable,
+};
 use super::{Diagnostic, LoadOptions};
 use crate::plan::{
-    sha256_hex, DigestImage, DigestInput, DigestStep, DigestStepKind, ImageSpec, Plan, Step, StepKind, Timeouts,
+    sha256_hex, BuilderSpec, DigestImage, DigestInput, DigestStep, DigestStepKind, ImageSpec, Plan,
+    ReleaseSpec, SourceSpec, Step, StepKind, Timeouts,
 };
 
 /// The image name when the recipe does not set one.
@@ -39,14 +42,20 @@ pub(crate) fn resolve(
     options: &LoadOptions,
 ) -> Option<Plan> {
     let (vars, version_override) = apply_cli_vars(session, &merged, &options.vars, tree.complete);
-    let version = version_override.or_else(|| merged.version.as_ref().map(|version| version.value.clone()));
+    let version =
+        version_override.or_else(|| merged.version.as_ref().map(|version| version.value.clone()));
     let context = TemplateContext {
-        name: merged.name.as_ref().map(|name| name.value.clone()).unwrap_or_default(),
+        name: merged
+            .name
+            .as_ref()
+            .map(|name| name.value.clone())
+            .unwrap_or_default(),
         version: version.clone().unwrap_or_default(),
         timestamp: format_timestamp(options.now),
         build_id: options.build_id.clone(),
         vars,
         report_unknown_vars: tree.complete,
+        public_field: None,
     };
     let mut resolver = Resolver {
         session,
@@ -84,7 +93,10 @@ fn apply_cli_vars(
         if name == "version" {
             match checks::version(value) {
                 Ok(()) => version = Some(value.clone()),
-                Err(problem) => session.push(Diagnostic::in_file(CLI_VARS, format!("`version` {problem}"))),
+                Err(problem) => session.push(Diagnostic::in_file(
+                    CLI_VARS,
+                    format!("`version` {problem}"),
+                )),
             }
             continue;
         }
@@ -108,13 +120,22 @@ struct Resolver<'a> {
     identity_known: bool,
 }
 
+/// Where a rendered value ends up, which decides whether secret variables may be used in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exposure {
+    /// Used on the builder only (scripts, file contents, checks): secrets are fine.
+    Builder,
+    /// Stored by AWS as image metadata, readable by anyone who can describe the image.
+    StoredInAws,
+}
+
 /// Everything resolved, before the problems are counted.
 struct Draft {
-    source: Option<crate::plan::SourceSpec>,
-    builder: Option<crate::plan::BuilderSpec>,
+    source: Option<SourceSpec>,
+    builder: Option<BuilderSpec>,
     steps: Vec<(Step, DigestStep)>,
     image: Option<(ImageSpec, DigestImage)>,
-    release: Option<crate::plan::ReleaseSpec>,
+    release: Option<ReleaseSpec>,
     timeouts: Timeouts,
 }
 
@@ -136,7 +157,9 @@ impl Resolver<'_> {
     /// was reported already) and every file could be read.
     fn require_section(&mut self, merged: &MergedRecipe, section: &str, present: bool) {
         if !present && !merged.declared.contains(section) && self.tree.complete {
-            let message = format!("missing required section `{section}` (in the recipe or a file it includes)");
+            let message = format!(
+                "missing required section `{section}` (in the recipe or a file it includes)"
+            );
             self.session.error_in(merged.root_file, message);
         }
     }
@@ -145,9 +168,31 @@ impl Resolver<'_> {
         render(self.session, text, &self.context)
     }
 
+    /// Renders a text for a field (named in problems) with the given exposure.
+    fn render_for(
+        &mut self,
+        text: &TemplateText,
+        field: &str,
+        exposure: Exposure,
+    ) -> Option<Rendered> {
+        if exposure == Exposure::Builder {
+            return self.render(text);
+        }
+        self.context.public_field = Some(field.to_owned());
+        let rendered = self.render(text);
+        self.context.public_field = None;
+        rendered
+    }
+
     /// Renders `text` and checks the rendered value; `field` prefixes the problem.
-    fn render_checked(&mut self, text: &TemplateText, field: &str, check: impl Fn(&str) -> Check) -> Option<Rendered> {
-        let rendered = self.render(text)?;
+    fn render_checked(
+        &mut self,
+        text: &TemplateText,
+        field: &str,
+        exposure: Exposure,
+        check: impl Fn(&str) -> Check,
+    ) -> Option<Rendered> {
+        let rendered = self.render_for(text, field, exposure)?;
         if let Err(problem) = check(&rendered.actual) {
             let pos = text.pos(self.session);
             self.session.error_at(pos, format!("`{field}` {problem}"));
@@ -161,10 +206,11 @@ impl Resolver<'_> {
         &mut self,
         text: Option<&TemplateText>,
         field: &str,
+        exposure: Exposure,
         check: impl Fn(&str) -> Check,
     ) -> Option<Option<Rendered>> {
         match text {
-            Some(text) => self.render_checked(text, field, check).map(Some),
+            Some(text) => self.render_checked(text, field, exposure, check).map(Some),
             None => Some(None),
         }
     }
@@ -175,7 +221,10 @@ impl Resolver<'_> {
         for (index, step) in steps.iter().enumerate() {
             if let Some(first) = first_by_name.get(step.name.value.as_str()) {
                 let first_at = self.describe_pos(*first);
-                let message = format!("duplicate step name `{}`; the first is at {first_at}", step.name.value);
+                let message = format!(
+                    "duplicate step name `{}`; the first is at {first_at}",
+                    step.name.value
+                );
                 self.session.error_at(step.name.pos, message);
             } else {
                 first_by_name.insert(&step.name.value, step.name.pos);
@@ -197,13 +246,27 @@ impl Resolver<'_> {
         let (kind, digest_kind, timeout) = match step.action.as_ref()? {
             ActionDecl::Run(script) => {
                 let script = self.render(script)?;
-                let timeout = step.timeout.as_ref().map_or(DEFAULT_RUN_TIMEOUT, |timeout| timeout.value);
-                let kind = StepKind::Run { script: script.actual };
-                (kind, DigestStepKind::Run { script: script.canonical }, timeout)
+                let timeout = step
+                    .timeout
+                    .as_ref()
+                    .map_or(DEFAULT_RUN_TIMEOUT, |timeout| timeout.value);
+                let kind = StepKind::Run {
+                    script: script.actual,
+                };
+                (
+                    kind,
+                    DigestStepKind::Run {
+                        script: script.canonical,
+                    },
+                    timeout,
+                )
             }
             ActionDecl::File(file) => {
                 let (kind, digest_kind) = self.resolve_file(step, file, &path)?;
-                let timeout = step.timeout.as_ref().map_or(DEFAULT_FILE_TIMEOUT, |timeout| timeout.value);
+                let timeout = step
+                    .timeout
+                    .as_ref()
+                    .map_or(DEFAULT_FILE_TIMEOUT, |timeout| timeout.value);
                 (kind, digest_kind, timeout)
             }
             ActionDecl::Check(check) => self.resolve_check(step, check, &path)?,
@@ -221,9 +284,20 @@ impl Resolver<'_> {
         Some((step, digest_step))
     }
 
-    fn resolve_file(&mut self, step: &StepDecl, file: &FileDecl, path: &str) -> Option<(StepKind, DigestStepKind)> {
-        let destination = self.render_checked(&file.destination, &format!("{path}.file.destination"), checks::destination);
-        let source_shown = shown_parent(&self.session.file(step.file).path).join(&file.source.value);
+    fn resolve_file(
+        &mut self,
+        step: &StepDecl,
+        file: &FileDecl,
+        path: &str,
+    ) -> Option<(StepKind, DigestStepKind)> {
+        let destination = self.render_checked(
+            &file.destination,
+            &format!("{path}.file.destination"),
+            Exposure::Builder,
+            checks::destination,
+        );
+        let source_shown =
+            shown_parent(&self.session.file(step.file).path).join(&file.source.value);
         let bytes = self.read_file_source(&file.source, &source_shown);
         let (content, canonical_content) = match (bytes, file.template) {
             (Some(bytes), true) => self.render_content(&file.source, &source_shown, bytes)?,
@@ -248,9 +322,14 @@ impl Resolver<'_> {
     }
 
     /// The bytes of a file source that exists, stays inside the root folder, and is small enough.
-    fn read_file_source(&mut self, source: &At<String>, shown: &std::path::Path) -> Option<Vec<u8>> {
+    fn read_file_source(
+        &mut self,
+        source: &At<String>,
+        shown: &std::path::Path,
+    ) -> Option<Vec<u8>> {
         if source.value.trim().is_empty() {
-            self.session.error_at(source.pos, "file source path is empty");
+            self.session
+                .error_at(source.pos, "file source path is empty");
             return None;
         }
         let canonical = match std::fs::canonicalize(shown) {
@@ -261,7 +340,10 @@ impl Resolver<'_> {
                 return None;
             }
         };
-        if let Err(message) = self.tree.check_inside_root(&canonical, "file source", shown) {
+        if let Err(message) = self
+            .tree
+            .check_inside_root(&canonical, "file source", shown)
+        {
             self.session.error_at(source.pos, message);
             return None;
         }
@@ -276,7 +358,12 @@ impl Resolver<'_> {
     }
 
     /// Renders a `template: true` file: `(actual bytes, canonical bytes)`.
-    fn render_content(&mut self, source: &At<String>, shown: &std::path::Path, bytes: Vec<u8>) -> Option<(Vec<u8>, Vec<u8>)> {
+    fn render_content(
+        &mut self,
+        source: &At<String>,
+        shown: &std::path::Path,
+        bytes: Vec<u8>,
+    ) -> Option<(Vec<u8>, Vec<u8>)> {
         let text = match decode_utf8(bytes) {
             Ok(text) => text,
             Err((line, column, problem)) => {
@@ -290,12 +377,30 @@ impl Resolver<'_> {
         };
         let file = self.session.add_file(shown.to_path_buf(), text.clone());
         let rendered = self.render(&TemplateText::in_content(text, file))?;
-        Some((rendered.actual.into_bytes(), rendered.canonical.into_bytes()))
+        Some((
+            rendered.actual.into_bytes(),
+            rendered.canonical.into_bytes(),
+        ))
     }
 
-    fn resolve_check(&mut self, step: &StepDecl, check: &CheckDecl, path: &str) -> Option<(StepKind, DigestStepKind, Duration)> {
-        let url = self.render_checked(&check.url, &format!("{path}.check.url"), checks::check_url);
-        let expect_body = self.render_optional(check.expect_body.as_ref(), "check.expect_body", |_| Ok(()));
+    fn resolve_check(
+        &mut self,
+        step: &StepDecl,
+        check: &CheckDecl,
+        path: &str,
+    ) -> Option<(StepKind, DigestStepKind, Duration)> {
+        let url = self.render_checked(
+            &check.url,
+            &format!("{path}.check.url"),
+            Exposure::Builder,
+            checks::check_url,
+        );
+        let expect_body = self.render_optional(
+            check.expect_body.as_ref(),
+            &format!("{path}.check.expect_body"),
+            Exposure::Builder,
+            |_| Ok(()),
+        );
         let timeout = step
             .timeout
             .as_ref()
@@ -340,11 +445,13 @@ impl Resolver<'_> {
         let description = self.render_optional(
             declared.and_then(|image| image.description.as_ref()),
             "image.description",
+            Exposure::StoredInAws,
             checks::image_description,
         );
         let ssm_parameter = self.render_optional(
             declared.and_then(|image| image.ssm_parameter.as_ref()),
             "image.ssm_parameter",
+            Exposure::StoredInAws,
             checks::ssm_parameter,
         );
         let tags = self.resolve_tags(merged);
@@ -354,14 +461,20 @@ impl Resolver<'_> {
         let digest_image = DigestImage {
             name: name.canonical,
             description: description.as_ref().map(|text| text.canonical.clone()),
-            tags: tags.iter().map(|(key, value)| (key.clone(), value.canonical.clone())).collect(),
+            tags: tags
+                .iter()
+                .map(|(key, value)| (key.clone(), value.canonical.clone()))
+                .collect(),
             regions: regions.clone(),
             share_with: share_with.clone(),
         };
         let image = ImageSpec {
             name: name.actual,
             description: description.map(|text| text.actual),
-            tags: tags.into_iter().map(|(key, value)| (key, value.actual)).collect(),
+            tags: tags
+                .into_iter()
+                .map(|(key, value)| (key, value.actual))
+                .collect(),
             regions,
             share_with,
             ssm_parameter: ssm_parameter.map(|text| text.actual),
@@ -369,14 +482,26 @@ impl Resolver<'_> {
         Some((image, digest_image))
     }
 
-    fn resolve_image_name(&mut self, merged: &MergedRecipe, declared: Option<&TemplateText>) -> Option<Rendered> {
+    fn resolve_image_name(
+        &mut self,
+        merged: &MergedRecipe,
+        declared: Option<&TemplateText>,
+    ) -> Option<Rendered> {
         if let Some(text) = declared {
             if !self.identity_known {
-                return self.render(text);
+                return self.render_for(text, "image.name", Exposure::StoredInAws);
             }
-            return self.render_checked(text, "image.name", checks::image_name);
+            return self.render_checked(
+                text,
+                "image.name",
+                Exposure::StoredInAws,
+                checks::image_name,
+            );
         }
-        let default = TemplateText::in_yaml(DEFAULT_IMAGE_NAME.to_owned(), self.session.pos_at_offset(merged.root_file, 0));
+        let default = TemplateText::in_yaml(
+            DEFAULT_IMAGE_NAME.to_owned(),
+            self.session.pos_at_offset(merged.root_file, 0),
+        );
         let rendered = self.render(&default)?;
         match checks::image_name(&rendered.actual) {
             Err(problem) if self.identity_known => {
@@ -394,7 +519,9 @@ impl Resolver<'_> {
         let mut tags = BTreeMap::new();
         let mut complete = true;
         for (key, tag) in &merged.tags {
-            match self.render_checked(&tag.value, &format!("image.tags.{key}"), checks::tag_value) {
+            let field = format!("image.tags.{key}");
+            match self.render_checked(&tag.value, &field, Exposure::StoredInAws, checks::tag_value)
+            {
                 Some(value) => {
                     tags.insert(key.clone(), value);
                 }
@@ -407,7 +534,12 @@ impl Resolver<'_> {
 
 impl Draft {
     /// The plan, when every part resolved.
-    fn into_plan(self, recipe_path: PathBuf, files: Vec<PathBuf>, context: &TemplateContext) -> Option<Plan> {
+    fn into_plan(
+        self,
+        recipe_path: PathBuf,
+        files: Vec<PathBuf>,
+        context: &TemplateContext,
+    ) -> Option<Plan> {
         let (image, digest_image) = self.image?;
         let (steps, digest_steps): (Vec<Step>, Vec<DigestStep>) = self.steps.into_iter().unzip();
         let digest_input = DigestInput {

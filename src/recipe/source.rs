@@ -112,7 +112,13 @@ impl Session {
     /// scalars copy them verbatim), so the n-th `{{` of the value is the n-th `{{` in the source
     /// after the scalar's start. The match is verified; when it fails (escape sequences, for
     /// example) the scalar's start is returned instead.
-    pub(crate) fn locate_in_scalar(&self, scalar_start: Pos, value: &str, value_offset: usize, template_len: usize) -> Pos {
+    pub(crate) fn locate_in_scalar(
+        &self,
+        scalar_start: Pos,
+        value: &str,
+        value_offset: usize,
+        template_len: usize,
+    ) -> Pos {
         let value: Vec<char> = value.chars().collect();
         let source: Vec<char> = self.file(scalar_start.file).text.chars().collect();
         let Some(template) = value.get(value_offset..value_offset + template_len) else {
@@ -142,7 +148,12 @@ pub(crate) fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
     if !metadata.is_file() {
         return Err("is not a regular file".into());
     }
-    let too_large = |size: u64| format!("is too large: {size} bytes (at most {} MiB)", limit / (1024 * 1024));
+    let too_large = |size: u64| {
+        format!(
+            "is too large: {size} bytes (at most {} MiB)",
+            limit / (1024 * 1024)
+        )
+    };
     if metadata.len() > limit {
         return Err(too_large(metadata.len()));
     }
@@ -237,9 +248,13 @@ mod tests {
 
     #[test]
     fn decode_utf8_points_at_the_first_bad_byte() {
-        let (line, column, message) = decode_utf8(b"a: 1\nb: \xff\n".to_vec()).expect_err("invalid");
+        let (line, column, message) =
+            decode_utf8(b"a: 1\nb: \xff\n".to_vec()).expect_err("invalid");
         assert_eq!((line, column), (2, 4));
-        assert_eq!(message, "not valid UTF-8: invalid byte 0xff at byte offset 8");
+        assert_eq!(
+            message,
+            "not valid UTF-8: invalid byte 0xff at byte offset 8"
+        );
     }
 
     #[test]

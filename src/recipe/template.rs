@@ -77,6 +77,9 @@ pub(crate) struct TemplateContext {
     /// False when some file could not be read completely, so a variable may be declared where
     /// the loader could not see it; unknown variables are then not reported.
     pub report_unknown_vars: bool,
+    /// When set, the text ends up in AWS metadata (this names the field) and must not use
+    /// secret variables: redaction cannot reach values stored there.
+    pub public_field: Option<String>,
 }
 
 /// A rendered template: the build's text and the digest's text.
@@ -95,7 +98,11 @@ pub(crate) struct TemplateError {
 }
 
 /// Renders `text`, recording problems (positioned at the offending `{{`) in the session.
-pub(crate) fn render(session: &mut Session, text: &TemplateText, context: &TemplateContext) -> Option<Rendered> {
+pub(crate) fn render(
+    session: &mut Session,
+    text: &TemplateText,
+    context: &TemplateContext,
+) -> Option<Rendered> {
     match render_str(&text.text, context) {
         Ok(rendered) => Some(rendered),
         Err(errors) => {
@@ -110,7 +117,10 @@ pub(crate) fn render(session: &mut Session, text: &TemplateText, context: &Templ
 
 /// Renders `text`. All problems are returned; an unknown variable while
 /// `report_unknown_vars` is false fails silently.
-pub(crate) fn render_str(text: &str, context: &TemplateContext) -> Result<Rendered, Vec<TemplateError>> {
+pub(crate) fn render_str(
+    text: &str,
+    context: &TemplateContext,
+) -> Result<Rendered, Vec<TemplateError>> {
     let chars: Vec<char> = text.chars().collect();
     let mut rendered = Rendered {
         actual: String::with_capacity(text.len()),
@@ -172,7 +182,8 @@ enum Expression {
     Reference(String),
 }
 
-const UNCLOSED: &str = "unclosed `{{`: close it with `}}`, or write a literal `{{` as `{{ \"{{\" }}`";
+const UNCLOSED: &str =
+    "unclosed `{{`: close it with `}}`, or write a literal `{{` as `{{ \"{{\" }}`";
 
 fn parse_template(chars: &[char], start: usize) -> Result<Template, TemplateError> {
     let unclosed = || TemplateError {
@@ -190,7 +201,9 @@ fn parse_template(chars: &[char], start: usize) -> Result<Template, TemplateErro
             .iter()
             .position(|c| *c == '"')
             .ok_or_else(unclosed)?;
-        let literal: String = chars[literal_start..literal_start + literal_len].iter().collect();
+        let literal: String = chars[literal_start..literal_start + literal_len]
+            .iter()
+            .collect();
         let mut after = literal_start + literal_len + 1;
         while chars.get(after).is_some_and(|c| *c == ' ' || *c == '\t') {
             after += 1;
@@ -214,7 +227,10 @@ fn parse_template(chars: &[char], start: usize) -> Result<Template, TemplateErro
 }
 
 /// The value of an expression; `Ok(None)` for an unknown variable that is not reported.
-fn evaluate(expression: &Expression, context: &TemplateContext) -> Result<Option<Rendered>, String> {
+fn evaluate(
+    expression: &Expression,
+    context: &TemplateContext,
+) -> Result<Option<Rendered>, String> {
     let reference = match expression {
         Expression::Literal(literal) => return Ok(Some(substituted(literal))),
         Expression::Reference(reference) => reference.as_str(),
@@ -234,13 +250,23 @@ fn evaluate(expression: &Expression, context: &TemplateContext) -> Result<Option
 }
 
 fn variable(var_name: &str, context: &TemplateContext) -> Result<Option<Rendered>, String> {
-    match context.vars.get(var_name) {
-        Some(Variable { value, secret: true }) => Ok(Some(placeholder(value, &format!("{{{{ secret:{var_name} }}}}")))),
-        Some(Variable { value, secret: false }) => Ok(Some(substituted(value))),
-        None if !context.report_unknown_vars => Ok(None),
-        None => Err(format!(
+    let Some(variable) = context.vars.get(var_name) else {
+        if !context.report_unknown_vars {
+            return Ok(None);
+        }
+        return Err(format!(
             "unknown variable `{var_name}` in `{{{{ vars.{var_name} }}}}` ({})",
             declared_list(&context.vars)
+        ));
+    };
+    match (variable.secret, &context.public_field) {
+        (false, _) => Ok(Some(substituted(&variable.value))),
+        (true, None) => Ok(Some(placeholder(
+            &variable.value,
+            &format!("{{{{ secret:{var_name} }}}}"),
+        ))),
+        (true, Some(field)) => Err(format!(
+            "secret variable `{var_name}` cannot be used in `{field}`: AWS would store its value where it cannot be redacted"
         )),
     }
 }
@@ -304,7 +330,8 @@ fn civil_date(days_since_epoch: u64) -> (u64, u64, u64) {
     let days = days_since_epoch + 719_468;
     let era = days / 146_097;
     let day_of_era = days % 146_097;
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_from_march = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
@@ -345,6 +372,7 @@ mod tests {
             build_id: "b-1".into(),
             vars,
             report_unknown_vars: true,
+            public_field: None,
         }
     }
 
@@ -362,8 +390,14 @@ mod tests {
 
     #[test]
     fn renders_names_and_vars_with_or_without_spaces() {
-        assert_eq!(actual("{{ name }}-{{version}}-{{ vars.port }}-{{vars.port}}"), "web-1.2.3-9090-9090");
-        assert_eq!(actual("{{ timestamp }} {{ build_id }}"), "20261125T212241Z b-1");
+        assert_eq!(
+            actual("{{ name }}-{{version}}-{{ vars.port }}-{{vars.port}}"),
+            "web-1.2.3-9090-9090"
+        );
+        assert_eq!(
+            actual("{{ timestamp }} {{ build_id }}"),
+            "20261125T212241Z b-1"
+        );
     }
 
     #[test]
@@ -396,13 +430,20 @@ mod tests {
     fn unknown_names_and_vars() {
         assert_eq!(
             error_messages("x {{ vars.nope }}"),
-            [(2, "unknown variable `nope` in `{{ vars.nope }}` (declared: db_password, port)".to_owned())]
+            [(
+                2,
+                "unknown variable `nope` in `{{ vars.nope }}` (declared: db_password, port)"
+                    .to_owned()
+            )]
         );
         assert_eq!(
             error_messages("{{ port }}"),
             [(0, "unknown template name `port`: templates can use `name`, `version`, `timestamp`, `build_id` and `vars.NAME` (did you mean `{{ vars.port }}`?)".to_owned())]
         );
-        assert_eq!(error_messages("{{ }}"), [(0, "empty template `{{ }}`".to_owned())]);
+        assert_eq!(
+            error_messages("{{ }}"),
+            [(0, "empty template `{{ }}`".to_owned())]
+        );
     }
 
     #[test]
@@ -410,6 +451,21 @@ mod tests {
         let errors = error_messages("{{ a }} {{ b }} {{ c");
         assert_eq!(errors.len(), 3);
         assert_eq!(errors[2], (16, UNCLOSED.to_owned()));
+    }
+
+    #[test]
+    fn secrets_are_refused_in_public_fields() {
+        let mut context = context();
+        context.public_field = Some("image.name".into());
+        assert_eq!(
+            render_str("x-{{ vars.db_password }}", &context),
+            Err(vec![TemplateError {
+                offset: 2,
+                len: 22,
+                message: "secret variable `db_password` cannot be used in `image.name`: AWS would store its value where it cannot be redacted".into(),
+            }])
+        );
+        assert!(render_str("{{ vars.port }}", &context).is_ok());
     }
 
     #[test]
@@ -426,6 +482,9 @@ mod tests {
         assert_eq!(format_timestamp(moment), "20261125T212241Z");
         let leap_day = UNIX_EPOCH + Duration::from_secs(951_782_400);
         assert_eq!(format_timestamp(leap_day), "20000229T000000Z");
-        assert_eq!(format_timestamp(UNIX_EPOCH - Duration::from_secs(5)), "19700101T000000Z");
+        assert_eq!(
+            format_timestamp(UNIX_EPOCH - Duration::from_secs(5)),
+            "19700101T000000Z"
+        );
     }
 }

@@ -54,7 +54,11 @@ fn good(relative: &str) -> PathBuf {
 fn load_ok(path: &Path, options: &LoadOptions) -> Plan {
     match load_plan(path, options) {
         Ok(plan) => plan,
-        Err(problems) => panic!("{} failed to load:\n{}", path.display(), rendered(&problems)),
+        Err(problems) => panic!(
+            "{} failed to load:\n{}",
+            path.display(),
+            rendered(&problems)
+        ),
     }
 }
 
@@ -106,7 +110,12 @@ fn step_names(plan: &Plan) -> Vec<&str> {
 }
 
 fn script_of<'p>(plan: &'p Plan, step: &str) -> &'p str {
-    match plan.steps.iter().find(|candidate| candidate.name == step).map(|step| &step.kind) {
+    match plan
+        .steps
+        .iter()
+        .find(|candidate| candidate.name == step)
+        .map(|step| &step.kind)
+    {
         Some(StepKind::Run { script }) => script,
         other => panic!("no run step `{step}`: {other:?}"),
     }
@@ -131,7 +140,13 @@ fn includes_merge_in_contract_order() {
     let plan = load_ok(&good("full/main.yaml"), &options());
     assert_eq!(
         step_names(&plan),
-        ["base packages", "transformer user", "install transformer", "config", "transformer is healthy"]
+        [
+            "base packages",
+            "transformer user",
+            "install transformer",
+            "config",
+            "transformer is healthy"
+        ]
     );
     let root = good("full/main.yaml");
     let parts = good("full/parts");
@@ -146,8 +161,16 @@ fn includes_merge_in_contract_order() {
     );
     // The root's vars and tags win per key; other keys come from the includes.
     assert!(script_of(&plan, "install transformer").contains("echo \"9090 ${HOME}\""));
-    let tags: Vec<(&str, &str)> = plan.image.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    assert_eq!(tags, [("app", "rudder"), ("owner", "platform"), ("team", "data")]);
+    let tags: Vec<(&str, &str)> = plan
+        .image
+        .tags
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        tags,
+        [("app", "rudder"), ("owner", "platform"), ("team", "data")]
+    );
     assert_eq!(plan.image.name, "rudder-dataplane-1.83.0-20261125T212241Z");
     assert_eq!(
         plan.image.description.as_deref(),
@@ -164,24 +187,45 @@ fn includes_merge_in_contract_order() {
 #[test]
 fn step_defaults_and_file_and_check_steps() {
     let plan = load_ok(&good("full/main.yaml"), &options());
-    let timeouts: Vec<u64> = plan.steps.iter().map(|step| step.timeout.as_secs()).collect();
+    let timeouts: Vec<u64> = plan
+        .steps
+        .iter()
+        .map(|step| step.timeout.as_secs())
+        .collect();
     assert_eq!(timeouts, [1800, 1800, 1200, 300, 120]);
     match &plan.steps[3].kind {
-        StepKind::File { source, content, destination, mode, owner } => {
+        StepKind::File {
+            source,
+            content,
+            destination,
+            mode,
+            owner,
+        } => {
             assert_eq!(source, &good("full/files/rudder.env.tmpl"));
             let content = String::from_utf8(content.clone()).expect("utf-8");
             assert_eq!(
                 content,
                 "# written by kiln for rudder-dataplane 1.83.0\nTRANSFORMER_PORT=9090\nDB_PASSWORD=\nHOME_DIR=${HOME}\n"
             );
-            assert_eq!((destination.as_str(), *mode, owner.as_deref()), ("/etc/rudderstack/env", 0o640, Some("root:rudder")));
+            assert_eq!(
+                (destination.as_str(), *mode, owner.as_deref()),
+                ("/etc/rudderstack/env", 0o640, Some("root:rudder"))
+            );
         }
         other => panic!("expected a file step, got {other:?}"),
     }
     match &plan.steps[4].kind {
-        StepKind::Check { url, expect_status, expect_body, interval } => {
+        StepKind::Check {
+            url,
+            expect_status,
+            expect_body,
+            interval,
+        } => {
             assert_eq!(url, "http://127.0.0.1:9090/health");
-            assert_eq!((*expect_status, expect_body.as_deref()), (200, Some("\"UP\"")));
+            assert_eq!(
+                (*expect_status, expect_body.as_deref()),
+                (200, Some("\"UP\""))
+            );
             assert_eq!(*interval, Duration::from_secs(2));
         }
         other => panic!("expected a check step, got {other:?}"),
@@ -200,8 +244,17 @@ fn filter_source_and_builder_fields() {
         }
     );
     assert_eq!(plan.version, "2.4.1");
-    assert_eq!(plan.builder.security_group_ids, ["sg-0123abcd", "sg-4567ef01"]);
-    assert_eq!((plan.builder.volume_size_gb, plan.builder.associate_public_ip), (Some(30), Some(false)));
+    assert_eq!(
+        plan.builder.security_group_ids,
+        ["sg-0123abcd", "sg-4567ef01"]
+    );
+    assert_eq!(
+        (
+            plan.builder.volume_size_gb,
+            plan.builder.associate_public_ip
+        ),
+        (Some(30), Some(false))
+    );
     assert_eq!(plan.image.name, "api-node 2.4.1 (b-42)");
     assert_eq!(plan.image.share_with, ["012345678901"]);
     assert!(script_of(&plan, "install").contains("echo \"${HOSTNAME:-unknown}\" > /etc/motd"));
@@ -209,10 +262,17 @@ fn filter_source_and_builder_fields() {
 
 #[test]
 fn cli_vars_override_values_version_and_secrets_are_redacted() {
-    let vars = [("version", "1.84.0-rc.1"), ("db_password", "s3cr3t!"), ("transformer_port", "7070")];
+    let vars = [
+        ("version", "1.84.0-rc.1"),
+        ("db_password", "s3cr3t!"),
+        ("transformer_port", "7070"),
+    ];
     let plan = load_ok(&good("full/main.yaml"), &options_with_vars(&vars));
     assert_eq!(plan.version, "1.84.0-rc.1");
-    assert_eq!(plan.image.name, "rudder-dataplane-1.84.0-rc.1-20261125T212241Z");
+    assert_eq!(
+        plan.image.name,
+        "rudder-dataplane-1.84.0-rc.1-20261125T212241Z"
+    );
     assert_eq!(plan.secrets, ["s3cr3t!"]);
     let script = script_of(&plan, "install transformer");
     assert!(script.contains("PGPASSWORD='s3cr3t!'"), "{script}");
@@ -252,8 +312,12 @@ fn unknown_variable_positions_inside_block_and_plain_scalars() {
     assert_eq!(
         load_err(&recipe, &options()),
         [
-            format!("{shown}:10:34: unknown variable `prot` in `{{{{ vars.prot }}}}` (declared: port)"),
-            format!("{shown}:12:16: unknown variable `nope` in `{{{{ vars.nope }}}}` (declared: port)"),
+            format!(
+                "{shown}:10:34: unknown variable `prot` in `{{{{ vars.prot }}}}` (declared: port)"
+            ),
+            format!(
+                "{shown}:12:16: unknown variable `nope` in `{{{{ vars.nope }}}}` (declared: port)"
+            ),
         ]
     );
 }
@@ -270,9 +334,28 @@ fn literal_braces_and_shell_syntax_survive_rendering() {
 }
 
 #[test]
+fn secrets_are_refused_where_aws_would_store_them() {
+    let scratch = Scratch::new();
+    let recipe = scratch.write(
+        "x.yaml",
+        format!("{HEADER}vars:\n  token: {{ value: t, secret: true }}\nimage:\n  tags: {{ auth: \"Bearer {{{{ vars.token }}}}\" }}\n"),
+    );
+    assert_eq!(
+        load_err(&recipe, &options()),
+        [format!(
+            "{}:8:25: secret variable `token` cannot be used in `image.tags.auth`: AWS would store its value where it cannot be redacted",
+            scratch.shown("x.yaml")
+        )]
+    );
+}
+
+#[test]
 fn template_errors_in_file_content_point_into_the_file() {
     let scratch = Scratch::new();
-    scratch.write("files/app.conf", "port = 1\nname = {{ name }}\nbad = {{ vars.missing }}\n");
+    scratch.write(
+        "files/app.conf",
+        "port = 1\nname = {{ name }}\nbad = {{ vars.missing }}\n",
+    );
     let recipe = scratch.write(
         "x.yaml",
         format!("{HEADER}steps:\n  - name: conf\n    file: {{ source: files/app.conf, destination: /etc/app.conf, template: true }}\n"),
@@ -289,7 +372,10 @@ fn template_errors_in_file_content_point_into_the_file() {
 #[test]
 fn every_problem_is_reported_together_with_rendered_source() {
     let scratch = Scratch::new();
-    scratch.write("part.yaml", "steps:\n  - name: dup\n    run: echo 1\n  - nme: x\n    run: echo\n");
+    scratch.write(
+        "part.yaml",
+        "steps:\n  - name: dup\n    run: echo 1\n  - nme: x\n    run: echo\n",
+    );
     scratch.write("broken.yaml", "steps: [\n");
     let recipe = scratch.write(
         "x.yaml",
@@ -319,6 +405,21 @@ fn every_problem_is_reported_together_with_rendered_source() {
     assert_eq!(
         problems[2].render(),
         format!("{x}:7:19: `builder.volume_size_gb` must be between 8 and 16384, found 4\n  |\n7 |   volume_size_gb: 4\n  |                   ^")
+    );
+}
+
+#[test]
+fn crlf_line_endings_and_byte_order_mark_keep_positions_right() {
+    let scratch = Scratch::new();
+    let text = format!("\u{feff}{HEADER}steps:\n  - name: a\n    run: |\n      echo ok\n      echo {{{{ vars.nope }}}}\n")
+        .replace('\n', "\r\n");
+    let recipe = scratch.write("x.yaml", text);
+    assert_eq!(
+        load_err(&recipe, &options()),
+        [format!(
+            "{}:9:12: unknown variable `nope` in `{{{{ vars.nope }}}}` (no variables are declared)",
+            scratch.shown("x.yaml")
+        )]
     );
 }
 
@@ -424,11 +525,23 @@ mod digest {
         let changed = [
             ("version", digest_with(|r| r.version = "1.1".into(), &[])),
             ("version var", digest_with(|_| {}, &[("version", "1.1")])),
-            ("source", digest_with(|r| r.source = "ami-0123456789abcdef1".into(), &[])),
+            (
+                "source",
+                digest_with(|r| r.source = "ami-0123456789abcdef1".into(), &[]),
+            ),
             ("step", digest_with(|r| r.script.push_str(" more"), &[])),
-            ("file bytes", digest_with(|r| r.file_content.push('\n'), &[])),
-            ("var in yaml", digest_with(|r| r.var_value = "bye".into(), &[])),
-            ("var on command line", digest_with(|_| {}, &[("greeting", "bye")])),
+            (
+                "file bytes",
+                digest_with(|r| r.file_content.push('\n'), &[]),
+            ),
+            (
+                "var in yaml",
+                digest_with(|r| r.var_value = "bye".into(), &[]),
+            ),
+            (
+                "var on command line",
+                digest_with(|_| {}, &[("greeting", "bye")]),
+            ),
         ];
         for (what, digest) in changed {
             assert_ne!(digest, base, "changing the {what} must change the digest");
@@ -440,8 +553,14 @@ mod digest {
         let base = baseline();
         let unchanged = [
             ("release.keep", digest_with(|r| r.keep = 9, &[])),
-            ("timeouts", digest_with(|r| r.image_available = "2h".into(), &[])),
-            ("secret value", digest_with(|_| {}, &[("token", "t0ps3cret")])),
+            (
+                "timeouts",
+                digest_with(|r| r.image_available = "2h".into(), &[]),
+            ),
+            (
+                "secret value",
+                digest_with(|_| {}, &[("token", "t0ps3cret")]),
+            ),
         ];
         for (what, digest) in unchanged {
             assert_eq!(digest, base, "changing {what} must not change the digest");
@@ -492,7 +611,12 @@ mod corpus {
             Ok(text) => text,
             Err(err) => return vec![format!("cannot read {}: {err}", case.expect.display())],
         };
-        let dir = case.recipe.parent().unwrap_or(Path::new("")).display().to_string();
+        let dir = case
+            .recipe
+            .parent()
+            .unwrap_or(Path::new(""))
+            .display()
+            .to_string();
         let expected: Vec<String> = expectation
             .lines()
             .filter(|line| !line.trim().is_empty())
@@ -522,15 +646,26 @@ mod corpus {
     fn every_bad_recipe_fails_with_its_expected_problems() {
         let corpus = repo_root().join("tests/recipes/bad");
         let cases = cases(&corpus);
-        assert!(cases.len() >= 55, "only {} cases in {}", cases.len(), corpus.display());
+        assert!(
+            cases.len() >= 55,
+            "only {} cases in {}",
+            cases.len(),
+            corpus.display()
+        );
         let failures: Vec<String> = cases
             .iter()
             .filter_map(|case| {
                 let problems = check_case(case);
-                (!problems.is_empty()).then(|| format!("{}:\n  {}", case.recipe.display(), problems.join("\n  ")))
+                (!problems.is_empty())
+                    .then(|| format!("{}:\n  {}", case.recipe.display(), problems.join("\n  ")))
             })
             .collect();
-        assert!(failures.is_empty(), "{} failing case(s):\n{}", failures.len(), failures.join("\n"));
+        assert!(
+            failures.is_empty(),
+            "{} failing case(s):\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
     }
 
     #[test]

@@ -25,18 +25,22 @@ pub(crate) fn parse_document(session: &mut Session, file: FileId) -> Option<Node
         .prevent_coercion(true)
         .error_on_duplicate_keys(true);
     let text = &session.file(file).text;
-    let parsed = std::panic::catch_unwind(|| marked_yaml::parse_yaml_with_options(file.0, text, options));
+    let parsed =
+        std::panic::catch_unwind(|| marked_yaml::parse_yaml_with_options(file.0, text, options));
     match parsed {
         Ok(Ok(node)) => {
             if let Some(offset) = second_document_offset(text) {
                 let pos = session.pos_at_offset(file, offset);
-                session.error_at(pos, "only one YAML document is allowed per recipe file (found `---`)");
+                session.error_at(
+                    pos,
+                    "only one YAML document is allowed per recipe file (found `---`)",
+                );
                 return None;
             }
             Some(node)
         }
         Ok(Err(err)) => {
-            let (pos, message) = describe_load_error(session, &err);
+            let (pos, message) = describe_load_error(session, file, &err);
             session.error_at(pos, message);
             None
         }
@@ -47,7 +51,7 @@ pub(crate) fn parse_document(session: &mut Session, file: FileId) -> Option<Node
     }
 }
 
-fn describe_load_error(session: &Session, err: &LoadError) -> (Pos, String) {
+fn describe_load_error(session: &Session, file: FileId, err: &LoadError) -> (Pos, String) {
     match err {
         LoadError::TopLevelMustBeMapping(marker) | LoadError::TopLevelMustBeSequence(marker) => (
             Pos::from_marker(marker),
@@ -78,12 +82,7 @@ fn describe_load_error(session: &Session, err: &LoadError) -> (Pos, String) {
             let first_at = first.map_or(String::new(), |pos| {
                 format!(" (first defined at line {}, column {})", pos.line, pos.column)
             });
-            let pos = second.or(first).unwrap_or(Pos {
-                file: FileId(0),
-                line: 1,
-                column: 1,
-                offset: 0,
-            });
+            let pos = second.or(first).unwrap_or_else(|| session.pos_at_offset(file, 0));
             (pos, format!("duplicate key `{}`{first_at}", inner.key.as_str()))
         }
     }
@@ -114,12 +113,14 @@ fn second_document_offset(text: &str) -> Option<usize> {
     let mut seen_content = false;
     let mut offset = 0;
     for line in text.split('\n') {
-        let is_marker = line.starts_with("---") && line[3..].chars().next().map_or(true, char::is_whitespace);
+        let is_marker =
+            line.starts_with("---") && line[3..].chars().next().is_none_or(char::is_whitespace);
         if is_marker && seen_content {
             return Some(offset);
         }
         let trimmed = line.trim();
-        if !is_marker && !trimmed.is_empty() && !trimmed.starts_with('#') && !line.starts_with('%') {
+        if !is_marker && !trimmed.is_empty() && !trimmed.starts_with('#') && !line.starts_with('%')
+        {
             seen_content = true;
         }
         offset += line.chars().count() + 1;
@@ -202,20 +203,34 @@ pub(crate) struct MapReader<'n> {
 impl<'n> MapReader<'n> {
     /// Opens `node` as a mapping with the given fields; a null node is an empty mapping.
     /// Returns `None` (after recording the problem) when `node` is a list or a string.
-    pub(crate) fn open(session: &mut Session, node: &'n Node, path: &str, at: Pos, fields: &[&str]) -> Option<Self> {
+    pub(crate) fn open(
+        session: &mut Session,
+        node: &'n Node,
+        path: &str,
+        at: Pos,
+        fields: &[&str],
+    ) -> Option<Self> {
         let reader = Self::open_any(session, node, path, at)?;
         reader.report_unknown_keys(session, fields);
         Some(reader)
     }
 
     /// Like [`MapReader::open`], for mappings whose keys are data (variables, tags).
-    pub(crate) fn open_any(session: &mut Session, node: &'n Node, path: &str, at: Pos) -> Option<Self> {
+    pub(crate) fn open_any(
+        session: &mut Session,
+        node: &'n Node,
+        path: &str,
+        at: Pos,
+    ) -> Option<Self> {
         let map = match node {
             Node::Mapping(map) => Some(map),
             _ if is_null(node) => None,
             _ => {
                 let pos = node_pos(node, at);
-                session.error_at(pos, format!("`{path}` must be a mapping, found {}", describe(node)));
+                session.error_at(
+                    pos,
+                    format!("`{path}` must be a mapping, found {}", describe(node)),
+                );
                 return None;
             }
         };
@@ -269,7 +284,9 @@ impl<'n> MapReader<'n> {
 
     /// The first key's position, or where the mapping is introduced.
     pub(crate) fn first_key_pos(&self) -> Pos {
-        self.entries().first().map_or(self.at, |entry| entry.key_pos)
+        self.entries()
+            .first()
+            .map_or(self.at, |entry| entry.key_pos)
     }
 
     /// Dotted path of a field of this mapping.
@@ -295,10 +312,15 @@ impl<'n> MapReader<'n> {
     fn wrong_type<T>(&self, session: &mut Session, entry: Entry<'_>, expected: &str) -> Option<T> {
         let path = self.field_path(entry.key.as_str());
         let hint = match entry.value.as_scalar() {
-            Some(scalar) if !scalar.may_coerce() && expected != "a string" => " (remove the quotes)",
+            Some(scalar) if !scalar.may_coerce() && expected != "a string" => {
+                " (remove the quotes)"
+            }
             _ => "",
         };
-        let message = format!("`{path}` must be {expected}, found {}{hint}", describe(entry.value));
+        let message = format!(
+            "`{path}` must be {expected}, found {}{hint}",
+            describe(entry.value)
+        );
         session.error_at(entry.value_pos(), message);
         None
     }
@@ -356,7 +378,13 @@ impl<'n> MapReader<'n> {
     }
 
     /// An optional integer within `min..=max`.
-    pub(crate) fn integer(&self, session: &mut Session, key: &str, min: i64, max: i64) -> Option<At<i64>> {
+    pub(crate) fn integer(
+        &self,
+        session: &mut Session,
+        key: &str,
+        min: i64,
+        max: i64,
+    ) -> Option<At<i64>> {
         let entry = self.get(key)?;
         let parsed = entry
             .value
@@ -382,7 +410,13 @@ impl<'n> MapReader<'n> {
     }
 
     /// An optional duration such as `90s` or `20m`, within `min..=max`.
-    pub(crate) fn duration(&self, session: &mut Session, key: &str, min: Duration, max: Duration) -> Option<At<Duration>> {
+    pub(crate) fn duration(
+        &self,
+        session: &mut Session,
+        key: &str,
+        min: Duration,
+        max: Duration,
+    ) -> Option<At<Duration>> {
         let entry = self.get(key)?;
         let Some(scalar) = entry.value.as_scalar() else {
             return self.wrong_type(session, entry, "a duration like `90s` or `20m`");
@@ -405,7 +439,9 @@ impl<'n> MapReader<'n> {
             return Vec::new();
         };
         let Some(items) = entry.value.as_sequence() else {
-            return self.wrong_type(session, entry, "a list").unwrap_or_default();
+            return self
+                .wrong_type(session, entry, "a list")
+                .unwrap_or_default();
         };
         let path = self.field_path(key);
         let mut strings = Vec::new();
@@ -416,16 +452,33 @@ impl<'n> MapReader<'n> {
                     value: scalar.as_str().to_owned(),
                     pos,
                 }),
-                _ => session.error_at(pos, format!("`{path}[{index}]` must be a string, found {}", describe(item))),
+                _ => session.error_at(
+                    pos,
+                    format!(
+                        "`{path}[{index}]` must be a string, found {}",
+                        describe(item)
+                    ),
+                ),
             }
         }
         strings
     }
 
     /// An optional nested mapping with the given fields.
-    pub(crate) fn mapping(&self, session: &mut Session, key: &str, fields: &[&str]) -> Option<MapReader<'n>> {
+    pub(crate) fn mapping(
+        &self,
+        session: &mut Session,
+        key: &str,
+        fields: &[&str],
+    ) -> Option<MapReader<'n>> {
         let entry = self.get(key)?;
-        MapReader::open(session, entry.value, &self.field_path(key), entry.key_pos, fields)
+        MapReader::open(
+            session,
+            entry.value,
+            &self.field_path(key),
+            entry.key_pos,
+            fields,
+        )
     }
 }
 
@@ -486,7 +539,11 @@ fn parse_integer(text: &str) -> Option<i64> {
 
 /// Parses a humantime duration and checks it lies within `min..=max`; the error is a message
 /// fragment that follows the field path ("must be ...", "is not a duration ...").
-pub(crate) fn parse_duration_within(text: &str, min: Duration, max: Duration) -> Result<Duration, String> {
+pub(crate) fn parse_duration_within(
+    text: &str,
+    min: Duration,
+    max: Duration,
+) -> Result<Duration, String> {
     let duration = humantime::parse_duration(text.trim()).map_err(|err| {
         format!(
             "is not a duration: {} ({err}); write a number and a unit, like `90s`, `20m` or `1h30m`",
@@ -538,9 +595,15 @@ mod tests {
     #[test]
     fn anchors_point_at_the_ampersand() {
         let (session, _) = parse("a: &x 1\nb: *x\n");
-        assert_eq!(messages(&session), [format!("x.yaml:1:4: {ALIASES_UNSUPPORTED}")]);
+        assert_eq!(
+            messages(&session),
+            [format!("x.yaml:1:4: {ALIASES_UNSUPPORTED}")]
+        );
         let (session, _) = parse("b: *x\n");
-        assert_eq!(messages(&session), [format!("x.yaml:1:4: {ALIASES_UNSUPPORTED}")]);
+        assert_eq!(
+            messages(&session),
+            [format!("x.yaml:1:4: {ALIASES_UNSUPPORTED}")]
+        );
     }
 
     #[test]
@@ -565,15 +628,26 @@ mod tests {
 
     #[test]
     fn reader_reports_unknown_keys_and_types() {
-        let (mut session, node) = parse("builder:\n  instance_typ: t3.large\n  volume_size_gb: \"30\"\n  encrypted: yes\n");
+        let (mut session, node) = parse(
+            "builder:\n  instance_typ: t3.large\n  volume_size_gb: \"30\"\n  encrypted: yes\n",
+        );
         let node = node.expect("parses");
         let file_start = session.pos_at_offset(FileId(0), 0);
-        let root = MapReader::open(&mut session, &node, "", file_start, &["builder"]).expect("mapping");
+        let root =
+            MapReader::open(&mut session, &node, "", file_start, &["builder"]).expect("mapping");
         let builder = root
-            .mapping(&mut session, "builder", &["instance_type", "volume_size_gb", "encrypted"])
+            .mapping(
+                &mut session,
+                "builder",
+                &["instance_type", "volume_size_gb", "encrypted"],
+            )
             .expect("mapping");
-        assert!(builder.required_string(&mut session, "instance_type").is_none());
-        assert!(builder.integer(&mut session, "volume_size_gb", 8, 16384).is_none());
+        assert!(builder
+            .required_string(&mut session, "instance_type")
+            .is_none());
+        assert!(builder
+            .integer(&mut session, "volume_size_gb", 8, 16384)
+            .is_none());
         assert!(builder.boolean(&mut session, "encrypted").is_none());
         assert_eq!(
             messages(&session),
@@ -590,9 +664,18 @@ mod tests {
     fn durations() {
         let max = Duration::from_secs(86_400);
         let positive = Duration::from_nanos(1);
-        assert_eq!(parse_duration_within("20m", positive, max), Ok(Duration::from_secs(1200)));
-        assert_eq!(parse_duration_within("1h 30m", positive, max), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration_within("0s", Duration::ZERO, max), Ok(Duration::ZERO));
+        assert_eq!(
+            parse_duration_within("20m", positive, max),
+            Ok(Duration::from_secs(1200))
+        );
+        assert_eq!(
+            parse_duration_within("1h 30m", positive, max),
+            Ok(Duration::from_secs(5400))
+        );
+        assert_eq!(
+            parse_duration_within("0s", Duration::ZERO, max),
+            Ok(Duration::ZERO)
+        );
         assert_eq!(
             parse_duration_within("0s", positive, max),
             Err("must be longer than zero".to_owned())
@@ -602,7 +685,10 @@ mod tests {
             Err("must be at most 1day, found 2days".to_owned())
         );
         let unitless = parse_duration_within("30", positive, max).expect_err("needs a unit");
-        assert!(unitless.starts_with("is not a duration: `30` ("), "{unitless}");
+        assert!(
+            unitless.starts_with("is not a duration: `30` ("),
+            "{unitless}"
+        );
     }
 
     #[test]
@@ -616,7 +702,10 @@ mod tests {
 
     #[test]
     fn suggestions_only_for_close_names() {
-        assert_eq!(closest_field("timout", &["name", "timeout"]), Some("timeout"));
+        assert_eq!(
+            closest_field("timout", &["name", "timeout"]),
+            Some("timeout")
+        );
         assert_eq!(closest_field("zzz", &["name", "timeout"]), None);
     }
 }

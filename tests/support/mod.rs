@@ -25,7 +25,10 @@ fn emulator_python() -> PathBuf {
         return PathBuf::from(python);
     }
     let python = repo_root().join(".emulator/venv/bin/python");
-    assert!(python.exists(), "the emulator is not installed: run scripts/test.sh (or scripts/emulator install) first");
+    assert!(
+        python.exists(),
+        "the emulator is not installed: run scripts/test.sh (or scripts/emulator install) first"
+    );
     python
 }
 
@@ -62,7 +65,9 @@ impl Emulator {
         };
         // Keep draining stdout so the emulator never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(30))
+            .build();
         Emulator { child, url, agent }
     }
 
@@ -108,11 +113,17 @@ impl Emulator {
 
     /// The requests kiln made (not the test's own checks).
     pub fn kiln_requests(&self) -> Vec<Value> {
-        self.requests().into_iter().filter(|r| r["access_key"].as_str() != Some(CHECK_ACCESS_KEY)).collect()
+        self.requests()
+            .into_iter()
+            .filter(|r| r["access_key"].as_str() != Some(CHECK_ACCESS_KEY))
+            .collect()
     }
 
     pub fn kiln_actions(&self) -> Vec<String> {
-        self.kiln_requests().iter().map(|r| r["action"].as_str().unwrap_or_default().to_owned()).collect()
+        self.kiln_requests()
+            .iter()
+            .map(|r| r["action"].as_str().unwrap_or_default().to_owned())
+            .collect()
     }
 
     pub fn clear_requests(&self) {
@@ -121,15 +132,26 @@ impl Emulator {
 
     /// AWS clients for checking state, as the test (not as kiln).
     pub fn aws(&self) -> Aws {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
         let config = runtime.block_on(
             aws_config::defaults(aws_config::BehaviorVersion::latest())
                 .region(aws_config::Region::new(REGION))
                 .endpoint_url(&self.url)
-                .credentials_provider(aws_sdk_ec2::config::Credentials::new(CHECK_ACCESS_KEY, "testing", None, None, "tests"))
+                .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                    CHECK_ACCESS_KEY,
+                    "testing",
+                    None,
+                    None,
+                    "tests",
+                ))
                 .http_client(
                     aws_smithy_http_client::Builder::new()
-                        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring))
+                        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+                        ))
                         .build_https(),
                 )
                 .load(),
@@ -143,8 +165,42 @@ impl Emulator {
     }
 }
 
+/// Where each emulator leaves the list of AWS actions kiln called, for the IAM policy check
+/// that runs after the suite (`iam::policy_allows_every_action_the_suite_recorded`).
+pub fn recorded_actions_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-recorded-actions")
+}
+
 impl Drop for Emulator {
     fn drop(&mut self) {
+        if let Ok(Value::Array(requests)) = self
+            .agent
+            .get(&format!("{}/_kiln/requests", self.url))
+            .call()
+            .map(|r| r.into_json().unwrap_or(Value::Null))
+        {
+            let mut actions: Vec<String> = requests
+                .iter()
+                .filter(|r| r["access_key"].as_str() == Some(KILN_ACCESS_KEY))
+                .map(|r| {
+                    format!(
+                        "{}:{}",
+                        r["service"].as_str().unwrap_or_default(),
+                        r["action"].as_str().unwrap_or_default()
+                    )
+                })
+                .collect();
+            actions.sort();
+            actions.dedup();
+            if !actions.is_empty() {
+                let dir = recorded_actions_dir();
+                let _ = std::fs::create_dir_all(&dir);
+                let _ = std::fs::write(
+                    dir.join(format!("{}-{}.txt", std::process::id(), self.child.id())),
+                    actions.join("\n"),
+                );
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -177,7 +233,14 @@ pub struct Image {
 }
 
 fn tag_map(tags: &[aws_sdk_ec2::types::Tag]) -> std::collections::BTreeMap<String, String> {
-    tags.iter().map(|t| (t.key().unwrap_or_default().to_owned(), t.value().unwrap_or_default().to_owned())).collect()
+    tags.iter()
+        .map(|t| {
+            (
+                t.key().unwrap_or_default().to_owned(),
+                t.value().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
 }
 
 impl Aws {
@@ -191,7 +254,12 @@ impl Aws {
             .block_on(
                 self.ec2
                     .describe_instances()
-                    .filters(aws_sdk_ec2::types::Filter::builder().name("tag:kiln:role").values("builder").build())
+                    .filters(
+                        aws_sdk_ec2::types::Filter::builder()
+                            .name("tag:kiln:role")
+                            .values("builder")
+                            .build(),
+                    )
                     .send(),
             )
             .expect("DescribeInstances");
@@ -200,16 +268,27 @@ impl Aws {
             .flat_map(|r| r.instances())
             .map(|i| Instance {
                 id: i.instance_id().unwrap_or_default().to_owned(),
-                state: i.state().and_then(|s| s.name()).map(|n| n.as_str().to_owned()).unwrap_or_default(),
+                state: i
+                    .state()
+                    .and_then(|s| s.name())
+                    .map(|n| n.as_str().to_owned())
+                    .unwrap_or_default(),
                 tags: tag_map(i.tags()),
-                http_tokens: i.metadata_options().and_then(|m| m.http_tokens()).map(|t| t.as_str().to_owned()).unwrap_or_default(),
+                http_tokens: i
+                    .metadata_options()
+                    .and_then(|m| m.http_tokens())
+                    .map(|t| t.as_str().to_owned())
+                    .unwrap_or_default(),
             })
             .collect()
     }
 
     /// Builders that are not terminated.
     pub fn live_builders(&self) -> Vec<Instance> {
-        self.builders().into_iter().filter(|i| i.state != "terminated").collect()
+        self.builders()
+            .into_iter()
+            .filter(|i| i.state != "terminated")
+            .collect()
     }
 
     /// Images of this account with a kiln build id tag.
@@ -219,7 +298,12 @@ impl Aws {
                 self.ec2
                     .describe_images()
                     .owners("self")
-                    .filters(aws_sdk_ec2::types::Filter::builder().name("tag-key").values("kiln:build-id").build())
+                    .filters(
+                        aws_sdk_ec2::types::Filter::builder()
+                            .name("tag-key")
+                            .values("kiln:build-id")
+                            .build(),
+                    )
                     .send(),
             )
             .expect("DescribeImages");
@@ -229,34 +313,66 @@ impl Aws {
                 id: i.image_id().unwrap_or_default().to_owned(),
                 name: i.name().unwrap_or_default().to_owned(),
                 state: i.state().map(|s| s.as_str().to_owned()).unwrap_or_default(),
-                snapshots: i.block_device_mappings().iter().filter_map(|m| m.ebs().and_then(|e| e.snapshot_id()).map(str::to_owned)).collect(),
+                snapshots: i
+                    .block_device_mappings()
+                    .iter()
+                    .filter_map(|m| m.ebs().and_then(|e| e.snapshot_id()).map(str::to_owned))
+                    .collect(),
                 tags: tag_map(i.tags()),
             })
             .collect()
     }
 
     pub fn snapshot_tags(&self, id: &str) -> Option<std::collections::BTreeMap<String, String>> {
-        let out = self.block_on(self.ec2.describe_snapshots().snapshot_ids(id).send()).ok()?;
+        let out = self
+            .block_on(self.ec2.describe_snapshots().snapshot_ids(id).send())
+            .ok()?;
         out.snapshots().first().map(|s| tag_map(s.tags()))
     }
 
     /// (default version, latest version) of a launch template.
     pub fn template_versions(&self, name: &str) -> (i64, i64) {
-        let out = self.block_on(self.ec2.describe_launch_templates().launch_template_names(name).send()).expect("DescribeLaunchTemplates");
+        let out = self
+            .block_on(
+                self.ec2
+                    .describe_launch_templates()
+                    .launch_template_names(name)
+                    .send(),
+            )
+            .expect("DescribeLaunchTemplates");
         let lt = &out.launch_templates()[0];
-        (lt.default_version_number().unwrap_or_default(), lt.latest_version_number().unwrap_or_default())
+        (
+            lt.default_version_number().unwrap_or_default(),
+            lt.latest_version_number().unwrap_or_default(),
+        )
     }
 
     /// The data of one launch template version.
-    pub fn template_data(&self, name: &str, version: i64) -> aws_sdk_ec2::types::ResponseLaunchTemplateData {
+    pub fn template_data(
+        &self,
+        name: &str,
+        version: i64,
+    ) -> aws_sdk_ec2::types::ResponseLaunchTemplateData {
         let out = self
-            .block_on(self.ec2.describe_launch_template_versions().launch_template_name(name).versions(version.to_string()).send())
+            .block_on(
+                self.ec2
+                    .describe_launch_template_versions()
+                    .launch_template_name(name)
+                    .versions(version.to_string())
+                    .send(),
+            )
             .expect("DescribeLaunchTemplateVersions");
-        out.launch_template_versions()[0].launch_template_data().cloned().expect("launch template data")
+        out.launch_template_versions()[0]
+            .launch_template_data()
+            .cloned()
+            .expect("launch template data")
     }
 
     pub fn template_image(&self, name: &str, version: i64) -> String {
-        self.template_data(name, version).image_id().unwrap_or_default().to_owned()
+        self.template_data(name, version)
+            .image_id()
+            .unwrap_or_default()
+            .to_owned()
     }
 }
 
@@ -276,12 +392,21 @@ pub struct Run {
 
 impl Run {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
     }
 
     #[track_caller]
     pub fn assert_code(&self, code: i32) -> &Run {
-        assert_eq!(self.code, code, "exit code\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, code,
+            "exit code\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 }
@@ -298,12 +423,18 @@ impl From<Output> for Run {
 
 impl Kiln {
     pub fn new(emulator: &Emulator) -> Kiln {
-        Kiln { dir: tempfile::tempdir().expect("tempdir"), endpoint: emulator.url.clone() }
+        Kiln {
+            dir: tempfile::tempdir().expect("tempdir"),
+            endpoint: emulator.url.clone(),
+        }
     }
 
     /// A kiln that talks to nothing (for input errors: any AWS call would fail loudly).
     pub fn offline() -> Kiln {
-        Kiln { dir: tempfile::tempdir().expect("tempdir"), endpoint: "http://127.0.0.1:9".into() }
+        Kiln {
+            dir: tempfile::tempdir().expect("tempdir"),
+            endpoint: "http://127.0.0.1:9".into(),
+        }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -343,7 +474,11 @@ impl Kiln {
     }
 
     pub fn spawn(&self, args: &[&str]) -> Child {
-        self.command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn kiln")
+        self.command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn kiln")
     }
 }
 
