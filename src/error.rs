@@ -101,6 +101,9 @@ impl AwsError {
             "RequestLimitExceeded" | "Throttling" | "ThrottlingException" => {
                 "AWS kept throttling after all retries: run fewer builds at once or retry later".into()
             }
+            "InvalidAMIName.Duplicate" => {
+                "AMI names are unique per account and region: put {{ timestamp }} or {{ build_id }} in image.name (the default has {{ timestamp }}, one-second resolution)".into()
+            }
             "InsufficientInstanceCapacity" | "Unsupported" => {
                 "try another instance type or subnet (availability zone)".into()
             }

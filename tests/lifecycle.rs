@@ -7,12 +7,14 @@ use crate::support::*;
 
 const ONE_STEP: &str = "  - name: install\n    run: echo install {{ vars.flavour }}";
 
+/// The test recipe with a var, and an image name unique per build: these tests build several
+/// images of one version within a second, and AMI names must be unique.
 fn app_recipe(kiln: &Kiln, extra_release: &str, extra_image: &str) -> String {
     let text = recipe(ONE_STEP)
         .replace("steps:\n", "vars: { flavour: vanilla }\nsteps:\n")
         .replace(
             "  tags: { app: demo }\n",
-            &format!("  tags: {{ app: demo }}\n{extra_image}"),
+            &format!("  name: \"{{{{ name }}}}-{{{{ version }}}}-{{{{ build_id }}}}\"\n  tags: {{ app: demo }}\n{extra_image}"),
         )
         .replace("  keep: 2\n", &format!("  keep: 2\n{extra_release}"));
     kiln.write("app.yaml", &text).to_str().unwrap().to_owned()
