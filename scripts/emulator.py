@@ -14,8 +14,9 @@ through moto's usual dispatch, wrapped by three layers:
    POST /_kiln/faults      replaces the fault settings (GET shows them). All optional:
         seed (default 0), throttle_rate, error_rate (500 or 503, half each), drop_rate
         (drop or drop_after, half each), latency_ms (added to every AWS request), and
-        rules: [{action, service, fault: throttle|500|503|drop|drop_after, count (default
-        1, < 0 = no limit), after (default 0)}]. A rule counts every request it matches
+        rules: [{action, service, fault: throttle|500|503|drop|drop_after|delay, count
+        (default 1, < 0 = no limit), after (default 0), ms (delay: how long moto's answer
+        is held back after moto acted, default 1000)}]. A rule counts every request it matches
         (no action/service = any) and applies to matches after+1 .. after+count; the
         first rule that applies wins over the random rates.
    POST /_kiln/behaviour   merges top-level keys into the behaviour (GET shows it);
@@ -120,7 +121,7 @@ DEFAULT_BEHAVIOUR = {
 }
 COMMAND_STATUSES = ("Success", "Failed", "TimedOut", "Cancelled")
 REFRESH_STATUSES = ("Successful", "Failed", "Cancelled")
-FAULTS = ("throttle", "500", "503", "drop", "drop_after")
+FAULTS = ("throttle", "500", "503", "drop", "drop_after", "delay")
 
 
 class BadRequest(Exception):
@@ -226,13 +227,16 @@ class Faults:
         for rule in config.get("rules", []):
             if not isinstance(rule, dict) or rule.get("fault") not in FAULTS:
                 raise BadRequest(f"each rule needs 'fault', one of {FAULTS}")
-            unknown = set(rule) - {"action", "service", "fault", "count", "after"}
+            unknown = set(rule) - {"action", "service", "fault", "count", "after", "ms"}
             if unknown:
                 raise BadRequest(f"unknown rule field(s): {sorted(unknown)}")
             count, after = rule.get("count", 1), rule.get("after", 0)
             if not isinstance(count, int) or not isinstance(after, int) or after < 0:
                 raise BadRequest("rule count and after must be integers (count < 0: no limit)")
-            self.rules.append(dict(rule, count=count, after=after, seen=0))
+            ms = rule.get("ms", 1000)
+            if not isinstance(ms, (int, float)) or ms < 0:
+                raise BadRequest("rule ms must be a number >= 0")
+            self.rules.append(dict(rule, count=count, after=after, ms=ms, seen=0))
 
     def pick(self, service, action):
         """Rules first (each counts every request it matches), then the random rates."""
@@ -244,6 +248,7 @@ class Faults:
             nth = rule["seen"] - rule["after"]
             if chosen is None and nth >= 1 and (rule["count"] < 0 or nth <= rule["count"]):
                 chosen = rule["fault"]
+                self.delay_ms = rule["ms"]
         if chosen or not (self.throttle_rate or self.error_rate or self.drop_rate):
             return chosen
         draw = self.rng.random()
@@ -1182,6 +1187,7 @@ class KilnApp:
             STATE.requests.append(record)
             record["fault"] = fault = STATE.faults.pick(service, action)
             latency = STATE.faults.latency_ms
+            delay_ms = getattr(STATE.faults, "delay_ms", 0)
         if latency:
             time.sleep(latency / 1000)
         if fault in ("throttle", "500", "503"):
@@ -1197,6 +1203,23 @@ class KilnApp:
             record["status"] = int(status.split()[0])
             return start_response(status, headers, exc_info)
 
+        if fault == "delay":  # let moto do the work, then hold the answer back for a while
+            held = {}
+
+            def hold(status, headers, exc_info=None):
+                record["status"] = int(status.split()[0])
+                held["status"], held["headers"] = status, headers
+                return lambda data: None
+
+            result = self.moto_app(environ, hold)
+            try:
+                body = b"".join(result)
+            finally:
+                if hasattr(result, "close"):
+                    result.close()
+            time.sleep(delay_ms / 1000)
+            start_response(held["status"], held["headers"])
+            return [body]
         if fault == "drop_after":  # let moto do the work, then hang up without answering
 
             def swallow(status, headers, exc_info=None):

@@ -12,48 +12,83 @@ use crate::support::*;
 struct Phase {
     name: &'static str,
     behaviour: Value,
+    /// Fault rules: a delayed answer holds kiln inside one call, after AWS acted on it.
+    faults: Value,
     reached_by: &'static str,
     /// Whether the launch template may have changed by then.
     released: bool,
+    /// Whether the image was complete by then (a complete image is kept: a re-run reuses it).
+    image_complete: bool,
+}
+
+fn held(name: &'static str, behaviour: Value, reached_by: &'static str) -> Phase {
+    Phase {
+        name,
+        behaviour,
+        faults: json!({}),
+        reached_by,
+        released: false,
+        image_complete: false,
+    }
+}
+
+/// kiln is inside the call: AWS has acted, its answer is held back.
+fn in_call(name: &'static str, action: &'static str) -> Phase {
+    let faults = json!({"rules": [{"action": action, "fault": "delay", "ms": 5000}]});
+    Phase {
+        name,
+        behaviour: json!({}),
+        faults,
+        reached_by: action,
+        released: false,
+        // The image is complete before the release starts, and kept.
+        image_complete: action == "CreateLaunchTemplateVersion",
+    }
 }
 
 fn phases() -> Vec<Phase> {
     vec![
+        in_call("launching (RunInstances answer not back)", "RunInstances"),
+        held(
+            "launching (pending)",
+            json!({"instance_pending_seconds": 60}),
+            "RunInstances",
+        ),
+        held(
+            "waiting for the agent",
+            json!({"ssm_online_after_seconds": 60}),
+            "DescribeInstanceInformation",
+        ),
+        held(
+            "a step",
+            json!({"commands": [{"match": "install", "status": "Success", "in_progress_seconds": 60}]}),
+            "SendCommand",
+        ),
+        held(
+            "stopping",
+            json!({"instance_stopping_seconds": 60}),
+            "StopInstances",
+        ),
+        in_call(
+            "creating the image (CreateImage answer not back)",
+            "CreateImage",
+        ),
+        held(
+            "waiting for the image",
+            json!({"image_pending_seconds": 60}),
+            "CreateImage",
+        ),
+        in_call(
+            "releasing (CreateLaunchTemplateVersion answer not back)",
+            "CreateLaunchTemplateVersion",
+        ),
         Phase {
-            name: "launching",
-            behaviour: json!({"instance_pending_seconds": 60}),
-            reached_by: "RunInstances",
-            released: false,
-        },
-        Phase {
-            name: "waiting for the agent",
-            behaviour: json!({"ssm_online_after_seconds": 60}),
-            reached_by: "DescribeInstanceInformation",
-            released: false,
-        },
-        Phase {
-            name: "a step",
-            behaviour: json!({"commands": [{"match": "install", "status": "Success", "in_progress_seconds": 60}]}),
-            reached_by: "SendCommand",
-            released: false,
-        },
-        Phase {
-            name: "stopping",
-            behaviour: json!({"instance_stopping_seconds": 60}),
-            reached_by: "StopInstances",
-            released: false,
-        },
-        Phase {
-            name: "waiting for the image",
-            behaviour: json!({"image_pending_seconds": 60}),
-            reached_by: "CreateImage",
-            released: false,
-        },
-        Phase {
-            name: "releasing (instance refresh)",
+            name: "after the release (instance refresh)",
             behaviour: json!({"refresh": {"status": "Successful", "seconds": 60}}),
+            faults: json!({}),
             reached_by: "StartInstanceRefresh",
             released: true,
+            image_complete: true,
         },
     ]
 }
@@ -61,6 +96,7 @@ fn phases() -> Vec<Phase> {
 fn interrupt_at(phase: &Phase, signal: i32, signal_name: &str) {
     let emulator = Emulator::seeded();
     emulator.behaviour(phase.behaviour.clone());
+    emulator.faults(phase.faults.clone());
     let aws = emulator.aws();
     let before = aws.template_versions("rudder-dataplane");
     let kiln = Kiln::new(&emulator);
@@ -116,6 +152,8 @@ fn interrupt_at(phase: &Phase, signal: i32, signal_name: &str) {
             "{}: launch template changed",
             phase.name
         );
+    }
+    if !phase.image_complete {
         assert!(
             aws.kiln_images().is_empty(),
             "{}: an image was left",

@@ -166,7 +166,7 @@ pub async fn run(
         Err(primary) => {
             ctx.reporter.phase_started("cleanup");
             let cleanup = tokio::select! {
-                lines = tear_down(&ctx.cloud, &ledger) => lines,
+                lines = tear_down(&ctx.cloud, &ledger, plan.release.as_ref().map(|r| r.launch_template.as_str())) => lines,
                 signal = interrupts.next() => vec![format!(
                     "cleanup abandoned after a second {signal}: run `kiln gc` to remove what build {} left", options.build_id
                 )],

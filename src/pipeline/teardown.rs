@@ -12,7 +12,7 @@ use crate::aws::poll::{wait_until, Probe, Wait};
 use crate::aws::Cloud;
 use crate::error::Result;
 use crate::ledger::{Ledger, Resource};
-use crate::pipeline::images;
+use crate::pipeline::{images, release};
 use crate::tags;
 
 /// How long teardown waits for a builder to be gone before it reports and moves on.
@@ -20,10 +20,13 @@ pub const TERMINATE_WAIT: Duration = Duration::from_secs(600);
 
 /// Removes every resource of the build that is not a kept product; returns what it did, one
 /// line each, failures included.
-pub async fn tear_down(cloud: &Cloud, ledger: &Ledger) -> Vec<String> {
+///
+/// `template` is the recipe's launch template: a version this build created but never heard
+/// back about (interrupted during the call) is found there by its description.
+pub async fn tear_down(cloud: &Cloud, ledger: &Ledger, template: Option<&str>) -> Vec<String> {
     let mut report = Vec::new();
     let mut todo = ledger.to_tear_down();
-    match find_tagged_leftovers(cloud, ledger.build_id()).await {
+    match find_tagged_leftovers(cloud, ledger.build_id(), template).await {
         Ok(found) => {
             let known = ledger.entries();
             for resource in found {
@@ -59,8 +62,13 @@ pub async fn tear_down(cloud: &Cloud, ledger: &Ledger) -> Vec<String> {
     report
 }
 
-/// Instances and images tagged with this build id that are not terminated / deregistered.
-async fn find_tagged_leftovers(cloud: &Cloud, build_id: &str) -> Result<Vec<Resource>> {
+/// Instances and images tagged with this build id that are not terminated / deregistered, and
+/// launch template versions whose description names this build and that are not the default.
+async fn find_tagged_leftovers(
+    cloud: &Cloud,
+    build_id: &str,
+    template: Option<&str>,
+) -> Result<Vec<Resource>> {
     let by_tag = || filter(&format!("tag:{}", tags::BUILD_ID), [build_id]);
     let mut found = Vec::new();
     let states = ["pending", "running", "stopping", "stopped"];
@@ -76,12 +84,26 @@ async fn find_tagged_leftovers(cloud: &Cloud, build_id: &str) -> Result<Vec<Reso
             region: cloud.region.clone(),
         });
     }
+    // Every image of this build: the ones the ledger knows (kept products among them) are
+    // filtered out by the caller; the others were made by a call whose answer never came.
     for image in ec2::list_images(cloud, &["self".to_owned()], vec![by_tag()], build_id).await? {
-        if image.state != "available" {
-            found.push(Resource::Image {
-                id: image.id,
-                region: cloud.region.clone(),
-            });
+        found.push(Resource::Image {
+            id: image.id,
+            region: cloud.region.clone(),
+        });
+    }
+    if let Some(template) = template {
+        let info = ec2::describe_launch_template(cloud, template).await?;
+        let marker = release::version_description(build_id, "", "", "");
+        let marker = marker.split(':').next().unwrap_or_default().to_owned() + ":";
+        for version in ec2::list_template_versions(cloud, &info.id).await? {
+            if version.description.starts_with(&marker) && version.number != info.default_version {
+                found.push(Resource::TemplateVersion {
+                    template_id: info.id.clone(),
+                    version: version.number,
+                    region: cloud.region.clone(),
+                });
+            }
         }
     }
     Ok(found)
