@@ -176,13 +176,13 @@ pub fn history(h: &History) -> String {
     );
     let _ = writeln!(
         out,
-        "{:>7}  {:<7}  {:<21}  {:<9}  {:<10}  {:<22}  {:<20}  NAME",
+        "{:>7}  {:<7}  {:<21}  {:<9}  {:<10}  {:<26}  {:<20}  NAME",
         "VERSION", "DEFAULT", "IMAGE", "STATE", "RECIPE-V", "BUILD", "CREATED"
     );
     for v in &h.versions {
         let _ = writeln!(
             out,
-            "{:>7}  {:<7}  {:<21}  {:<9}  {:<10}  {:<22}  {:<20}  {}",
+            "{:>7}  {:<7}  {:<21}  {:<9}  {:<10}  {:<26}  {:<20}  {}",
             v.version,
             if v.is_default { "*" } else { "" },
             v.image_id.as_deref().unwrap_or("-"),

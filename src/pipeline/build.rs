@@ -200,7 +200,8 @@ async fn reuse(
         .cloned()
         .unwrap_or_else(|| "an earlier build".into());
     let reason = format!(
-        "image {} ({}) from build {built_by} already has fingerprint {}: nothing in the recipe, its files or the source image changed (use --force to build anyway)",
+        "image {} ({}), built by {built_by}, has the same fingerprint {}: nothing in the recipe, \
+         its files or the source image changed (--force builds anyway)",
         image.id, image.name, manifest.fingerprint
     );
     ctx.reporter.notice(&format!("reusing {}", reason));

@@ -390,6 +390,129 @@ mod tests {
         assert!(command.contains("deadline=$((SECONDS + 120))"));
     }
 
+    // The commands are shell: run them here with bash, as the SSM agent would on the builder.
+
+    fn bash(script: &str) -> std::process::Output {
+        std::process::Command::new("bash")
+            .arg("-c")
+            .arg(script)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("bash")
+    }
+
+    #[test]
+    fn run_command_runs_the_script_and_keeps_its_exit_code_and_stdin_away() {
+        let out = bash(&run_command(
+            "set -euo pipefail\ncat\necho \"after ${0##*/}\"\nexit 3\n",
+            "b-run",
+            "x",
+        ));
+        assert_eq!(out.status.code(), Some(3));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("after kiln-step."),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn upload_commands_install_the_exact_bytes_with_their_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let destination = dir.path().join("etc/app/app.conf");
+        let content: Vec<u8> = (0..UPLOAD_CHUNK * 2 + 100)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let commands = upload_commands(
+            &content,
+            destination.to_str().unwrap(),
+            0o640,
+            None,
+            "b-upload-ok",
+        );
+        assert_eq!(commands.len(), 3);
+        for command in &commands {
+            let out = bash(&command.script);
+            assert!(out.status.success(), "{}: {out:?}", command.label);
+        }
+        assert_eq!(std::fs::read(&destination).unwrap(), content);
+        assert_eq!(
+            std::fs::metadata(&destination)
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777,
+            0o640
+        );
+    }
+
+    #[test]
+    fn a_lost_chunk_fails_the_checksum_and_installs_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let destination = dir.path().join("app.conf");
+        let content = vec![b'k'; UPLOAD_CHUNK + 1];
+        let commands = upload_commands(
+            &content,
+            destination.to_str().unwrap(),
+            0o644,
+            None,
+            "b-upload-lost",
+        );
+        assert_eq!(commands.len(), 2);
+        let out = bash(&commands[1].script);
+        assert!(!out.status.success());
+        assert!(!destination.exists());
+    }
+
+    fn serve_once(status: &'static str, body: &'static str) -> u16 {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten().take(3) {
+                let mut stream = stream;
+                let mut buffer = [0u8; 1024];
+                let _ = stream.read(&mut buffer);
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes());
+            }
+        });
+        port
+    }
+
+    #[test]
+    fn check_command_passes_on_the_expected_answer_and_fails_with_the_last_one() {
+        let up = serve_once("200 OK", "{\"service\":\"UP\"}");
+        let url = format!("http://127.0.0.1:{up}/health");
+        let out = bash(&check_command(
+            &url,
+            200,
+            Some("\"UP\""),
+            Duration::from_millis(200),
+            Duration::from_secs(5),
+        ));
+        assert!(out.status.success(), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stdout)
+            .contains("check passed after 1 attempt(s): HTTP 200"));
+
+        let down = serve_once("503 Service Unavailable", "starting");
+        let url = format!("http://127.0.0.1:{down}/health");
+        let out = bash(&check_command(
+            &url,
+            200,
+            None,
+            Duration::from_millis(300),
+            Duration::from_secs(1),
+        ));
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("last answer HTTP 503"), "{stderr}");
+        assert!(stderr.contains("starting"), "{stderr}");
+    }
+
     #[test]
     fn slugs_are_file_names() {
         assert_eq!(
