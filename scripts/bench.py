@@ -45,7 +45,8 @@ INSTANCE_TYPE = "t3.micro"
 VOLUME_GB = 8
 SOURCE_NAME = "al2023-ami-2023.*-x86_64"
 SOURCE_OWNER = "amazon"
-SLOW_BEHAVIOUR = {"instance_pending_seconds": 3, "image_pending_seconds": 5}
+# Not whole seconds: a tool polling on a whole-second grid must not be favoured by the alignment.
+SLOW_BEHAVIOUR = {"instance_pending_seconds": 3.5, "image_pending_seconds": 5.5}
 TAG_APP = "kiln-bench"
 RUN_TIMEOUT = 900  # seconds; Packer's default waiters poll every 15 s
 ACCESS_KEY = "testing"
@@ -56,6 +57,10 @@ JOBS = ("plain", "slow", "nightly", "scale")
 
 class SetupError(Exception):
     """The bench itself could not run (emulator, files): exit 2."""
+
+
+class EmulatorDied(Exception):
+    """The emulator went away under a run: the job is started again on a new one."""
 
 
 class Interrupted(Exception):
@@ -156,6 +161,8 @@ class Emulator:
         except urllib.error.HTTPError as err:
             raise SetupError(f"emulator {method} {path}: {err.code} {err.read().decode(errors='replace')}") from err
         except OSError as err:
+            if self.proc.poll() is not None:
+                raise EmulatorDied(f"the {self.name} emulator exited (status {self.proc.returncode})") from err
             raise SetupError(f"emulator {method} {path}: {err}\n{self.log_tail()}") from err
         return json.loads(text) if text.strip() else None
 
@@ -174,6 +181,7 @@ class Emulator:
 
 def ec2_client(url):
     import boto3  # the emulator venv has it
+    from botocore.config import Config
 
     return boto3.client(
         "ec2",
@@ -181,6 +189,7 @@ def ec2_client(url):
         region_name=REGION,
         aws_access_key_id=ACCESS_KEY,
         aws_secret_access_key=SECRET_KEY,
+        config=Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5, read_timeout=120),
     )
 
 
@@ -228,7 +237,7 @@ image:
 
 
 def packer_template(folder, name, job, source_id, root_device, url):
-    """Packer 1.6.6 JSON template, the same job as kiln_recipe (see the notes in build_packer)."""
+    """Packer 1.6.6 JSON template: the same job as kiln_recipe."""
     ami_name = f"{name}-{uuid.uuid4().hex[:12]}"
     template = {
         "builders": [
@@ -299,18 +308,18 @@ class Run:
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.proc = spawn(self.cmd, stdout=out, stderr=err, env=self.env, cwd=cwd)
 
-    def wait(self, deadline):
-        try:
-            self.rc = self.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            stop_process(self.proc)
-            self.rc = "timeout"
+    def finish(self, rc):
+        self.rc = rc
         # Anything the tool left in its process group (none expected) goes too.
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
         reap(self.proc)
+
+    def abort(self, why):
+        stop_process(self.proc)
+        self.finish(why)
 
     def stdout(self):
         with open(self.out_path, encoding="utf-8", errors="replace") as out:
@@ -327,15 +336,34 @@ class Run:
         return "".join(text)
 
 
-def run_together(runs, cwd):
+def run_together(runs, cwd, emu):
     """Starts every run at once, waits for all: wall time until the last one exits."""
     started = time.perf_counter()
     for run in runs:
         run.start(cwd)
     deadline = time.monotonic() + RUN_TIMEOUT
-    for run in runs:
-        run.wait(deadline)
-    return time.perf_counter() - started
+    pending = list(runs)
+    wall = None
+    while pending:
+        for run in list(pending):
+            rc = run.proc.poll()
+            if rc is not None:
+                run.finish(rc)
+                pending.remove(run)
+        if not pending:
+            wall = time.perf_counter() - started
+            break
+        if emu.proc.poll() is not None:
+            for run in pending:
+                run.abort("emulator died")
+            raise EmulatorDied(f"the {emu.name} emulator exited (status {emu.proc.returncode}) during a run")
+        if time.monotonic() > deadline:
+            for run in pending:
+                run.abort("timeout")
+            pending = []
+            wall = time.perf_counter() - started
+        time.sleep(0.001)
+    return wall
 
 
 class Bench:
@@ -382,6 +410,9 @@ class Bench:
                 "PACKER_TMP_DIR": os.path.join(home, "tmp"),
             }
         )
+        if self.args.packer_poll_delay:
+            # Packer's waiters otherwise use the AWS SDK's defaults (15 s between polls).
+            env["AWS_POLL_DELAY_SECONDS"] = str(self.args.packer_poll_delay)
         cmd = [self.packer, "build", "-machine-readable", "-color=false", template]
         return Run("packer", cmd, env, self.logdir(job), label)
 
@@ -454,17 +485,22 @@ class Bench:
     def measure(self, emu, ec2, runs, cwd, expect_skip=False):
         """Runs `runs` together on a cleared request log; returns (wall, requests, log, problems)."""
         emu.clear_requests()
-        wall = run_together(runs, cwd)
+        wall = run_together(runs, cwd, emu)
         log = emu.requests()
         problems = []
-        for run in runs:
-            problem = self.check(emu, ec2, run, expect_skip=expect_skip)
-            if problem:
-                problems.append(f"{run.label}: {problem}")
-        left = self.leftover_instances(ec2)
-        if left:
-            problems.append(f"{', '.join(r.label for r in runs)}: builder(s) left alive: {', '.join(left)}")
-            ec2.terminate_instances(InstanceIds=left)
+        try:
+            for run in runs:
+                problem = self.check(emu, ec2, run, expect_skip=expect_skip)
+                if problem:
+                    problems.append(f"{run.label}: {problem}")
+            left = self.leftover_instances(ec2)
+            if left:
+                problems.append(f"{', '.join(r.label for r in runs)}: builder(s) left alive: {', '.join(left)}")
+                ec2.terminate_instances(InstanceIds=left)
+        except Exception as err:
+            if emu.proc.poll() is not None:
+                raise EmulatorDied(f"the {emu.name} emulator exited (status {emu.proc.returncode})") from err
+            raise
         emu.clear_requests()
         return wall, log, problems
 
@@ -486,7 +522,14 @@ class Bench:
         if behaviour:
             emu.behaviour(behaviour)
         ec2 = ec2_client(emu.url)
-        source_id, root_device = resolve_source(ec2)
+        try:
+            source_id, root_device = resolve_source(ec2)
+        except SetupError:
+            raise
+        except Exception as err:
+            if emu.proc.poll() is not None:
+                raise EmulatorDied(f"the {emu.name} emulator exited (status {emu.proc.returncode})") from err
+            raise
         folder = os.path.join(self.workdir, job)
         os.makedirs(folder, exist_ok=True)
         state = os.path.join(folder, "kiln-state")
@@ -598,22 +641,31 @@ class Bench:
         results = {}
         try:
             for job in self.args.jobs:
-                self.progress(f"== {job}")
-                try:
-                    if job == "plain":
-                        results[job] = self.job_build("plain")
-                    elif job == "slow":
-                        results[job] = self.job_build("slow", SLOW_BEHAVIOUR)
-                    elif job == "nightly":
-                        results[job] = self.job_nightly()
-                    elif job == "scale":
-                        results[job] = self.job_scale()
-                finally:
-                    while self.emulators:
-                        self.emulators.pop().stop()
+                for attempt in (1, 2):
+                    self.progress(f"== {job}" + (" (again, on a new emulator)" if attempt > 1 else ""))
+                    try:
+                        results[job] = self.run_job(job)
+                        break
+                    except EmulatorDied as err:
+                        self.progress(f"  {job:8} {err}")
+                        self.notes.append(f"{job}: {err}; the job was run again from the start")
+                        if attempt == 2:
+                            raise SetupError(str(err)) from err
+                    finally:
+                        while self.emulators:
+                            self.emulators.pop().stop()
         finally:
             stop_all()
         return results
+
+    def run_job(self, job):
+        if job == "plain":
+            return self.job_build("plain")
+        if job == "slow":
+            return self.job_build("slow", SLOW_BEHAVIOUR)
+        if job == "nightly":
+            return self.job_nightly()
+        return self.job_scale()
 
 
 # --------------------------------------------------------------------------------------------
@@ -679,6 +731,8 @@ def report(results, args, kiln_version, packer_version):
         f"kiln bench: {args.rounds} rounds per job, median of each; {kiln_version} ({args.profile} build), "
         f"{packer_version}, emulator moto 5.2.5 (one per job, the tools alternating on it)"
     )
+    if args.packer_poll_delay:
+        out.append(f"Packer polls every {args.packer_poll_delay} s (AWS_POLL_DELAY_SECONDS), not its default 15 s")
     out.append(
         f"builder {INSTANCE_TYPE} from the newest {SOURCE_NAME} image, {VOLUME_GB} GiB gp3 encrypted root, "
         f"image + snapshot tagged, builder terminated, region {REGION}"
@@ -799,6 +853,9 @@ def main(argv=None):
     parser.add_argument("--scale", type=int, default=8, help="builds started together in the scale job")
     parser.add_argument("--scale-plain", action="store_true", help="scale job without pending times")
     parser.add_argument("--jobs", default=",".join(JOBS), help=f"comma-separated subset of {','.join(JOBS)}")
+    parser.add_argument(
+        "--packer-poll-delay", type=int, default=0, help="AWS_POLL_DELAY_SECONDS for Packer (default: its own, 15 s)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (recipes, templates, logs)")
     parser.add_argument("--json-out", help="also write every sample to this file")
     args = parser.parse_args(argv)
@@ -833,6 +890,8 @@ def main(argv=None):
     if results:
         print()
         print(report(results, args, kiln_version, packer_version))
+        for note in bench.notes:
+            print(f"note: {note}")
     if args.json_out and results:
         with open(args.json_out, "w", encoding="utf-8") as out:
             json.dump(results, out, indent=1, default=str)

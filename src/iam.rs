@@ -53,7 +53,7 @@ pub fn policy(plan: &Plan) -> Value {
             "Sid": "KilnTag",
             "Effect": "Allow",
             "Action": ["ec2:CreateTags"],
-            "Resource": ["arn:aws:ec2:*:*:instance/*", "arn:aws:ec2:*:*:volume/*", "arn:aws:ec2:*::image/*", "arn:aws:ec2:*::snapshot/*"]
+            "Resource": ["arn:aws:ec2:*:*:instance/*", "arn:aws:ec2:*:*:volume/*", "arn:aws:ec2:*::image/*", "arn:aws:ec2:*:*:snapshot/*"]
         }),
         json!({
             "Sid": "KilnDriveBuilder",
@@ -66,13 +66,28 @@ pub fn policy(plan: &Plan) -> Value {
             "Sid": "KilnImages",
             "Effect": "Allow",
             "Action": ["ec2:CreateImage", "ec2:CopyImage", "ec2:DeregisterImage", "ec2:DeleteSnapshot", "ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute"],
-            "Resource": ["arn:aws:ec2:*::image/*", "arn:aws:ec2:*::snapshot/*", "arn:aws:ec2:*:*:snapshot/*"]
+            // Image ARNs have no account; snapshot ARNs do.
+            "Resource": ["arn:aws:ec2:*::image/*", "arn:aws:ec2:*:*:snapshot/*"]
         }),
         json!({
-            "Sid": "KilnRunCommand",
+            "Sid": "KilnRunCommandDocument",
             "Effect": "Allow",
-            "Action": ["ssm:SendCommand", "ssm:CancelCommand"],
-            "Resource": ["arn:aws:ec2:*:*:instance/*", "arn:aws:ssm:*::document/AWS-RunShellScript", "arn:aws:ssm:*:*:*"]
+            "Action": ["ssm:SendCommand"],
+            "Resource": "arn:aws:ssm:*::document/AWS-RunShellScript"
+        }),
+        json!({
+            "Sid": "KilnRunCommandOnBuilders",
+            "Effect": "Allow",
+            "Action": ["ssm:SendCommand"],
+            "Resource": "arn:aws:ec2:*:*:instance/*",
+            "Condition": { "StringEquals": { format!("ssm:resourceTag/{}", tags::ROLE): tags::ROLE_BUILDER } }
+        }),
+        json!({
+            // Command ids have no ARN to scope by.
+            "Sid": "KilnCancelCommand",
+            "Effect": "Allow",
+            "Action": ["ssm:CancelCommand"],
+            "Resource": "*"
         }),
     ];
     if let Some(profile) = &plan.builder.iam_instance_profile {
