@@ -545,6 +545,52 @@ pub async fn describe_launch_template(
     })
 }
 
+/// The default version of a launch template (by id `lt-...` or name) and its image, in one
+/// `DescribeLaunchTemplateVersions` call. `latest_version` is not known from it and is 0.
+pub async fn default_version(
+    cloud: &Cloud,
+    name_or_id: &str,
+) -> Result<(LaunchTemplateInfo, Option<String>)> {
+    let call = cloud
+        .ec2
+        .describe_launch_template_versions()
+        .versions("$Default");
+    let call = if name_or_id.starts_with("lt-") {
+        call.launch_template_id(name_or_id)
+    } else {
+        call.launch_template_name(name_or_id)
+    };
+    let out = call.send().await.map_err(|e| {
+        cloud.fail(
+            "DescribeLaunchTemplateVersions",
+            format!("launch template {name_or_id} $Default"),
+            e,
+        )
+    })?;
+    let version = out.launch_template_versions().first().ok_or_else(|| {
+        missing(
+            "DescribeLaunchTemplateVersions",
+            "LaunchTemplateVersions[0]",
+            name_or_id,
+            &cloud.region,
+        )
+    })?;
+    let info = LaunchTemplateInfo {
+        id: version.launch_template_id().unwrap_or_default().to_owned(),
+        name: version
+            .launch_template_name()
+            .unwrap_or_default()
+            .to_owned(),
+        default_version: version.version_number().unwrap_or_default(),
+        latest_version: 0,
+    };
+    let image = version
+        .launch_template_data()
+        .and_then(|d| d.image_id())
+        .map(str::to_owned);
+    Ok((info, image))
+}
+
 /// Every launch template of the account (id, name).
 pub async fn list_launch_templates(cloud: &Cloud) -> Result<Vec<LaunchTemplateInfo>> {
     let mut found = Vec::new();

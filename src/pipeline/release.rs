@@ -43,12 +43,8 @@ pub async fn release_image(
     client_token: &str,
     ledger: Option<&Ledger>,
 ) -> Result<LaunchTemplateRelease> {
-    let template = ec2::describe_launch_template(cloud, &spec.launch_template).await?;
-    let versions = ec2::list_template_versions(cloud, &template.id).await?;
-    let default_image = versions
-        .iter()
-        .find(|v| v.number == template.default_version)
-        .and_then(|v| v.image_id.clone());
+    // One call tells the template's id, its default version and that version's image.
+    let (template, default_image) = ec2::default_version(cloud, &spec.launch_template).await?;
     let mut release = LaunchTemplateRelease {
         id: template.id.clone(),
         name: template.name.clone(),
