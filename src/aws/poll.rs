@@ -138,6 +138,16 @@ mod tests {
         );
     }
 
+    fn five_seconds() -> Wait<'static> {
+        Wait {
+            phase: "w",
+            resource: "r",
+            region: "x",
+            timeout: Duration::from_secs(5),
+            hint: "",
+        }
+    }
+
     #[tokio::test]
     async fn transient_errors_keep_waiting_and_others_fail() {
         use crate::error::AwsError;
@@ -151,13 +161,7 @@ mod tests {
             })
         };
         let mut answers = vec![Err(aws("RequestLimitExceeded")), Ok(Probe::Done(7))].into_iter();
-        let wait = Wait {
-            phase: "w",
-            resource: "r",
-            region: "x",
-            timeout: Duration::from_secs(5),
-            hint: "",
-        };
+        let wait = five_seconds();
         assert_eq!(
             wait_until(wait, |_| {}, || std::future::ready(answers.next().unwrap()))
                 .await
@@ -165,13 +169,7 @@ mod tests {
             7
         );
 
-        let wait = Wait {
-            phase: "w",
-            resource: "r",
-            region: "x",
-            timeout: Duration::from_secs(5),
-            hint: "",
-        };
+        let wait = five_seconds();
         let err = wait_until::<(), _, _>(
             wait,
             |_| {},

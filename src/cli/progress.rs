@@ -66,6 +66,22 @@ impl Progress {
         ));
     }
 
+    /// Replaces a phase's spinner by a final line: `text` and the time the phase took.
+    fn finish_bar(&self, phase: &str, text: &str) {
+        let removed = self
+            .bars
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(phase);
+        if let Some((bar, started)) = removed {
+            bar.set_style(
+                ProgressStyle::with_template("{msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.finish_with_message(format!("{text} ({})", seconds(started.elapsed())));
+        }
+    }
+
     fn spinner_style() -> ProgressStyle {
         ProgressStyle::with_template("{spinner:.cyan} {msg} {elapsed:.dim}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner())
@@ -120,23 +136,7 @@ impl Reporter for Progress {
     fn phase_finished(&self, phase: &str, result: &str) {
         let sep = if result.is_empty() { "" } else { ": " };
         match self.mode {
-            Mode::Bars => {
-                if let Some((bar, started)) = self
-                    .bars
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(phase)
-                {
-                    bar.set_style(
-                        ProgressStyle::with_template("{msg}")
-                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-                    );
-                    bar.finish_with_message(format!(
-                        "✓ {phase}{sep}{result} ({})",
-                        seconds(started.elapsed())
-                    ));
-                }
-            }
+            Mode::Bars => self.finish_bar(phase, &format!("✓ {phase}{sep}{result}")),
             Mode::Plain => {
                 let took = self
                     .plain_started
@@ -155,23 +155,7 @@ impl Reporter for Progress {
 
     fn phase_failed(&self, phase: &str, message: &str) {
         match self.mode {
-            Mode::Bars => {
-                if let Some((bar, started)) = self
-                    .bars
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(phase)
-                {
-                    bar.set_style(
-                        ProgressStyle::with_template("{msg}")
-                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-                    );
-                    bar.finish_with_message(format!(
-                        "✗ {phase}: {message} ({})",
-                        seconds(started.elapsed())
-                    ));
-                }
-            }
+            Mode::Bars => self.finish_bar(phase, &format!("✗ {phase}: {message}")),
             Mode::Plain => self.plain(&format!("{phase} FAILED: {message}")),
             Mode::Quiet | Mode::Silent => {}
         }

@@ -545,16 +545,10 @@ async fn publish_and_refresh(
     let phase = format!("instance refresh of {group}");
     let outcome = ctx
         .phase(&phase, async {
-            let outcome = release::refresh_group(
-                &ctx.cloud,
-                ctx.reporter,
-                &phase,
-                group,
-                spec.min_healthy_percentage,
-                spec.instance_warmup,
-                plan.timeouts.instance_refresh,
-            )
-            .await?;
+            let timeout = plan.timeouts.instance_refresh;
+            let outcome =
+                release::refresh_group(&ctx.cloud, ctx.reporter, &phase, spec, group, timeout)
+                    .await?;
             Ok(RefreshSummary(outcome))
         })
         .await?

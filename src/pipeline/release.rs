@@ -92,19 +92,19 @@ pub struct RefreshOutcome {
     pub reason: String,
 }
 
-/// Starts an instance refresh of `group` and follows it until it ends or `timeout` passes.
+/// Starts an instance refresh of `group` with the release's preferences and follows it until it
+/// ends or `timeout` passes.
 pub async fn refresh_group(
     cloud: &Cloud,
     reporter: &dyn Reporter,
     phase: &str,
+    spec: &ReleaseSpec,
     group: &str,
-    min_healthy_percentage: i32,
-    warmup: Duration,
     timeout: Duration,
 ) -> Result<RefreshOutcome> {
     let preferences = RefreshPreferences::builder()
-        .min_healthy_percentage(min_healthy_percentage)
-        .instance_warmup(warmup.as_secs() as i32)
+        .min_healthy_percentage(spec.min_healthy_percentage)
+        .instance_warmup(spec.instance_warmup.as_secs() as i32)
         .skip_matching(true)
         .build();
     let out = cloud

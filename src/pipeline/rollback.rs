@@ -134,16 +134,9 @@ pub async fn rollback(
     if let (true, true, Some(group)) = (changed, refresh, &spec.auto_scaling_group) {
         let phase = format!("instance refresh of {group}");
         reporter.phase_started(&phase);
-        let refreshed = release::refresh_group(
-            cloud,
-            reporter,
-            &phase,
-            group,
-            spec.min_healthy_percentage,
-            spec.instance_warmup,
-            plan.timeouts.instance_refresh,
-        )
-        .await?;
+        let timeout = plan.timeouts.instance_refresh;
+        let refreshed =
+            release::refresh_group(cloud, reporter, &phase, spec, group, timeout).await?;
         reporter.phase_finished(&phase, &refreshed.status);
         outcome.instance_refresh = Some(refreshed.clone());
         release::ensure_refreshed(&refreshed, &cloud.region)?;
