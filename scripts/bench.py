@@ -19,11 +19,18 @@ both see the same, slowly growing, emulator state):
   scale    N distinct recipes / templates started together (one region each, us-east-1, no
            copies), under the slow behaviour, against one alone: parallel / single.
 
+Equivalence: both tools start from the same image id (resolved here with the recipe filter's
+name/owner/architecture), t3.micro, an 8 GiB gp3 encrypted root volume deleted with the builder,
+shutdown behaviour `stop`, tags on the builder, its volume, the image and the image's snapshot.
+What stays different: Packer creates and deletes a temporary key pair and security group even with
+`communicator: none`; Packer 1.6.6 has no `metadata_options` (kiln asks for IMDSv2); kiln looks up
+its fingerprint (one DescribeImages) before launching. Wall times include each tool's start-up.
+
 The AWS request count of a run is what the emulator recorded (GET /_kiln/requests, cleared with
 DELETE before each run). After each run (outside the timing and the count) the result is checked:
 the image exists, is available and tagged, its snapshot is tagged, and no builder is left alive.
 Exit status: 0 when every tool run succeeded (targets missed or not), 1 when a tool failed or did
-not do the job, 2 on a usage or set-up error.
+not do the job, 2 on a usage or set-up error, 130 when interrupted.
 """
 
 import argparse
@@ -111,6 +118,9 @@ def stop_all():
 
 
 def on_signal(signum, frame):
+    # Once is enough: the clean-up that follows is not interrupted again.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise Interrupted(signal.Signals(signum).name)
 
 
@@ -377,6 +387,7 @@ class Bench:
         self.packer = args.packer
         self.failures = []
         self.notes = []
+        self.results = {}
         self.counter = 0
 
     # ---- tool commands ----
@@ -505,7 +516,10 @@ class Bench:
         return wall, log, problems
 
     def progress(self, text):
-        print(text, file=sys.stderr, flush=True)
+        try:
+            print(text, file=sys.stderr, flush=True)
+        except OSError:
+            pass  # nobody reads stderr any more (a closed pipe): the run goes on
 
     def order(self, rnd):
         return ("kiln", "packer") if rnd % 2 == 1 else ("packer", "kiln")
@@ -638,7 +652,7 @@ class Bench:
 
     def run(self):
         self.emulators = []
-        results = {}
+        results = self.results
         try:
             for job in self.args.jobs:
                 for attempt in (1, 2):
@@ -656,7 +670,6 @@ class Bench:
                             self.emulators.pop().stop()
         finally:
             stop_all()
-        return results
 
     def run_job(self, job):
         if job == "plain":
@@ -875,35 +888,37 @@ def main(argv=None):
     bench = Bench(args, root, workdir)
     status = 0
     try:
-        results = bench.run()
-    except SetupError as err:
-        print(f"bench: {err}", file=sys.stderr)
-        status = 2
-        results = {}
-    except Interrupted as err:
-        print(f"bench: interrupted ({err})", file=sys.stderr)
-        status = 130
-        results = {}
+        try:
+            bench.run()
+        except SetupError as err:
+            print(f"bench: {err}", file=sys.stderr)
+            status = 2
+        except Interrupted as err:
+            print(f"bench: interrupted ({err})", file=sys.stderr)
+            status = 130
+        finally:
+            stop_all()
+        # What finished is reported even when a later job could not run.
+        results = {k: v for k, v in bench.results.items() if v}
+        if results:
+            print()
+            print(report(results, args, kiln_version, packer_version))
+            for note in bench.notes:
+                print(f"note: {note}")
+        if args.json_out and results:
+            with open(args.json_out, "w", encoding="utf-8") as out:
+                json.dump(results, out, indent=1, default=str)
+        if bench.failures:
+            print("\ntool failures:", file=sys.stderr)
+            for failure in bench.failures:
+                print(f"  {failure.splitlines()[0]}", file=sys.stderr)
+            status = status or 1
     finally:
         stop_all()
-    results = {k: v for k, v in results.items() if v}
-    if results:
-        print()
-        print(report(results, args, kiln_version, packer_version))
-        for note in bench.notes:
-            print(f"note: {note}")
-    if args.json_out and results:
-        with open(args.json_out, "w", encoding="utf-8") as out:
-            json.dump(results, out, indent=1, default=str)
-    if bench.failures:
-        print("\ntool failures:", file=sys.stderr)
-        for failure in bench.failures:
-            print(f"  {failure.splitlines()[0]}", file=sys.stderr)
-        status = status or 1
-    if args.keep or bench.failures:
-        print(f"\nscratch folder kept: {workdir}", file=sys.stderr)
-    else:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if args.keep or bench.failures:
+            print(f"\nscratch folder kept: {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
     return status
 
 

@@ -26,6 +26,8 @@ pub struct ImageInfo {
     pub creation_date: String,
     pub owner_id: String,
     pub root_device_name: Option<String>,
+    /// Size in GiB of the volume on the root device, when the image says.
+    pub root_volume_size: Option<i32>,
     pub architecture: Option<String>,
     pub snapshot_ids: Vec<String>,
     pub tags: BTreeMap<String, String>,
@@ -48,6 +50,12 @@ impl ImageInfo {
             creation_date: image.creation_date().unwrap_or_default().to_owned(),
             owner_id: image.owner_id().unwrap_or_default().to_owned(),
             root_device_name: image.root_device_name().map(str::to_owned),
+            root_volume_size: image
+                .block_device_mappings()
+                .iter()
+                .find(|m| m.device_name() == image.root_device_name())
+                .and_then(|m| m.ebs())
+                .and_then(|e| e.volume_size()),
             architecture: image.architecture().map(|a| a.as_str().to_owned()),
             snapshot_ids: image
                 .block_device_mappings()
@@ -141,6 +149,8 @@ pub async fn list_images(
 pub struct LaunchRequest<'a> {
     pub image_id: &'a str,
     pub root_device_name: Option<&'a str>,
+    /// The source image's root volume size, used when the recipe sets none.
+    pub root_volume_size: Option<i32>,
     pub builder: &'a BuilderSpec,
     pub client_token: &'a str,
     pub tags: &'a [(String, String)],
@@ -177,8 +187,13 @@ pub async fn run_builder(cloud: &Cloud, req: LaunchRequest<'_>) -> Result<String
             .encrypted(spec.encrypted)
             .delete_on_termination(true)
             .volume_type(VolumeType::Gp3);
-        if let Some(size) = spec.volume_size_gb {
-            ebs = ebs.volume_size(size as i32);
+        // Overriding the root mapping (to encrypt it) needs a size: the recipe's, else the image's.
+        if let Some(size) = spec
+            .volume_size_gb
+            .map(|s| s as i32)
+            .or(req.root_volume_size)
+        {
+            ebs = ebs.volume_size(size);
         }
         call = call.block_device_mappings(
             BlockDeviceMapping::builder()

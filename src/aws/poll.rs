@@ -17,6 +17,9 @@ pub const POLL_MIN: Duration = Duration::from_millis(250);
 pub const POLL_MAX: Duration = Duration::from_secs(15);
 /// The interval is about this fraction of the time already waited.
 const POLL_FRACTION: u32 = 10;
+/// Transient failures (throttling, 5xx, no connection) are waited through, but not forever: after
+/// this long without one successful look, the wait fails with the last error.
+pub const UNREACHABLE_LIMIT: Duration = Duration::from_secs(120);
 
 /// What one look at a resource found.
 pub enum Probe<T> {
@@ -50,6 +53,7 @@ where
     let started = Instant::now();
     let mut last_state = String::from("(not seen yet)");
     let mut penalty = Duration::ZERO;
+    let mut last_success = Instant::now();
     loop {
         match probe().await {
             Ok(Probe::Done(value)) => return Ok(value),
@@ -59,8 +63,9 @@ where
                     last_state = state;
                 }
                 penalty = Duration::ZERO;
+                last_success = Instant::now();
             }
-            Err(e) if e.is_transient() => {
+            Err(e) if e.is_transient() && last_success.elapsed() < UNREACHABLE_LIMIT => {
                 tracing::debug!(
                     "{}: transient failure while waiting, backing off: {e}",
                     wait.phase

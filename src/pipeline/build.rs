@@ -285,6 +285,7 @@ async fn bake(
                 LaunchRequest {
                     image_id: &source.id,
                     root_device_name: source.root_device_name.as_deref(),
+                    root_volume_size: source.root_volume_size,
                     builder: &plan.builder,
                     client_token: &options.build_id,
                     tags: &instance_tags,

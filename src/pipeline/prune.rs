@@ -246,6 +246,7 @@ mod tests {
             creation_date: date.into(),
             owner_id: String::new(),
             root_device_name: None,
+            root_volume_size: None,
             architecture: None,
             snapshot_ids: vec![format!("snap-{id}")],
             tags: BTreeMap::new(),
