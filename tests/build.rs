@@ -249,7 +249,11 @@ fn sigint_during_a_step_exits_130_after_terminating_the_builder() {
 fn without_a_volume_size_the_builder_gets_the_source_images_root_size() {
     let emulator = Emulator::seeded();
     let kiln = Kiln::new(&emulator);
-    let recipe = kiln.write("app.yaml", &recipe("  []").replace("  volume_size_gb: 10\n", ""));
-    kiln.run(&["build", recipe.to_str().unwrap(), "--no-release"]).assert_code(0);
+    let recipe = kiln.write(
+        "app.yaml",
+        &recipe("  []").replace("  volume_size_gb: 10\n", ""),
+    );
+    kiln.run(&["build", recipe.to_str().unwrap(), "--no-release"])
+        .assert_code(0);
     assert_eq!(emulator.aws().kiln_images().len(), 1);
 }
