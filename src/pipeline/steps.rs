@@ -464,12 +464,13 @@ mod tests {
         assert!(!destination.exists());
     }
 
-    fn serve_once(status: &'static str, body: &'static str) -> u16 {
+    /// Answers every connection with the same response, for as long as the test runs.
+    fn serve(status: &'static str, body: &'static str) -> u16 {
         use std::io::{Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         std::thread::spawn(move || {
-            for stream in listener.incoming().flatten().take(3) {
+            for stream in listener.incoming().flatten() {
                 let mut stream = stream;
                 let mut buffer = [0u8; 1024];
                 let _ = stream.read(&mut buffer);
@@ -485,7 +486,7 @@ mod tests {
 
     #[test]
     fn check_command_passes_on_the_expected_answer_and_fails_with_the_last_one() {
-        let up = serve_once("200 OK", "{\"service\":\"UP\"}");
+        let up = serve("200 OK", "{\"service\":\"UP\"}");
         let url = format!("http://127.0.0.1:{up}/health");
         let out = bash(&check_command(
             &url,
@@ -498,7 +499,7 @@ mod tests {
         assert!(String::from_utf8_lossy(&out.stdout)
             .contains("check passed after 1 attempt(s): HTTP 200"));
 
-        let down = serve_once("503 Service Unavailable", "starting");
+        let down = serve("503 Service Unavailable", "starting");
         let url = format!("http://127.0.0.1:{down}/health");
         let out = bash(&check_command(
             &url,
