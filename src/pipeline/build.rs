@@ -178,9 +178,18 @@ pub async fn run(
                 ctx.reporter
                     .phase_finished("cleanup", &format!("{} resource(s) removed", cleanup.len()));
             }
+            // A phase may already have undone something itself (a refresh rolled back): one
+            // list of what was done, after the original error.
+            let (primary, done) = match primary {
+                Error::Build {
+                    primary,
+                    cleanup: done,
+                } => (*primary, done),
+                other => (other, Vec::new()),
+            };
             Err(Error::Build {
                 primary: Box::new(primary),
-                cleanup,
+                cleanup: done.into_iter().chain(cleanup).collect(),
             })
         }
     }
