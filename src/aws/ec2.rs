@@ -526,6 +526,17 @@ pub struct LaunchTemplateInfo {
     pub latest_version: i64,
 }
 
+impl LaunchTemplateInfo {
+    fn from_sdk(lt: &aws_sdk_ec2::types::LaunchTemplate) -> LaunchTemplateInfo {
+        LaunchTemplateInfo {
+            id: lt.launch_template_id().unwrap_or_default().to_owned(),
+            name: lt.launch_template_name().unwrap_or_default().to_owned(),
+            default_version: lt.default_version_number().unwrap_or_default(),
+            latest_version: lt.latest_version_number().unwrap_or_default(),
+        }
+    }
+}
+
 /// Looks a launch template up by id (`lt-...`) or name.
 pub async fn describe_launch_template(
     cloud: &Cloud,
@@ -552,12 +563,7 @@ pub async fn describe_launch_template(
             &cloud.region,
         )
     })?;
-    Ok(LaunchTemplateInfo {
-        id: lt.launch_template_id().unwrap_or_default().to_owned(),
-        name: lt.launch_template_name().unwrap_or_default().to_owned(),
-        default_version: lt.default_version_number().unwrap_or_default(),
-        latest_version: lt.latest_version_number().unwrap_or_default(),
-    })
+    Ok(LaunchTemplateInfo::from_sdk(lt))
 }
 
 /// The default version of a launch template (by id `lt-...` or name) and its image, in one
@@ -617,12 +623,11 @@ pub async fn list_launch_templates(cloud: &Cloud) -> Result<Vec<LaunchTemplateIn
     while let Some(page) = pages.next().await {
         let page =
             page.map_err(|e| cloud.fail("DescribeLaunchTemplates", "all launch templates", e))?;
-        found.extend(page.launch_templates().iter().map(|lt| LaunchTemplateInfo {
-            id: lt.launch_template_id().unwrap_or_default().to_owned(),
-            name: lt.launch_template_name().unwrap_or_default().to_owned(),
-            default_version: lt.default_version_number().unwrap_or_default(),
-            latest_version: lt.latest_version_number().unwrap_or_default(),
-        }));
+        found.extend(
+            page.launch_templates()
+                .iter()
+                .map(LaunchTemplateInfo::from_sdk),
+        );
     }
     Ok(found)
 }
