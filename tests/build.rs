@@ -257,3 +257,27 @@ fn without_a_volume_size_the_builder_gets_the_source_images_root_size() {
         .assert_code(0);
     assert_eq!(emulator.aws().kiln_images().len(), 1);
 }
+
+#[test]
+fn a_missing_launch_template_fails_before_anything_is_launched() {
+    let emulator = Emulator::seeded();
+    let kiln = Kiln::new(&emulator);
+    let recipe = kiln.write(
+        "app.yaml",
+        &recipe("  []").replace(
+            "launch_template: rudder-dataplane",
+            "launch_template: no-such-template",
+        ),
+    );
+    let run = kiln.run(&["build", recipe.to_str().unwrap()]);
+    run.assert_code(1);
+    assert!(
+        run.stderr
+            .contains("DescribeLaunchTemplateVersions failed for launch template no-such-template"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("in us-east-1"), "{}", run.stderr);
+    assert!(emulator.aws().builders().is_empty());
+    assert!(!emulator.kiln_actions().iter().any(|a| a == "RunInstances"));
+}

@@ -584,7 +584,7 @@ pub async fn default_version(
     let out = call.send().await.map_err(|e| {
         cloud.fail(
             "DescribeLaunchTemplateVersions",
-            format!("launch template {name_or_id} $Default"),
+            format!("launch template {name_or_id}"),
             e,
         )
     })?;

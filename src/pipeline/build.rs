@@ -150,6 +150,14 @@ pub async fn run(
         }
     }
 
+    // A release target that does not exist should fail the build before it costs a builder.
+    if let (true, Some(spec)) = (options.release, &plan.release) {
+        tokio::select! {
+            r = ec2::default_version(&ctx.cloud, &spec.launch_template) => { r?; }
+            signal = interrupts.next() => return Err(Error::Interrupted { signal }),
+        }
+    }
+
     let build_dir = ctx.state_dir.join("builds").join(&options.build_id);
     let ledger = Ledger::create(&build_dir, &options.build_id)?;
     manifest.log_dir = Some(build_dir.display().to_string());
