@@ -36,6 +36,18 @@ pub enum Resource {
     },
 }
 
+impl Resource {
+    /// The region the resource lives in.
+    pub fn region(&self) -> &str {
+        match self {
+            Resource::Instance { region, .. }
+            | Resource::Image { region, .. }
+            | Resource::Snapshot { region, .. }
+            | Resource::TemplateVersion { region, .. } => region,
+        }
+    }
+}
+
 impl std::fmt::Display for Resource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -95,7 +95,11 @@ impl Cloud {
     }
 
     /// The same credentials and settings, in another region (image copies, SSM parameters).
+    /// The same clients when `region` is this one.
     pub fn in_region(&self, region: &str) -> Cloud {
+        if region == self.region {
+            return self.clone();
+        }
         let config = self
             .config
             .to_builder()

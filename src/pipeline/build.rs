@@ -24,7 +24,7 @@ use crate::pipeline::release::{self, LaunchTemplateRelease, RefreshOutcome};
 use crate::pipeline::steps::{wait_agent_online, StepRunner};
 use crate::pipeline::teardown::{tear_down, terminate_and_wait};
 use crate::pipeline::{now_rfc3339, Context};
-use crate::plan::Plan;
+use crate::plan::{Plan, ReleaseSpec};
 use crate::tags::{self, BuildTags};
 
 /// How many regions are copied to at once.
@@ -242,18 +242,7 @@ async fn reuse(
         }
     }
     if let (true, Some(spec)) = (options.release, &plan.release) {
-        let description =
-            release::version_description(&built_by, &plan.name, &plan.version, &image.id);
-        let token = format!("{}-release", options.build_id);
-        let released = ctx
-            .phase("release to launch template", async {
-                let r =
-                    release::release_image(&ctx.cloud, spec, &image.id, &description, &token, None)
-                        .await?;
-                Ok(ReleaseSummary(r))
-            })
-            .await?
-            .0;
+        let released = release_phase(ctx, spec, options, &built_by, plan, &image.id, None).await?;
         let changed = released.created_version.is_some();
         manifest.launch_template = Some(released);
         if changed {
@@ -262,6 +251,30 @@ async fn reuse(
     }
     manifest.finished_at = now_rfc3339();
     Ok(manifest)
+}
+
+/// The release phase: the launch template's default points at `image_id` afterwards. The
+/// version description names `built_by`, the build that made the image.
+async fn release_phase(
+    ctx: &Context<'_>,
+    spec: &ReleaseSpec,
+    options: &BuildOptions,
+    built_by: &str,
+    plan: &Plan,
+    image_id: &str,
+    ledger: Option<&Ledger>,
+) -> Result<LaunchTemplateRelease> {
+    let description = release::version_description(built_by, &plan.name, &plan.version, image_id);
+    let token = format!("{}-release", options.build_id);
+    let released = ctx
+        .phase("release to launch template", async {
+            let r =
+                release::release_image(&ctx.cloud, spec, image_id, &description, &token, ledger)
+                    .await?;
+            Ok(ReleaseSummary(r))
+        })
+        .await?;
+    Ok(released.0)
 }
 
 struct ReleaseSummary(LaunchTemplateRelease);
@@ -477,25 +490,16 @@ async fn bake(
     }
 
     if let (true, Some(spec)) = (options.release, &plan.release) {
-        let description =
-            release::version_description(&options.build_id, &plan.name, &plan.version, &image.id);
-        let token = format!("{}-release", options.build_id);
-        let released = ctx
-            .phase("release to launch template", async {
-                Ok(ReleaseSummary(
-                    release::release_image(
-                        cloud,
-                        spec,
-                        &image.id,
-                        &description,
-                        &token,
-                        Some(ledger),
-                    )
-                    .await?,
-                ))
-            })
-            .await?
-            .0;
+        let released = release_phase(
+            ctx,
+            spec,
+            options,
+            &options.build_id,
+            plan,
+            &image.id,
+            Some(ledger),
+        )
+        .await?;
         manifest.launch_template = Some(released);
         publish_and_refresh(ctx, plan, options, manifest).await?;
     }
@@ -527,11 +531,7 @@ async fn publish_and_refresh(
             .phase("publish SSM parameter", async {
                 let mut writes = Vec::new();
                 for image in &manifest.images {
-                    let cloud = if image.region == ctx.cloud.region {
-                        ctx.cloud.clone()
-                    } else {
-                        ctx.cloud.in_region(&image.region)
-                    };
+                    let cloud = ctx.cloud.in_region(&image.region);
                     let description = format!(
                         "{} {} (kiln build {})",
                         plan.name, plan.version, manifest.build_id

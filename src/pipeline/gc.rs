@@ -173,20 +173,11 @@ fn journal_candidates(state_dir: &Path, region: &str) -> Vec<(String, Resource)>
             .into_iter()
             .enumerate()
             .filter(|(_, (resource, event))| {
-                *event == Event::Created && resource_region(resource) == region
+                *event == Event::Created && resource.region() == region
             })
             .map(|(i, (resource, _))| (i, resource))
             .collect();
         found.extend(pending.into_values().map(|r| (build_id.clone(), r)));
     }
     found
-}
-
-fn resource_region(resource: &Resource) -> &str {
-    match resource {
-        Resource::Instance { region, .. }
-        | Resource::Image { region, .. }
-        | Resource::Snapshot { region, .. }
-        | Resource::TemplateVersion { region, .. } => region,
-    }
 }

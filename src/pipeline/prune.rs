@@ -100,11 +100,7 @@ pub async fn prune(home: &Cloud, plan: &Plan, keep: u32, dry_run: bool) -> Resul
             .cloned(),
     );
     for region in regions {
-        let cloud = if region == home.region {
-            home.clone()
-        } else {
-            home.in_region(&region)
-        };
+        let cloud = home.in_region(&region);
         let images = ec2::list_images(
             &cloud,
             &["self".to_owned()],

@@ -111,17 +111,7 @@ async fn find_tagged_leftovers(
 
 /// Removes one resource (in its own region); says what else went with it.
 pub async fn remove(home: &Cloud, resource: &Resource) -> Result<String> {
-    let region = match resource {
-        Resource::Instance { region, .. }
-        | Resource::Image { region, .. }
-        | Resource::Snapshot { region, .. }
-        | Resource::TemplateVersion { region, .. } => region,
-    };
-    let cloud = if *region == home.region {
-        home.clone()
-    } else {
-        home.in_region(region)
-    };
+    let cloud = home.in_region(resource.region());
     match resource {
         Resource::TemplateVersion {
             template_id,
