@@ -1,156 +1,108 @@
-//! The cloud layer: client construction and thin, context-carrying wrappers around the AWS SDK.
+//! The cloud seam: everything kiln asks of AWS, in kiln's own words.
 //!
-//! It owns how kiln talks to AWS (credential chain, region, endpoint, retries, TLS) and the mapping
-//! of SDK errors to [`Error::Aws`] with operation, resource and region. It must not decide anything
-//! about builds: the pipeline does that.
+//! [`Cloud`] is a narrow trait over [`model`] types: no SDK type, and no plan or recipe type,
+//! crosses it. Two implementations: [`sdk::Sdk`], the only code that imports `aws-sdk-*` or
+//! `aws-config`, and [`fake::Fake`], an in-memory model with a virtual clock and scripted faults
+//! that the pipeline's own tests run on. One conformance suite (`tests/conformance.rs`) runs over
+//! both, over the local emulator and, behind `KILN_TEST_AWS=1`, a real account.
+//!
+//! Every failure is an [`Error::Aws`](crate::error::Error::Aws) naming the operation, the resource
+//! and the region. This layer decides nothing about builds: the pipeline does.
 
-pub mod ec2;
+pub mod model;
 pub mod poll;
-pub mod ssm;
+pub mod sdk;
 
-use std::time::Duration;
+use std::sync::Arc;
 
-use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, Region};
-use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
-use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+use async_trait::async_trait;
+
+pub use model::*;
 
 use crate::error::{AwsError, Error, Result};
 
-/// SDK-level attempts per call. Throttling and 5xx are retried with jittered exponential backoff
-/// from [`RETRY_INITIAL_BACKOFF`]; wait loops add their own time-bounded patience on top.
-pub const RETRY_MAX_ATTEMPTS: u32 = 8;
-pub const RETRY_INITIAL_BACKOFF: Duration = Duration::from_millis(200);
-/// One HTTP attempt may take this long before it is retried (a dropped connection is noticed here
-/// at the latest).
-pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// What kiln needs of AWS, one method per operation (or per paginated listing).
+///
+/// Conventions every implementation keeps:
+/// - listings return every page;
+/// - "not there" is `Ok(None)` (or an absent entry) where the method says so, an error elsewhere;
+/// - removing something that is already gone succeeds (`deregister_image`, `delete_snapshot`,
+///   `terminate_instance`);
+/// - a response without a field kiln needs is an error naming the operation and the field.
+#[async_trait]
+pub trait Cloud: Send + Sync {
+    /// The region this cloud talks to.
+    fn region(&self) -> &str;
+    /// The same account and settings in another region (itself when `region` is its own).
+    fn in_region(&self, region: &str) -> Arc<dyn Cloud>;
 
-/// Where and as whom to talk to AWS; `None` means "the standard chain decides".
-#[derive(Debug, Clone, Default)]
-pub struct ConnectOptions {
-    pub region: Option<String>,
-    pub profile: Option<String>,
-    pub endpoint_url: Option<String>,
-}
+    // --- images and snapshots (EC2) ---
 
-/// Clients for one region.
-#[derive(Clone, Debug)]
-pub struct Cloud {
-    pub region: String,
-    pub ec2: aws_sdk_ec2::Client,
-    pub ssm: aws_sdk_ssm::Client,
-    pub autoscaling: aws_sdk_autoscaling::Client,
-    config: aws_config::SdkConfig,
-}
-
-impl Cloud {
-    /// Loads the standard configuration chain (environment, profile, SSO, IMDS), with the CLI's
-    /// overrides laid over it. `AWS_ENDPOINT_URL` is honoured by the chain itself.
-    pub async fn connect(options: &ConnectOptions) -> Result<Cloud> {
-        let http_client = aws_smithy_http_client::Builder::new()
-            .tls_provider(Provider::Rustls(CryptoMode::Ring))
-            .build_https();
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .http_client(http_client)
-            .retry_config(
-                RetryConfig::standard()
-                    .with_max_attempts(RETRY_MAX_ATTEMPTS)
-                    .with_initial_backoff(RETRY_INITIAL_BACKOFF),
-            )
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(CONNECT_TIMEOUT)
-                    .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-                    .build(),
-            );
-        if let Some(region) = &options.region {
-            loader = loader.region(Region::new(region.clone()));
-        }
-        if let Some(profile) = &options.profile {
-            loader = loader.profile_name(profile);
-        }
-        if let Some(url) = &options.endpoint_url {
-            loader = loader.endpoint_url(url);
-        }
-        let config = loader.load().await;
-        let Some(region) = config.region().map(|r| r.to_string()) else {
-            return Err(Error::Usage(
-                "no AWS region: pass --region, set AWS_REGION, or set a region in the profile"
-                    .into(),
-            ));
-        };
-        Ok(Cloud::from_config(config, region))
-    }
-
-    fn from_config(config: aws_config::SdkConfig, region: String) -> Cloud {
-        Cloud {
-            region,
-            ec2: aws_sdk_ec2::Client::new(&config),
-            ssm: aws_sdk_ssm::Client::new(&config),
-            autoscaling: aws_sdk_autoscaling::Client::new(&config),
-            config,
-        }
-    }
-
-    /// The same credentials and settings, in another region (image copies, SSM parameters).
-    /// The same clients when `region` is this one.
-    pub fn in_region(&self, region: &str) -> Cloud {
-        if region == self.region {
-            return self.clone();
-        }
-        let config = self
-            .config
-            .to_builder()
-            .region(Region::new(region.to_owned()))
-            .build();
-        Cloud::from_config(config, region.to_owned())
-    }
-
-    /// Maps an SDK failure to kiln's error with the operation, resource and this client's region.
-    pub fn fail<E, R>(
+    /// The images among `ids` that exist; missing ids are simply absent from the answer.
+    async fn images(&self, ids: &[String]) -> Result<Vec<Image>>;
+    /// Images matching `query`, every page.
+    async fn find_images(&self, query: &ImageQuery) -> Result<Vec<Image>>;
+    /// `CreateImage` from an instance without rebooting it (kiln stops it first); returns the id.
+    async fn create_image(&self, request: &CreateImageRequest) -> Result<String>;
+    /// `CopyImage` into this cloud's region; returns the new id.
+    async fn copy_image(&self, request: &CopyImageRequest) -> Result<String>;
+    async fn deregister_image(&self, image_id: &str) -> Result<()>;
+    /// Launch permission on the image and create-volume permission on its snapshots.
+    async fn share_image(
         &self,
-        operation: &'static str,
-        resource: impl Into<String>,
-        err: SdkError<E, R>,
-    ) -> Error
-    where
-        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-        R: std::fmt::Debug,
-    {
-        aws_error(operation, resource, &self.region, err)
-    }
-}
+        image_id: &str,
+        snapshot_ids: &[String],
+        accounts: &[String],
+    ) -> Result<()>;
+    /// This account's snapshots made for `image_id` (AWS names the image in their description),
+    /// found even while the image is pending.
+    async fn snapshots_of_image(&self, image_id: &str) -> Result<Vec<String>>;
+    async fn delete_snapshot(&self, snapshot_id: &str) -> Result<()>;
+    async fn create_tags(&self, resource_ids: &[String], tags: &Tags) -> Result<()>;
 
-/// See [`Cloud::fail`].
-pub fn aws_error<E, R>(
-    operation: &'static str,
-    resource: impl Into<String>,
-    region: &str,
-    err: SdkError<E, R>,
-) -> Error
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
-{
-    let code = err.code().map(str::to_owned);
-    let message = match (&err, err.message()) {
-        (_, Some(m)) => m.to_owned(),
-        (SdkError::DispatchFailure(_), None) => {
-            "could not reach the endpoint (connection failed)".to_owned()
-        }
-        (SdkError::TimeoutError(_), None) => "the request timed out".to_owned(),
-        (SdkError::ResponseError(_), None) => "the response could not be read".to_owned(),
-        (_, None) => aws_sdk_ec2::error::DisplayErrorContext(&err).to_string(),
-    };
-    Error::Aws(AwsError {
-        operation,
-        resource: resource.into(),
-        region: region.to_owned(),
-        code,
-        message,
-    })
+    // --- instances (EC2) ---
+
+    /// Launches one instance; returns its id.
+    async fn launch_instance(&self, request: &LaunchRequest) -> Result<String>;
+    /// One instance; `None` when AWS does not know the id (yet, or any more).
+    async fn instance(&self, instance_id: &str) -> Result<Option<Instance>>;
+    /// Instances matching `query`, every page.
+    async fn find_instances(&self, query: &InstanceQuery) -> Result<Vec<Instance>>;
+    async fn stop_instance(&self, instance_id: &str) -> Result<()>;
+    async fn terminate_instance(&self, instance_id: &str) -> Result<()>;
+
+    // --- launch templates (EC2) ---
+
+    async fn launch_template(&self, template: &TemplateRef) -> Result<LaunchTemplate>;
+    /// Every launch template of the account in this region.
+    async fn launch_templates(&self) -> Result<Vec<LaunchTemplate>>;
+    /// The default version, with its template's id and name, in one call.
+    async fn default_template_version(&self, template: &TemplateRef) -> Result<TemplateVersion>;
+    /// Every version of a template, newest first.
+    async fn template_versions(&self, template_id: &str) -> Result<Vec<TemplateVersion>>;
+    /// Creates a version; returns its number.
+    async fn create_template_version(&self, request: &NewTemplateVersion) -> Result<i64>;
+    async fn set_default_version(&self, template_id: &str, version: i64) -> Result<()>;
+    async fn delete_template_version(&self, template_id: &str, version: i64) -> Result<()>;
+
+    // --- Systems Manager ---
+
+    /// The SSM agent's ping status; `None` while the instance has not registered.
+    async fn agent_status(&self, instance_id: &str) -> Result<Option<PingStatus>>;
+    /// Sends a shell script; returns the command id.
+    async fn send_command(&self, command: &ShellCommand) -> Result<String>;
+    /// `None` while SSM has not registered the invocation (normal right after sending).
+    async fn invocation(&self, command_id: &str, instance_id: &str) -> Result<Option<Invocation>>;
+    async fn cancel_command(&self, command_id: &str, instance_id: &str) -> Result<()>;
+    /// Writes a String parameter (overwriting); returns its new version.
+    async fn put_parameter(&self, name: &str, value: &str, description: &str) -> Result<i64>;
+
+    // --- Auto Scaling ---
+
+    /// Starts an instance refresh; returns its id.
+    async fn start_refresh(&self, request: &RefreshRequest) -> Result<String>;
+    /// One refresh of a group; `None` when it is not visible.
+    async fn refresh(&self, group: &str, refresh_id: &str) -> Result<Option<Refresh>>;
 }
 
 /// A missing field in a response: an error that names the request and the field.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::aws::{Cloud, ConnectOptions};
+use crate::aws::sdk::{ConnectOptions, Sdk as Cloud};
 use crate::error::{exit, Error, Result};
 use crate::pipeline::build::{BuildOptions, Interrupts};
 use crate::pipeline::rollback::Target;

@@ -14,9 +14,9 @@ use std::time::Duration;
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
 
-use crate::aws::ec2::{self, filter, ImageInfo, LaunchRequest};
 use crate::aws::poll::{wait_until, Probe, Wait};
-use crate::aws::{ssm, Cloud};
+use crate::aws::sdk::ec2::{self, filter, ImageInfo, LaunchRequest};
+use crate::aws::sdk::{ssm, Sdk as Cloud};
 use crate::error::{Error, Result};
 use crate::ledger::{Ledger, Resource};
 use crate::pipeline::images::{self, find_by_fingerprint, resolve_source};

@@ -13,8 +13,8 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::aws::ec2::{self, filter};
-use crate::aws::Cloud;
+use crate::aws::sdk::ec2::{self, filter};
+use crate::aws::sdk::Sdk as Cloud;
 use crate::error::Result;
 use crate::ledger::{self, Event, Ledger, Resource};
 use crate::pipeline::teardown;

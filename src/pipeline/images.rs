@@ -1,9 +1,9 @@
 //! Images: resolving the source, finding an existing build by fingerprint, waiting for a new
 //! image, tagging its snapshots, and copying it to other regions.
 
-use crate::aws::ec2::{self, filter, ImageInfo};
 use crate::aws::poll::{wait_until, Probe, Wait};
-use crate::aws::Cloud;
+use crate::aws::sdk::ec2::{self, filter, ImageInfo};
+use crate::aws::sdk::Sdk as Cloud;
 use crate::error::{Error, Result};
 use crate::plan::SourceSpec;
 use crate::tags;

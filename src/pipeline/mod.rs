@@ -9,12 +9,13 @@ pub mod images;
 pub mod prune;
 pub mod release;
 pub mod rollback;
+pub mod script;
 pub mod steps;
 pub mod teardown;
 
 use std::path::PathBuf;
 
-use crate::aws::Cloud;
+use crate::aws::sdk::Sdk as Cloud;
 use crate::report::Reporter;
 
 /// What every command needs.
@@ -64,7 +65,7 @@ impl PhaseResult for String {
     }
 }
 
-impl PhaseResult for crate::aws::ec2::ImageInfo {
+impl PhaseResult for crate::aws::sdk::ec2::ImageInfo {
     fn summary(&self) -> String {
         format!("{} ({})", self.id, self.name)
     }

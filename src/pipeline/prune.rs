@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::aws::ec2::{self, filter, ImageInfo};
-use crate::aws::Cloud;
+use crate::aws::sdk::ec2::{self, filter, ImageInfo};
+use crate::aws::sdk::Sdk as Cloud;
 use crate::error::Result;
 use crate::pipeline::images;
 use crate::plan::Plan;

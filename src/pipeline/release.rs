@@ -10,9 +10,9 @@ use std::time::Duration;
 use aws_sdk_autoscaling::types::RefreshPreferences;
 use serde::Serialize;
 
-use crate::aws::ec2;
 use crate::aws::poll::{wait_until, Probe, Wait};
-use crate::aws::Cloud;
+use crate::aws::sdk::ec2;
+use crate::aws::sdk::Sdk as Cloud;
 use crate::error::{Error, Result};
 use crate::ledger::{Ledger, Resource};
 use crate::plan::ReleaseSpec;

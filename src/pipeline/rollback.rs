@@ -8,8 +8,8 @@
 
 use serde::Serialize;
 
-use crate::aws::ec2;
-use crate::aws::Cloud;
+use crate::aws::sdk::ec2;
+use crate::aws::sdk::Sdk as Cloud;
 use crate::error::{Error, Result};
 use crate::pipeline::history::{history, HistoryEntry};
 use crate::pipeline::release::{self, RefreshOutcome};

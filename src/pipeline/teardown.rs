@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
-use crate::aws::ec2::{self, filter};
 use crate::aws::poll::{wait_until, Probe, Wait};
-use crate::aws::Cloud;
+use crate::aws::sdk::ec2::{self, filter};
+use crate::aws::sdk::Sdk as Cloud;
 use crate::error::Result;
 use crate::ledger::{Ledger, Resource};
 use crate::pipeline::{images, release};

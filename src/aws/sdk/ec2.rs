@@ -12,7 +12,8 @@ use aws_sdk_ec2::types::{
     ResourceType, ShutdownBehavior, Tag, TagSpecification, VolumeType,
 };
 
-use super::{missing, Cloud};
+use super::Sdk as Cloud;
+use crate::aws::missing;
 use crate::error::Result;
 use crate::plan::BuilderSpec;
 

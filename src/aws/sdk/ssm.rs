@@ -2,7 +2,8 @@
 
 use aws_sdk_ssm::types::{InstanceInformationStringFilter, ParameterType};
 
-use super::{missing, Cloud};
+use super::Sdk as Cloud;
+use crate::aws::missing;
 use crate::error::Result;
 
 /// The document every shell step runs through.

@@ -1,0 +1,455 @@
+//! kiln's own words for what it asks of AWS and what it gets back.
+//!
+//! These types are the only ones that cross the [`Cloud`](super::Cloud) seam: no SDK type, and no
+//! plan or recipe type, appears here. States that AWS defines as enumerations are enums; a value
+//! this version of kiln does not know is kept as `Other` so nothing is silently misread.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+/// Tags as ordered key/value pairs (the order AWS is given them in).
+pub type Tags = Vec<(String, String)>;
+
+macro_rules! aws_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($variant,)+
+            /// A value this version of kiln does not know.
+            Other(String),
+        }
+
+        impl $name {
+            /// AWS's spelling of the value.
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $($name::$variant => $text,)+
+                    $name::Other(text) => text,
+                }
+            }
+
+            /// Every known value, in declaration order.
+            pub const KNOWN: &'static [$name] = &[$($name::$variant),+];
+        }
+
+        impl From<&str> for $name {
+            fn from(text: &str) -> $name {
+                match text {
+                    $($text => $name::$variant,)+
+                    other => $name::Other(other.to_owned()),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+    };
+}
+
+aws_enum!(
+    /// EC2 instance states.
+    InstanceState {
+        Pending = "pending",
+        Running = "running",
+        ShuttingDown = "shutting-down",
+        Terminated = "terminated",
+        Stopping = "stopping",
+        Stopped = "stopped",
+    }
+);
+
+impl InstanceState {
+    /// Not terminated and not on its way there: the states of an instance that still costs.
+    pub const LIVE: &'static [InstanceState] = &[
+        InstanceState::Pending,
+        InstanceState::Running,
+        InstanceState::Stopping,
+        InstanceState::Stopped,
+    ];
+
+    /// A state the instance never leaves (or leaves only for `terminated`).
+    pub fn is_gone(&self) -> bool {
+        matches!(
+            self,
+            InstanceState::Terminated | InstanceState::ShuttingDown
+        )
+    }
+}
+
+aws_enum!(
+    /// EC2 image states.
+    ImageState {
+        Pending = "pending",
+        Available = "available",
+        Invalid = "invalid",
+        Deregistered = "deregistered",
+        Transient = "transient",
+        Failed = "failed",
+        Error = "error",
+        Disabled = "disabled",
+    }
+);
+
+impl ImageState {
+    /// A state an image never leaves for `available`.
+    pub fn is_final_failure(&self) -> bool {
+        matches!(
+            self,
+            ImageState::Failed | ImageState::Error | ImageState::Invalid | ImageState::Deregistered
+        )
+    }
+}
+
+aws_enum!(
+    /// The SSM agent's ping status.
+    PingStatus {
+        Online = "Online",
+        ConnectionLost = "ConnectionLost",
+        Inactive = "Inactive",
+    }
+);
+
+aws_enum!(
+    /// The status of one Run Command invocation (`GetCommandInvocation`).
+    CommandStatus {
+        Pending = "Pending",
+        InProgress = "InProgress",
+        Delayed = "Delayed",
+        Success = "Success",
+        Cancelled = "Cancelled",
+        TimedOut = "TimedOut",
+        Failed = "Failed",
+        Cancelling = "Cancelling",
+    }
+);
+
+aws_enum!(
+    /// The status of an instance refresh.
+    RefreshStatus {
+        Pending = "Pending",
+        InProgress = "InProgress",
+        Successful = "Successful",
+        Failed = "Failed",
+        Cancelling = "Cancelling",
+        Cancelled = "Cancelled",
+        RollbackInProgress = "RollbackInProgress",
+        RollbackFailed = "RollbackFailed",
+        RollbackSuccessful = "RollbackSuccessful",
+        Baking = "Baking",
+    }
+);
+
+impl RefreshStatus {
+    /// The refresh has ended, one way or another.
+    pub fn is_finished(&self) -> bool {
+        matches!(
+            self,
+            RefreshStatus::Successful
+                | RefreshStatus::Failed
+                | RefreshStatus::Cancelled
+                | RefreshStatus::RollbackFailed
+                | RefreshStatus::RollbackSuccessful
+        )
+    }
+}
+
+/// An image, as kiln reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Image {
+    pub id: String,
+    pub name: String,
+    pub state: ImageState,
+    /// Why the image is in its state (set for `failed` images), empty otherwise.
+    pub state_reason: String,
+    /// As AWS gives it (ISO 8601, sorts by time).
+    pub creation_date: String,
+    pub owner_id: String,
+    pub root_device_name: Option<String>,
+    /// Size in GiB of the volume on the root device, when the image says.
+    pub root_volume_size: Option<i32>,
+    pub architecture: Option<String>,
+    pub snapshot_ids: Vec<String>,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Which images to list. Every set field must match.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ImageQuery {
+    /// Owner account ids or aliases (`self`, `amazon`); empty: every image the caller can see.
+    pub owners: Vec<String>,
+    /// A name pattern (`*` and `?` wildcards).
+    pub name: Option<String>,
+    pub state: Option<ImageState>,
+    pub architecture: Option<String>,
+    /// Tags that must have these exact values.
+    pub tags: Tags,
+    /// Tag keys that must be present, whatever their value.
+    pub tag_keys: Vec<String>,
+}
+
+impl ImageQuery {
+    /// Images of this account (`owners: self`).
+    pub fn own() -> ImageQuery {
+        ImageQuery {
+            owners: vec!["self".into()],
+            ..ImageQuery::default()
+        }
+    }
+
+    pub fn tagged(mut self, key: &str, value: &str) -> ImageQuery {
+        self.tags.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn with_tag_key(mut self, key: &str) -> ImageQuery {
+        self.tag_keys.push(key.to_owned());
+        self
+    }
+
+    pub fn in_state(mut self, state: ImageState) -> ImageQuery {
+        self.state = Some(state);
+        self
+    }
+
+    pub fn named(mut self, pattern: &str) -> ImageQuery {
+        self.name = Some(pattern.to_owned());
+        self
+    }
+}
+
+/// The root volume of a new instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RootVolume {
+    pub device_name: String,
+    /// GiB; `None` keeps the image's size.
+    pub size_gb: Option<i32>,
+    pub encrypted: bool,
+}
+
+/// One instance to launch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LaunchRequest {
+    pub image_id: String,
+    pub instance_type: String,
+    /// A profile name, or an ARN.
+    pub iam_instance_profile: Option<String>,
+    pub subnet_id: Option<String>,
+    pub security_group_ids: Vec<String>,
+    /// `Some` to override the image's root mapping (gp3, deleted on termination).
+    pub root_volume: Option<RootVolume>,
+    pub imdsv2_required: bool,
+    pub associate_public_ip: Option<bool>,
+    /// Idempotency: a retried launch with the same token launches nothing new.
+    pub client_token: String,
+    pub tags: Tags,
+    pub volume_tags: Tags,
+}
+
+/// An instance, as kiln reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Instance {
+    pub id: String,
+    pub state: InstanceState,
+    pub image_id: Option<String>,
+    /// Why the instance is in its state (set when AWS stopped or terminated it), empty otherwise.
+    pub state_reason: String,
+    pub launch_time: Option<SystemTime>,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Which instances to list. Every set field must match.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InstanceQuery {
+    pub tags: Tags,
+    /// Empty: any state.
+    pub states: Vec<InstanceState>,
+}
+
+impl InstanceQuery {
+    /// Instances that are not terminated or shutting down.
+    pub fn live() -> InstanceQuery {
+        InstanceQuery {
+            tags: Vec::new(),
+            states: InstanceState::LIVE.to_vec(),
+        }
+    }
+
+    pub fn tagged(mut self, key: &str, value: &str) -> InstanceQuery {
+        self.tags.push((key.to_owned(), value.to_owned()));
+        self
+    }
+}
+
+/// `CreateImage` from an instance, tags in the same call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateImageRequest {
+    pub instance_id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub tags: Tags,
+}
+
+/// `CopyImage` into the region of the cloud it is sent to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CopyImageRequest {
+    pub source_region: String,
+    pub source_image_id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub client_token: String,
+    pub encrypted: bool,
+}
+
+/// How to name a launch template: by id (`lt-...`) or by name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TemplateRef {
+    Id(String),
+    Name(String),
+}
+
+impl TemplateRef {
+    /// `lt-...` is an id; anything else a name.
+    pub fn parse(text: &str) -> TemplateRef {
+        if text.starts_with("lt-") {
+            TemplateRef::Id(text.to_owned())
+        } else {
+            TemplateRef::Name(text.to_owned())
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            TemplateRef::Id(s) | TemplateRef::Name(s) => s,
+        }
+    }
+
+    /// Whether `template` is the one this names.
+    pub fn matches(&self, template: &LaunchTemplate) -> bool {
+        match self {
+            TemplateRef::Id(id) => *id == template.id,
+            TemplateRef::Name(name) => *name == template.name,
+        }
+    }
+}
+
+impl std::fmt::Display for TemplateRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "launch template {}", self.as_str())
+    }
+}
+
+/// A launch template's identity and version pointers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LaunchTemplate {
+    pub id: String,
+    pub name: String,
+    pub default_version: i64,
+    pub latest_version: i64,
+}
+
+/// One version of a launch template, reduced to what kiln reads.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TemplateVersion {
+    pub template_id: String,
+    pub template_name: String,
+    pub number: i64,
+    pub is_default: bool,
+    pub image_id: Option<String>,
+    pub description: String,
+    /// RFC 3339.
+    pub created_at: Option<String>,
+}
+
+/// A new launch template version: `source_version`'s data with only the image changed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTemplateVersion {
+    pub template_id: String,
+    pub source_version: i64,
+    pub image_id: String,
+    /// At most 255 characters are kept.
+    pub description: String,
+    pub client_token: String,
+}
+
+/// One shell script for Run Command (`AWS-RunShellScript`) on one instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShellCommand {
+    pub instance_id: String,
+    pub script: String,
+    /// How long the script may run on the instance.
+    pub execution_timeout_secs: u64,
+    /// Shown in the Run Command history (at most 100 characters are kept).
+    pub comment: String,
+}
+
+/// Where one command invocation stands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invocation {
+    pub status: CommandStatus,
+    /// SSM's finer status (`DeliveryTimedOut`, `ExecutionTimedOut`, `Undeliverable`...).
+    pub status_details: String,
+    /// `None` while the script has not finished (AWS answers -1).
+    pub exit_code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Invocation {
+    /// The invocation has ended, one way or another.
+    pub fn is_finished(&self) -> bool {
+        matches!(
+            self.status,
+            CommandStatus::Success
+                | CommandStatus::Failed
+                | CommandStatus::TimedOut
+                | CommandStatus::Cancelled
+        ) || matches!(
+            self.status_details.as_str(),
+            "DeliveryTimedOut"
+                | "ExecutionTimedOut"
+                | "Undeliverable"
+                | "Terminated"
+                | "InvalidPlatform"
+                | "AccessDenied"
+        )
+    }
+
+    /// Status and, when it says more, the details: `Failed (ExecutionTimedOut)`.
+    pub fn describe_status(&self) -> String {
+        if self.status_details.is_empty() || self.status_details == self.status.as_str() {
+            self.status.to_string()
+        } else {
+            format!("{} ({})", self.status, self.status_details)
+        }
+    }
+}
+
+/// How an instance refresh replaces instances.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefreshRequest {
+    pub group: String,
+    pub min_healthy_percentage: i32,
+    pub instance_warmup_secs: i32,
+    pub skip_matching: bool,
+}
+
+/// An instance refresh, as kiln reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refresh {
+    pub id: String,
+    pub status: RefreshStatus,
+    pub status_reason: String,
+    pub percentage_complete: i32,
+}

@@ -1,0 +1,154 @@
+//! The AWS SDK implementation of [`Cloud`](super::Cloud): the only module that imports
+//! `aws-sdk-*` or `aws-config`.
+//!
+//! It owns how kiln talks to AWS (credential chain, region, endpoint, retries, TLS) and the mapping
+//! of SDK errors to [`Error::Aws`] with operation, resource and region. It must not decide anything
+//! about builds: the pipeline does that.
+
+pub mod ec2;
+pub mod ssm;
+
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+
+use crate::error::{AwsError, Error, Result};
+
+/// SDK-level attempts per call. Throttling and 5xx are retried with jittered exponential backoff
+/// from [`RETRY_INITIAL_BACKOFF`]; wait loops add their own time-bounded patience on top.
+pub const RETRY_MAX_ATTEMPTS: u32 = 8;
+pub const RETRY_INITIAL_BACKOFF: Duration = Duration::from_millis(200);
+/// One HTTP attempt may take this long before it is retried (a dropped connection is noticed here
+/// at the latest).
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where and as whom to talk to AWS; `None` means "the standard chain decides".
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    pub region: Option<String>,
+    pub profile: Option<String>,
+    pub endpoint_url: Option<String>,
+}
+
+/// Clients for one region.
+#[derive(Clone, Debug)]
+pub struct Sdk {
+    pub region: String,
+    pub ec2: aws_sdk_ec2::Client,
+    pub ssm: aws_sdk_ssm::Client,
+    pub autoscaling: aws_sdk_autoscaling::Client,
+    config: aws_config::SdkConfig,
+}
+
+impl Sdk {
+    /// Loads the standard configuration chain (environment, profile, SSO, IMDS), with the CLI's
+    /// overrides laid over it. `AWS_ENDPOINT_URL` is honoured by the chain itself.
+    pub async fn connect(options: &ConnectOptions) -> Result<Sdk> {
+        let http_client = aws_smithy_http_client::Builder::new()
+            .tls_provider(Provider::Rustls(CryptoMode::Ring))
+            .build_https();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(http_client)
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(RETRY_MAX_ATTEMPTS)
+                    .with_initial_backoff(RETRY_INITIAL_BACKOFF),
+            )
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                    .build(),
+            );
+        if let Some(region) = &options.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some(profile) = &options.profile {
+            loader = loader.profile_name(profile);
+        }
+        if let Some(url) = &options.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        let config = loader.load().await;
+        let Some(region) = config.region().map(|r| r.to_string()) else {
+            return Err(Error::Usage(
+                "no AWS region: pass --region, set AWS_REGION, or set a region in the profile"
+                    .into(),
+            ));
+        };
+        Ok(Sdk::from_config(config, region))
+    }
+
+    fn from_config(config: aws_config::SdkConfig, region: String) -> Sdk {
+        Sdk {
+            region,
+            ec2: aws_sdk_ec2::Client::new(&config),
+            ssm: aws_sdk_ssm::Client::new(&config),
+            autoscaling: aws_sdk_autoscaling::Client::new(&config),
+            config,
+        }
+    }
+
+    /// The same credentials and settings, in another region (image copies, SSM parameters).
+    /// The same clients when `region` is this one.
+    pub fn in_region(&self, region: &str) -> Sdk {
+        if region == self.region {
+            return self.clone();
+        }
+        let config = self
+            .config
+            .to_builder()
+            .region(Region::new(region.to_owned()))
+            .build();
+        Sdk::from_config(config, region.to_owned())
+    }
+
+    /// Maps an SDK failure to kiln's error with the operation, resource and this client's region.
+    pub fn fail<E, R>(
+        &self,
+        operation: &'static str,
+        resource: impl Into<String>,
+        err: SdkError<E, R>,
+    ) -> Error
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug,
+    {
+        aws_error(operation, resource, &self.region, err)
+    }
+}
+
+/// See [`Sdk::fail`].
+pub fn aws_error<E, R>(
+    operation: &'static str,
+    resource: impl Into<String>,
+    region: &str,
+    err: SdkError<E, R>,
+) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    let code = err.code().map(str::to_owned);
+    let message = match (&err, err.message()) {
+        (_, Some(m)) => m.to_owned(),
+        (SdkError::DispatchFailure(_), None) => {
+            "could not reach the endpoint (connection failed)".to_owned()
+        }
+        (SdkError::TimeoutError(_), None) => "the request timed out".to_owned(),
+        (SdkError::ResponseError(_), None) => "the response could not be read".to_owned(),
+        (_, None) => aws_sdk_ec2::error::DisplayErrorContext(&err).to_string(),
+    };
+    Error::Aws(AwsError {
+        operation,
+        resource: resource.into(),
+        region: region.to_owned(),
+        code,
+        message,
+    })
+}
