@@ -9,9 +9,11 @@ use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, IamInstanceProfileSpecification,
     InstanceMetadataEndpointState, InstanceMetadataOptionsRequest,
     InstanceNetworkInterfaceSpecification, InstanceStateName, RequestLaunchTemplateData,
-    ResourceType, ShutdownBehavior, Tag, TagSpecification, VolumeType,
+    ResourceType, ShutdownBehavior, VolumeType,
 };
 
+pub use super::common::filter;
+use super::common::{sdk_tags, tag_map, tag_spec, truncate};
 use super::Sdk as Cloud;
 use crate::aws::missing;
 use crate::error::Result;
@@ -66,38 +68,6 @@ impl ImageInfo {
             tags: tag_map(image.tags()),
         }
     }
-}
-
-fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
-    tags.iter()
-        .filter_map(|t| {
-            Some((
-                t.key()?.to_owned(),
-                t.value().unwrap_or_default().to_owned(),
-            ))
-        })
-        .collect()
-}
-
-pub fn filter(name: &str, values: impl IntoIterator<Item = impl Into<String>>) -> Filter {
-    let mut filter = Filter::builder().name(name);
-    for value in values {
-        filter = filter.values(value.into());
-    }
-    filter.build()
-}
-
-fn sdk_tags(tags: &[(String, String)]) -> Vec<Tag> {
-    tags.iter()
-        .map(|(k, v)| Tag::builder().key(k).value(v).build())
-        .collect()
-}
-
-fn tag_spec(resource: ResourceType, tags: &[(String, String)]) -> TagSpecification {
-    TagSpecification::builder()
-        .resource_type(resource)
-        .set_tags(Some(sdk_tags(tags)))
-        .build()
 }
 
 /// Describes images by id; missing ids are simply absent from the answer.
@@ -754,10 +724,6 @@ pub async fn delete_template_version(cloud: &Cloud, template_id: &str, version: 
             )
         })?;
     Ok(())
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    text.chars().take(max).collect()
 }
 
 /// Whether a state name is one an instance never leaves.

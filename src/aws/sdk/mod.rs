@@ -4,10 +4,22 @@
 //! It owns how kiln talks to AWS (credential chain, region, endpoint, retries, TLS) and the mapping
 //! of SDK errors to [`Error::Aws`] with operation, resource and region. It must not decide anything
 //! about builds: the pipeline does that.
+//!
+//! The operations live by service area: [`images`] (images, snapshots, tags), [`instances`],
+//! [`templates`] (launch templates), [`commands`] (Systems Manager) and [`autoscaling`]; the
+//! `impl Cloud for Sdk` below only delegates to them. [`ec2`] and [`ssm`] hold the older free
+//! functions the pipeline still calls.
 
+pub mod autoscaling;
+pub mod commands;
+mod common;
 pub mod ec2;
+pub mod images;
+pub mod instances;
 pub mod ssm;
+pub mod templates;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
@@ -16,6 +28,12 @@ use aws_config::{BehaviorVersion, Region};
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 
+use crate::aws::model::{
+    CopyImageRequest, CreateImageRequest, Image, ImageQuery, Instance, InstanceQuery, Invocation,
+    LaunchRequest, LaunchTemplate, NewTemplateVersion, PingStatus, Refresh, RefreshRequest,
+    ShellCommand, Tags, TemplateRef, TemplateVersion,
+};
+use crate::aws::{missing, Cloud};
 use crate::error::{AwsError, Error, Result};
 
 /// SDK-level attempts per call. Throttling and 5xx are retried with jittered exponential backoff
@@ -121,6 +139,36 @@ impl Sdk {
     {
         aws_error(operation, resource, &self.region, err)
     }
+
+    /// A field kiln needs from a response: present, or an error naming the operation, the field,
+    /// the resource and this client's region.
+    pub fn required<T>(
+        &self,
+        value: Option<T>,
+        operation: &'static str,
+        field: &str,
+        resource: &str,
+    ) -> Result<T> {
+        value.ok_or_else(|| missing(operation, field, resource, &self.region))
+    }
+
+    /// An AWS failure kiln noticed itself (a request it could not build, a refusal reported
+    /// inside a successful response), in this client's region.
+    pub fn error(
+        &self,
+        operation: &'static str,
+        resource: impl Into<String>,
+        code: Option<String>,
+        message: &str,
+    ) -> Error {
+        Error::Aws(AwsError {
+            operation,
+            resource: resource.into(),
+            region: self.region.clone(),
+            code,
+            message: message.to_owned(),
+        })
+    }
 }
 
 /// See [`Sdk::fail`].
@@ -151,4 +199,132 @@ where
         code,
         message,
     })
+}
+
+#[async_trait::async_trait]
+impl Cloud for Sdk {
+    fn region(&self) -> &str {
+        &self.region
+    }
+
+    fn in_region(&self, region: &str) -> Arc<dyn Cloud> {
+        Arc::new(Sdk::in_region(self, region))
+    }
+
+    async fn images(&self, ids: &[String]) -> Result<Vec<Image>> {
+        images::images(self, ids).await
+    }
+
+    async fn find_images(&self, query: &ImageQuery) -> Result<Vec<Image>> {
+        images::find_images(self, query).await
+    }
+
+    async fn create_image(&self, request: &CreateImageRequest) -> Result<String> {
+        images::create_image(self, request).await
+    }
+
+    async fn copy_image(&self, request: &CopyImageRequest) -> Result<String> {
+        images::copy_image(self, request).await
+    }
+
+    async fn deregister_image(&self, image_id: &str) -> Result<()> {
+        images::deregister_image(self, image_id).await
+    }
+
+    async fn share_image(
+        &self,
+        image_id: &str,
+        snapshot_ids: &[String],
+        accounts: &[String],
+    ) -> Result<()> {
+        images::share_image(self, image_id, snapshot_ids, accounts).await
+    }
+
+    async fn snapshots_of_image(&self, image_id: &str) -> Result<Vec<String>> {
+        images::snapshots_of_image(self, image_id).await
+    }
+
+    async fn delete_snapshot(&self, snapshot_id: &str) -> Result<()> {
+        images::delete_snapshot(self, snapshot_id).await
+    }
+
+    async fn create_tags(&self, resource_ids: &[String], tags: &Tags) -> Result<()> {
+        images::create_tags(self, resource_ids, tags).await
+    }
+
+    async fn launch_instance(&self, request: &LaunchRequest) -> Result<String> {
+        instances::launch_instance(self, request).await
+    }
+
+    async fn instance(&self, instance_id: &str) -> Result<Option<Instance>> {
+        instances::instance(self, instance_id).await
+    }
+
+    async fn find_instances(&self, query: &InstanceQuery) -> Result<Vec<Instance>> {
+        instances::find_instances(self, query).await
+    }
+
+    async fn stop_instance(&self, instance_id: &str) -> Result<()> {
+        instances::stop_instance(self, instance_id).await
+    }
+
+    async fn terminate_instance(&self, instance_id: &str) -> Result<()> {
+        instances::terminate_instance(self, instance_id).await
+    }
+
+    async fn launch_template(&self, template: &TemplateRef) -> Result<LaunchTemplate> {
+        templates::launch_template(self, template).await
+    }
+
+    async fn launch_templates(&self) -> Result<Vec<LaunchTemplate>> {
+        templates::launch_templates(self).await
+    }
+
+    async fn default_template_version(&self, template: &TemplateRef) -> Result<TemplateVersion> {
+        templates::default_template_version(self, template).await
+    }
+
+    async fn template_versions(&self, template_id: &str) -> Result<Vec<TemplateVersion>> {
+        templates::template_versions(self, template_id).await
+    }
+
+    async fn create_template_version(&self, request: &NewTemplateVersion) -> Result<i64> {
+        templates::create_template_version(self, request).await
+    }
+
+    async fn set_default_version(&self, template_id: &str, version: i64) -> Result<()> {
+        templates::set_default_version(self, template_id, version).await
+    }
+
+    async fn delete_template_version(&self, template_id: &str, version: i64) -> Result<()> {
+        templates::delete_template_version(self, template_id, version).await
+    }
+
+    async fn agent_status(&self, instance_id: &str) -> Result<Option<PingStatus>> {
+        commands::agent_status(self, instance_id).await
+    }
+
+    async fn send_command(&self, command: &ShellCommand) -> Result<String> {
+        commands::send_command(self, command).await
+    }
+
+    async fn invocation(&self, command_id: &str, instance_id: &str) -> Result<Option<Invocation>> {
+        commands::invocation(self, command_id, instance_id).await
+    }
+
+    async fn cancel_command(&self, command_id: &str, instance_id: &str) -> Result<()> {
+        commands::cancel_command(self, command_id, instance_id).await
+    }
+
+    async fn put_parameter(&self, name: &str, value: &str, description: &str) -> Result<i64> {
+        commands::put_parameter(self, name, value, description).await
+    }
+
+    async fn start_refresh(&self, request: &RefreshRequest) -> Result<String> {
+        autoscaling::start_refresh(self, request).await
+    }
+
+    async fn refresh(&self, group: &str, refresh_id: &str) -> Result<Option<Refresh>> {
+        autoscaling::refresh(self, group, refresh_id).await
+    }
 }
