@@ -1,0 +1,552 @@
+//! EC2 in the fake: instances, images, snapshots and tags.
+
+use std::collections::BTreeMap;
+
+use super::world::{
+    blank_image, refuse, Answer, Here, ImageRecord, InstanceRecord, Transition, World,
+};
+use super::{FakeSnapshot, ImageOutcome, ACCOUNT_ID, AMAZON_OWNER_ID};
+use crate::aws::model::{
+    CopyImageRequest, CreateImageRequest, Image, ImageQuery, ImageState, Instance, InstanceQuery,
+    InstanceState, LaunchRequest, Tags,
+};
+
+/// AWS's state reason for instances stopped or terminated by a call.
+const USER_SHUTDOWN: &str = "Client.UserInitiatedShutdown: User initiated shutdown";
+
+impl ImageRecord {
+    /// The image as `DescribeImages` shows it at `now`.
+    pub fn view(&self, now: tokio::time::Instant) -> Image {
+        let state = if self.deregistered {
+            ImageState::Deregistered
+        } else {
+            self.state.state(now)
+        };
+        Image {
+            state_reason: if state == ImageState::Failed {
+                self.failure.clone()
+            } else {
+                String::new()
+            },
+            state,
+            ..self.image.clone()
+        }
+    }
+}
+
+impl InstanceRecord {
+    pub fn view(&self, now: tokio::time::Instant) -> Instance {
+        Instance {
+            id: self.id.clone(),
+            state: self.state.state(now),
+            image_id: Some(self.image_id.clone()),
+            state_reason: self.state_reason.clone(),
+            launch_time: Some(self.launched),
+            tags: self.tags.clone(),
+        }
+    }
+
+    /// `running` for at least `agent_online`, with an instance profile.
+    pub fn agent_online(
+        &self,
+        now: tokio::time::Instant,
+        agent_online: std::time::Duration,
+    ) -> bool {
+        self.has_profile
+            && self.state.after == InstanceState::Running
+            && now >= self.state.at + agent_online
+    }
+}
+
+/// Whether `text` matches `pattern`, where `*` is any run of characters and `?` any one.
+pub(super) fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti) = (0, 0);
+    let mut backtrack: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            backtrack = Some((pi, ti));
+            pi += 1;
+        } else if let Some((star, from)) = backtrack {
+            pi = star + 1;
+            ti = from + 1;
+            backtrack = Some((star, from + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+fn owner_matches(owner: &str, owner_id: &str) -> bool {
+    match owner {
+        "self" => owner_id == ACCOUNT_ID,
+        "amazon" => owner_id == AMAZON_OWNER_ID,
+        literal => owner_id == literal,
+    }
+}
+
+fn has_tags(have: &BTreeMap<String, String>, tags: &Tags) -> bool {
+    tags.iter().all(|(k, v)| have.get(k) == Some(v))
+}
+
+fn image_matches(image: &Image, query: &ImageQuery) -> bool {
+    (query.owners.is_empty()
+        || query
+            .owners
+            .iter()
+            .any(|o| owner_matches(o, &image.owner_id)))
+        && query.name.as_ref().is_none_or(|n| glob(n, &image.name))
+        && query.state.as_ref().is_none_or(|s| *s == image.state)
+        && query
+            .architecture
+            .as_ref()
+            .is_none_or(|a| image.architecture.as_ref() == Some(a))
+        && has_tags(&image.tags, &query.tags)
+        && query.tag_keys.iter().all(|k| image.tags.contains_key(k))
+}
+
+fn tag_map(tags: &Tags) -> BTreeMap<String, String> {
+    tags.iter().cloned().collect()
+}
+
+fn image_not_found<T>(id: &str) -> Answer<T> {
+    refuse(
+        "InvalidAMIID.NotFound",
+        format!("The image id '[{id}]' does not exist"),
+    )
+}
+
+fn instance_not_found<T>(id: &str) -> Answer<T> {
+    refuse(
+        "InvalidInstanceID.NotFound",
+        format!("The instance ID '{id}' does not exist"),
+    )
+}
+
+fn snapshot_not_found<T>(id: &str) -> Answer<T> {
+    refuse(
+        "InvalidSnapshot.NotFound",
+        format!("The snapshot '{id}' does not exist."),
+    )
+}
+
+/// A new image of this account with the given root device and architecture (no id yet).
+fn own_image(
+    name: &str,
+    architecture: &Option<String>,
+    root_device_name: &Option<String>,
+    root_volume_size: Option<i32>,
+) -> Image {
+    Image {
+        architecture: architecture.clone(),
+        root_device_name: root_device_name.clone(),
+        root_volume_size,
+        ..blank_image(name, ACCOUNT_ID, "")
+    }
+}
+
+// --- images and snapshots ---
+impl World {
+    /// Registered images (not deregistered) of a region, as shown at `now`.
+    fn registered_images(&mut self, here: &Here) -> Vec<Image> {
+        self.region(&here.region)
+            .images
+            .values()
+            .filter(|r| !r.deregistered)
+            .map(|r| r.view(here.now))
+            .collect()
+    }
+
+    pub fn all_images(&mut self, here: &Here) -> Vec<Image> {
+        let region = self.region(&here.region);
+        region.images.values().map(|r| r.view(here.now)).collect()
+    }
+
+    pub fn describe_images(&mut self, here: &Here, ids: &[String]) -> Answer<Vec<Image>> {
+        let images = self.registered_images(here);
+        Ok(images.into_iter().filter(|i| ids.contains(&i.id)).collect())
+    }
+
+    pub fn find_images(&mut self, here: &Here, query: &ImageQuery) -> Answer<Vec<Image>> {
+        let images = self.registered_images(here);
+        Ok(images
+            .into_iter()
+            .filter(|i| image_matches(i, query))
+            .collect())
+    }
+
+    /// `InvalidAMIName.Duplicate` when an image of this account in `region` has the name.
+    fn check_name_free(&mut self, region: &str, name: &str) -> Answer<()> {
+        let taken =
+            self.region(region).images.values().find(|r| {
+                !r.deregistered && r.image.owner_id == ACCOUNT_ID && r.image.name == name
+            });
+        match taken {
+            Some(r) => refuse(
+                "InvalidAMIName.Duplicate",
+                format!("AMI name {name} is already in use by AMI {}", r.image.id),
+            ),
+            None => Ok(()),
+        }
+    }
+
+    /// Registers `image` as a new image of this account with one new snapshot described by
+    /// `describe(image id)`: `pending` until `timings.image_available`, then what
+    /// [`ImageOutcome`] says.
+    fn register(
+        &mut self,
+        here: &Here,
+        mut image: Image,
+        copy_token: Option<String>,
+        describe: impl FnOnce(&str) -> String,
+    ) -> String {
+        let id = self.new_id("ami");
+        let snapshot_id = self.new_id("snap");
+        let (after, failure) = match &self.image_outcome {
+            ImageOutcome::Available => (ImageState::Available, String::new()),
+            ImageOutcome::Failed { reason } => (ImageState::Failed, reason.clone()),
+        };
+        let takes = self.timings.image_available;
+        image.id = id.clone();
+        image.creation_date = self.image_date(here.now);
+        image.snapshot_ids = vec![snapshot_id.clone()];
+        let snapshot = FakeSnapshot {
+            id: snapshot_id.clone(),
+            description: describe(&id),
+            owner_id: ACCOUNT_ID.to_owned(),
+            volume_size: image.root_volume_size.unwrap_or(8),
+            tags: BTreeMap::new(),
+            volume_permissions: Vec::new(),
+        };
+        let record = ImageRecord {
+            image,
+            state: Transition::between(ImageState::Pending, after, here.now, takes),
+            failure,
+            deregistered: false,
+            launch_permissions: Vec::new(),
+            copy_token,
+        };
+        let region = self.region(&here.region);
+        region.snapshots.insert(snapshot_id, snapshot);
+        region.images.insert(id.clone(), record);
+        id
+    }
+
+    pub fn create_image(&mut self, here: &Here, request: &CreateImageRequest) -> Answer<String> {
+        let Some(instance) = self
+            .region(&here.region)
+            .instances
+            .get(&request.instance_id)
+        else {
+            return instance_not_found(&request.instance_id);
+        };
+        let state = instance.state.state(here.now);
+        if matches!(state, InstanceState::Pending) || state.is_gone() {
+            return refuse(
+                "IncorrectInstanceState",
+                format!(
+                    "The instance '{}' is not in a state from which it can be imaged ({state}).",
+                    instance.id
+                ),
+            );
+        }
+        let mut image = own_image(
+            &request.name,
+            &instance.architecture,
+            &instance.root_device_name,
+            instance.root_volume_size,
+        );
+        image.tags = tag_map(&request.tags);
+        let instance_id = instance.id.clone();
+        self.check_name_free(&here.region, &request.name)?;
+        Ok(self.register(here, image, None, |ami| {
+            format!("Created by CreateImage({instance_id}) for {ami}")
+        }))
+    }
+
+    pub fn copy_image(&mut self, here: &Here, request: &CopyImageRequest) -> Answer<String> {
+        let token = Some(request.client_token.clone()).filter(|t| !t.is_empty());
+        let region = self.region(&here.region);
+        if let Some(done) = region
+            .images
+            .values()
+            .find(|r| token.is_some() && r.copy_token == token)
+        {
+            return Ok(done.image.id.clone());
+        }
+        let source_region = self.region(&request.source_region);
+        let Some(source) = source_region.registered_image(&request.source_image_id) else {
+            return image_not_found(&request.source_image_id);
+        };
+        let image = own_image(
+            &request.name,
+            &source.image.architecture,
+            &source.image.root_device_name,
+            source.image.root_volume_size,
+        );
+        let source_id = source.image.id.clone();
+        let source_snapshot = source
+            .image
+            .snapshot_ids
+            .first()
+            .cloned()
+            .unwrap_or_default();
+        self.check_name_free(&here.region, &request.name)?;
+        Ok(self.register(here, image, token, |ami| {
+            format!(
+                "Copied for DestinationAmi {ami} from SourceAmi {source_id} for SourceSnapshot {source_snapshot}"
+            )
+        }))
+    }
+
+    pub fn deregister_image(&mut self, here: &Here, image_id: &str) -> Answer<()> {
+        if let Some(record) = self.region(&here.region).images.get_mut(image_id) {
+            record.deregistered = true;
+        }
+        Ok(())
+    }
+
+    pub fn share_image(
+        &mut self,
+        here: &Here,
+        image_id: &str,
+        snapshot_ids: &[String],
+        accounts: &[String],
+    ) -> Answer<()> {
+        let region = self.region(&here.region);
+        if region.registered_image(image_id).is_none() {
+            return image_not_found(image_id);
+        }
+        if let Some(missing) = snapshot_ids
+            .iter()
+            .find(|s| !region.snapshots.contains_key(*s))
+        {
+            return snapshot_not_found(missing);
+        }
+        let grant = |to: &mut Vec<String>| {
+            for account in accounts {
+                if !to.contains(account) {
+                    to.push(account.clone());
+                }
+            }
+        };
+        if let Some(image) = region.images.get_mut(image_id) {
+            grant(&mut image.launch_permissions);
+        }
+        for snapshot in snapshot_ids {
+            if let Some(snapshot) = region.snapshots.get_mut(snapshot) {
+                grant(&mut snapshot.volume_permissions);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn snapshots_of_image(&mut self, here: &Here, image_id: &str) -> Answer<Vec<String>> {
+        let region = self.region(&here.region);
+        Ok(region
+            .snapshots
+            .values()
+            .filter(|s| s.owner_id == ACCOUNT_ID && s.description.contains(image_id))
+            .map(|s| s.id.clone())
+            .collect())
+    }
+
+    pub fn delete_snapshot(&mut self, here: &Here, snapshot_id: &str) -> Answer<()> {
+        let region = self.region(&here.region);
+        let user = region
+            .images
+            .values()
+            .find(|r| !r.deregistered && r.image.snapshot_ids.iter().any(|s| s == snapshot_id));
+        if let Some(user) = user {
+            return refuse(
+                "InvalidSnapshot.InUse",
+                format!(
+                    "The snapshot {snapshot_id} is currently in use by {}",
+                    user.image.id
+                ),
+            );
+        }
+        region.snapshots.remove(snapshot_id);
+        Ok(())
+    }
+
+    /// Tags instances, images and snapshots; nothing is tagged when one id is unknown.
+    pub fn create_tags(&mut self, here: &Here, ids: &[String], tags: &Tags) -> Answer<()> {
+        let region = self.region(&here.region);
+        for id in ids {
+            match id.split('-').next() {
+                Some("i") if !region.instances.contains_key(id) => instance_not_found(id),
+                Some("ami") if region.registered_image(id).is_none() => image_not_found(id),
+                Some("snap") if !region.snapshots.contains_key(id) => snapshot_not_found(id),
+                Some("i" | "ami" | "snap") => Ok(()),
+                _ => refuse("InvalidID", format!("The ID '{id}' is not valid")),
+            }?;
+        }
+        for id in ids {
+            let target = if let Some(i) = region.instances.get_mut(id) {
+                &mut i.tags
+            } else if let Some(r) = region.images.get_mut(id) {
+                &mut r.image.tags
+            } else if let Some(s) = region.snapshots.get_mut(id) {
+                &mut s.tags
+            } else {
+                continue;
+            };
+            target.extend(tags.iter().cloned());
+        }
+        Ok(())
+    }
+}
+
+// --- instances ---
+impl World {
+    pub fn all_instances(&mut self, here: &Here) -> Vec<Instance> {
+        let region = self.region(&here.region);
+        region
+            .instances
+            .values()
+            .map(|i| i.view(here.now))
+            .collect()
+    }
+
+    /// A new instance of `image_id`, `pending` until `timings.instance_start`.
+    fn start_instance(&mut self, here: &Here, request: &LaunchRequest) -> Answer<String> {
+        let region = self.region(&here.region);
+        let image = region
+            .registered_image(&request.image_id)
+            .map(|r| r.image.clone());
+        let Some(image) = image else {
+            return image_not_found(&request.image_id);
+        };
+        let id = self.new_id("i");
+        let takes = self.timings.instance_start;
+        let record = InstanceRecord {
+            id: id.clone(),
+            image_id: image.id,
+            tags: tag_map(&request.tags),
+            client_token: request.client_token.clone(),
+            has_profile: request.iam_instance_profile.is_some(),
+            launched: self.wall(here.now),
+            state: Transition::between(
+                InstanceState::Pending,
+                InstanceState::Running,
+                here.now,
+                takes,
+            ),
+            state_reason: String::new(),
+            agent_was_online: false,
+            architecture: image.architecture,
+            root_device_name: image.root_device_name,
+            root_volume_size: request
+                .root_volume
+                .as_ref()
+                .and_then(|v| v.size_gb)
+                .or(image.root_volume_size),
+        };
+        self.region(&here.region)
+            .instances
+            .insert(id.clone(), record);
+        Ok(id)
+    }
+
+    pub fn launch_instance(&mut self, here: &Here, request: &LaunchRequest) -> Answer<String> {
+        let token = &request.client_token;
+        let region = self.region(&here.region);
+        if let Some(done) = region
+            .instances
+            .values()
+            .find(|i| !token.is_empty() && i.client_token == *token)
+        {
+            return Ok(done.id.clone());
+        }
+        self.start_instance(here, request)
+    }
+
+    /// A running instance kiln did not launch (no tags, no profile, no token).
+    pub fn add_foreign_instance(&mut self, here: &Here, image_id: &str) -> String {
+        let id = self.new_id("i");
+        let record = InstanceRecord {
+            id: id.clone(),
+            image_id: image_id.to_owned(),
+            tags: BTreeMap::new(),
+            client_token: String::new(),
+            has_profile: false,
+            launched: self.wall(here.now),
+            state: Transition::settled(InstanceState::Running, here.now),
+            state_reason: String::new(),
+            agent_was_online: false,
+            architecture: Some("x86_64".to_owned()),
+            root_device_name: Some("/dev/xvda".to_owned()),
+            root_volume_size: Some(8),
+        };
+        self.region(&here.region)
+            .instances
+            .insert(id.clone(), record);
+        id
+    }
+
+    pub fn describe_instance(&mut self, here: &Here, id: &str) -> Answer<Option<Instance>> {
+        Ok(self
+            .region(&here.region)
+            .instances
+            .get(id)
+            .map(|i| i.view(here.now)))
+    }
+
+    pub fn find_instances(&mut self, here: &Here, query: &InstanceQuery) -> Answer<Vec<Instance>> {
+        let instances = self.all_instances(here);
+        Ok(instances
+            .into_iter()
+            .filter(|i| has_tags(&i.tags, &query.tags))
+            .filter(|i| query.states.is_empty() || query.states.contains(&i.state))
+            .collect())
+    }
+
+    /// Moves an instance towards `settled` through `passing`, from now, unless it is already on
+    /// its way there.
+    fn shut(&mut self, here: &Here, id: &str, passing: InstanceState, settled: InstanceState) {
+        let agent_online = self.timings.agent_online;
+        let takes = match settled {
+            InstanceState::Stopped => self.timings.instance_stop,
+            _ => self.timings.instance_terminate,
+        };
+        let Some(instance) = self.region(&here.region).instances.get_mut(id) else {
+            return;
+        };
+        if instance.state.after == settled {
+            return;
+        }
+        instance.agent_was_online |= instance.agent_online(here.now, agent_online);
+        instance.state = Transition::between(passing, settled, here.now, takes);
+        instance.state_reason = USER_SHUTDOWN.to_owned();
+    }
+
+    pub fn stop_instance(&mut self, here: &Here, id: &str) -> Answer<()> {
+        let Some(instance) = self.region(&here.region).instances.get(id) else {
+            return instance_not_found(id);
+        };
+        let state = instance.state.state(here.now);
+        if state == InstanceState::Pending || state.is_gone() {
+            return refuse(
+                "IncorrectInstanceState",
+                format!("This instance '{id}' is not in a state from which it can be stopped."),
+            );
+        }
+        self.shut(here, id, InstanceState::Stopping, InstanceState::Stopped);
+        Ok(())
+    }
+
+    pub fn terminate_instance(&mut self, here: &Here, id: &str) -> Answer<()> {
+        self.shut(
+            here,
+            id,
+            InstanceState::ShuttingDown,
+            InstanceState::Terminated,
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,483 @@
+//! An in-memory AWS: [`Fake`] implements [`Cloud`](crate::aws::Cloud) for the pipeline's own tests (and for the
+//! integration test binary), with a virtual clock and scripted faults.
+//!
+//! # What it models
+//!
+//! - **One account, many regions.** A [`Fake`] is a cheap handle on a shared world plus a region;
+//!   [`Fake::in_region`] gives the same world seen from another region. Resources live in one
+//!   region; ids (`i-`, `ami-`, `snap-`, `lt-`, command and refresh ids) are unique in the world
+//!   and deterministic (a counter), so tests can predict them.
+//! - **Time.** Every state is derived, when it is read, from the moment of its last transition and
+//!   [`Timings`]: an instance launched at `t0` is `pending` until `t0 + instance_start`, then
+//!   `running`. All time comes from [`tokio::time::Instant`], so under
+//!   `#[tokio::test(start_paused = true)]` every wait of the pipeline passes instantly. Wall-clock
+//!   times (launch times, creation dates) are the real time at [`Fake::new`] plus the virtual time
+//!   elapsed since.
+//! - **EC2**: instances (`pending`→`running`, `stopping`→`stopped`, `shutting-down`→`terminated`;
+//!   client-token idempotency; terminated instances stay visible), images (unique names per region
+//!   among registered images, `pending`→`available` or `failed`, one snapshot each whose
+//!   description names the image as AWS's does, launch permissions), snapshots (`InUse` while a
+//!   registered image uses them), tags, and launch templates (versions copied from a source version
+//!   with only the image changed, client tokens, default version, numbers never reused).
+//! - **SSM**: the agent is `Online` once an instance with an instance profile has been running for
+//!   `agent_online` (`ConnectionLost` after it stops); Run Command follows [`CommandRule`]s and the
+//!   command's execution timeout; cancelling; String parameters with versions.
+//! - **Auto Scaling**: instance refreshes of known groups, one active at a time, ending in a
+//!   scriptable status after `timings.refresh`.
+//! - **Faults and calls**: [`Fake::fault`] scripts failures per AWS action (fail, lose the answer,
+//!   delay, hang); every trait call is recorded as a [`Call`].
+//!
+//! # What it does not model
+//!
+//! IAM (an instance "has a profile" when the launch request names one, whatever the name), VPCs,
+//! subnets and security groups (accepted, not checked), volumes (volume tags and root volume
+//! settings are accepted and ignored, except the root size, which the image inherits), encryption,
+//! pagination (every listing is complete in one go), eventual consistency (a new resource is
+//! visible at once), throttling (script it with a fault), instance-profile permissions, the
+//! effect of stopping an instance on a command in flight, and the replacement of a group's
+//! instances by a refresh. Errors carry AWS's codes with messages in AWS's style, not its exact
+//! wording.
+
+mod cloud;
+mod ec2;
+mod ssm;
+mod templates;
+#[cfg(test)]
+mod tests;
+mod world;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::aws::model::{Image, Instance, RefreshRequest, RefreshStatus, TemplateVersion};
+use crate::error::{AwsError, Error, Result};
+use world::{Here, Refusal, World};
+
+/// The account the fake answers as (`owners: ["self"]`).
+pub const ACCOUNT_ID: &str = "123456789012";
+/// The owner of the seeded Amazon Linux images (`owners: ["amazon"]`).
+pub const AMAZON_OWNER_ID: &str = "137112412989";
+/// The name of the seeded launch template and auto scaling group.
+pub const SEED_NAME: &str = "rudder-dataplane";
+
+/// How long each transition takes, in virtual time. Changing them affects transitions that start
+/// afterwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timings {
+    /// `pending` → `running`.
+    pub instance_start: Duration,
+    /// `stopping` → `stopped`.
+    pub instance_stop: Duration,
+    /// `shutting-down` → `terminated`.
+    pub instance_terminate: Duration,
+    /// From `running` until the SSM agent is `Online` (for instances with a profile).
+    pub agent_online: Duration,
+    /// `pending` → `available` (or `failed`) for created and copied images.
+    pub image_available: Duration,
+    /// From the start of an instance refresh to its outcome.
+    pub refresh: Duration,
+}
+
+impl Default for Timings {
+    fn default() -> Timings {
+        Timings {
+            instance_start: Duration::from_secs(2),
+            instance_stop: Duration::from_secs(2),
+            instance_terminate: Duration::from_secs(2),
+            agent_online: Duration::from_secs(3),
+            image_available: Duration::from_secs(5),
+            refresh: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Timings {
+    /// Every transition instantaneous (for tests that do not pause time).
+    pub fn zero() -> Timings {
+        Timings {
+            instance_start: Duration::ZERO,
+            instance_stop: Duration::ZERO,
+            instance_terminate: Duration::ZERO,
+            agent_online: Duration::ZERO,
+            image_available: Duration::ZERO,
+            refresh: Duration::ZERO,
+        }
+    }
+}
+
+/// A scripted answer to the next call(s) of one AWS action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer with this error `times` times (at least once), doing nothing; then behave normally.
+    Fail {
+        code: String,
+        message: String,
+        times: u32,
+    },
+    /// Do the action, then answer with this error (a response lost on its way back).
+    LoseAnswer { code: String },
+    /// Sleep this long (virtual time) before acting, so an interrupt can land inside the call.
+    Delay(Duration),
+    /// Never answer.
+    Hang,
+}
+
+impl Fault {
+    /// `Fail` with a generic message.
+    pub fn fail(code: &str, times: u32) -> Fault {
+        Fault::Fail {
+            code: code.to_owned(),
+            message: format!("{code} (scripted by the kiln fake)"),
+            times,
+        }
+    }
+
+    /// `LoseAnswer` with this code.
+    pub fn lose_answer(code: &str) -> Fault {
+        Fault::LoseAnswer {
+            code: code.to_owned(),
+        }
+    }
+}
+
+/// One call of a [`Cloud`](crate::aws::Cloud) method, as recorded by the fake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// The AWS action (`RunInstances`, `DescribeImages`...).
+    pub operation: &'static str,
+    pub region: String,
+    /// What the call was about (an id, a name, a query), as in error messages.
+    pub resource: String,
+}
+
+/// How a Run Command script ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandOutcome {
+    /// Exit code 0.
+    Success { stdout: String },
+    Failed {
+        exit_code: i32,
+        stdout: String,
+        stderr: String,
+    },
+    /// The script outlives its execution timeout (`TimedOut`, `ExecutionTimedOut`).
+    TimedOut,
+}
+
+/// What the fake SSM agent does with a script: the first rule whose `matching` is a substring of
+/// the script applies (an empty `matching` matches every script). Without a matching rule, a
+/// script succeeds after [`DEFAULT_COMMAND_TIME`] with no output. A script that would run longer
+/// than the command's execution timeout ends `TimedOut` at the timeout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandRule {
+    pub matching: String,
+    /// How long the invocation is `InProgress` before its outcome.
+    pub in_progress_for: Duration,
+    pub outcome: CommandOutcome,
+}
+
+/// How long a script matched by no rule runs.
+pub const DEFAULT_COMMAND_TIME: Duration = Duration::from_secs(1);
+
+/// What images created or copied from now on become once no longer `pending`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ImageOutcome {
+    #[default]
+    Available,
+    /// `failed`, with this state reason.
+    Failed { reason: String },
+}
+
+/// A snapshot, as the fake keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeSnapshot {
+    pub id: String,
+    pub description: String,
+    pub owner_id: String,
+    pub volume_size: i32,
+    pub tags: BTreeMap<String, String>,
+    /// Accounts given create-volume permission (`share_image`).
+    pub volume_permissions: Vec<String>,
+}
+
+/// A launch template as the fake keeps it: pointers, and every version newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeTemplate {
+    pub id: String,
+    pub name: String,
+    pub default_version: i64,
+    pub latest_version: i64,
+    pub versions: Vec<TemplateVersion>,
+}
+
+/// An in-memory AWS account: a cheap handle (shared world + region). See the module docs.
+#[derive(Clone)]
+pub struct Fake {
+    world: Arc<Mutex<World>>,
+    region: String,
+}
+
+impl std::fmt::Debug for Fake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fake")
+            .field("region", &self.region)
+            .finish()
+    }
+}
+
+impl Fake {
+    /// An empty account seen from `region`.
+    pub fn new(region: &str) -> Fake {
+        Fake {
+            world: Arc::new(Mutex::new(World::new(Instant::now()))),
+            region: region.to_owned(),
+        }
+    }
+
+    /// An account holding the demo world in `region` (see [`Fake::seed`]).
+    pub fn seeded(region: &str) -> Fake {
+        let fake = Fake::new(region);
+        fake.seed();
+        fake
+    }
+
+    /// Adds the demo world to this handle's region, like the emulator's seed: Amazon Linux 2023
+    /// images owned by `amazon` (two x86_64 of different dates, one arm64), the launch template
+    /// [`SEED_NAME`] whose version 1 uses the newest x86_64 one, and the auto scaling group
+    /// [`SEED_NAME`].
+    pub fn seed(&self) {
+        self.with(|w, here| w.seed(here));
+    }
+
+    /// The same world seen from `region`.
+    pub fn in_region(&self, region: &str) -> Fake {
+        Fake {
+            world: Arc::clone(&self.world),
+            region: region.to_owned(),
+        }
+    }
+
+    // --- behaviour ---
+
+    pub fn timings(&self) -> Timings {
+        self.with(|w, _| w.timings)
+    }
+
+    pub fn set_timings(&self, timings: Timings) {
+        self.with(|w, _| w.timings = timings);
+    }
+
+    /// Scripts `fault` for the next call(s) of `operation` (an AWS action name) in any region.
+    /// Faults of one operation are used in the order they were scripted.
+    pub fn fault(&self, operation: &str, fault: Fault) {
+        self.with(|w, _| w.faults.push(operation, None, fault));
+    }
+
+    /// Like [`Fake::fault`], only for calls made in `region`.
+    pub fn fault_in_region(&self, region: &str, operation: &str, fault: Fault) {
+        self.with(|w, _| w.faults.push(operation, Some(region), fault));
+    }
+
+    /// Adds a rule after the existing ones (the first matching rule wins).
+    pub fn command_rule(&self, rule: CommandRule) {
+        self.with(|w, _| w.rules.push(rule));
+    }
+
+    /// How instance refreshes started from now on end (default: `Successful`).
+    pub fn refresh_outcome(&self, status: RefreshStatus, reason: &str) {
+        self.with(|w, _| w.refresh_outcome = (status, reason.to_owned()));
+    }
+
+    /// How images created or copied from now on end (default: available).
+    pub fn image_outcome(&self, outcome: ImageOutcome) {
+        self.with(|w, _| w.image_outcome = outcome);
+    }
+
+    // --- the call log ---
+
+    /// Every call so far, in every region, in order.
+    pub fn calls(&self) -> Vec<Call> {
+        self.with(|w, _| w.calls.clone())
+    }
+
+    /// How many calls of `operation` were made, in every region.
+    pub fn count(&self, operation: &str) -> usize {
+        self.with(|w, _| w.calls.iter().filter(|c| c.operation == operation).count())
+    }
+
+    pub fn clear_calls(&self) {
+        self.with(|w, _| w.calls.clear());
+    }
+
+    // --- inspection (this handle's region) ---
+
+    /// Every instance, terminated ones included, in launch order.
+    pub fn instances(&self) -> Vec<Instance> {
+        self.with(|w, here| w.all_instances(here))
+    }
+
+    /// Every image, deregistered ones included (state `deregistered`), by id.
+    pub fn all_images(&self) -> Vec<Image> {
+        self.with(|w, here| w.all_images(here))
+    }
+
+    /// Every snapshot that exists (of this account and others).
+    pub fn snapshots(&self) -> Vec<FakeSnapshot> {
+        self.with(|w, here| w.region(&here.region).snapshots.values().cloned().collect())
+    }
+
+    /// A launch template by name.
+    pub fn template(&self, name: &str) -> Option<FakeTemplate> {
+        self.with(|w, here| w.template_view(here, name))
+    }
+
+    /// The whole data of one template version (`ImageId`, `InstanceType`...).
+    pub fn template_data(&self, name: &str, version: i64) -> Option<BTreeMap<String, String>> {
+        self.with(|w, here| w.template_data(here, name, version))
+    }
+
+    /// Accounts given launch permission on an image.
+    pub fn launch_permissions(&self, image_id: &str) -> Vec<String> {
+        self.with(|w, here| {
+            let region = w.region(&here.region);
+            region
+                .images
+                .get(image_id)
+                .map(|i| i.launch_permissions.clone())
+                .unwrap_or_default()
+        })
+    }
+
+    /// A parameter's latest version and value.
+    pub fn parameter(&self, name: &str) -> Option<(i64, String)> {
+        self.with(|w, here| {
+            let versions = w.region(&here.region).parameters.get(name)?;
+            Some((versions.len() as i64, versions.last()?.clone()))
+        })
+    }
+
+    /// Every command sent, in order: (instance id, script).
+    pub fn sent_commands(&self) -> Vec<(String, String)> {
+        self.with(|w, here| w.sent_commands(here))
+    }
+
+    /// Every instance refresh requested, oldest first.
+    pub fn refresh_requests(&self) -> Vec<RefreshRequest> {
+        self.with(|w, here| w.refresh_requests(here))
+    }
+
+    // --- adding things (this handle's region) ---
+
+    /// An available image of this account (x86_64, `/dev/xvda`, 8 GiB, one snapshot), created now.
+    pub fn add_image(&self, name: &str, tags: &[(&str, &str)]) -> String {
+        self.with(|w, here| w.add_own_image(here, name, tags))
+    }
+
+    /// An image exactly as given (id, owner, state, dates...); its snapshots are created (owned
+    /// by the image's owner) when they do not exist.
+    pub fn put_image(&self, image: Image) {
+        self.with(|w, here| w.put_image(here, image));
+    }
+
+    /// A launch template whose version 1 (default and latest) uses `image_id`; returns its id.
+    pub fn add_launch_template(&self, name: &str, image_id: &str) -> String {
+        self.with(|w, here| w.add_template(here, name, image_id))
+    }
+
+    /// A running instance of `image_id` that kiln did not launch (no tags, no profile).
+    pub fn add_instance_using(&self, image_id: &str) -> String {
+        self.with(|w, here| w.add_foreign_instance(here, image_id))
+    }
+
+    /// An auto scaling group that can be refreshed.
+    pub fn add_group(&self, name: &str) {
+        self.with(|w, here| {
+            w.region(&here.region)
+                .groups
+                .entry(name.to_owned())
+                .or_default();
+        });
+    }
+
+    /// Moves the wall-clock birth of an instance (launch time) or image (creation date) `by`
+    /// into the past, for age-based decisions (`gc`). States are not affected.
+    pub fn backdate(&self, id: &str, by: Duration) {
+        self.with(|w, here| w.backdate(here, id, by));
+    }
+
+    // --- plumbing ---
+
+    /// Runs `work` on the locked world, at the current virtual time, in this handle's region.
+    fn with<T>(&self, work: impl FnOnce(&mut World, &Here) -> T) -> T {
+        let here = Here {
+            region: self.region.clone(),
+            now: Instant::now(),
+        };
+        let mut world = self.lock();
+        work(&mut world, &here)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, World> {
+        self.world.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One trait call: records it, applies the next scripted fault for `operation`, then acts.
+    async fn call<T>(
+        &self,
+        operation: &'static str,
+        resource: impl Into<String>,
+        act: impl FnOnce(&mut World, &Here) -> Result<T, Refusal> + Send,
+    ) -> Result<T> {
+        let resource = resource.into();
+        let fault = self.with(|w, here| {
+            w.calls.push(Call {
+                operation,
+                region: here.region.clone(),
+                resource: resource.clone(),
+            });
+            w.faults.take(operation, &here.region)
+        });
+        let mut lost = None;
+        match fault {
+            None => {}
+            Some(Fault::Hang) => std::future::pending::<()>().await,
+            Some(Fault::Delay(pause)) => tokio::time::sleep(pause).await,
+            Some(Fault::Fail { code, message, .. }) => {
+                return Err(self.error(operation, resource, code, message))
+            }
+            Some(Fault::LoseAnswer { code }) => lost = Some(code),
+        }
+        match (self.with(act), lost) {
+            (Err(refusal), _) => Err(self.error(
+                operation,
+                resource,
+                refusal.code.to_owned(),
+                refusal.message,
+            )),
+            (Ok(_), Some(code)) => {
+                let message = "the answer was lost on its way back (scripted by the kiln fake)";
+                Err(self.error(operation, resource, code, message.to_owned()))
+            }
+            (Ok(value), None) => Ok(value),
+        }
+    }
+
+    fn error(
+        &self,
+        operation: &'static str,
+        resource: String,
+        code: String,
+        message: String,
+    ) -> Error {
+        Error::Aws(AwsError {
+            operation,
+            resource,
+            region: self.region.clone(),
+            code: Some(code),
+            message,
+        })
+    }
+}

@@ -1,0 +1,259 @@
+//! Systems Manager (agent, Run Command, parameters) and Auto Scaling (instance refreshes) in the
+//! fake.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::world::{refuse, Answer, CommandRecord, Here, RefreshRecord, World};
+use super::{CommandOutcome, ACCOUNT_ID, DEFAULT_COMMAND_TIME};
+use crate::aws::model::{
+    CommandStatus, Invocation, PingStatus, Refresh, RefreshRequest, RefreshStatus, ShellCommand,
+};
+
+/// SSM's execution timeout when a command gives none.
+const DEFAULT_EXECUTION_TIMEOUT: Duration = Duration::from_secs(3600);
+
+impl CommandRecord {
+    fn invocation(&self, now: Instant) -> Invocation {
+        let (status, details, exit_code, stdout, stderr) = match &self.outcome {
+            _ if self.cancelled.is_some() => (CommandStatus::Cancelled, "Cancelled", None, "", ""),
+            _ if now < self.ends => (CommandStatus::InProgress, "InProgress", None, "", ""),
+            CommandOutcome::Success { stdout } => (
+                CommandStatus::Success,
+                "Success",
+                Some(0),
+                stdout.as_str(),
+                "",
+            ),
+            CommandOutcome::Failed {
+                exit_code,
+                stdout,
+                stderr,
+            } => (
+                CommandStatus::Failed,
+                "Failed",
+                Some(*exit_code),
+                stdout.as_str(),
+                stderr.as_str(),
+            ),
+            CommandOutcome::TimedOut => {
+                (CommandStatus::TimedOut, "ExecutionTimedOut", None, "", "")
+            }
+        };
+        Invocation {
+            status,
+            status_details: details.to_owned(),
+            exit_code,
+            stdout: stdout.to_owned(),
+            stderr: stderr.to_owned(),
+        }
+    }
+}
+
+impl RefreshRecord {
+    /// Pending for the first fifth of the refresh, then InProgress, then the outcome.
+    fn view(&self, now: Instant) -> Refresh {
+        let elapsed = now.saturating_duration_since(self.started);
+        let (status, reason, percentage) = if elapsed >= self.takes {
+            let done = if self.outcome == RefreshStatus::Successful {
+                100
+            } else {
+                0
+            };
+            (self.outcome.clone(), self.reason.clone(), done)
+        } else if elapsed < self.takes / 5 {
+            (RefreshStatus::Pending, "Waiting to start".to_owned(), 0)
+        } else {
+            let done = elapsed.as_millis() * 100 / self.takes.as_millis().max(1);
+            (
+                RefreshStatus::InProgress,
+                String::new(),
+                done.min(99) as i32,
+            )
+        };
+        Refresh {
+            id: self.id.clone(),
+            status,
+            status_reason: reason,
+            percentage_complete: percentage,
+        }
+    }
+}
+
+// --- Systems Manager ---
+impl World {
+    pub fn agent_status(&mut self, here: &Here, instance_id: &str) -> Answer<Option<PingStatus>> {
+        let agent_online = self.timings.agent_online;
+        let Some(instance) = self.region(&here.region).instances.get(instance_id) else {
+            return Ok(None);
+        };
+        Ok(if instance.agent_online(here.now, agent_online) {
+            Some(PingStatus::Online)
+        } else if instance.agent_was_online {
+            Some(PingStatus::ConnectionLost)
+        } else {
+            None
+        })
+    }
+
+    /// When a script ends and how: the first matching rule, capped by the execution timeout.
+    fn plan_command(&self, command: &ShellCommand) -> (Duration, CommandOutcome) {
+        let rule = self
+            .rules
+            .iter()
+            .find(|r| command.script.contains(&r.matching));
+        let (takes, outcome) = match rule {
+            Some(rule) => (rule.in_progress_for, rule.outcome.clone()),
+            None => (
+                DEFAULT_COMMAND_TIME,
+                CommandOutcome::Success {
+                    stdout: String::new(),
+                },
+            ),
+        };
+        let timeout = match command.execution_timeout_secs {
+            0 => DEFAULT_EXECUTION_TIMEOUT,
+            secs => Duration::from_secs(secs),
+        };
+        if takes > timeout {
+            (timeout, CommandOutcome::TimedOut)
+        } else {
+            (takes, outcome)
+        }
+    }
+
+    pub fn send_command(&mut self, here: &Here, command: &ShellCommand) -> Answer<String> {
+        if self.agent_status(here, &command.instance_id)? != Some(PingStatus::Online) {
+            return refuse(
+                "InvalidInstanceId",
+                format!(
+                    "Instances [[{}]] not in a valid state for account {ACCOUNT_ID}",
+                    command.instance_id
+                ),
+            );
+        }
+        let (takes, outcome) = self.plan_command(command);
+        let id = self.new_uuid();
+        let record = CommandRecord {
+            id: id.clone(),
+            instance_id: command.instance_id.clone(),
+            script: command.script.clone(),
+            sent: here.now,
+            ends: here.now + takes,
+            outcome,
+            cancelled: None,
+        };
+        self.region(&here.region)
+            .commands
+            .insert(id.clone(), record);
+        Ok(id)
+    }
+
+    pub fn invocation(
+        &mut self,
+        here: &Here,
+        command_id: &str,
+        instance_id: &str,
+    ) -> Answer<Option<Invocation>> {
+        let region = self.region(&here.region);
+        Ok(region
+            .commands
+            .get(command_id)
+            .filter(|c| c.instance_id == instance_id)
+            .map(|c| c.invocation(here.now)))
+    }
+
+    /// Cancels an invocation that has not finished; a finished one keeps its outcome.
+    pub fn cancel_command(
+        &mut self,
+        here: &Here,
+        command_id: &str,
+        instance_id: &str,
+    ) -> Answer<()> {
+        let region = self.region(&here.region);
+        let Some(command) = region.commands.get_mut(command_id) else {
+            return refuse(
+                "InvalidCommandId",
+                format!("Invalid command id {command_id}."),
+            );
+        };
+        if command.instance_id == instance_id && here.now < command.ends {
+            command.cancelled.get_or_insert(here.now);
+        }
+        Ok(())
+    }
+
+    pub fn put_parameter(&mut self, here: &Here, name: &str, value: &str) -> Answer<i64> {
+        let versions = self
+            .region(&here.region)
+            .parameters
+            .entry(name.to_owned())
+            .or_default();
+        versions.push(value.to_owned());
+        Ok(versions.len() as i64)
+    }
+
+    pub fn sent_commands(&mut self, here: &Here) -> Vec<(String, String)> {
+        let mut commands: Vec<&CommandRecord> =
+            self.region(&here.region).commands.values().collect();
+        commands.sort_by_key(|c| (c.sent, c.id.clone()));
+        commands
+            .into_iter()
+            .map(|c| (c.instance_id.clone(), c.script.clone()))
+            .collect()
+    }
+}
+
+// --- Auto Scaling ---
+impl World {
+    pub fn start_refresh(&mut self, here: &Here, request: &RefreshRequest) -> Answer<String> {
+        let (outcome, reason) = self.refresh_outcome.clone();
+        let takes = self.timings.refresh;
+        let id = self.new_uuid();
+        let Some(refreshes) = self.region(&here.region).groups.get_mut(&request.group) else {
+            return refuse(
+                "ValidationError",
+                format!(
+                    "AutoScalingGroup name not found - AutoScalingGroup '{}' not found",
+                    request.group
+                ),
+            );
+        };
+        if refreshes
+            .iter()
+            .any(|r| !r.view(here.now).status.is_finished())
+        {
+            return refuse(
+                "InstanceRefreshInProgress",
+                "An Instance Refresh is already in progress and blocks the execution of this Instance Refresh.",
+            );
+        }
+        let record = RefreshRecord {
+            id: id.clone(),
+            request: request.clone(),
+            started: here.now,
+            takes,
+            outcome,
+            reason,
+        };
+        refreshes.insert(0, record);
+        Ok(id)
+    }
+
+    pub fn refresh(&mut self, here: &Here, group: &str, id: &str) -> Answer<Option<Refresh>> {
+        let region = self.region(&here.region);
+        Ok(region
+            .groups
+            .get(group)
+            .and_then(|refreshes| refreshes.iter().find(|r| r.id == id))
+            .map(|r| r.view(here.now)))
+    }
+
+    pub fn refresh_requests(&mut self, here: &Here) -> Vec<RefreshRequest> {
+        let region = self.region(&here.region);
+        let mut records: Vec<&RefreshRecord> = region.groups.values().flatten().collect();
+        records.sort_by_key(|r| (r.started, r.id.clone()));
+        records.into_iter().map(|r| r.request.clone()).collect()
+    }
+}
