@@ -481,6 +481,105 @@ mod tests {
         }
     }
 
+    /// A small digest input with a step of every kind (pinned bytes: the digest is a contract).
+    fn sample_digest_input() -> DigestInput {
+        let plan = sample_plan();
+        DigestInput {
+            name: plan.name,
+            version: plan.version,
+            source: plan.source,
+            builder: plan.builder,
+            steps: vec![
+                DigestStep {
+                    name: "install".into(),
+                    timeout: Duration::from_secs(20 * 60),
+                    kind: DigestStepKind::Run {
+                        script: "echo {{ secret:token }}".into(),
+                    },
+                },
+                DigestStep {
+                    name: "config".into(),
+                    timeout: Duration::from_secs(300),
+                    kind: DigestStepKind::File {
+                        destination: "/etc/a.env".into(),
+                        mode: 0o640,
+                        owner: Some("root:app".into()),
+                        content_sha256: sha256_hex(b"A={{ timestamp }}\n"),
+                    },
+                },
+                DigestStep {
+                    name: "healthy".into(),
+                    timeout: Duration::from_secs(90),
+                    kind: DigestStepKind::Check {
+                        url: "http://127.0.0.1:9090/health".into(),
+                        expect_status: 200,
+                        expect_body: None,
+                        interval: Duration::from_millis(2500),
+                    },
+                },
+            ],
+            image: DigestImage {
+                name: "web-1.0-{{ timestamp }}".into(),
+                description: Some("Web".into()),
+                tags: BTreeMap::from([("team".to_owned(), "data".to_owned())]),
+                regions: vec!["eu-west-1".into()],
+                share_with: vec![],
+            },
+        }
+    }
+
+    #[test]
+    fn step_json_is_pinned() {
+        let mut steps = sample_plan().steps;
+        steps.push(Step {
+            name: "healthy".into(),
+            timeout: Duration::from_secs(90),
+            kind: StepKind::Check {
+                url: "http://127.0.0.1:9090/health".into(),
+                expect_status: 200,
+                expect_body: Some("UP".into()),
+                interval: Duration::from_secs(2),
+            },
+        });
+        let json = serde_json::to_string(&steps).expect("serializes");
+        assert_eq!(
+            json,
+            concat!(
+                r#"[{"name":"install","timeout":"20m","kind":"run","script":"echo hunter2"},"#,
+                r#"{"name":"config","timeout":"5m","kind":"file","source":"files/a.env","#,
+                r#""content":"91d6a3d55e9fea7911c537afae6607c77fa8bc0f3a76c375e104ac5a8cfa84db","#,
+                r#""destination":"/etc/a.env","mode":416,"owner":null},"#,
+                r#"{"name":"healthy","timeout":"1m 30s","kind":"check","#,
+                r#""url":"http://127.0.0.1:9090/health","expect_status":200,"expect_body":"UP","#,
+                r#""interval":"2s"}]"#,
+            )
+        );
+    }
+
+    #[test]
+    fn digest_bytes_are_pinned() {
+        let input = sample_digest_input();
+        let json = String::from_utf8(serde_json::to_vec(&input).expect("serializes")).unwrap();
+        assert_eq!(json, PINNED_DIGEST_JSON);
+        assert_eq!(input.digest(), PINNED_DIGEST);
+    }
+
+    const PINNED_DIGEST_JSON: &str = concat!(
+        r#"{"name":"web","version":"1.0","source":{"image":"ami-0123456789abcdef0"},"#,
+        r#""builder":{"instance_type":"t3.large","iam_instance_profile":null,"subnet_id":null,"#,
+        r#""security_group_ids":[],"volume_size_gb":null,"imdsv2_required":true,"encrypted":true,"#,
+        r#""associate_public_ip":null},"steps":["#,
+        r#"{"name":"install","timeout":"20m","kind":{"run":{"script":"echo {{ secret:token }}"}}},"#,
+        r#"{"name":"config","timeout":"5m","kind":{"file":{"destination":"/etc/a.env","mode":416,"#,
+        r#""owner":"root:app","#,
+        r#""content_sha256":"839842dd6583475abb73b0320fac6f88765c73855a46796b094845aeb5448dab"}}},"#,
+        r#"{"name":"healthy","timeout":"1m 30s","kind":{"check":{"url":"http://127.0.0.1:9090/health","#,
+        r#""expect_status":200,"expect_body":null,"interval":"2s 500ms"}}}],"#,
+        r#""image":{"name":"web-1.0-{{ timestamp }}","description":"Web","tags":{"team":"data"},"#,
+        r#""regions":["eu-west-1"],"share_with":[]}}"#,
+    );
+    const PINNED_DIGEST: &str = "c8a9c29444d5b3d5092b2c5b829481fba341adf659d0cda07b09f8d9460d53a5";
+
     #[test]
     fn serializes_durations_as_humantime_and_content_as_sha256() {
         let json = serde_json::to_value(sample_plan()).expect("plan serializes");
