@@ -8,6 +8,17 @@
 //! and no validation: [`crate::recipe::load_plan`] is the only producer of plans and guarantees
 //! every field already satisfies the recipe contract.
 //!
+//! It also holds the definitions the recipe loader and the rest of kiln share, so that neither
+//! depends on the other for them: [`RECIPE_FORMAT_VERSION`], [`DEFAULT_KEEP`], and
+//! [`StepKeyword`], the one list of step kinds.
+//!
+//! Step kinds: [`StepKind`] is what a step does; its plan JSON (`"kind": "<keyword>"` and the
+//! variant's fields) is derived, its digest form is written out in `StepKind::serialize_digest`.
+//! Adding a kind here means a [`StepKeyword`] and a [`StepKind`] variant; the compiler then
+//! points at [`StepKind::keyword`] and the digest form, and, outside this module, at the
+//! recipe's step reader and resolver (`recipe::step`), the step scripts (`pipeline::script`)
+//! and the plan summary (`cli::render`).
+//!
 //! Secret values: rendered fields (scripts, URLs, file contents, ...) contain the *actual* values
 //! of secret variables, because the build needs them. `Serialize` output therefore carries them
 //! too; pass anything shown to a person or written to a log through [`Plan::redact`]. The `Debug`
@@ -18,8 +29,15 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use serde::ser::SerializeStructVariant as _;
 use serde::{Serialize, Serializer};
 use sha2::{Digest as _, Sha256};
+
+/// Version of the recipe format the loader implements; part of every fingerprint.
+pub const RECIPE_FORMAT_VERSION: u32 = 1;
+
+/// How many images (and launch template versions) a release keeps when the recipe does not say.
+pub const DEFAULT_KEEP: u32 = 5;
 
 /// Everything needed to bake (and optionally release) one image.
 #[derive(Clone, Serialize)]
@@ -89,7 +107,48 @@ pub struct Step {
     pub kind: StepKind,
 }
 
-/// What a step does.
+/// Declares [`StepKeyword`], its [`StepKeyword::ALL`] and [`StepKeyword::keyword`] from one list,
+/// so the three cannot disagree.
+macro_rules! step_keywords {
+    ($($(#[$doc:meta])* $variant:ident => $keyword:literal,)+) => {
+        /// The kinds of step, each named by the recipe key that introduces it (`run:`, ...),
+        /// which is also its `kind` in plan JSON and its tag in the digest.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum StepKeyword {
+            $($(#[$doc])* $variant,)+
+        }
+
+        impl StepKeyword {
+            /// Every kind, in the order recipes and messages list them.
+            pub const ALL: &'static [StepKeyword] = &[$(StepKeyword::$variant,)+];
+
+            /// The recipe key of this kind.
+            pub const fn keyword(self) -> &'static str {
+                match self {
+                    $(StepKeyword::$variant => $keyword,)+
+                }
+            }
+        }
+    };
+}
+
+step_keywords! {
+    /// `run:` a shell script.
+    Run => "run",
+    /// `file:` an upload.
+    File => "file",
+    /// `check:` an HTTP health check.
+    Check => "check",
+}
+
+impl fmt::Display for StepKeyword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.keyword())
+    }
+}
+
+/// What a step does. Serializes as `"kind": "<keyword>"` and the variant's fields (`serde`'s
+/// snake_case of each variant is its [`StepKeyword::keyword`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum StepKind {
@@ -115,6 +174,60 @@ pub enum StepKind {
     },
 }
 
+impl StepKind {
+    /// The keyword of this kind.
+    pub fn keyword(&self) -> StepKeyword {
+        match self {
+            StepKind::Run { .. } => StepKeyword::Run,
+            StepKind::File { .. } => StepKeyword::File,
+            StepKind::Check { .. } => StepKeyword::Check,
+        }
+    }
+
+    /// Serializes the action as [`DigestInput`] covers it: `{"<keyword>": {fields}}`, with the
+    /// fields below in this order. Part of the digest: changing a name, the order or a value's
+    /// form changes every image's identity.
+    fn serialize_digest<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let keyword = self.keyword();
+        let index = keyword as u32;
+        let name = keyword.keyword();
+        match self {
+            StepKind::Run { script } => {
+                let mut fields = serializer.serialize_struct_variant("StepKind", index, name, 1)?;
+                fields.serialize_field("script", script)?;
+                fields.end()
+            }
+            StepKind::File {
+                source: _,
+                content,
+                destination,
+                mode,
+                owner,
+            } => {
+                let mut fields = serializer.serialize_struct_variant("StepKind", index, name, 4)?;
+                fields.serialize_field("destination", destination)?;
+                fields.serialize_field("mode", mode)?;
+                fields.serialize_field("owner", owner)?;
+                fields.serialize_field("content_sha256", &sha256_hex(content))?;
+                fields.end()
+            }
+            StepKind::Check {
+                url,
+                expect_status,
+                expect_body,
+                interval,
+            } => {
+                let mut fields = serializer.serialize_struct_variant("StepKind", index, name, 4)?;
+                fields.serialize_field("url", url)?;
+                fields.serialize_field("expect_status", expect_status)?;
+                fields.serialize_field("expect_body", expect_body)?;
+                fields.serialize_field("interval", &humantime_string(*interval))?;
+                fields.end()
+            }
+        }
+    }
+}
+
 /// The resulting image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ImageSpec {
@@ -137,7 +250,7 @@ pub struct ReleaseSpec {
     pub launch_template: String,
     pub set_default: bool,
     pub auto_scaling_group: Option<String>,
-    /// How many images (and launch template versions) to keep.
+    /// How many images (and launch template versions) to keep ([`DEFAULT_KEEP`] unless set).
     pub keep: u32,
     pub rollback_on_failure: bool,
     pub min_healthy_percentage: i32,
@@ -193,12 +306,11 @@ impl Plan {
     /// The fingerprint of building this plan on `source_image_id` (the resolved AMI id).
     ///
     /// sha256 over `b"kiln-fingerprint\n"` followed by, each as an 8-byte big-endian length and
-    /// the bytes: the decimal [`RECIPE_FORMAT_VERSION`](crate::recipe::RECIPE_FORMAT_VERSION),
-    /// [`Plan::digest`], and `source_image_id`.
+    /// the bytes: the decimal [`RECIPE_FORMAT_VERSION`], [`Plan::digest`], and `source_image_id`.
     pub fn fingerprint(&self, source_image_id: &str) -> Fingerprint {
         let mut hasher = Sha256::new();
         hasher.update(b"kiln-fingerprint\n");
-        let version = crate::recipe::RECIPE_FORMAT_VERSION.to_string();
+        let version = RECIPE_FORMAT_VERSION.to_string();
         for part in [version.as_str(), self.digest.as_str(), source_image_id] {
             hasher.update((part.len() as u64).to_be_bytes());
             hasher.update(part.as_bytes());
@@ -283,7 +395,7 @@ fn redact_values(text: &str, secrets: &[String]) -> String {
 /// Covered:
 /// - `name` and `version`;
 /// - the source spec (AMI id, or filter name/owners/architecture) and the whole builder spec;
-/// - every step in order: name, timeout, and
+/// - every step in order: name, timeout, and (see [`StepKind::serialize_digest`])
 ///   - run: the script,
 ///   - file: destination, mode, owner and the sha256 of the content bytes (not the source path),
 ///   - check: url, expect_status, expect_body and interval;
@@ -314,29 +426,10 @@ pub(crate) struct DigestStep {
     pub name: String,
     #[serde(serialize_with = "serialize_duration")]
     pub timeout: Duration,
-    pub kind: DigestStepKind,
-}
-
-/// A step's action as covered by the digest.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum DigestStepKind {
-    Run {
-        script: String,
-    },
-    File {
-        destination: String,
-        mode: u32,
-        owner: Option<String>,
-        content_sha256: String,
-    },
-    Check {
-        url: String,
-        expect_status: u16,
-        expect_body: Option<String>,
-        #[serde(serialize_with = "serialize_duration")]
-        interval: Duration,
-    },
+    /// The action in canonical form: canonical text, and for a file step the canonical content
+    /// (its `source` is not covered).
+    #[serde(serialize_with = "StepKind::serialize_digest")]
+    pub kind: StepKind,
 }
 
 /// The image fields covered by the digest.
@@ -367,7 +460,12 @@ fn serialize_duration<S: Serializer>(
     duration: &Duration,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
-    serializer.collect_str(&humantime::format_duration(*duration))
+    serializer.serialize_str(&humantime_string(*duration))
+}
+
+/// How plans and digests write durations: `20m`, `1m 30s`.
+fn humantime_string(duration: Duration) -> String {
+    humantime::format_duration(duration).to_string()
 }
 
 fn serialize_content_sha256<S: Serializer>(
@@ -480,6 +578,153 @@ mod tests {
             assert!(shown.contains("<2 redacted>"));
         }
     }
+
+    /// A small digest input with a step of every kind (pinned bytes: the digest is a contract).
+    fn sample_digest_input() -> DigestInput {
+        let plan = sample_plan();
+        DigestInput {
+            name: plan.name,
+            version: plan.version,
+            source: plan.source,
+            builder: plan.builder,
+            steps: vec![
+                DigestStep {
+                    name: "install".into(),
+                    timeout: Duration::from_secs(20 * 60),
+                    kind: StepKind::Run {
+                        script: "echo {{ secret:token }}".into(),
+                    },
+                },
+                DigestStep {
+                    name: "config".into(),
+                    timeout: Duration::from_secs(300),
+                    kind: StepKind::File {
+                        source: "files/a.env".into(),
+                        content: b"A={{ timestamp }}\n".to_vec(),
+                        destination: "/etc/a.env".into(),
+                        mode: 0o640,
+                        owner: Some("root:app".into()),
+                    },
+                },
+                DigestStep {
+                    name: "healthy".into(),
+                    timeout: Duration::from_secs(90),
+                    kind: StepKind::Check {
+                        url: "http://127.0.0.1:9090/health".into(),
+                        expect_status: 200,
+                        expect_body: None,
+                        interval: Duration::from_millis(2500),
+                    },
+                },
+            ],
+            image: DigestImage {
+                name: "web-1.0-{{ timestamp }}".into(),
+                description: Some("Web".into()),
+                tags: BTreeMap::from([("team".to_owned(), "data".to_owned())]),
+                regions: vec!["eu-west-1".into()],
+                share_with: vec![],
+            },
+        }
+    }
+
+    /// A step of each kind; a new kind must be added here (the match is exhaustive).
+    fn sample_kind(keyword: StepKeyword) -> StepKind {
+        match keyword {
+            StepKeyword::Run => StepKind::Run {
+                script: "true".into(),
+            },
+            StepKeyword::File => StepKind::File {
+                source: "a".into(),
+                content: Vec::new(),
+                destination: "/a".into(),
+                mode: 0o644,
+                owner: None,
+            },
+            StepKeyword::Check => StepKind::Check {
+                url: "http://127.0.0.1/".into(),
+                expect_status: 200,
+                expect_body: None,
+                interval: Duration::from_secs(2),
+            },
+        }
+    }
+
+    #[test]
+    fn every_kind_is_listed_once_and_named_by_its_keyword_in_json_and_digest() {
+        let keywords: Vec<&str> = StepKeyword::ALL.iter().map(|k| k.keyword()).collect();
+        assert_eq!(keywords, ["run", "file", "check"]);
+        for &keyword in StepKeyword::ALL {
+            let kind = sample_kind(keyword);
+            assert_eq!(kind.keyword(), keyword);
+            let step = Step {
+                name: "s".into(),
+                timeout: Duration::from_secs(1),
+                kind,
+            };
+            let json = serde_json::to_value(&step).expect("serializes");
+            assert_eq!(json["kind"], keyword.keyword());
+            let digest = DigestStep {
+                name: step.name,
+                timeout: step.timeout,
+                kind: step.kind,
+            };
+            let json = serde_json::to_value(&digest).expect("serializes");
+            let tags: Vec<&String> = json["kind"].as_object().expect("a map").keys().collect();
+            assert_eq!(tags, [keyword.keyword()]);
+        }
+    }
+
+    #[test]
+    fn step_json_is_pinned() {
+        let mut steps = sample_plan().steps;
+        steps.push(Step {
+            name: "healthy".into(),
+            timeout: Duration::from_secs(90),
+            kind: StepKind::Check {
+                url: "http://127.0.0.1:9090/health".into(),
+                expect_status: 200,
+                expect_body: Some("UP".into()),
+                interval: Duration::from_secs(2),
+            },
+        });
+        let json = serde_json::to_string(&steps).expect("serializes");
+        assert_eq!(
+            json,
+            concat!(
+                r#"[{"name":"install","timeout":"20m","kind":"run","script":"echo hunter2"},"#,
+                r#"{"name":"config","timeout":"5m","kind":"file","source":"files/a.env","#,
+                r#""content":"91d6a3d55e9fea7911c537afae6607c77fa8bc0f3a76c375e104ac5a8cfa84db","#,
+                r#""destination":"/etc/a.env","mode":416,"owner":null},"#,
+                r#"{"name":"healthy","timeout":"1m 30s","kind":"check","#,
+                r#""url":"http://127.0.0.1:9090/health","expect_status":200,"expect_body":"UP","#,
+                r#""interval":"2s"}]"#,
+            )
+        );
+    }
+
+    #[test]
+    fn digest_bytes_are_pinned() {
+        let input = sample_digest_input();
+        let json = String::from_utf8(serde_json::to_vec(&input).expect("serializes")).unwrap();
+        assert_eq!(json, PINNED_DIGEST_JSON);
+        assert_eq!(input.digest(), PINNED_DIGEST);
+    }
+
+    const PINNED_DIGEST_JSON: &str = concat!(
+        r#"{"name":"web","version":"1.0","source":{"image":"ami-0123456789abcdef0"},"#,
+        r#""builder":{"instance_type":"t3.large","iam_instance_profile":null,"subnet_id":null,"#,
+        r#""security_group_ids":[],"volume_size_gb":null,"imdsv2_required":true,"encrypted":true,"#,
+        r#""associate_public_ip":null},"steps":["#,
+        r#"{"name":"install","timeout":"20m","kind":{"run":{"script":"echo {{ secret:token }}"}}},"#,
+        r#"{"name":"config","timeout":"5m","kind":{"file":{"destination":"/etc/a.env","mode":416,"#,
+        r#""owner":"root:app","#,
+        r#""content_sha256":"839842dd6583475abb73b0320fac6f88765c73855a46796b094845aeb5448dab"}}},"#,
+        r#"{"name":"healthy","timeout":"1m 30s","kind":{"check":{"url":"http://127.0.0.1:9090/health","#,
+        r#""expect_status":200,"expect_body":null,"interval":"2s 500ms"}}}],"#,
+        r#""image":{"name":"web-1.0-{{ timestamp }}","description":"Web","tags":{"team":"data"},"#,
+        r#""regions":["eu-west-1"],"share_with":[]}}"#,
+    );
+    const PINNED_DIGEST: &str = "c8a9c29444d5b3d5092b2c5b829481fba341adf659d0cda07b09f8d9460d53a5";
 
     #[test]
     fn serializes_durations_as_humantime_and_content_as_sha256() {

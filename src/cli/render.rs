@@ -68,23 +68,12 @@ pub fn plan_summary(plan: &Plan) -> String {
     );
     let _ = writeln!(out, "steps        {}", plan.steps.len());
     for (i, step) in plan.steps.iter().enumerate() {
-        let what = match &step.kind {
-            StepKind::Run { script } => format!("run ({} lines)", script.lines().count()),
-            StepKind::File {
-                destination,
-                mode,
-                content,
-                ..
-            } => format!("file → {destination} ({mode:04o}, {} bytes)", content.len()),
-            StepKind::Check {
-                url, expect_status, ..
-            } => format!("check {url} → {expect_status}"),
-        };
         let _ = writeln!(
             out,
-            "  {:>2}. {} — {what}, timeout {}",
+            "  {:>2}. {} — {}, timeout {}",
             i + 1,
             step.name,
+            step_action(&step.kind),
             humantime::format_duration(step.timeout)
         );
     }
@@ -116,6 +105,22 @@ pub fn plan_summary(plan: &Plan) -> String {
     }
     let _ = writeln!(out, "fingerprint  {}", fingerprint_line(plan));
     out
+}
+
+/// What a step does, in a plan summary line: one arm per step kind.
+fn step_action(kind: &StepKind) -> String {
+    match kind {
+        StepKind::Run { script } => format!("run ({} lines)", script.lines().count()),
+        StepKind::File {
+            destination,
+            mode,
+            content,
+            ..
+        } => format!("file → {destination} ({mode:04o}, {} bytes)", content.len()),
+        StepKind::Check {
+            url, expect_status, ..
+        } => format!("check {url} → {expect_status}"),
+    }
 }
 
 pub fn manifest_summary(m: &Manifest) -> String {

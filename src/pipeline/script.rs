@@ -1,5 +1,6 @@
 //! The shell scripts that carry out recipe steps on a builder, built by pure functions: a run
 //! step's wrapper, a file step's chunked and checksummed upload, a check step's HTTP poll loop.
+//! [`commands_for`] picks them by step kind (one arm per kind: a new kind's commands go there).
 //! Nothing here talks to AWS; [`super::steps`] sends the scripts through SSM.
 
 use std::time::Duration;

@@ -1,19 +1,22 @@
 //! The recipe schema: reading one parsed file into a [`Fragment`].
 //!
 //! Owns which fields exist at each level, their types and defaults, and every check that needs
-//! only the value itself (ids, durations, ranges, modes). Values containing templates stay
-//! unrendered [`TemplateText`]s. It must not follow includes, read other files, merge, or
-//! render templates: a fragment describes exactly one file.
+//! only the value itself (ids, durations, ranges, modes): the top level, `vars`, `source`,
+//! `builder`, `image` and its tags, `release` and `timeouts`. The `steps` list is read by
+//! [`super::step`], which uses the field helpers here (`checked_string`, `flag`, ...). Values
+//! containing templates stay unrendered [`TemplateText`]s. It must not follow includes, read
+//! other files, merge, or render templates: a fragment describes exactly one file.
 
 use std::time::Duration;
 
 use marked_yaml::Node;
 
 use super::checks::{self, Check};
-use super::source::{At, FileId, Pos, Session};
+use super::source::{At, FileId, Session};
+use super::step::{self, StepDecl};
 use super::template::TemplateText;
-use super::yaml::{describe, is_null, node_pos, Entry, MapReader};
-use crate::plan::{BuilderSpec, ReleaseSpec, SourceSpec, Timeouts};
+use super::yaml::{describe, is_null, Entry, MapReader};
+use crate::plan::{BuilderSpec, ReleaseSpec, SourceSpec, Timeouts, DEFAULT_KEEP};
 
 const TOP_LEVEL_FIELDS: &[&str] = &[
     "name",
@@ -40,10 +43,6 @@ const BUILDER_FIELDS: &[&str] = &[
     "encrypted",
     "associate_public_ip",
 ];
-const STEP_FIELDS: &[&str] = &["name", "run", "file", "check", "timeout"];
-const STEP_KINDS: [&str; 3] = ["run", "file", "check"];
-const FILE_FIELDS: &[&str] = &["source", "destination", "mode", "owner", "template"];
-const CHECK_FIELDS: &[&str] = &["url", "expect_status", "expect_body", "timeout", "interval"];
 const IMAGE_FIELDS: &[&str] = &[
     "name",
     "description",
@@ -71,9 +70,9 @@ const TIMEOUT_FIELDS: &[&str] = &[
 ];
 
 /// The shortest duration accepted where zero makes no sense.
-const NONZERO: Duration = Duration::from_nanos(1);
+pub(super) const NONZERO: Duration = Duration::from_nanos(1);
 /// The longest timeout, interval or warmup accepted.
-const MAX_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
+pub(super) const MAX_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Whether a file is the recipe the user named or one it includes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,45 +110,6 @@ pub(crate) struct VarDecl {
     pub name: At<String>,
     pub value: String,
     pub secret: bool,
-}
-
-/// A declared step. `action` is `None` when it had problems (already reported).
-#[derive(Debug, Clone)]
-pub(crate) struct StepDecl {
-    pub name: At<String>,
-    pub timeout: Option<At<Duration>>,
-    pub action: Option<ActionDecl>,
-    /// The file declaring the step; file sources are relative to it.
-    pub file: FileId,
-}
-
-/// What a declared step does.
-#[derive(Debug, Clone)]
-pub(crate) enum ActionDecl {
-    Run(TemplateText),
-    File(FileDecl),
-    Check(CheckDecl),
-}
-
-/// A declared file upload.
-#[derive(Debug, Clone)]
-pub(crate) struct FileDecl {
-    pub source: At<String>,
-    pub destination: TemplateText,
-    pub mode: u32,
-    pub owner: Option<String>,
-    pub template: bool,
-}
-
-/// A declared health check.
-#[derive(Debug, Clone)]
-pub(crate) struct CheckDecl {
-    pub url: TemplateText,
-    pub expect_status: u16,
-    pub expect_body: Option<TemplateText>,
-    /// `check.timeout`, an alternative spelling of the step's timeout.
-    pub timeout: Option<At<Duration>>,
-    pub interval: Option<At<Duration>>,
 }
 
 /// The `image` fields other than `tags`.
@@ -196,7 +156,7 @@ pub(crate) fn read_fragment(
     let vars_complete = session.problems.len() == problems_before_vars;
     let source = read_source(session, &top);
     let builder = read_builder(session, &top);
-    let steps = read_steps(session, &top, file);
+    let steps = step::read_steps(session, &top, file);
     let (image, tags) = read_image(session, &top);
     Fragment {
         file,
@@ -238,7 +198,7 @@ fn empty_fragment(file: FileId) -> Fragment {
 }
 
 /// Records the problem of a failed check on `entry`'s value; returns whether it passed.
-fn check_value(
+pub(super) fn check_value(
     session: &mut Session,
     reader: &MapReader<'_>,
     entry: Entry<'_>,
@@ -254,7 +214,7 @@ fn check_value(
 }
 
 /// A string field that must pass `check`.
-fn checked_string(
+pub(super) fn checked_string(
     session: &mut Session,
     reader: &MapReader<'_>,
     key: &str,
@@ -482,180 +442,15 @@ fn read_builder(session: &mut Session, top: &MapReader<'_>) -> Option<BuilderSpe
 }
 
 /// A boolean with a default.
-fn flag(session: &mut Session, reader: &MapReader<'_>, key: &str, default: bool) -> bool {
+pub(super) fn flag(
+    session: &mut Session,
+    reader: &MapReader<'_>,
+    key: &str,
+    default: bool,
+) -> bool {
     reader
         .boolean(session, key)
         .map_or(default, |flag| flag.value)
-}
-
-fn read_steps(session: &mut Session, top: &MapReader<'_>, file: FileId) -> Vec<StepDecl> {
-    let Some(entry) = top.get("steps") else {
-        return Vec::new();
-    };
-    let Some(items) = entry.value.as_sequence() else {
-        let message = format!(
-            "`steps` must be a list of steps, found {}",
-            describe(entry.value)
-        );
-        session.error_at(entry.value_pos(), message);
-        return Vec::new();
-    };
-    items
-        .iter()
-        .enumerate()
-        .filter_map(|(index, item)| read_step(session, item, index, file, entry.key_pos))
-        .collect()
-}
-
-/// Where a list item starts: its first key for a mapping (marked-yaml's mapping start is not
-/// where the item is written), otherwise the node.
-fn item_pos(item: &Node, fallback: Pos) -> Pos {
-    match item {
-        Node::Mapping(map) => map
-            .keys()
-            .next()
-            .and_then(|key| key.span().start())
-            .map_or_else(|| node_pos(item, fallback), Pos::from_marker),
-        _ => node_pos(item, fallback),
-    }
-}
-
-fn read_step(
-    session: &mut Session,
-    item: &Node,
-    index: usize,
-    file: FileId,
-    list_pos: Pos,
-) -> Option<StepDecl> {
-    let path = format!("steps[{index}]");
-    let step = MapReader::open(session, item, &path, item_pos(item, list_pos), STEP_FIELDS)?;
-    let name = step.required_string(session, "name");
-    if let (Some(name), Some(entry)) = (&name, step.get("name")) {
-        check_value(session, &step, entry, checks::single_line(&name.value));
-    }
-    let label = name
-        .as_ref()
-        .map_or(format!("`{path}`"), |name| format!("step `{}`", name.value));
-    let timeout = step.duration(session, "timeout", NONZERO, MAX_WAIT);
-    let action = read_action(session, &step, &label, timeout.is_some());
-    Some(StepDecl {
-        name: name?,
-        timeout,
-        action,
-        file,
-    })
-}
-
-/// The one action of a step; problems when there is none or more than one.
-fn read_action(
-    session: &mut Session,
-    step: &MapReader<'_>,
-    label: &str,
-    has_step_timeout: bool,
-) -> Option<ActionDecl> {
-    let kinds: Vec<Entry<'_>> = STEP_KINDS
-        .iter()
-        .filter_map(|kind| step.get(kind))
-        .collect();
-    let actions: Vec<Option<ActionDecl>> = kinds
-        .iter()
-        .map(|kind| read_action_of_kind(session, step, kind.key.as_str(), has_step_timeout))
-        .collect();
-    match kinds.as_slice() {
-        [] => {
-            let message = format!("{label} needs one of `run`, `file` or `check`");
-            session.error_at(step.first_key_pos(), message);
-            None
-        }
-        [_] => actions.into_iter().next().flatten(),
-        [first, second, ..] => {
-            let message = format!(
-                "{label} has both `{}` and `{}`; a step has exactly one of `run`, `file` or `check`",
-                first.key.as_str(),
-                second.key.as_str()
-            );
-            session.error_at(second.key_pos, message);
-            None
-        }
-    }
-}
-
-fn read_action_of_kind(
-    session: &mut Session,
-    step: &MapReader<'_>,
-    kind: &str,
-    has_step_timeout: bool,
-) -> Option<ActionDecl> {
-    match kind {
-        "run" => read_run(session, step).map(ActionDecl::Run),
-        "file" => read_file(session, step).map(ActionDecl::File),
-        _ => read_check(session, step, has_step_timeout).map(ActionDecl::Check),
-    }
-}
-
-fn read_run(session: &mut Session, step: &MapReader<'_>) -> Option<TemplateText> {
-    let script = step.text(session, "run")?;
-    if script.text.trim().is_empty() {
-        let entry = step.get("run")?;
-        step.invalid(session, entry, "must not be empty");
-        return None;
-    }
-    Some(script)
-}
-
-fn read_file(session: &mut Session, step: &MapReader<'_>) -> Option<FileDecl> {
-    let file = step.mapping(session, "file", FILE_FIELDS)?;
-    let source = file.required_string(session, "source");
-    let destination = file.required_text(session, "destination");
-    let mode = match file.string(session, "mode") {
-        None => Some(0o644),
-        Some(mode) => match checks::file_mode(&mode.value) {
-            Ok(mode) => Some(mode),
-            Err(problem) => {
-                let entry = file.get("mode")?;
-                file.invalid(session, entry, &problem);
-                None
-            }
-        },
-    };
-    let owner = checked_string(session, &file, "owner", checks::file_owner);
-    let template = flag(session, &file, "template", false);
-    Some(FileDecl {
-        source: source?,
-        destination: destination?,
-        mode: mode?,
-        owner: owner.map(|owner| owner.value),
-        template,
-    })
-}
-
-fn read_check(
-    session: &mut Session,
-    step: &MapReader<'_>,
-    has_step_timeout: bool,
-) -> Option<CheckDecl> {
-    let check = step.mapping(session, "check", CHECK_FIELDS)?;
-    let url = check.required_text(session, "url");
-    let expect_status = check
-        .integer(session, "expect_status", 100, 599)
-        .and_then(|status| u16::try_from(status.value).ok())
-        .unwrap_or(200);
-    let expect_body = check.text(session, "expect_body");
-    let timeout = check.duration(session, "timeout", NONZERO, MAX_WAIT);
-    if let (true, Some(timeout)) = (has_step_timeout, &timeout) {
-        session.error_at(
-            timeout.pos,
-            "the timeout is set both on the step and in `check`; keep one of them",
-        );
-    }
-    let interval = check.duration(session, "interval", NONZERO, MAX_WAIT);
-    Some(CheckDecl {
-        url: url?,
-        expect_status,
-        expect_body,
-        timeout,
-        interval,
-    })
 }
 
 fn read_image(session: &mut Session, top: &MapReader<'_>) -> (Option<ImageDecl>, Vec<TagDecl>) {
@@ -735,7 +530,7 @@ fn read_release(session: &mut Session, top: &MapReader<'_>) -> Option<ReleaseSpe
     let keep = release
         .integer(session, "keep", 1, i64::from(u32::MAX))
         .and_then(|keep| u32::try_from(keep.value).ok())
-        .unwrap_or(5);
+        .unwrap_or(DEFAULT_KEEP);
     let refresh = release.mapping(session, "refresh", REFRESH_FIELDS);
     let min_healthy_percentage = refresh
         .as_ref()

@@ -14,8 +14,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::fragment::{Fragment, ImageDecl, StepDecl, TagDecl, VarDecl};
+use super::fragment::{Fragment, ImageDecl, TagDecl, VarDecl};
 use super::source::{At, FileId};
+use super::step::StepDecl;
 use crate::plan::{BuilderSpec, ReleaseSpec, SourceSpec, Timeouts};
 
 /// A recipe with its includes merged in; still unrendered.

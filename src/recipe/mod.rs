@@ -7,10 +7,15 @@
 //! [`load_plan`] runs the stages below and reports *every* problem it finds, each with the file
 //! and (where there is one) the 1-based line and column:
 //! 1. [`include`] reads the root recipe and its includes (size, UTF-8, cycles, containment),
-//!    [`yaml`] parses each file and [`fragment`] reads it against the schema;
+//!    [`yaml`] parses each file and [`fragment`] reads it against the schema ([`step`] reads
+//!    its steps);
 //! 2. [`merge`] merges the fragments;
-//! 3. [`resolve`] applies `--var`s, renders templates ([`template`]), reads file sources and
-//!    assembles the plan and its digest.
+//! 3. [`resolve`] applies `--var`s, renders templates ([`template`]), resolves the steps
+//!    ([`step`]: defaults, file sources) and assembles the plan and its digest.
+//!
+//! Everything about a step kind in this layer is in [`step`]; [`checks`] holds the value
+//! checks, [`source`] the files read and the problems found, [`diagnostic`] how problems are
+//! shown.
 //!
 //! A syntax error stops only the file it is in. Checks that need the whole recipe (unknown
 //! variables, missing sections) are skipped when some file could not be read, to avoid
@@ -23,6 +28,7 @@ mod include;
 mod merge;
 mod resolve;
 mod source;
+mod step;
 mod template;
 mod yaml;
 
@@ -37,8 +43,7 @@ pub use diagnostic::Diagnostic;
 
 use crate::plan::Plan;
 
-/// Version of the recipe format this loader implements; part of every fingerprint.
-pub const RECIPE_FORMAT_VERSION: u32 = 1;
+pub use crate::plan::RECIPE_FORMAT_VERSION;
 
 /// Inputs of a load that do not come from the recipe files.
 #[derive(Clone)]

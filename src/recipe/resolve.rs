@@ -1,35 +1,29 @@
 //! Turning a merged recipe into a [`Plan`].
 //!
-//! Owns what only makes sense on the whole recipe: `--var` overrides, required sections,
-//! unique step names, rendering every templated field (for the build and for the digest), file
-//! sources (existence, containment, size, content), checks on rendered values, defaults that
-//! depend on the step kind, and assembling the plan with its digest. It must not parse YAML or
-//! decide merge order.
+//! Owns what only makes sense on the whole recipe: `--var` overrides, required sections, the
+//! [`Resolver`] that renders every templated field (for the build and for the digest) and checks
+//! rendered values, the image section (name, description, tags, SSM parameter), and assembling
+//! the plan with its digest. Steps are resolved by [`super::step`], through the same resolver. It
+//! must not parse YAML or decide merge order.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use super::checks::{self, Check};
-use super::fragment::{ActionDecl, CheckDecl, FileDecl, StepDecl};
-use super::include::{shown_parent, RecipeTree};
+use super::include::RecipeTree;
 use super::merge::MergedRecipe;
-use super::source::{decode_utf8, read_limited, At, Pos, Session, MAX_FILE_SOURCE_BYTES};
+use super::source::Session;
 use super::template::{
     declared_list, format_timestamp, render, Rendered, TemplateContext, TemplateText, Variable,
 };
 use super::{Diagnostic, LoadOptions};
 use crate::plan::{
-    sha256_hex, BuilderSpec, DigestImage, DigestInput, DigestStep, DigestStepKind, ImageSpec, Plan,
-    ReleaseSpec, SourceSpec, Step, StepKind, Timeouts,
+    BuilderSpec, DigestImage, DigestInput, DigestStep, ImageSpec, Plan, ReleaseSpec, SourceSpec,
+    Step, Timeouts,
 };
 
 /// The image name when the recipe does not set one.
 const DEFAULT_IMAGE_NAME: &str = "{{ name }}-{{ version }}-{{ timestamp }}";
-const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(30 * 60);
-const DEFAULT_FILE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
-const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(5 * 60);
-const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 /// Pseudo-path of diagnostics about `--var` input.
 const CLI_VARS: &str = "--var";
 
@@ -112,9 +106,10 @@ fn apply_cli_vars(
     (vars, version)
 }
 
-struct Resolver<'a> {
-    session: &'a mut Session,
-    tree: &'a RecipeTree,
+/// Resolves the parts of one recipe, recording every problem in the session.
+pub(super) struct Resolver<'a> {
+    pub(super) session: &'a mut Session,
+    pub(super) tree: &'a RecipeTree,
     context: TemplateContext,
     /// Whether name and version are known; the image name is only checked then.
     identity_known: bool,
@@ -122,7 +117,7 @@ struct Resolver<'a> {
 
 /// Where a rendered value ends up, which decides whether secret variables may be used in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Exposure {
+pub(super) enum Exposure {
     /// Used on the builder only (scripts, file contents, checks): secrets are fine.
     Builder,
     /// Stored by AWS as image metadata, readable by anyone who can describe the image.
@@ -164,7 +159,7 @@ impl Resolver<'_> {
         }
     }
 
-    fn render(&mut self, text: &TemplateText) -> Option<Rendered> {
+    pub(super) fn render(&mut self, text: &TemplateText) -> Option<Rendered> {
         render(self.session, text, &self.context)
     }
 
@@ -185,7 +180,7 @@ impl Resolver<'_> {
     }
 
     /// Renders `text` and checks the rendered value; `field` prefixes the problem.
-    fn render_checked(
+    pub(super) fn render_checked(
         &mut self,
         text: &TemplateText,
         field: &str,
@@ -202,7 +197,7 @@ impl Resolver<'_> {
     }
 
     /// Renders and checks an optional field: `Some(None)` when absent, `None` on problems.
-    fn render_optional(
+    pub(super) fn render_optional(
         &mut self,
         text: Option<&TemplateText>,
         field: &str,
@@ -213,230 +208,6 @@ impl Resolver<'_> {
             Some(text) => self.render_checked(text, field, exposure, check).map(Some),
             None => Some(None),
         }
-    }
-
-    fn resolve_steps(&mut self, steps: &[StepDecl]) -> Vec<(Step, DigestStep)> {
-        let mut first_by_name: HashMap<&str, Pos> = HashMap::new();
-        let mut resolved = Vec::new();
-        for (index, step) in steps.iter().enumerate() {
-            if let Some(first) = first_by_name.get(step.name.value.as_str()) {
-                let first_at = self.describe_pos(*first);
-                let message = format!(
-                    "duplicate step name `{}`; the first is at {first_at}",
-                    step.name.value
-                );
-                self.session.error_at(step.name.pos, message);
-            } else {
-                first_by_name.insert(&step.name.value, step.name.pos);
-            }
-            if let Some(step) = self.resolve_step(step, index) {
-                resolved.push(step);
-            }
-        }
-        resolved
-    }
-
-    fn describe_pos(&self, pos: Pos) -> String {
-        let path = &self.session.file(pos.file).path;
-        format!("{}:{}:{}", path.display(), pos.line, pos.column)
-    }
-
-    fn resolve_step(&mut self, step: &StepDecl, index: usize) -> Option<(Step, DigestStep)> {
-        let path = format!("steps[{index}]");
-        let (kind, digest_kind, timeout) = match step.action.as_ref()? {
-            ActionDecl::Run(script) => {
-                let script = self.render(script)?;
-                let timeout = step
-                    .timeout
-                    .as_ref()
-                    .map_or(DEFAULT_RUN_TIMEOUT, |timeout| timeout.value);
-                let kind = StepKind::Run {
-                    script: script.actual,
-                };
-                (
-                    kind,
-                    DigestStepKind::Run {
-                        script: script.canonical,
-                    },
-                    timeout,
-                )
-            }
-            ActionDecl::File(file) => {
-                let (kind, digest_kind) = self.resolve_file(step, file, &path)?;
-                let timeout = step
-                    .timeout
-                    .as_ref()
-                    .map_or(DEFAULT_FILE_TIMEOUT, |timeout| timeout.value);
-                (kind, digest_kind, timeout)
-            }
-            ActionDecl::Check(check) => self.resolve_check(step, check, &path)?,
-        };
-        let digest_step = DigestStep {
-            name: step.name.value.clone(),
-            timeout,
-            kind: digest_kind,
-        };
-        let step = Step {
-            name: step.name.value.clone(),
-            timeout,
-            kind,
-        };
-        Some((step, digest_step))
-    }
-
-    fn resolve_file(
-        &mut self,
-        step: &StepDecl,
-        file: &FileDecl,
-        path: &str,
-    ) -> Option<(StepKind, DigestStepKind)> {
-        let destination = self.render_checked(
-            &file.destination,
-            &format!("{path}.file.destination"),
-            Exposure::Builder,
-            checks::destination,
-        );
-        let source_shown =
-            shown_parent(&self.session.file(step.file).path).join(&file.source.value);
-        let bytes = self.read_file_source(&file.source, &source_shown);
-        let (content, canonical_content) = match (bytes, file.template) {
-            (Some(bytes), true) => self.render_content(&file.source, &source_shown, bytes)?,
-            (Some(bytes), false) => (bytes.clone(), bytes),
-            (None, _) => return None,
-        };
-        let destination = destination?;
-        let digest_kind = DigestStepKind::File {
-            destination: destination.canonical,
-            mode: file.mode,
-            owner: file.owner.clone(),
-            content_sha256: sha256_hex(&canonical_content),
-        };
-        let kind = StepKind::File {
-            source: source_shown,
-            content,
-            destination: destination.actual,
-            mode: file.mode,
-            owner: file.owner.clone(),
-        };
-        Some((kind, digest_kind))
-    }
-
-    /// The bytes of a file source that exists, stays inside the root folder, and is small enough.
-    fn read_file_source(
-        &mut self,
-        source: &At<String>,
-        shown: &std::path::Path,
-    ) -> Option<Vec<u8>> {
-        if source.value.trim().is_empty() {
-            self.session
-                .error_at(source.pos, "file source path is empty");
-            return None;
-        }
-        let canonical = match std::fs::canonicalize(shown) {
-            Ok(canonical) => canonical,
-            Err(_) => {
-                let message = format!("file source `{}` not found", shown.display());
-                self.session.error_at(source.pos, message);
-                return None;
-            }
-        };
-        if let Err(message) = self
-            .tree
-            .check_inside_root(&canonical, "file source", shown)
-        {
-            self.session.error_at(source.pos, message);
-            return None;
-        }
-        match read_limited(shown, MAX_FILE_SOURCE_BYTES) {
-            Ok(bytes) => Some(bytes),
-            Err(problem) => {
-                let message = format!("file source `{}` {problem}", shown.display());
-                self.session.error_at(source.pos, message);
-                None
-            }
-        }
-    }
-
-    /// Renders a `template: true` file: `(actual bytes, canonical bytes)`.
-    fn render_content(
-        &mut self,
-        source: &At<String>,
-        shown: &std::path::Path,
-        bytes: Vec<u8>,
-    ) -> Option<(Vec<u8>, Vec<u8>)> {
-        let text = match decode_utf8(bytes) {
-            Ok(text) => text,
-            Err((line, column, problem)) => {
-                let message = format!(
-                    "file source `{}` is {problem} (line {line}, column {column}); only UTF-8 text can use `template: true`",
-                    shown.display()
-                );
-                self.session.error_at(source.pos, message);
-                return None;
-            }
-        };
-        let file = self.session.add_file(shown.to_path_buf(), text.clone());
-        let rendered = self.render(&TemplateText::in_content(text, file))?;
-        Some((
-            rendered.actual.into_bytes(),
-            rendered.canonical.into_bytes(),
-        ))
-    }
-
-    fn resolve_check(
-        &mut self,
-        step: &StepDecl,
-        check: &CheckDecl,
-        path: &str,
-    ) -> Option<(StepKind, DigestStepKind, Duration)> {
-        let url = self.render_checked(
-            &check.url,
-            &format!("{path}.check.url"),
-            Exposure::Builder,
-            checks::check_url,
-        );
-        let expect_body = self.render_optional(
-            check.expect_body.as_ref(),
-            &format!("{path}.check.expect_body"),
-            Exposure::Builder,
-            |_| Ok(()),
-        );
-        let timeout = step
-            .timeout
-            .as_ref()
-            .or(check.timeout.as_ref())
-            .map_or(DEFAULT_CHECK_TIMEOUT, |timeout| timeout.value);
-        let interval = check
-            .interval
-            .as_ref()
-            .map_or(DEFAULT_CHECK_INTERVAL, |interval| interval.value);
-        if let Some(At { pos, .. }) = check.interval.as_ref().filter(|_| interval >= timeout) {
-            let message = format!(
-                "`{path}.check.interval` ({}) must be shorter than the step's timeout ({})",
-                humantime::format_duration(interval),
-                humantime::format_duration(timeout)
-            );
-            self.session.error_at(*pos, message);
-            return None;
-        }
-        let (url, expect_body) = (url?, expect_body?);
-        let (body, canonical_body) = match expect_body {
-            Some(body) => (Some(body.actual), Some(body.canonical)),
-            None => (None, None),
-        };
-        let kind = StepKind::Check {
-            url: url.actual,
-            expect_status: check.expect_status,
-            expect_body: body,
-            interval,
-        };
-        let digest_kind = DigestStepKind::Check {
-            url: url.canonical,
-            expect_status: check.expect_status,
-            expect_body: canonical_body,
-            interval,
-        };
-        Some((kind, digest_kind, timeout))
     }
 
     fn resolve_image(&mut self, merged: &MergedRecipe) -> Option<(ImageSpec, DigestImage)> {

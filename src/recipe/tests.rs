@@ -520,6 +520,40 @@ mod digest {
     }
 
     #[test]
+    fn the_baseline_digest_is_pinned() {
+        // The digest decides whether an image is rebuilt: its bytes must not change.
+        assert_eq!(
+            baseline(),
+            "a03f131ad0c4c6af3cdf532e6105b5e598f4d80c3de020c050bae0e017829714"
+        );
+    }
+
+    #[test]
+    fn the_good_recipes_digests_are_pinned() {
+        let digests: Vec<(&str, String)> = ["minimal.yaml", "filter-source.yaml", "full/main.yaml"]
+            .into_iter()
+            .map(|recipe| (recipe, load_ok(&good(recipe), &options()).digest))
+            .collect();
+        assert_eq!(
+            digests,
+            [
+                (
+                    "minimal.yaml",
+                    "14117bc0844ff131286dab427d5a7d56b49655a32445b5c1063511e2423147f4".to_owned()
+                ),
+                (
+                    "filter-source.yaml",
+                    "f5aa99b2075c6e05f4265d3a11c2f70c8cc2f313704e4292e1f2e106c0572628".to_owned()
+                ),
+                (
+                    "full/main.yaml",
+                    "d921809145c43f8d4aca6ab12edd59a1ff0719e35c066091aaec115e48315ade".to_owned()
+                ),
+            ]
+        );
+    }
+
+    #[test]
     fn what_defines_the_image_changes_the_digest() {
         let base = baseline();
         let changed = [

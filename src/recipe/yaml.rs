@@ -504,28 +504,15 @@ fn unknown_field_message(key: &str, path: &str, fields: &[&str]) -> String {
     format!("unknown field `{key}`{location}, {expected}{suggestion}")
 }
 
+/// The field nearest to `key` by Levenshtein distance (over characters), when at most 2 edits
+/// away and fewer edits than `key` is long; the first such field on a tie.
 fn closest_field<'f>(key: &str, fields: &[&'f str]) -> Option<&'f str> {
     fields
         .iter()
-        .map(|field| (edit_distance(key, field), *field))
+        .map(|field| (strsim::levenshtein(key, field), *field))
         .filter(|(distance, _)| *distance <= 2 && *distance < key.len())
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, field)| field)
-}
-
-/// Levenshtein distance over characters.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    for (i, a_char) in a.chars().enumerate() {
-        let mut current = vec![i + 1];
-        for (j, b_char) in b.iter().enumerate() {
-            let substitution = previous[j] + usize::from(a_char != *b_char);
-            current.push(substitution.min(previous[j + 1] + 1).min(current[j] + 1));
-        }
-        previous = current;
-    }
-    previous[b.len()]
 }
 
 /// A plain decimal integer (optional sign, digits only).
@@ -707,5 +694,13 @@ mod tests {
             Some("timeout")
         );
         assert_eq!(closest_field("zzz", &["name", "timeout"]), None);
+        // Levenshtein over characters: a swap is two edits, an accented letter one.
+        assert_eq!(closest_field("naem", &["name", "timeout"]), Some("name"));
+        assert_eq!(
+            closest_field("tímeout", &["name", "timeout"]),
+            Some("timeout")
+        );
+        assert_eq!(closest_field("ab", &["xy"]), None);
+        assert_eq!(closest_field("fiel", &["file", "fill"]), Some("fill"));
     }
 }
