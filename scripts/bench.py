@@ -51,9 +51,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))  # kiln_emulator, next to this file
+from kiln_emulator import process as emulator_process  # noqa: E402
 
 REGION = "us-east-1"
 # Where the scale job copies to, in this order: --regions M uses the first M-1.
@@ -103,7 +104,7 @@ LIVE = {}  # pid -> Popen
 
 
 def spawn(cmd, **kwargs):
-    proc = subprocess.Popen(cmd, start_new_session=True, stdin=subprocess.DEVNULL, **kwargs)
+    proc = emulator_process.spawn(cmd, **kwargs)
     LIVE[proc.pid] = proc
     return proc
 
@@ -113,23 +114,9 @@ def reap(proc):
 
 
 def stop_process(proc, grace=5.0):
-    """TERM the process group the process leads, KILL it after `grace` seconds."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            pass
-    # Whatever the leader left in its group (Packer's plugin processes) goes too.
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    if proc.poll() is None:
-        proc.wait()
+    """TERM the process group the process leads, KILL it (and what the leader left in it, such
+    as Packer's plugin processes) after `grace` seconds."""
+    emulator_process.stop_group(proc, grace)
     reap(proc)
 
 
@@ -150,61 +137,29 @@ def on_signal(signum, frame):
 # --------------------------------------------------------------------------------------------
 
 
-class Emulator:
-    def __init__(self, python, launcher, workdir, name):
-        self.name = name
-        self.log_path = os.path.join(workdir, f"emulator-{name}.log")
-        self.out_path = os.path.join(workdir, f"emulator-{name}.out")
-        with open(self.out_path, "wb") as out, open(self.log_path, "wb") as log:
-            self.proc = spawn([python, launcher, "--host", "127.0.0.1", "--port", "0"], stdout=out, stderr=log)
-        self.url = None
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            with open(self.out_path, encoding="utf-8", errors="replace") as out:
-                for line in out:
-                    if line.startswith("KILN_EMULATOR_URL="):
-                        self.url = line.strip().split("=", 1)[1]
-            if self.url:
-                break
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        if not self.url:
-            tail = self.log_tail()
-            self.stop()
-            raise SetupError(f"the emulator ({name}) did not start:\n{tail}")
+class Emulator(emulator_process.EmulatorProcess):
+    """The emulator of one job: started with `spawn` (so stop_all ends it), its failures
+    raised as the bench's own."""
 
-    def log_tail(self, lines=20):
+    def __init__(self, python, workdir, name):
         try:
-            with open(self.log_path, encoding="utf-8", errors="replace") as log:
-                return "".join(log.readlines()[-lines:])
-        except OSError:
-            return ""
+            super().__init__(workdir, name, python=python, spawn=spawn)
+        except emulator_process.StartFailed as err:
+            raise SetupError(str(err)) from None
 
     def control(self, method, path, body=None):
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
-        )
         try:
-            with urllib.request.urlopen(request, timeout=60) as answer:
-                text = answer.read()
-        except urllib.error.HTTPError as err:
-            raise SetupError(f"emulator {method} {path}: {err.code} {err.read().decode(errors='replace')}") from err
-        except OSError as err:
-            if self.proc.poll() is not None:
-                raise EmulatorDied(f"the {self.name} emulator exited (status {self.proc.returncode})") from err
-            raise SetupError(f"emulator {method} {path}: {err}\n{self.log_tail()}") from err
-        return json.loads(text) if text.strip() else None
+            return super().control(method, path, body)
+        except emulator_process.EmulatorExited as err:
+            raise EmulatorDied(str(err)) from err
+        except emulator_process.ControlFailed as err:
+            raise SetupError(str(err)) from err
 
-    def behaviour(self, settings):
-        self.control("POST", "/_kiln/behaviour", settings)
-
-    def clear_requests(self):
-        self.control("DELETE", "/_kiln/requests")
-
-    def requests(self):
-        return self.control("GET", "/_kiln/requests") or []
+    def check_alive(self, err=None, during=""):
+        """Raises EmulatorDied if the process is gone (`err` the error that made us look)."""
+        gone = self.exited()
+        if gone:
+            raise EmulatorDied(gone + during) from err
 
     def stop(self):
         stop_process(self.proc)
@@ -389,10 +344,10 @@ def run_together(runs, cwd, emu):
         if not pending:
             wall = time.perf_counter() - started
             break
-        if emu.proc.poll() is not None:
+        if emu.exited():
             for run in pending:
                 run.abort("emulator died")
-            raise EmulatorDied(f"the {emu.name} emulator exited (status {emu.proc.returncode}) during a run")
+            emu.check_alive(during=" during a run")
         if time.monotonic() > deadline:
             for run in pending:
                 run.abort("timeout")
@@ -403,12 +358,10 @@ def run_together(runs, cwd, emu):
 
 
 class Bench:
-    def __init__(self, args, root, workdir):
+    def __init__(self, args, workdir):
         self.args = args
-        self.root = root
         self.workdir = workdir
         self.python = sys.executable
-        self.launcher = os.path.join(root, "scripts", "emulator.py")
         self.kiln = os.path.abspath(args.kiln)
         self.packer = args.packer
         self.failures = []
@@ -582,8 +535,7 @@ class Bench:
                 problems.append(f"{', '.join(r.label for r in runs)}: builder(s) left alive: {', '.join(left)}")
                 ec2.terminate_instances(InstanceIds=left)
         except Exception as err:
-            if emu.proc.poll() is not None:
-                raise EmulatorDied(f"the {emu.name} emulator exited (status {emu.proc.returncode})") from err
+            emu.check_alive(err)
             raise
         emu.clear_requests()
         return wall, log, problems
@@ -598,7 +550,7 @@ class Bench:
         return ("kiln", "packer") if rnd % 2 == 1 else ("packer", "kiln")
 
     def emulator(self, job):
-        emu = Emulator(self.python, self.launcher, self.workdir, job)
+        emu = Emulator(self.python, self.workdir, job)
         self.emulators.append(emu)
         return emu
 
@@ -614,8 +566,7 @@ class Bench:
         except SetupError:
             raise
         except Exception as err:
-            if emu.proc.poll() is not None:
-                raise EmulatorDied(f"the {emu.name} emulator exited (status {emu.proc.returncode})") from err
+            emu.check_alive(err)
             raise
         folder = os.path.join(self.workdir, job)
         os.makedirs(folder, exist_ok=True)
@@ -990,11 +941,10 @@ def main(argv=None):
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     workdir = tempfile.mkdtemp(prefix="kiln-bench-")
     kiln_version = tool_version([args.kiln, "--version"])
     packer_version = "Packer " + tool_version([args.packer, "version"]).replace("Packer ", "")
-    bench = Bench(args, root, workdir)
+    bench = Bench(args, workdir)
     status = 0
     try:
         try:

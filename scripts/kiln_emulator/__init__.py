@@ -1,0 +1,20 @@
+"""kiln's local AWS emulator: moto server plus the behaviour, faults and recording kiln needs.
+
+`scripts/emulator.py` is the command (its docstring: the overview and the control API). The
+package, one module per concern:
+
+    server.py       the process: command line, moto's server with the patches, the URL line
+    app.py          the WSGI app: the control API under /_kiln/, everything else to faults.py
+    faults.py       recording and fault injection in front of moto for every AWS request
+    state.py        behaviour settings, fault settings, recorded requests, refreshes (one lock)
+    ec2.py          patches on moto's EC2: instances, images, launch templates
+    ssm.py          patches on moto's SSM: the emulated agent and its commands
+    autoscaling.py  patches on moto's Auto Scaling: instance refreshes
+    seed.py         the demo world (POST /_kiln/seed)
+    common.py       helpers the others share
+    process.py      starting, calling and stopping an emulator process from Python
+
+The service modules' docstrings list the moto 5.2.5 gaps each one covers. They import moto when
+they are imported, so only server.patch_moto() imports them; everything else here imports moto
+lazily, and process.py needs only the standard library.
+"""

@@ -1,0 +1,305 @@
+"""Patches on moto's SSM: the emulated agent (which instances are online) and what it does with
+the commands sent to it.
+
+moto 5.2.5 gaps, and how this module covers each:
+
+- DescribeInstanceInformation is not implemented (500). -> the region's EC2 instances
+  that have been `running` for ssm_online_after_seconds, PingStatus Online (none when
+  ssm_agent is "never"); InstanceIds / PingStatus filters in both filter syntaxes.
+- SendCommand with InstanceIds targets every instance of the region (an empty Targets
+  list acts as a match-all EC2 filter), and accepts instances that are not online.
+  -> only the listed instances; InvalidInstanceId for one that is not online in SSM.
+  The response keeps moto's shape, with Status Pending as AWS answers.
+- Every command is Success at once with empty output. -> each command takes the first
+  behaviour `commands` rule whose regex is found in its `commands` parameter (lines
+  joined with newlines): InProgress for in_progress_seconds, then the rule's status,
+  stdout, stderr and exit code (default 0 for Success, 1 for Failed, -1 otherwise).
+  No matching rule: Success, exit code 0, no output.
+- GetCommandInvocation answers InvalidCommandId for an unknown command (AWS:
+  InvocationDoesNotExist) and always reports Success. -> reimplemented.
+- ListCommandInvocations and CancelCommand are not implemented (500). -> implemented
+  (Details=true gives CommandPlugins with Output); ListCommands shows the same status.
+
+Imports moto: imported by server.patch_moto(), which then calls patch().
+"""
+
+import re
+import time
+
+from moto.backends import get_backend
+from moto.core.responses import ActionResult
+from moto.ssm.models import Command, SimpleSystemManagerBackend
+from moto.ssm.responses import SimpleSystemManagerResponse as SSM
+
+from .common import iso, service_error, utc
+from .state import STATE, command_rule
+
+MOTO_TARGETS = Command._get_instance_ids_from_targets
+MOTO_SEND = SimpleSystemManagerBackend.send_command
+MOTO_RESPONSE_OBJECT = Command.response_object
+MOTO_SEND_RESPONSE = SSM.send_command
+NO_CLOUDWATCH = {"CloudWatchLogGroupName": "", "CloudWatchOutputEnabled": False}
+
+
+def patch():
+    Command._get_instance_ids_from_targets = instance_ids_from_targets
+    SimpleSystemManagerBackend.send_command = send_command
+    Command.response_object = response_object
+    SSM.send_command = send_command_response
+    SSM.get_command_invocation = get_command_invocation
+    SSM.list_command_invocations = list_command_invocations
+    SSM.cancel_command = cancel_command
+    SSM.describe_instance_information = describe_instance_information
+
+
+def ssm_online_instances(account_id, region):
+    """EC2 instances the emulated SSM agent has registered: running long enough."""
+    with STATE.lock:
+        if STATE.behaviour["ssm_agent"] == "never":
+            return []
+        after = STATE.behaviour["ssm_online_after_seconds"]
+    now = time.time()
+    online = []
+    for instance in get_backend("ec2")[account_id][region].all_instances():
+        state = instance._state
+        if state.name == "running" and now - state.reached_at >= after:
+            online.append(instance)
+    return online
+
+
+class CommandRun:
+    """What the emulated agent does with one SendCommand, per instance."""
+
+    PLUGIN = "aws:runShellScript"
+    DETAILS = {"Success": "Success", "Failed": "Failed", "TimedOut": "ExecutionTimedOut", "Cancelled": "Cancelled"}
+
+    def __init__(self, text, rule):
+        self.text = text
+        self.rule = rule
+        self.sent_at = time.time()
+        self.cancelled_at = {}  # instance id -> time of CancelCommand
+
+    def outcome(self, instance_id):
+        now = time.time()
+        done_at = self.sent_at + self.rule["in_progress_seconds"]
+        cancelled_at = self.cancelled_at.get(instance_id)
+        result = {"start": self.sent_at, "end": None, "stdout": "", "stderr": "", "code": -1}
+        if cancelled_at is not None and cancelled_at < done_at:
+            return dict(result, status="Cancelled", details="Cancelled", end=cancelled_at)
+        if now < done_at:
+            return dict(result, status="InProgress", details="InProgress")
+        status = self.rule["status"]
+        return dict(
+            result,
+            status=status,
+            details=self.DETAILS[status],
+            end=done_at,
+            stdout=self.rule["stdout"],
+            stderr=self.rule["stderr"],
+            code=self.rule["exit_code"],
+        )
+
+
+def command_status(command):
+    """(status, completed, errors) of a command over its instances."""
+    outcomes = [command.kiln.outcome(i)["status"] for i in command.instance_ids]
+    finished = [s for s in outcomes if s != "InProgress"]
+    errors = sum(s in ("Failed", "TimedOut") for s in finished)
+    if len(finished) < len(outcomes):
+        return "InProgress", len(finished), errors
+    for status in ("Failed", "TimedOut", "Cancelled"):
+        if status in finished:
+            return status, len(finished), errors
+    return "Success", len(finished), errors
+
+
+def _find_command(response, command_id):
+    for command in response.ssm_backend._commands:
+        if command.command_id == command_id and hasattr(command, "kiln"):
+            return command
+    return None
+
+
+# ---- the backend and model ----------------------------------------------------------
+
+
+def instance_ids_from_targets(self):
+    return MOTO_TARGETS(self) if self.targets else []  # no Targets: no extra instances
+
+
+def send_command(self, **kwargs):
+    """The backend's SendCommand: moto's command, run by the first matching behaviour rule."""
+    command = MOTO_SEND(self, **kwargs)
+    text = "\n".join(str(line) for line in (kwargs.get("parameters") or {}).get("commands", []))
+    with STATE.lock:
+        rules = STATE.behaviour["commands"]
+    rule = next((r for r in rules if re.search(r["match"], text)), None)
+    command.kiln = CommandRun(text, rule or command_rule({"match": ""}))
+    return command
+
+
+def response_object(self):
+    obj = MOTO_RESPONSE_OBJECT(self)
+    if hasattr(self, "kiln"):
+        status, completed, errors = command_status(self)
+        obj.update(Status=status, StatusDetails=status, CompletedCount=completed, ErrorCount=errors)
+    return obj
+
+
+# ---- the API ---------------------------------------------------------------------------
+
+
+def send_command_response(self):
+    online = {i.id for i in ssm_online_instances(self.current_account, self.region)}
+    offline = [i for i in self._get_param("InstanceIds", []) if i not in online]
+    if offline:
+        raise service_error(
+            "InvalidInstanceId",
+            f"Instances [[{', '.join(offline)}]] not in a valid state for account {self.current_account}",
+        )
+    result = MOTO_SEND_RESPONSE(self)
+    result.result["Command"].update(Status="Pending", StatusDetails="Pending", CompletedCount=0, ErrorCount=0)
+    return result
+
+
+def get_command_invocation(self):
+    command = _find_command(self, self._get_param("CommandId"))
+    instance_id = self._get_param("InstanceId")
+    if command is None or instance_id not in command.instance_ids:
+        raise service_error("InvocationDoesNotExist", "The command invocation does not exist.")
+    out = command.kiln.outcome(instance_id)
+    end = out["end"] if out["end"] is not None else time.time()
+    return ActionResult(
+        {
+            "CommandId": command.command_id,
+            "InstanceId": instance_id,
+            "Comment": command.comment,
+            "DocumentName": command.document_name,
+            "DocumentVersion": "$DEFAULT",
+            "PluginName": self._get_param("PluginName") or CommandRun.PLUGIN,
+            "ResponseCode": out["code"],
+            "ExecutionStartDateTime": iso(out["start"]),
+            "ExecutionElapsedTime": f"PT{end - out['start']:.3f}S",
+            "ExecutionEndDateTime": iso(out["end"]) if out["end"] is not None else "",
+            "Status": out["status"],
+            "StatusDetails": out["details"],
+            "StandardOutputContent": out["stdout"][:24000],
+            "StandardOutputUrl": "",
+            "StandardErrorContent": out["stderr"][:8000],
+            "StandardErrorUrl": "",
+            "CloudWatchOutputConfig": dict(NO_CLOUDWATCH),
+        }
+    )
+
+
+def _plugin(command, out, region):
+    """The CommandPlugins entry of one invocation (ListCommandInvocations with Details)."""
+    output = out["stdout"]
+    if out["stderr"]:
+        output += "\n----------ERROR-------\n" + out["stderr"]
+    return {
+        "Name": CommandRun.PLUGIN,
+        "Status": out["status"],
+        "StatusDetails": out["details"],
+        "ResponseCode": out["code"],
+        "ResponseStartDateTime": utc(out["start"]),
+        "ResponseFinishDateTime": utc(out["end"]) if out["end"] is not None else None,
+        "Output": output[:2500],
+        "StandardOutputUrl": "",
+        "StandardErrorUrl": "",
+        "OutputS3Region": command.output_s3_region or region,
+        "OutputS3BucketName": command.output_s3_bucket_name,
+        "OutputS3KeyPrefix": command.output_s3_key_prefix,
+    }
+
+
+def _invocation(command, instance_id, out, plugins):
+    return {
+        "CommandId": command.command_id,
+        "InstanceId": instance_id,
+        "InstanceName": "",
+        "Comment": command.comment,
+        "DocumentName": command.document_name,
+        "DocumentVersion": "$DEFAULT",
+        "RequestedDateTime": command.requested_date_time,
+        "Status": out["status"],
+        "StatusDetails": out["details"],
+        "TraceOutput": "",
+        "StandardOutputUrl": "",
+        "StandardErrorUrl": "",
+        "CommandPlugins": plugins,
+        "ServiceRole": command.service_role_arn,
+        "CloudWatchOutputConfig": dict(NO_CLOUDWATCH),
+    }
+
+
+def list_command_invocations(self):
+    command_id = self._get_param("CommandId")
+    instance_filter = self._get_param("InstanceId")
+    details = self._get_bool_param("Details", False)
+    commands = [c for c in self.ssm_backend._commands if hasattr(c, "kiln")]
+    if command_id:
+        commands = [c for c in commands if c.command_id == command_id]
+        if not commands:
+            raise service_error("InvalidCommandId", "Invalid command id.")
+    invocations = []
+    for command in reversed(commands):  # newest first, as AWS lists them
+        for instance_id in command.instance_ids:
+            if instance_filter and instance_id != instance_filter:
+                continue
+            out = command.kiln.outcome(instance_id)
+            plugins = [_plugin(command, out, self.region)] if details else []
+            invocations.append(_invocation(command, instance_id, out, plugins))
+    return ActionResult({"CommandInvocations": invocations})
+
+
+def cancel_command(self):
+    command = _find_command(self, self._get_param("CommandId"))
+    if command is None:
+        raise service_error("InvalidCommandId", "Invalid command id.")
+    now = time.time()
+    for instance_id in self._get_param("InstanceIds") or command.instance_ids:
+        command.kiln.cancelled_at.setdefault(instance_id, now)
+    return ActionResult({})
+
+
+def _information_filters(response):
+    """(instance ids wanted or None, ping statuses wanted or None), from either filter syntax."""
+    wanted, ping = None, None
+    filters = [(f.get("Key"), f.get("Values", [])) for f in response._get_param("Filters", [])]
+    filters += [(f.get("key"), f.get("valueSet", [])) for f in response._get_param("InstanceInformationFilterList", [])]
+    for key, values in filters:
+        if key == "InstanceIds":
+            wanted = set(values) if wanted is None else wanted & set(values)
+        elif key == "PingStatus":
+            ping = set(values)
+    return wanted, ping
+
+
+def _information(instance, now):
+    return {
+        "InstanceId": instance.id,
+        "PingStatus": "Online",
+        "LastPingDateTime": now,
+        "AgentVersion": "3.3.1142.0",
+        "IsLatestVersion": True,
+        "PlatformType": "Linux",
+        "PlatformName": "Amazon Linux",
+        "PlatformVersion": "2023",
+        "ResourceType": "EC2Instance",
+        "IPAddress": instance.private_ip,
+        "ComputerName": instance.private_dns_name,
+        "SourceId": instance.id,
+        "SourceType": "AWS::EC2::Instance",
+    }
+
+
+def describe_instance_information(self):
+    wanted, ping = _information_filters(self)
+    now = utc(time.time())
+    items = []
+    if ping is None or "Online" in ping:
+        for instance in ssm_online_instances(self.current_account, self.region):
+            if wanted is None or instance.id in wanted:
+                items.append(_information(instance, now))
+    return ActionResult({"InstanceInformationList": items})

@@ -1,0 +1,133 @@
+"""The emulator's mutable state, behind one lock: the behaviour settings (validated here; what
+each key does is told in the service module that reads it), the fault settings (faults.py), the
+recorded requests and the instance refreshes. `STATE` is the one instance;
+POST /_kiln/reset restores it."""
+
+import copy
+import re
+import threading
+
+from .common import BadRequest, number
+from .faults import Faults
+
+DEFAULT_BEHAVIOUR = {
+    "instance_pending_seconds": 0,
+    "instance_stopping_seconds": 0,
+    "instance_shutting_down_seconds": 0,
+    "image_pending_seconds": 0,
+    "image_fail": False,
+    "ssm_agent": "online",
+    "ssm_online_after_seconds": 0,
+    "commands": [],
+    "refresh": {"status": "Successful", "seconds": 1},
+}
+COMMAND_STATUSES = ("Success", "Failed", "TimedOut", "Cancelled")
+REFRESH_STATUSES = ("Successful", "Failed", "Cancelled")
+COMMAND_RULE_KEYS = {"match", "status", "in_progress_seconds", "stdout", "stderr", "exit_code"}
+
+
+def _exit_code(rule, status):
+    exit_code = rule.get("exit_code")
+    if exit_code is None:  # a plausible code for the status unless one is given
+        return {"Success": 0, "Failed": 1}.get(status, -1)
+    if isinstance(exit_code, bool) or not isinstance(exit_code, int):
+        raise BadRequest("exit_code must be an integer")
+    return exit_code
+
+
+def command_rule(rule):
+    """A validated behaviour `commands` rule with its defaults filled in."""
+    if not isinstance(rule, dict) or not isinstance(rule.get("match"), str):
+        raise BadRequest("each commands rule needs a string 'match'")
+    unknown = set(rule) - COMMAND_RULE_KEYS
+    if unknown:
+        raise BadRequest(f"unknown commands rule field(s): {sorted(unknown)}")
+    try:
+        re.compile(rule["match"])
+    except re.error as err:
+        raise BadRequest(f"bad regex {rule['match']!r}: {err}") from None
+    status = rule.get("status", "Success")
+    if status not in COMMAND_STATUSES:
+        raise BadRequest(f"commands status must be one of {COMMAND_STATUSES}")
+    exit_code = _exit_code(rule, status)
+    return {
+        "match": rule["match"],
+        "status": status,
+        "in_progress_seconds": number(rule.get("in_progress_seconds", 0), "in_progress_seconds"),
+        "stdout": str(rule.get("stdout", "")),
+        "stderr": str(rule.get("stderr", "")),
+        "exit_code": exit_code,
+    }
+
+
+def _image_fail(key, value):
+    if not isinstance(value, bool):
+        raise BadRequest("image_fail must be true or false")
+    return value
+
+
+def _ssm_agent(key, value):
+    if value not in ("online", "never"):
+        raise BadRequest("ssm_agent must be 'online' or 'never'")
+    return value
+
+
+def _commands(key, value):
+    if not isinstance(value, list):
+        raise BadRequest("commands must be a list")
+    return [command_rule(rule) for rule in value]
+
+
+def _refresh(key, value):
+    if not isinstance(value, dict) or set(value) - {"status", "seconds"}:
+        raise BadRequest("refresh must be an object with 'status' and/or 'seconds'")
+    refresh = dict(DEFAULT_BEHAVIOUR["refresh"], **value)
+    if refresh["status"] not in REFRESH_STATUSES:
+        raise BadRequest(f"refresh status must be one of {REFRESH_STATUSES}")
+    number(refresh["seconds"], "refresh.seconds")
+    return refresh
+
+
+# behaviour key -> check(key, value) returning the value to keep
+BEHAVIOUR_CHECKS = {
+    **{key: lambda key, value: number(value, key) for key in DEFAULT_BEHAVIOUR if key.endswith("_seconds")},
+    "image_fail": _image_fail,
+    "ssm_agent": _ssm_agent,
+    "commands": _commands,
+    "refresh": _refresh,
+}
+
+
+def merge_behaviour(current, update):
+    """Validate `update` and return `current` with it merged in (top-level keys)."""
+    if not isinstance(update, dict):
+        raise BadRequest("behaviour must be a JSON object")
+    unknown = set(update) - set(DEFAULT_BEHAVIOUR)
+    if unknown:
+        raise BadRequest(f"unknown behaviour key(s): {sorted(unknown)}")
+    merged = dict(current)
+    for key, value in update.items():
+        merged[key] = BEHAVIOUR_CHECKS[key](key, value)
+    return merged
+
+
+class State:
+    """Behaviour, faults, recorded requests and instance refreshes; `lock` guards all of it."""
+
+    def __init__(self):
+        self.lock = threading.RLock()
+        self.reset()
+
+    def reset(self):
+        with self.lock:
+            self.behaviour = copy.deepcopy(DEFAULT_BEHAVIOUR)
+            self.faults = Faults()
+            self.requests = []
+            self.refreshes = {}  # (account, region, group) -> [Refresh], newest first
+
+    def setting(self, key):
+        with self.lock:
+            return self.behaviour[key]
+
+
+STATE = State()
