@@ -57,6 +57,8 @@ pub enum Error {
     },
     /// Something kiln refuses to do, with the reason (exit 1).
     Refused(String),
+    /// A failure inside kiln itself (a value that could not be encoded): a bug to report.
+    Internal(String),
     /// Local I/O (state folder, manifest file, logs).
     Io {
         action: String,
@@ -204,21 +206,12 @@ impl fmt::Display for Error {
                 if let Some(code) = exit_code {
                     write!(f, " (exit code {code})")?;
                 }
-                if !stderr_tail.trim().is_empty() {
-                    write!(f, "\n  stderr:")?;
-                    for line in stderr_tail.trim_end().lines() {
-                        write!(f, "\n    {line}")?;
-                    }
-                }
-                if !stdout_tail.trim().is_empty() {
-                    write!(f, "\n  stdout (last lines):")?;
-                    for line in stdout_tail.trim_end().lines() {
-                        write!(f, "\n    {line}")?;
-                    }
-                }
+                write_block(f, "stderr:", stderr_tail)?;
+                write_block(f, "stdout (last lines):", stdout_tail)?;
                 write!(f, "\n  full output: {log}")
             }
             Error::Refused(message) => write!(f, "{message}"),
+            Error::Internal(message) => write!(f, "internal error: {message} (please report this as a bug)"),
             Error::Io { action, path, source } => write!(f, "could not {action} {path}: {source}"),
             Error::Interrupted { signal } => write!(f, "interrupted by {signal}"),
             Error::Build { primary, cleanup } => {
@@ -233,6 +226,18 @@ impl fmt::Display for Error {
             }
         }
     }
+}
+
+/// An indented block of output under a heading; nothing when the output is blank.
+fn write_block(f: &mut fmt::Formatter<'_>, heading: &str, text: &str) -> fmt::Result {
+    if text.trim().is_empty() {
+        return Ok(());
+    }
+    write!(f, "\n  {heading}")?;
+    for line in text.trim_end().lines() {
+        write!(f, "\n    {line}")?;
+    }
+    Ok(())
 }
 
 impl std::error::Error for Error {}

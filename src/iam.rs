@@ -9,27 +9,30 @@ use serde_json::{json, Value};
 use crate::plan::Plan;
 use crate::tags;
 
-/// Every action [`policy`] may allow, for checking recorded API calls against it.
-pub fn actions(policy: &Value) -> Vec<String> {
-    let mut all = Vec::new();
-    for statement in policy["Statement"].as_array().into_iter().flatten() {
-        match &statement["Action"] {
-            Value::String(a) => all.push(a.clone()),
-            Value::Array(list) => {
-                all.extend(list.iter().filter_map(|a| a.as_str().map(str::to_owned)))
-            }
-            _ => {}
-        }
-    }
-    all.sort();
-    all.dedup();
-    all
-}
-
 /// The policy document for building, releasing, rolling back, pruning and collecting garbage
 /// for `plan`.
 pub fn policy(plan: &Plan) -> Value {
-    let mut statements = vec![
+    let mut statements = build_statements();
+    if let Some(profile) = &plan.builder.iam_instance_profile {
+        statements.push(pass_role(profile));
+    }
+    if let Some(release) = &plan.release {
+        statements.extend(release_statements(release));
+    }
+    if let Some(parameter) = &plan.image.ssm_parameter {
+        statements.push(json!({
+            "Sid": "KilnPublishParameter",
+            "Effect": "Allow",
+            "Action": ["ssm:PutParameter"],
+            "Resource": format!("arn:aws:ssm:*:*:parameter{parameter}")
+        }));
+    }
+    json!({ "Version": "2012-10-17", "Statement": statements })
+}
+
+/// What every build needs: describe, launch, tag, drive the builder, images, Run Command.
+fn build_statements() -> Vec<Value> {
+    vec![
         json!({
             "Sid": "KilnDescribe",
             "Effect": "Allow",
@@ -89,51 +92,47 @@ pub fn policy(plan: &Plan) -> Value {
             "Action": ["ssm:CancelCommand"],
             "Resource": "*"
         }),
-    ];
-    if let Some(profile) = &plan.builder.iam_instance_profile {
-        let role = profile.rsplit('/').next().unwrap_or(profile);
-        statements.push(json!({
-            "Sid": "KilnPassBuilderRole",
-            "Effect": "Allow",
-            "Action": ["iam:PassRole"],
-            "Resource": format!("arn:aws:iam::*:role/{role}"),
-            "Condition": { "StringEquals": { "iam:PassedToService": "ec2.amazonaws.com" } }
-        }));
-    }
-    if let Some(release) = &plan.release {
-        statements.push(json!({
-            "Sid": "KilnRelease",
-            "Effect": "Allow",
-            "Action": ["ec2:CreateLaunchTemplateVersion", "ec2:ModifyLaunchTemplate", "ec2:DeleteLaunchTemplateVersions"],
-            // Launch template ARNs carry the id, not the name: narrow this to the template's id.
-            "Resource": if release.launch_template.starts_with("lt-") {
-                format!("arn:aws:ec2:*:*:launch-template/{}", release.launch_template)
-            } else {
-                "arn:aws:ec2:*:*:launch-template/*".to_owned()
-            }
-        }));
-        if let Some(group) = &release.auto_scaling_group {
-            statements.push(json!({
-                "Sid": "KilnInstanceRefresh",
-                "Effect": "Allow",
-                "Action": ["autoscaling:StartInstanceRefresh", "autoscaling:CancelInstanceRefresh"],
-                "Resource": format!("arn:aws:autoscaling:*:*:autoScalingGroup:*:autoScalingGroupName/{group}")
-            }));
-            statements.push(json!({
-                "Sid": "KilnFollowRefresh",
-                "Effect": "Allow",
-                "Action": ["autoscaling:DescribeInstanceRefreshes"],
-                "Resource": "*"
-            }));
+    ]
+}
+
+/// Passing the builder's role to EC2.
+fn pass_role(profile: &str) -> Value {
+    let role = profile.rsplit('/').next().unwrap_or(profile);
+    json!({
+        "Sid": "KilnPassBuilderRole",
+        "Effect": "Allow",
+        "Action": ["iam:PassRole"],
+        "Resource": format!("arn:aws:iam::*:role/{role}"),
+        "Condition": { "StringEquals": { "iam:PassedToService": "ec2.amazonaws.com" } }
+    })
+}
+
+/// Releasing to the launch template, and refreshing the group when the recipe names one.
+fn release_statements(release: &crate::plan::ReleaseSpec) -> Vec<Value> {
+    let mut statements = vec![json!({
+        "Sid": "KilnRelease",
+        "Effect": "Allow",
+        "Action": ["ec2:CreateLaunchTemplateVersion", "ec2:ModifyLaunchTemplate", "ec2:DeleteLaunchTemplateVersions"],
+        // Launch template ARNs carry the id, not the name: narrow this to the template's id.
+        "Resource": if release.launch_template.starts_with("lt-") {
+            format!("arn:aws:ec2:*:*:launch-template/{}", release.launch_template)
+        } else {
+            "arn:aws:ec2:*:*:launch-template/*".to_owned()
         }
-    }
-    if let Some(parameter) = &plan.image.ssm_parameter {
+    })];
+    if let Some(group) = &release.auto_scaling_group {
         statements.push(json!({
-            "Sid": "KilnPublishParameter",
+            "Sid": "KilnInstanceRefresh",
             "Effect": "Allow",
-            "Action": ["ssm:PutParameter"],
-            "Resource": format!("arn:aws:ssm:*:*:parameter{parameter}")
+            "Action": ["autoscaling:StartInstanceRefresh", "autoscaling:CancelInstanceRefresh"],
+            "Resource": format!("arn:aws:autoscaling:*:*:autoScalingGroup:*:autoScalingGroupName/{group}")
+        }));
+        statements.push(json!({
+            "Sid": "KilnFollowRefresh",
+            "Effect": "Allow",
+            "Action": ["autoscaling:DescribeInstanceRefreshes"],
+            "Resource": "*"
         }));
     }
-    json!({ "Version": "2012-10-17", "Statement": statements })
+    statements
 }

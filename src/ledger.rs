@@ -8,6 +8,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +38,17 @@ pub enum Resource {
 }
 
 impl Resource {
+    /// Where the resource comes in a teardown: launch template versions first, then images,
+    /// snapshots, and instances last (the reverse of creation).
+    pub fn teardown_rank(&self) -> u8 {
+        match self {
+            Resource::TemplateVersion { .. } => 0,
+            Resource::Image { .. } => 1,
+            Resource::Snapshot { .. } => 2,
+            Resource::Instance { .. } => 3,
+        }
+    }
+
     /// The region the resource lives in.
     pub fn region(&self) -> &str {
         match self {
@@ -162,7 +174,7 @@ impl Ledger {
             resource: resource.clone(),
         };
         let mut text = serde_json::to_string(&line)
-            .map_err(|e| Error::Refused(format!("journal entry: {e}")))?;
+            .map_err(|e| Error::Internal(format!("could not encode a journal entry: {e}")))?;
         text.push('\n');
         let mut file = std::fs::OpenOptions::new()
             .append(true)
@@ -199,18 +211,30 @@ impl Ledger {
             .clone()
     }
 
-    /// Reads a journal file back (for `kiln gc` and for tests).
+    /// Reads a journal file back (for `kiln gc` and for tests): every resource with its latest
+    /// event, in creation order.
     pub fn read_journal(path: &Path) -> Result<Vec<(Resource, Event)>> {
+        Ok(Ledger::read_journal_timed(path)?
+            .into_iter()
+            .map(|(resource, event, _)| (resource, event))
+            .collect())
+    }
+
+    /// Like [`Ledger::read_journal`], with the time each resource was first recorded.
+    pub fn read_journal_timed(path: &Path) -> Result<Vec<(Resource, Event, Option<SystemTime>)>> {
         let text =
             std::fs::read_to_string(path).map_err(|e| Error::io("read the journal", path, e))?;
-        let mut entries: Vec<(Resource, Event)> = Vec::new();
+        let mut entries: Vec<(Resource, Event, Option<SystemTime>)> = Vec::new();
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             let Ok(line) = serde_json::from_str::<Line>(line) else {
                 continue;
             };
-            match entries.iter_mut().find(|(r, _)| *r == line.resource) {
+            match entries.iter_mut().find(|(r, _, _)| *r == line.resource) {
                 Some(entry) => entry.1 = line.event,
-                None => entries.push((line.resource, line.event)),
+                None => {
+                    let at = humantime::parse_rfc3339_weak(&line.at).ok();
+                    entries.push((line.resource, line.event, at));
+                }
             }
         }
         Ok(entries)

@@ -1,19 +1,75 @@
 //! The Reporter: how the pipeline tells the world what it is doing, without knowing how it is
-//! shown. The CLI implements it with progress bars, plain lines or silence; tests can collect
-//! the events. Nothing here prints.
+//! shown. The CLI implements it with progress bars, plain lines or silence; tests record the
+//! events ([`Recorder`]). Nothing here prints.
 //!
-//! Texts passed to a reporter are already redacted (secrets replaced by `***`).
+//! Phases are values ([`Phase`]), not names: progress lines, summaries and tests refer to a phase
+//! by value, and two steps with one name are still two phases. Texts passed to a reporter are
+//! already redacted (secrets replaced by `***`).
+
+use std::fmt;
+use std::sync::Mutex;
+
+/// One phase of a command, in the order a build goes through them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Phase {
+    ResolveSource,
+    LaunchBuilder,
+    WaitBuilderRunning,
+    WaitAgent,
+    /// Step `index` (0-based) of `total`.
+    Step {
+        index: usize,
+        total: usize,
+        name: String,
+    },
+    StopBuilder,
+    CreateImage,
+    WaitImage,
+    TagSnapshots,
+    TerminateBuilder,
+    CopyToRegions,
+    ShareImage,
+    Release,
+    PublishParameter,
+    InstanceRefresh {
+        group: String,
+    },
+    Cleanup,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Phase::ResolveSource => f.write_str("resolve source image"),
+            Phase::LaunchBuilder => f.write_str("launch builder"),
+            Phase::WaitBuilderRunning => f.write_str("wait for builder to run"),
+            Phase::WaitAgent => f.write_str("wait for SSM agent"),
+            Phase::Step { index, total, name } => write!(f, "step {}/{total}: {name}", index + 1),
+            Phase::StopBuilder => f.write_str("stop builder"),
+            Phase::CreateImage => f.write_str("create image"),
+            Phase::WaitImage => f.write_str("wait for image"),
+            Phase::TagSnapshots => f.write_str("tag snapshots"),
+            Phase::TerminateBuilder => f.write_str("terminate builder"),
+            Phase::CopyToRegions => f.write_str("copy to regions"),
+            Phase::ShareImage => f.write_str("share image"),
+            Phase::Release => f.write_str("release to launch template"),
+            Phase::PublishParameter => f.write_str("publish SSM parameter"),
+            Phase::InstanceRefresh { group } => write!(f, "instance refresh of {group}"),
+            Phase::Cleanup => f.write_str("cleanup"),
+        }
+    }
+}
 
 /// Receives the pipeline's progress. Every method has a no-op default.
 pub trait Reporter: Send + Sync {
-    /// A phase began (`launch builder`, `step 2/5: install transformer`, ...).
-    fn phase_started(&self, _phase: &str) {}
+    /// A phase began.
+    fn phase_started(&self, _phase: &Phase) {}
     /// A phase reports a new state of what it waits for (`pending`, `InProgress`...).
-    fn phase_progress(&self, _phase: &str, _state: &str) {}
+    fn phase_progress(&self, _phase: &Phase, _state: &str) {}
     /// A phase ended well, with a short result (`i-0abc`, `ami-0def`).
-    fn phase_finished(&self, _phase: &str, _result: &str) {}
+    fn phase_finished(&self, _phase: &Phase, _result: &str) {}
     /// A phase failed; the error itself is returned to the caller.
-    fn phase_failed(&self, _phase: &str, _message: &str) {}
+    fn phase_failed(&self, _phase: &Phase, _message: &str) {}
     /// Output of a finished step.
     fn step_output(&self, _step: &str, _stdout: &str, _stderr: &str) {}
     /// Something the user must not miss (an image reused instead of built, a refresh failed).
@@ -22,7 +78,63 @@ pub trait Reporter: Send + Sync {
     fn warning(&self, _message: &str) {}
 }
 
-/// Shows nothing.
-pub struct Silent;
+/// One event a [`Recorder`] saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Started(Phase),
+    Progress(Phase, String),
+    Finished(Phase, String),
+    Failed(Phase, String),
+    StepOutput(String),
+    Notice(String),
+    Warning(String),
+}
 
-impl Reporter for Silent {}
+/// Keeps every event, in order (for tests and for anything that wants a transcript).
+#[derive(Debug, Default)]
+pub struct Recorder(Mutex<Vec<Event>>);
+
+impl Recorder {
+    pub fn events(&self) -> Vec<Event> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The phases that started, in order.
+    pub fn started(&self) -> Vec<Phase> {
+        self.events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Started(phase) => Some(phase),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn push(&self, event: Event) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(event);
+    }
+}
+
+impl Reporter for Recorder {
+    fn phase_started(&self, phase: &Phase) {
+        self.push(Event::Started(phase.clone()));
+    }
+    fn phase_progress(&self, phase: &Phase, state: &str) {
+        self.push(Event::Progress(phase.clone(), state.to_owned()));
+    }
+    fn phase_finished(&self, phase: &Phase, result: &str) {
+        self.push(Event::Finished(phase.clone(), result.to_owned()));
+    }
+    fn phase_failed(&self, phase: &Phase, message: &str) {
+        self.push(Event::Failed(phase.clone(), message.to_owned()));
+    }
+    fn step_output(&self, step: &str, _stdout: &str, _stderr: &str) {
+        self.push(Event::StepOutput(step.to_owned()));
+    }
+    fn notice(&self, message: &str) {
+        self.push(Event::Notice(message.to_owned()));
+    }
+    fn warning(&self, message: &str) {
+        self.push(Event::Warning(message.to_owned()));
+    }
+}

@@ -1,5 +1,5 @@
-//! Reliability: interrupts at every phase, crash recovery with `kiln gc`, slow and throttled
-//! AWS, timeouts, secrets and concurrent builds. The emulator's fault layer provides what moto
+//! Reliability through the real binary and the SDK: signals, crash recovery with `kiln gc`,
+//! slow and throttled AWS, timeouts, secrets and concurrent builds. The emulator's fault layer provides what moto
 //! cannot show (pending states, throttling, dropped connections, failed commands).
 
 use std::time::Duration;
@@ -44,53 +44,6 @@ fn in_call(name: &'static str, action: &'static str) -> Phase {
         // The image is complete before the release starts, and kept.
         image_complete: action == "CreateLaunchTemplateVersion",
     }
-}
-
-fn phases() -> Vec<Phase> {
-    vec![
-        in_call("launching (RunInstances answer not back)", "RunInstances"),
-        held(
-            "launching (pending)",
-            json!({"instance_pending_seconds": 60}),
-            "RunInstances",
-        ),
-        held(
-            "waiting for the agent",
-            json!({"ssm_online_after_seconds": 60}),
-            "DescribeInstanceInformation",
-        ),
-        held(
-            "a step",
-            json!({"commands": [{"match": "install", "status": "Success", "in_progress_seconds": 60}]}),
-            "SendCommand",
-        ),
-        held(
-            "stopping",
-            json!({"instance_stopping_seconds": 60}),
-            "StopInstances",
-        ),
-        in_call(
-            "creating the image (CreateImage answer not back)",
-            "CreateImage",
-        ),
-        held(
-            "waiting for the image",
-            json!({"image_pending_seconds": 60}),
-            "CreateImage",
-        ),
-        in_call(
-            "releasing (CreateLaunchTemplateVersion answer not back)",
-            "CreateLaunchTemplateVersion",
-        ),
-        Phase {
-            name: "after the release (instance refresh)",
-            behaviour: json!({"refresh": {"status": "Successful", "seconds": 60}}),
-            faults: json!({}),
-            reached_by: "StartInstanceRefresh",
-            released: true,
-            image_complete: true,
-        },
-    ]
 }
 
 fn interrupt_at(phase: &Phase, signal: i32, signal_name: &str) {
@@ -162,18 +115,33 @@ fn interrupt_at(phase: &Phase, signal: i32, signal_name: &str) {
     }
 }
 
+// Every interrupt point of a build is tested on the fake (`pipeline::an_interrupt_at_every_phase_…`);
+// these two prove the same through the real binary, its signal handlers and the SDK: one signal
+// while AWS's answer is held back after it acted, one while the image is pending.
+
 #[test]
-fn sigint_at_every_phase_cleans_up() {
-    for phase in phases() {
-        interrupt_at(&phase, libc::SIGINT, "SIGINT");
-    }
+fn sigterm_inside_create_image_cleans_up_the_image_the_call_made() {
+    interrupt_at(
+        &in_call(
+            "creating the image (CreateImage answer not back)",
+            "CreateImage",
+        ),
+        libc::SIGTERM,
+        "SIGTERM",
+    );
 }
 
 #[test]
-fn sigterm_at_every_phase_cleans_up() {
-    for phase in phases() {
-        interrupt_at(&phase, libc::SIGTERM, "SIGTERM");
-    }
+fn sigint_while_the_image_is_pending_cleans_up() {
+    interrupt_at(
+        &held(
+            "waiting for the image",
+            json!({"image_pending_seconds": 60}),
+            "CreateImage",
+        ),
+        libc::SIGINT,
+        "SIGINT",
+    );
 }
 
 #[test]

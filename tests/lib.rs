@@ -1,10 +1,17 @@
-//! All integration tests, linked into one binary (one link step on 2 cores). Each test starts
-//! its own emulator, runs the compiled `kiln`, and checks the AWS state through the SDK.
+//! All integration tests, linked into one binary (one link step on 2 cores).
+//!
+//! - `pipeline`: the library on the in-memory fake cloud (virtual time, no emulator).
+//! - `conformance`: one suite of cloud behaviours over the fake, the emulator and (with
+//!   `KILN_TEST_AWS=1`) a real account.
+//! - `build`, `lifecycle`, `faults`, `input`, `iam`: the compiled `kiln` driven as a user would,
+//!   each test against its own emulator process, AWS state checked through the SDK.
 
 mod support;
 
 mod build;
+mod conformance;
 mod faults;
 mod iam;
 mod input;
 mod lifecycle;
+mod pipeline;

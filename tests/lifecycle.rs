@@ -28,6 +28,18 @@ fn build(kiln: &Kiln, recipe: &str, extra: &[&str]) -> Value {
     run.json()
 }
 
+/// Builds versions 1.0.0 ..= N.0.0 of `recipe`; returns their image ids, oldest first.
+fn build_versions(kiln: &Kiln, recipe: &str, n: usize) -> Vec<String> {
+    (1..=n)
+        .map(|v| {
+            build(kiln, recipe, &["--var", &format!("version={v}.0.0")])["images"][0]["image_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
 #[test]
 fn an_unchanged_recipe_is_skipped_and_a_change_rebuilds() {
     let emulator = Emulator::seeded();
@@ -186,15 +198,7 @@ fn prune_keeps_the_newest_and_everything_referenced() {
     let aws = emulator.aws();
     let kiln = Kiln::new(&emulator);
     let recipe = app_recipe(&kiln, "", "");
-    let ids: Vec<String> = ["1", "2", "3"]
-        .iter()
-        .map(|v| {
-            build(&kiln, &recipe, &["--var", &format!("version={v}.0.0")])["images"][0]["image_id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
+    let ids = build_versions(&kiln, &recipe, 3);
     let snapshots_of_first = aws
         .kiln_images()
         .into_iter()
@@ -247,15 +251,7 @@ fn prune_spares_images_used_by_instances_and_other_templates() {
     let aws = emulator.aws();
     let kiln = Kiln::new(&emulator);
     let recipe = app_recipe(&kiln, "", "");
-    let ids: Vec<String> = ["1", "2", "3", "4"]
-        .iter()
-        .map(|v| {
-            build(&kiln, &recipe, &["--var", &format!("version={v}.0.0")])["images"][0]["image_id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
+    let ids = build_versions(&kiln, &recipe, 4);
     aws.block_on(
         aws.ec2
             .run_instances()

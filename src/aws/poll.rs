@@ -5,9 +5,13 @@
 //! quickly when AWS is fast, as the emulator is), then grows with the time already waited (about a
 //! tenth of it), so a 20-minute snapshot is not polled every 200 ms. Throttling and other transient
 //! failures double the interval instead of failing the wait.
+//!
+//! Time is tokio's, so tests on the in-memory fake run every wait on a paused, virtual clock.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 

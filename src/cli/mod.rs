@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::aws::sdk::{ConnectOptions, Sdk as Cloud};
+use std::sync::Arc;
+
+use crate::aws::sdk::{ConnectOptions, Sdk};
+use crate::aws::Cloud;
 use crate::error::{exit, Error, Result};
 use crate::pipeline::build::{BuildOptions, Interrupts};
 use crate::pipeline::rollback::Target;
@@ -259,19 +262,32 @@ fn load(recipe: &RecipeArgs, build_id: &str) -> Result<Plan> {
     load_plan(&recipe.recipe, &options).map_err(Error::Recipe)
 }
 
-async fn connect(global: &Global) -> Result<Cloud> {
+async fn connect(global: &Global) -> Result<Arc<dyn Cloud>> {
     let options = ConnectOptions {
         region: global.region.clone(),
         profile: global.profile.clone(),
         endpoint_url: global.endpoint_url.clone(),
+        static_credentials: None,
     };
-    Cloud::connect(&options).await
+    Ok(Arc::new(Sdk::connect(&options).await?))
 }
 
-fn print_json(value: &impl serde::Serialize) -> Result<()> {
-    let text = serde_json::to_string_pretty(value)
-        .map_err(|e| Error::Refused(format!("could not encode JSON: {e}")))?;
-    println!("{text}");
+fn to_json(value: &impl serde::Serialize) -> Result<String> {
+    serde_json::to_string_pretty(value)
+        .map_err(|e| Error::Internal(format!("could not encode JSON: {e}")))
+}
+
+/// Prints a command's result on stdout: its JSON with `--json`, else its human form.
+fn print_result<T: serde::Serialize>(
+    json: bool,
+    value: &T,
+    render: fn(&T) -> String,
+) -> Result<()> {
+    if json {
+        println!("{}", to_json(value)?);
+    } else {
+        print!("{}", render(value));
+    }
     Ok(())
 }
 
@@ -310,19 +326,7 @@ async fn interruptible<T>(work: impl std::future::Future<Output = Result<T>>) ->
 async fn run(cli: Cli) -> Result<i32> {
     let global = &cli.global;
     match cli.command {
-        Command::Validate { recipe, json } => {
-            let plan = load(&recipe, "{{ build_id }}")?;
-            // Rendered scripts may hold secret values: nothing leaves unredacted.
-            let text = if json {
-                serde_json::to_string_pretty(&render::plan_json(&plan))
-                    .map_err(|e| Error::Refused(format!("could not encode JSON: {e}")))?
-                    + "\n"
-            } else {
-                render::plan_summary(&plan)
-            };
-            print!("{}", redact_json_too(&plan, &text));
-            Ok(exit::OK)
-        }
+        Command::Validate { recipe, json } => validate(&recipe, json),
         Command::Build {
             recipe,
             force,
@@ -331,55 +335,15 @@ async fn run(cli: Cli) -> Result<i32> {
             manifest,
             json,
         } => {
-            let build_id = new_build_id();
-            let plan = load(&recipe, &build_id)?;
-            let reporter = progress(global, json);
-            let mut interrupts = listen_for_signals()?;
-            let cloud = tokio::select! {
-                r = connect(global) => r?,
-                signal = interrupts.next() => return Err(Error::Interrupted { signal }),
-            };
-            let ctx = Context {
-                cloud,
-                reporter: &reporter,
-                state_dir: global.state_dir.clone(),
-            };
             let options = BuildOptions {
-                build_id,
+                build_id: new_build_id(),
                 force,
                 release: !no_release,
                 refresh: !no_refresh,
             };
-            let result = pipeline::build::run(&ctx, &plan, &options, &mut interrupts)
-                .await
-                .map_err(|e| redact_error(&plan, e))?;
-            if let Some(path) = &manifest {
-                write_file(
-                    path,
-                    &(serde_json::to_string_pretty(&result).unwrap_or_default() + "\n"),
-                )?;
-            }
-            if json {
-                print_json(&result)?;
-            } else {
-                print!("{}", render::manifest_summary(&result));
-            }
-            Ok(exit::OK)
+            build(global, &recipe, options, manifest.as_deref(), json).await
         }
-        Command::History { recipe, json } => {
-            let plan = load(&recipe, "history")?;
-            let spec = pipeline::history::release_spec(&plan, "history")?;
-            let found = interruptible(async {
-                pipeline::history::history(&connect(global).await?, spec).await
-            })
-            .await?;
-            if json {
-                print_json(&found)?;
-            } else {
-                print!("{}", render::history(&found));
-            }
-            Ok(exit::OK)
-        }
+        Command::History { recipe, json } => history(global, &recipe, json).await,
         Command::Rollback {
             recipe,
             to,
@@ -388,84 +352,134 @@ async fn run(cli: Cli) -> Result<i32> {
             no_refresh,
             json,
         } => {
-            let plan = load(&recipe, "rollback")?;
-            let spec = pipeline::history::release_spec(&plan, "rollback")?;
             let target = match (to, image) {
                 (Some(v), _) => Target::Version(v),
                 (None, Some(id)) => Target::Image { id, allow_foreign },
                 (None, None) => Target::Previous,
             };
-            let reporter = progress(global, json);
-            let outcome = interruptible(async {
-                let cloud = connect(global).await?;
-                pipeline::rollback::rollback(&cloud, &reporter, &plan, spec, &target, !no_refresh)
-                    .await
-            })
-            .await?;
-            if json {
-                print_json(&outcome)?;
-            } else {
-                print!("{}", render::rollback(&outcome));
-            }
-            Ok(exit::OK)
+            rollback(global, &recipe, &target, !no_refresh, json).await
         }
         Command::Prune {
             recipe,
             keep,
             dry_run,
             json,
-        } => {
-            let plan = load(&recipe, "prune")?;
-            let keep = keep.or(plan.release.as_ref().map(|r| r.keep)).unwrap_or(5);
-            let report = interruptible(async {
-                pipeline::prune::prune(&connect(global).await?, &plan, keep, dry_run).await
-            })
-            .await?;
-            if json {
-                print_json(&report)?;
-            } else {
-                print!("{}", render::prune(&report));
-            }
-            Ok(exit::OK)
-        }
+        } => prune(global, &recipe, keep, dry_run, json).await,
         Command::Gc {
             older_than,
             dry_run,
             json,
-        } => {
-            let report = interruptible(async {
-                pipeline::gc::gc(
-                    &connect(global).await?,
-                    &global.state_dir,
-                    older_than,
-                    dry_run,
-                )
-                .await
-            })
-            .await?;
-            if json {
-                print_json(&report)?;
-            } else {
-                print!("{}", render::gc(&report));
-            }
-            Ok(
-                if report
-                    .leftovers
-                    .iter()
-                    .any(|l| l.outcome.starts_with("FAILED"))
-                {
-                    exit::FAILURE
-                } else {
-                    exit::OK
-                },
-            )
-        }
+        } => gc(global, older_than, dry_run, json).await,
         Command::IamPolicy { recipe } => {
             let plan = load(&recipe, "iam-policy")?;
-            print_json(&crate::iam::policy(&plan))?;
+            println!("{}", to_json(&crate::iam::policy(&plan))?);
             Ok(exit::OK)
         }
     }
+}
+
+fn validate(recipe: &RecipeArgs, json: bool) -> Result<i32> {
+    let plan = load(recipe, "{{ build_id }}")?;
+    // Rendered scripts may hold secret values: nothing leaves unredacted.
+    let text = if json {
+        to_json(&render::plan_json(&plan))? + "\n"
+    } else {
+        render::plan_summary(&plan)
+    };
+    print!("{}", redact_json_too(&plan, &text));
+    Ok(exit::OK)
+}
+
+async fn build(
+    global: &Global,
+    recipe: &RecipeArgs,
+    options: BuildOptions,
+    manifest: Option<&Path>,
+    json: bool,
+) -> Result<i32> {
+    let plan = load(recipe, &options.build_id)?;
+    let reporter = progress(global, json);
+    let mut interrupts = listen_for_signals()?;
+    let cloud = tokio::select! {
+        r = connect(global) => r?,
+        signal = interrupts.next() => return Err(Error::Interrupted { signal }),
+    };
+    let ctx = Context {
+        cloud,
+        reporter: &reporter,
+        state_dir: global.state_dir.clone(),
+    };
+    let result = pipeline::build::run(&ctx, &plan, &options, &mut interrupts)
+        .await
+        .map_err(|e| redact_error(&plan, e))?;
+    if let Some(path) = manifest {
+        write_file(path, &(to_json(&result)? + "\n"))?;
+    }
+    print_result(json, &result, render::manifest_summary)?;
+    Ok(exit::OK)
+}
+
+async fn history(global: &Global, recipe: &RecipeArgs, json: bool) -> Result<i32> {
+    let plan = load(recipe, "history")?;
+    let spec = pipeline::history::release_spec(&plan, "history")?;
+    let found = interruptible(async {
+        pipeline::history::history(connect(global).await?.as_ref(), spec).await
+    })
+    .await?;
+    print_result(json, &found, render::history)?;
+    Ok(exit::OK)
+}
+
+async fn gc(global: &Global, older_than: Duration, dry_run: bool, json: bool) -> Result<i32> {
+    let report = interruptible(async {
+        let cloud = connect(global).await?;
+        pipeline::gc::gc(cloud.as_ref(), &global.state_dir, older_than, dry_run).await
+    })
+    .await?;
+    print_result(json, &report, render::gc)?;
+    Ok(if report.has_failures() {
+        exit::FAILURE
+    } else {
+        exit::OK
+    })
+}
+
+async fn rollback(
+    global: &Global,
+    recipe: &RecipeArgs,
+    target: &Target,
+    refresh: bool,
+    json: bool,
+) -> Result<i32> {
+    let plan = load(recipe, "rollback")?;
+    let spec = pipeline::history::release_spec(&plan, "rollback")?;
+    let reporter = progress(global, json);
+    let outcome = interruptible(async {
+        let cloud = connect(global).await?;
+        pipeline::rollback::rollback(cloud.as_ref(), &reporter, &plan, spec, target, refresh).await
+    })
+    .await?;
+    print_result(json, &outcome, render::rollback)?;
+    Ok(exit::OK)
+}
+
+async fn prune(
+    global: &Global,
+    recipe: &RecipeArgs,
+    keep: Option<u32>,
+    dry_run: bool,
+    json: bool,
+) -> Result<i32> {
+    let plan = load(recipe, "prune")?;
+    let keep = keep
+        .or(plan.release.as_ref().map(|r| r.keep))
+        .unwrap_or(crate::plan::DEFAULT_KEEP);
+    let report = interruptible(async {
+        pipeline::prune::prune(connect(global).await?.as_ref(), &plan, keep, dry_run).await
+    })
+    .await?;
+    print_result(json, &report, render::prune)?;
+    Ok(exit::OK)
 }
 
 /// Secrets never leave kiln through an error message either.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::report::Reporter;
+use crate::report::{Phase, Reporter};
 
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,8 +31,8 @@ pub struct Progress {
     mode: Mode,
     verbose: bool,
     multi: MultiProgress,
-    bars: Mutex<HashMap<String, (ProgressBar, Instant)>>,
-    plain_started: Mutex<HashMap<String, Instant>>,
+    bars: Mutex<HashMap<Phase, (ProgressBar, Instant)>>,
+    plain_started: Mutex<HashMap<Phase, Instant>>,
 }
 
 impl Progress {
@@ -67,7 +67,7 @@ impl Progress {
     }
 
     /// Replaces a phase's spinner by a final line: `text` and the time the phase took.
-    fn finish_bar(&self, phase: &str, text: &str) {
+    fn finish_bar(&self, phase: &Phase, text: &str) {
         let removed = self
             .bars
             .lock()
@@ -93,30 +93,30 @@ fn seconds(d: Duration) -> String {
 }
 
 impl Reporter for Progress {
-    fn phase_started(&self, phase: &str) {
+    fn phase_started(&self, phase: &Phase) {
         match self.mode {
             Mode::Bars => {
                 let bar = self.multi.add(ProgressBar::new_spinner());
                 bar.set_style(Self::spinner_style());
-                bar.set_message(phase.to_owned());
+                bar.set_message(phase.to_string());
                 bar.enable_steady_tick(Duration::from_millis(120));
                 self.bars
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .insert(phase.to_owned(), (bar, Instant::now()));
+                    .insert(phase.clone(), (bar, Instant::now()));
             }
             Mode::Plain => {
                 self.plain_started
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .insert(phase.to_owned(), Instant::now());
+                    .insert(phase.clone(), Instant::now());
                 self.plain(&format!("{phase} ..."));
             }
             Mode::Quiet | Mode::Silent => {}
         }
     }
 
-    fn phase_progress(&self, phase: &str, state: &str) {
+    fn phase_progress(&self, phase: &Phase, state: &str) {
         match self.mode {
             Mode::Bars => {
                 if let Some((bar, _)) = self
@@ -133,7 +133,7 @@ impl Reporter for Progress {
         }
     }
 
-    fn phase_finished(&self, phase: &str, result: &str) {
+    fn phase_finished(&self, phase: &Phase, result: &str) {
         let sep = if result.is_empty() { "" } else { ": " };
         match self.mode {
             Mode::Bars => self.finish_bar(phase, &format!("✓ {phase}{sep}{result}")),
@@ -153,7 +153,7 @@ impl Reporter for Progress {
         }
     }
 
-    fn phase_failed(&self, phase: &str, message: &str) {
+    fn phase_failed(&self, phase: &Phase, message: &str) {
         match self.mode {
             Mode::Bars => self.finish_bar(phase, &format!("✗ {phase}: {message}")),
             Mode::Plain => self.plain(&format!("{phase} FAILED: {message}")),

@@ -10,7 +10,7 @@ use crate::pipeline::gc::GcReport;
 use crate::pipeline::history::History;
 use crate::pipeline::prune::PruneReport;
 use crate::pipeline::rollback::RollbackOutcome;
-use crate::plan::{Plan, SourceSpec, StepKind};
+use crate::plan::{BuilderSpec, Plan, ReleaseSpec, SourceSpec, StepKind};
 
 fn fingerprint_line(plan: &Plan) -> String {
     match &plan.source {
@@ -32,40 +32,8 @@ pub fn plan_summary(plan: &Plan) -> String {
     let _ = writeln!(out, "recipe       {} {}", plan.name, plan.version);
     let files: Vec<String> = plan.files.iter().map(|f| f.display().to_string()).collect();
     let _ = writeln!(out, "files        {}", files.join(", "));
-    let source = match &plan.source {
-        SourceSpec::Image(id) => id.clone(),
-        SourceSpec::Filter {
-            name,
-            owners,
-            architecture,
-        } => format!(
-            "newest of name={name:?} owners={owners:?}{}",
-            architecture
-                .as_ref()
-                .map(|a| format!(" architecture={a}"))
-                .unwrap_or_default()
-        ),
-    };
-    let _ = writeln!(out, "source       {source}");
-    let b = &plan.builder;
-    let _ = writeln!(
-        out,
-        "builder      {}{}{}, IMDSv2 {}, encrypted volume {}",
-        b.instance_type,
-        b.iam_instance_profile
-            .as_ref()
-            .map(|p| format!(", profile {p}"))
-            .unwrap_or_default(),
-        b.volume_size_gb
-            .map(|s| format!(", {s} GB"))
-            .unwrap_or_default(),
-        if b.imdsv2_required {
-            "required"
-        } else {
-            "optional"
-        },
-        if b.encrypted { "yes" } else { "NO" },
-    );
+    let _ = writeln!(out, "source       {}", source_line(&plan.source));
+    let _ = writeln!(out, "builder      {}", builder_line(&plan.builder));
     let _ = writeln!(out, "steps        {}", plan.steps.len());
     for (i, step) in plan.steps.iter().enumerate() {
         let _ = writeln!(
@@ -81,30 +49,66 @@ pub fn plan_summary(plan: &Plan) -> String {
     if !plan.image.regions.is_empty() {
         let _ = writeln!(out, "copies       {}", plan.image.regions.join(", "));
     }
-    match &plan.release {
-        Some(r) => {
-            let _ = writeln!(
-                out,
-                "release      launch template {}{}{}, keep {}",
-                r.launch_template,
-                if r.set_default {
-                    " (new default)"
-                } else {
-                    " (not default)"
-                },
-                r.auto_scaling_group
-                    .as_ref()
-                    .map(|g| format!(", refresh {g}"))
-                    .unwrap_or_default(),
-                r.keep
-            );
-        }
-        None => {
-            let _ = writeln!(out, "release      none");
-        }
-    }
+    let _ = writeln!(out, "release      {}", release_line(plan.release.as_ref()));
     let _ = writeln!(out, "fingerprint  {}", fingerprint_line(plan));
     out
+}
+
+fn source_line(source: &SourceSpec) -> String {
+    match source {
+        SourceSpec::Image(id) => id.clone(),
+        SourceSpec::Filter {
+            name,
+            owners,
+            architecture,
+        } => format!(
+            "newest of name={name:?} owners={owners:?}{}",
+            architecture
+                .as_ref()
+                .map(|a| format!(" architecture={a}"))
+                .unwrap_or_default()
+        ),
+    }
+}
+
+fn builder_line(b: &BuilderSpec) -> String {
+    format!(
+        "{}{}{}, IMDSv2 {}, encrypted volume {}",
+        b.instance_type,
+        b.iam_instance_profile
+            .as_ref()
+            .map(|p| format!(", profile {p}"))
+            .unwrap_or_default(),
+        b.volume_size_gb
+            .map(|s| format!(", {s} GB"))
+            .unwrap_or_default(),
+        if b.imdsv2_required {
+            "required"
+        } else {
+            "optional"
+        },
+        if b.encrypted { "yes" } else { "NO" },
+    )
+}
+
+fn release_line(release: Option<&ReleaseSpec>) -> String {
+    let Some(r) = release else {
+        return "none".into();
+    };
+    format!(
+        "launch template {}{}{}, keep {}",
+        r.launch_template,
+        if r.set_default {
+            " (new default)"
+        } else {
+            " (not default)"
+        },
+        r.auto_scaling_group
+            .as_ref()
+            .map(|g| format!(", refresh {g}"))
+            .unwrap_or_default(),
+        r.keep
+    )
 }
 
 /// What a step does, in a plan summary line: one arm per step kind.

@@ -1,30 +1,32 @@
 //! `kiln build`: source image → builder → steps → image → release, with teardown on any failure.
 //!
-//! The build races every phase against interrupts (SIGINT/SIGTERM, delivered through
+//! [`run`] races the whole build once against interrupts (SIGINT/SIGTERM, delivered through
 //! [`Interrupts`]). Whatever stops it (a failed step, an AWS error, a timeout or a signal), the
 //! resources recorded in the ledger, plus any found by the build's tag, are torn down before the
 //! error is returned. A second interrupt during teardown abandons it, and says what to run.
 //!
 //! What a failed build keeps: nothing, except an image that was already complete (available,
-//! tagged, copied): a later build with the same fingerprint reuses it and retries the release.
+//! tagged, copied, shared): a later build with the same fingerprint reuses it and retries the
+//! release.
 
 use std::path::Path;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
 
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
 
-use crate::aws::poll::{wait_until, Probe, Wait};
-use crate::aws::sdk::ec2::{self, filter, ImageInfo, LaunchRequest};
-use crate::aws::sdk::{ssm, Sdk as Cloud};
+use crate::aws::{Cloud, CopyImageRequest, CreateImageRequest, Image, ImageQuery, InstanceQuery};
+use crate::aws::{InstanceState, LaunchRequest, RootVolume, Tags, TemplateRef};
 use crate::error::{Error, Result};
 use crate::ledger::{Ledger, Resource};
 use crate::pipeline::images::{self, find_by_fingerprint, resolve_source};
+use crate::pipeline::instances::{terminate_and_wait, wait_for_state};
 use crate::pipeline::release::{self, LaunchTemplateRelease, RefreshOutcome};
 use crate::pipeline::steps::{wait_agent_online, StepRunner};
-use crate::pipeline::teardown::{tear_down, terminate_and_wait};
-use crate::pipeline::{now_rfc3339, Context};
+use crate::pipeline::teardown::tear_down;
+use crate::pipeline::{now_rfc3339, Context, PhaseResult};
 use crate::plan::{Plan, ReleaseSpec};
+use crate::report::Phase;
 use crate::tags::{self, BuildTags};
 
 /// How many regions are copied to at once.
@@ -69,6 +71,17 @@ pub struct ManifestImage {
     pub snapshot_ids: Vec<String>,
 }
 
+impl ManifestImage {
+    fn new(region: &str, image: &Image) -> ManifestImage {
+        ManifestImage {
+            region: region.to_owned(),
+            image_id: image.id.clone(),
+            name: image.name.clone(),
+            snapshot_ids: image.snapshot_ids.clone(),
+        }
+    }
+}
+
 /// The result of a build, as printed with `--json` and written with `--manifest`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Manifest {
@@ -100,6 +113,60 @@ pub struct SsmParameterWrite {
     pub version: i64,
 }
 
+/// One build once its source is known: what every phase reads.
+struct Job<'a> {
+    plan: &'a Plan,
+    options: &'a BuildOptions,
+    source: Image,
+    tags: BuildTags,
+}
+
+impl Job<'_> {
+    fn build_id(&self) -> &str {
+        &self.options.build_id
+    }
+
+    /// The release section, when this build releases.
+    fn release_spec(&self) -> Option<&ReleaseSpec> {
+        self.plan.release.as_ref().filter(|_| self.options.release)
+    }
+
+    fn image_tags(&self) -> Tags {
+        self.tags
+            .image(&self.plan.image.tags, &self.plan.image.name)
+    }
+
+    fn image_description(&self) -> String {
+        self.plan.image.description.clone().unwrap_or_else(|| {
+            format!(
+                "{} {} built by kiln (build {})",
+                self.plan.name,
+                self.plan.version,
+                self.build_id()
+            )
+        })
+    }
+
+    fn manifest(&self, started_at: String) -> Manifest {
+        Manifest {
+            build_id: self.options.build_id.clone(),
+            recipe: self.plan.name.clone(),
+            version: self.plan.version.clone(),
+            fingerprint: self.tags.fingerprint.clone(),
+            source_image: self.source.id.clone(),
+            skipped: false,
+            skip_reason: None,
+            images: Vec::new(),
+            launch_template: None,
+            instance_refresh: None,
+            ssm_parameters: Vec::new(),
+            started_at,
+            finished_at: String::new(),
+            log_dir: None,
+        }
+    }
+}
+
 /// Runs a build to the end, or to a failure or interrupt followed by teardown.
 pub async fn run(
     ctx: &Context<'_>,
@@ -107,109 +174,113 @@ pub async fn run(
     options: &BuildOptions,
     interrupts: &mut Interrupts,
 ) -> Result<Manifest> {
-    let started_at = now_rfc3339();
-    let source = tokio::select! {
-        r = ctx.phase("resolve source image", async { resolve_source(&ctx.cloud, &plan.source).await }) => r?,
-        signal = interrupts.next() => return Err(Error::Interrupted { signal }),
-    };
-    let fingerprint = plan.fingerprint(&source.id).to_string();
-    let build_tags = BuildTags {
-        build_id: options.build_id.clone(),
-        recipe: plan.name.clone(),
-        version: plan.version.clone(),
-        fingerprint: fingerprint.clone(),
-        source_image: source.id.clone(),
-    };
-    let mut manifest = Manifest {
-        build_id: options.build_id.clone(),
-        recipe: plan.name.clone(),
-        version: plan.version.clone(),
-        fingerprint: fingerprint.clone(),
-        source_image: source.id.clone(),
-        skipped: false,
-        skip_reason: None,
-        images: Vec::new(),
-        launch_template: None,
-        instance_refresh: None,
-        ssm_parameters: Vec::new(),
-        started_at,
-        finished_at: String::new(),
-        log_dir: None,
-    };
-
-    if !options.force {
-        let existing = tokio::select! {
-            r = find_by_fingerprint(&ctx.cloud, &fingerprint) => r?,
-            signal = interrupts.next() => return Err(Error::Interrupted { signal }),
-        };
-        if let Some(image) = existing {
-            return tokio::select! {
-                r = reuse(ctx, plan, options, manifest, image) => r,
-                signal = interrupts.next() => Err(Error::Interrupted { signal }),
-            };
-        }
-    }
-
-    // A release target that does not exist should fail the build before it costs a builder.
-    if let (true, Some(spec)) = (options.release, &plan.release) {
-        tokio::select! {
-            r = ec2::default_version(&ctx.cloud, &spec.launch_template) => { r?; }
-            signal = interrupts.next() => return Err(Error::Interrupted { signal }),
-        }
-    }
-
-    let build_dir = ctx.state_dir.join("builds").join(&options.build_id);
-    let ledger = Ledger::create(&build_dir, &options.build_id)?;
-    manifest.log_dir = Some(build_dir.display().to_string());
+    let ledger = OnceLock::new();
     let outcome = tokio::select! {
-        r = bake(ctx, plan, options, &build_tags, &source, &ledger, &build_dir, &mut manifest) => r,
+        r = build(ctx, plan, options, &ledger) => r,
         signal = interrupts.next() => Err(Error::Interrupted { signal }),
     };
-    match outcome {
-        Ok(()) => {
-            manifest.finished_at = now_rfc3339();
-            write_manifest(&build_dir.join("manifest.json"), &manifest)?;
-            Ok(manifest)
+    match (outcome, ledger.get()) {
+        (Err(primary), Some(ledger)) => {
+            Err(clean_up(ctx, plan, options, ledger, primary, interrupts).await)
         }
-        Err(primary) => {
-            ctx.reporter.phase_started("cleanup");
-            let cleanup = tokio::select! {
-                lines = tear_down(&ctx.cloud, &ledger, plan.release.as_ref().map(|r| r.launch_template.as_str())) => lines,
-                signal = interrupts.next() => vec![format!(
-                    "cleanup abandoned after a second {signal}: run `kiln gc` to remove what build {} left", options.build_id
-                )],
-            };
-            if cleanup.iter().any(|l| !l.starts_with("removed")) {
-                ctx.reporter
-                    .phase_failed("cleanup", "some resources could not be removed");
+        (outcome, _) => outcome,
+    }
+}
+
+/// The build itself; the ledger is installed in `ledger` once the first resource is about to be
+/// created, so [`run`] can tear down whatever happens after.
+async fn build(
+    ctx: &Context<'_>,
+    plan: &Plan,
+    options: &BuildOptions,
+    ledger: &OnceLock<Ledger>,
+) -> Result<Manifest> {
+    let started_at = now_rfc3339();
+    let cloud = ctx.cloud.as_ref();
+    let source = ctx
+        .phase(Phase::ResolveSource, resolve_source(cloud, &plan.source))
+        .await?;
+    let tags = BuildTags {
+        build_id: options.build_id.clone(),
+        recipe: plan.name.clone(),
+        version: plan.version.clone(),
+        fingerprint: plan.fingerprint(&source.id).to_string(),
+        source_image: source.id.clone(),
+    };
+    let job = Job {
+        plan,
+        options,
+        source,
+        tags,
+    };
+    let mut manifest = job.manifest(started_at);
+    if !options.force {
+        if let Some(image) = find_by_fingerprint(cloud, &job.tags.fingerprint).await? {
+            return reuse(ctx, &job, manifest, image).await;
+        }
+    }
+    // A release target that does not exist should fail the build before it costs a builder.
+    if let Some(spec) = job.release_spec() {
+        let template = TemplateRef::parse(&spec.launch_template);
+        cloud.default_template_version(&template).await?;
+    }
+    let build_dir = ctx.state_dir.join("builds").join(&options.build_id);
+    let created = Ledger::create(&build_dir, &options.build_id)?;
+    let ledger = ledger.get_or_init(|| created);
+    manifest.log_dir = Some(build_dir.display().to_string());
+    bake(ctx, &job, ledger, &build_dir, &mut manifest).await?;
+    manifest.finished_at = now_rfc3339();
+    write_manifest(&build_dir.join("manifest.json"), &manifest)?;
+    Ok(manifest)
+}
+
+/// Tears down what the failed build left; returns the error with what cleanup did.
+async fn clean_up(
+    ctx: &Context<'_>,
+    plan: &Plan,
+    options: &BuildOptions,
+    ledger: &Ledger,
+    primary: Error,
+    interrupts: &mut Interrupts,
+) -> Error {
+    ctx.reporter.phase_started(&Phase::Cleanup);
+    let template = plan.release.as_ref().map(|r| r.launch_template.as_str());
+    let lines = tokio::select! {
+        teardown = tear_down(ctx.cloud.as_ref(), ledger, template) => {
+            if teardown.is_complete() {
+                let count = teardown.cleanups.len();
+                ctx.reporter.phase_finished(&Phase::Cleanup, &format!("{count} resource{} removed", if count == 1 { "" } else { "s" }));
             } else {
-                ctx.reporter
-                    .phase_finished("cleanup", &format!("{} resource(s) removed", cleanup.len()));
+                ctx.reporter.phase_failed(&Phase::Cleanup, "some resources could not be removed");
             }
-            // A phase may already have undone something itself (a refresh rolled back): one
-            // list of what was done, after the original error.
-            let (primary, done) = match primary {
-                Error::Build {
-                    primary,
-                    cleanup: done,
-                } => (*primary, done),
-                other => (other, Vec::new()),
-            };
-            Err(Error::Build {
-                primary: Box::new(primary),
-                cleanup: done.into_iter().chain(cleanup).collect(),
-            })
+            teardown.lines()
         }
+        signal = interrupts.next() => {
+            ctx.reporter.phase_failed(&Phase::Cleanup, "abandoned");
+            vec![format!(
+                "cleanup abandoned after a second {signal}: run `kiln gc` to remove what build {} left",
+                options.build_id
+            )]
+        }
+    };
+    // A phase may already have undone something itself (a refresh rolled back): one list of
+    // what was done, after the original error.
+    let (primary, done) = match primary {
+        Error::Build { primary, cleanup } => (*primary, cleanup),
+        other => (other, Vec::new()),
+    };
+    Error::Build {
+        primary: Box::new(primary),
+        cleanup: done.into_iter().chain(lines).collect(),
     }
 }
 
 /// The skip path: an image with this fingerprint exists; make sure it is released.
 async fn reuse(
     ctx: &Context<'_>,
-    plan: &Plan,
-    options: &BuildOptions,
+    job: &Job<'_>,
     mut manifest: Manifest,
-    image: ImageInfo,
+    image: Image,
 ) -> Result<Manifest> {
     let built_by = image
         .tags
@@ -221,56 +292,316 @@ async fn reuse(
          its files or the source image changed (--force builds anyway)",
         image.id, image.name, manifest.fingerprint
     );
-    ctx.reporter.notice(&format!("reusing {}", reason));
+    ctx.reporter.notice(&format!("reusing {reason}"));
     manifest.skipped = true;
     manifest.skip_reason = Some(reason);
-    manifest.images.push(ManifestImage {
-        region: ctx.cloud.region.clone(),
-        image_id: image.id.clone(),
-        name: image.name.clone(),
-        snapshot_ids: image.snapshot_ids.clone(),
-    });
-    for region in &plan.image.regions {
+    manifest
+        .images
+        .push(ManifestImage::new(ctx.cloud.region(), &image));
+    for region in &job.plan.image.regions {
         let cloud = ctx.cloud.in_region(region);
-        if let Some(copy) = find_by_fingerprint(&cloud, &manifest.fingerprint).await? {
-            manifest.images.push(ManifestImage {
-                region: region.clone(),
-                image_id: copy.id,
-                name: copy.name,
-                snapshot_ids: copy.snapshot_ids,
-            });
+        if let Some(copy) = find_by_fingerprint(cloud.as_ref(), &manifest.fingerprint).await? {
+            manifest.images.push(ManifestImage::new(region, &copy));
         }
     }
-    if let (true, Some(spec)) = (options.release, &plan.release) {
-        let released = release_phase(ctx, spec, options, &built_by, plan, &image.id, None).await?;
+    if let Some(spec) = job.release_spec() {
+        let released = release_phase(ctx, job, spec, &built_by, &image.id, None).await?;
         let changed = released.created_version.is_some();
         manifest.launch_template = Some(released);
         if changed {
-            publish_and_refresh(ctx, plan, options, &mut manifest).await?;
+            publish_and_refresh(ctx, job, &mut manifest).await?;
         }
     }
     manifest.finished_at = now_rfc3339();
     Ok(manifest)
 }
 
+/// The bake, phase by phase.
+async fn bake(
+    ctx: &Context<'_>,
+    job: &Job<'_>,
+    ledger: &Ledger,
+    build_dir: &Path,
+    manifest: &mut Manifest,
+) -> Result<()> {
+    let builder = launch_builder(ctx, job, ledger).await?;
+    wait_for_builder(ctx, job, &builder).await?;
+    run_steps(ctx, job, &builder, build_dir).await?;
+    stop_builder(ctx, job, &builder).await?;
+    let image = create_image(ctx, job, &builder, ledger).await?;
+    terminate_builder(ctx, job, &builder, ledger).await?;
+    let built = distribute(ctx, job, image, ledger).await?;
+    keep_products(&built, ledger, manifest)?;
+    if let Some(spec) = job.release_spec() {
+        let image_id = &built[0].1.id;
+        let released =
+            release_phase(ctx, job, spec, job.build_id(), image_id, Some(ledger)).await?;
+        manifest.launch_template = Some(released);
+        publish_and_refresh(ctx, job, manifest).await?;
+    }
+    Ok(())
+}
+
+async fn launch_builder(ctx: &Context<'_>, job: &Job<'_>, ledger: &Ledger) -> Result<String> {
+    let cloud = ctx.cloud.as_ref();
+    let spec = &job.plan.builder;
+    let request = LaunchRequest {
+        image_id: job.source.id.clone(),
+        instance_type: spec.instance_type.clone(),
+        iam_instance_profile: spec.iam_instance_profile.clone(),
+        subnet_id: spec.subnet_id.clone(),
+        security_group_ids: spec.security_group_ids.clone(),
+        root_volume: job
+            .source
+            .root_device_name
+            .clone()
+            .map(|device_name| RootVolume {
+                device_name,
+                // Overriding the root mapping (to encrypt it) needs a size: the recipe's, else the image's.
+                size_gb: spec
+                    .volume_size_gb
+                    .map(|s| s as i32)
+                    .or(job.source.root_volume_size),
+                encrypted: spec.encrypted,
+            }),
+        imdsv2_required: spec.imdsv2_required,
+        associate_public_ip: spec.associate_public_ip,
+        client_token: job.build_id().to_owned(),
+        tags: job.tags.builder(),
+        volume_tags: job.tags.common(),
+    };
+    let id = ctx
+        .phase(Phase::LaunchBuilder, async {
+            let id = cloud.launch_instance(&request).await?;
+            ledger.created(Resource::Instance {
+                id: id.clone(),
+                region: cloud.region().to_owned(),
+            })?;
+            Ok(id)
+        })
+        .await?;
+    refuse_concurrent_build(cloud, job, &id).await?;
+    Ok(id)
+}
+
+async fn wait_for_builder(ctx: &Context<'_>, job: &Job<'_>, builder: &str) -> Result<()> {
+    let phase = Phase::WaitBuilderRunning;
+    let timeout = job.plan.timeouts.instance_running;
+    ctx.phase(phase.clone(), async {
+        let cloud = ctx.cloud.as_ref();
+        wait_for_state(
+            cloud,
+            builder,
+            InstanceState::Running,
+            timeout,
+            ctx.progress(&phase),
+        )
+        .await?;
+        Ok(String::from("running"))
+    })
+    .await?;
+    // Again, now that any launch that raced with ours is visible.
+    refuse_concurrent_build(ctx.cloud.as_ref(), job, builder).await
+}
+
+async fn run_steps(
+    ctx: &Context<'_>,
+    job: &Job<'_>,
+    builder: &str,
+    build_dir: &Path,
+) -> Result<()> {
+    let plan = job.plan;
+    if plan.steps.is_empty() {
+        return Ok(());
+    }
+    let cloud = ctx.cloud.as_ref();
+    let timeout = plan.timeouts.ssm_online;
+    ctx.phase(Phase::WaitAgent, async {
+        wait_agent_online(cloud, builder, timeout, ctx.progress(&Phase::WaitAgent)).await?;
+        Ok(String::from("online"))
+    })
+    .await?;
+    let log_dir = build_dir.join("steps");
+    std::fs::create_dir_all(&log_dir)
+        .map_err(|e| Error::io("create the log folder", &log_dir, e))?;
+    let runner = StepRunner {
+        cloud,
+        reporter: ctx.reporter,
+        plan,
+        instance_id: builder,
+        build_id: job.build_id(),
+        log_dir: &log_dir,
+    };
+    let total = plan.steps.len();
+    for (index, step) in plan.steps.iter().enumerate() {
+        let phase = Phase::Step {
+            index,
+            total,
+            name: step.name.clone(),
+        };
+        ctx.phase(phase.clone(), runner.run(index, step, &phase))
+            .await?;
+    }
+    Ok(())
+}
+
+async fn stop_builder(ctx: &Context<'_>, job: &Job<'_>, builder: &str) -> Result<()> {
+    let cloud = ctx.cloud.as_ref();
+    let timeout = job.plan.timeouts.instance_stopped;
+    ctx.phase(Phase::StopBuilder, async {
+        cloud.stop_instance(builder).await?;
+        let progress = ctx.progress(&Phase::StopBuilder);
+        wait_for_state(cloud, builder, InstanceState::Stopped, timeout, progress).await?;
+        Ok(String::from("stopped"))
+    })
+    .await?;
+    Ok(())
+}
+
+/// Creates the image, waits for it, and records and tags its snapshots.
+async fn create_image(
+    ctx: &Context<'_>,
+    job: &Job<'_>,
+    builder: &str,
+    ledger: &Ledger,
+) -> Result<Image> {
+    let cloud = ctx.cloud.as_ref();
+    let region = cloud.region().to_owned();
+    let request = CreateImageRequest {
+        instance_id: builder.to_owned(),
+        name: job.plan.image.name.clone(),
+        description: Some(job.image_description()),
+        tags: job.image_tags(),
+    };
+    let image_id = ctx
+        .phase(Phase::CreateImage, async {
+            let id = create_image_once(cloud, &request, job.build_id()).await?;
+            ledger.created(Resource::Image {
+                id: id.clone(),
+                region: region.clone(),
+            })?;
+            Ok(id)
+        })
+        .await?;
+    let timeout = job.plan.timeouts.image_available;
+    let image = ctx
+        .phase(
+            Phase::WaitImage,
+            images::wait_available(cloud, &image_id, timeout, ctx.progress(&Phase::WaitImage)),
+        )
+        .await?;
+    ctx.phase(Phase::TagSnapshots, async {
+        record_snapshots(ledger, &region, &image)?;
+        cloud
+            .create_tags(&image.snapshot_ids, &request.tags)
+            .await?;
+        Ok(image.snapshot_ids.join(", "))
+    })
+    .await?;
+    Ok(image)
+}
+
+fn record_snapshots(ledger: &Ledger, region: &str, image: &Image) -> Result<()> {
+    for snapshot in &image.snapshot_ids {
+        ledger.created(Resource::Snapshot {
+            id: snapshot.clone(),
+            region: region.to_owned(),
+        })?;
+    }
+    Ok(())
+}
+
+async fn terminate_builder(
+    ctx: &Context<'_>,
+    job: &Job<'_>,
+    builder: &str,
+    ledger: &Ledger,
+) -> Result<()> {
+    let cloud = ctx.cloud.as_ref();
+    let timeout = job.plan.timeouts.instance_terminated;
+    ctx.phase(Phase::TerminateBuilder, async {
+        terminate_and_wait(cloud, builder, timeout).await?;
+        ledger.removed(Resource::Instance {
+            id: builder.to_owned(),
+            region: cloud.region().to_owned(),
+        })?;
+        Ok(builder.to_owned())
+    })
+    .await?;
+    Ok(())
+}
+
+/// The image in every region, with each region's cloud: copied, then shared.
+type Built = Vec<(Arc<dyn Cloud>, Image)>;
+
+async fn distribute(
+    ctx: &Context<'_>,
+    job: &Job<'_>,
+    image: Image,
+    ledger: &Ledger,
+) -> Result<Built> {
+    let mut built: Built = vec![(ctx.cloud.clone(), image)];
+    let plan = job.plan;
+    if !plan.image.regions.is_empty() {
+        let copies = ctx
+            .phase(
+                Phase::CopyToRegions,
+                copy_to_regions(ctx, job, &built[0].1, ledger),
+            )
+            .await?;
+        built.extend(copies.0);
+    }
+    if !plan.image.share_with.is_empty() {
+        ctx.phase(Phase::ShareImage, async {
+            for (cloud, image) in &built {
+                cloud
+                    .share_image(&image.id, &image.snapshot_ids, &plan.image.share_with)
+                    .await?;
+            }
+            Ok(plan.image.share_with.join(", "))
+        })
+        .await?;
+    }
+    Ok(built)
+}
+
+/// Marks the finished images and snapshots as kept products, and lists them in the manifest.
+fn keep_products(built: &Built, ledger: &Ledger, manifest: &mut Manifest) -> Result<()> {
+    for (cloud, image) in built {
+        let region = cloud.region();
+        ledger.kept(Resource::Image {
+            id: image.id.clone(),
+            region: region.to_owned(),
+        })?;
+        for snapshot in &image.snapshot_ids {
+            ledger.kept(Resource::Snapshot {
+                id: snapshot.clone(),
+                region: region.to_owned(),
+            })?;
+        }
+        manifest.images.push(ManifestImage::new(region, image));
+    }
+    Ok(())
+}
+
 /// The release phase: the launch template's default points at `image_id` afterwards. The
 /// version description names `built_by`, the build that made the image.
 async fn release_phase(
     ctx: &Context<'_>,
+    job: &Job<'_>,
     spec: &ReleaseSpec,
-    options: &BuildOptions,
     built_by: &str,
-    plan: &Plan,
     image_id: &str,
     ledger: Option<&Ledger>,
 ) -> Result<LaunchTemplateRelease> {
+    let plan = job.plan;
     let description = release::version_description(built_by, &plan.name, &plan.version, image_id);
-    let token = format!("{}-release", options.build_id);
+    let token = format!("{}-release", job.build_id());
     let released = ctx
-        .phase("release to launch template", async {
+        .phase(Phase::Release, async {
+            let cloud = ctx.cloud.as_ref();
             let r =
-                release::release_image(&ctx.cloud, spec, image_id, &description, &token, ledger)
-                    .await?;
+                release::release_image(cloud, spec, image_id, &description, &token, ledger).await?;
             Ok(ReleaseSummary(r))
         })
         .await?;
@@ -279,7 +610,7 @@ async fn release_phase(
 
 struct ReleaseSummary(LaunchTemplateRelease);
 
-impl crate::pipeline::PhaseResult for ReleaseSummary {
+impl PhaseResult for ReleaseSummary {
     fn summary(&self) -> String {
         match self.0.created_version {
             Some(v) => format!(
@@ -294,265 +625,37 @@ impl crate::pipeline::PhaseResult for ReleaseSummary {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn bake(
-    ctx: &Context<'_>,
-    plan: &Plan,
-    options: &BuildOptions,
-    build_tags: &BuildTags,
-    source: &ImageInfo,
-    ledger: &Ledger,
-    build_dir: &Path,
-    manifest: &mut Manifest,
-) -> Result<()> {
-    let cloud = &ctx.cloud;
-    let timeouts = &plan.timeouts;
-    let instance_tags = build_tags.builder();
-    let instance_id = ctx
-        .phase("launch builder", async {
-            let id = ec2::run_builder(
-                cloud,
-                LaunchRequest {
-                    image_id: &source.id,
-                    root_device_name: source.root_device_name.as_deref(),
-                    root_volume_size: source.root_volume_size,
-                    builder: &plan.builder,
-                    client_token: &options.build_id,
-                    tags: &instance_tags,
-                    volume_tags: &build_tags.common(),
-                },
-            )
-            .await?;
-            ledger.created(Resource::Instance {
-                id: id.clone(),
-                region: cloud.region.clone(),
-            })?;
-            Ok(id)
-        })
-        .await?;
-    refuse_concurrent_build(cloud, plan, options, &instance_id).await?;
+struct Copies(Built);
 
-    ctx.phase("wait for builder to run", async {
-        wait_instance(
-            ctx,
-            "wait for builder to run",
-            &instance_id,
-            "running",
-            timeouts.instance_running,
-        )
-        .await?;
-        Ok(String::from("running"))
-    })
-    .await?;
-    // Again, now that any launch that raced with ours is visible.
-    refuse_concurrent_build(cloud, plan, options, &instance_id).await?;
-
-    if !plan.steps.is_empty() {
-        ctx.phase("wait for SSM agent", async {
-            wait_agent_online(cloud, &instance_id, timeouts.ssm_online, |s| {
-                ctx.reporter.phase_progress("wait for SSM agent", s)
-            })
-            .await?;
-            Ok(String::from("online"))
-        })
-        .await?;
-        let log_dir = build_dir.join("steps");
-        std::fs::create_dir_all(&log_dir)
-            .map_err(|e| Error::io("create the log folder", &log_dir, e))?;
-        let runner = StepRunner {
-            cloud,
-            reporter: ctx.reporter,
-            plan,
-            instance_id: &instance_id,
-            build_id: &options.build_id,
-            log_dir: &log_dir,
-        };
-        let total = plan.steps.len();
-        for (index, step) in plan.steps.iter().enumerate() {
-            let phase = format!("step {}/{total}: {}", index + 1, step.name);
-            ctx.phase(&phase, runner.run(index, step, &phase)).await?;
-        }
-    }
-
-    ctx.phase("stop builder", async {
-        ec2::stop_instance(cloud, &instance_id).await?;
-        wait_instance(
-            ctx,
-            "stop builder",
-            &instance_id,
-            "stopped",
-            timeouts.instance_stopped,
-        )
-        .await?;
-        Ok(String::from("stopped"))
-    })
-    .await?;
-
-    let image_tags = build_tags.image(&plan.image.tags, &plan.image.name);
-    let description = plan.image.description.clone().unwrap_or_else(|| {
-        format!(
-            "{} {} built by kiln (build {})",
-            plan.name, plan.version, options.build_id
-        )
-    });
-    let image_id = ctx
-        .phase("create image", async {
-            let id = create_image_once(
-                cloud,
-                &instance_id,
-                &plan.image.name,
-                &description,
-                &image_tags,
-                &options.build_id,
-            )
-            .await?;
-            ledger.created(Resource::Image {
-                id: id.clone(),
-                region: cloud.region.clone(),
-            })?;
-            Ok(id)
-        })
-        .await?;
-    let image = ctx
-        .phase("wait for image", async {
-            images::wait_available(cloud, &image_id, timeouts.image_available, |s| {
-                ctx.reporter.phase_progress("wait for image", s)
-            })
-            .await
-        })
-        .await?;
-    ctx.phase("tag snapshots", async {
-        for snapshot in &image.snapshot_ids {
-            ledger.created(Resource::Snapshot {
-                id: snapshot.clone(),
-                region: cloud.region.clone(),
-            })?;
-        }
-        ec2::create_tags(cloud, &image.snapshot_ids, &image_tags).await?;
-        Ok(image.snapshot_ids.join(", "))
-    })
-    .await?;
-
-    ctx.phase("terminate builder", async {
-        terminate_and_wait(cloud, &instance_id, timeouts.instance_terminated).await?;
-        ledger.removed(Resource::Instance {
-            id: instance_id.clone(),
-            region: cloud.region.clone(),
-        })?;
-        Ok(instance_id.clone())
-    })
-    .await?;
-
-    let mut built = vec![(cloud.clone(), image.clone())];
-    if !plan.image.regions.is_empty() {
-        let copies = ctx
-            .phase(
-                "copy to regions",
-                copy_to_regions(
-                    ctx,
-                    plan,
-                    options,
-                    &image,
-                    &description,
-                    &image_tags,
-                    ledger,
-                ),
-            )
-            .await?;
-        built.extend(copies.0);
-    }
-    if !plan.image.share_with.is_empty() {
-        ctx.phase("share image", async {
-            for (region_cloud, image) in &built {
-                ec2::share_image(region_cloud, image, &plan.image.share_with).await?;
-            }
-            Ok(plan.image.share_with.join(", "))
-        })
-        .await?;
-    }
-    for (region_cloud, image) in &built {
-        ledger.kept(Resource::Image {
-            id: image.id.clone(),
-            region: region_cloud.region.clone(),
-        })?;
-        for snapshot in &image.snapshot_ids {
-            ledger.kept(Resource::Snapshot {
-                id: snapshot.clone(),
-                region: region_cloud.region.clone(),
-            })?;
-        }
-        manifest.images.push(ManifestImage {
-            region: region_cloud.region.clone(),
-            image_id: image.id.clone(),
-            name: image.name.clone(),
-            snapshot_ids: image.snapshot_ids.clone(),
-        });
-    }
-
-    if let (true, Some(spec)) = (options.release, &plan.release) {
-        let released = release_phase(
-            ctx,
-            spec,
-            options,
-            &options.build_id,
-            plan,
-            &image.id,
-            Some(ledger),
-        )
-        .await?;
-        manifest.launch_template = Some(released);
-        publish_and_refresh(ctx, plan, options, manifest).await?;
-    }
-    Ok(())
-}
-
-struct Copies(Vec<(Cloud, ImageInfo)>);
-
-impl crate::pipeline::PhaseResult for Copies {
+impl PhaseResult for Copies {
     fn summary(&self) -> String {
         self.0
             .iter()
-            .map(|(c, i)| format!("{} {}", c.region, i.id))
+            .map(|(c, i)| format!("{} {}", c.region(), i.id))
             .collect::<Vec<_>>()
             .join(", ")
     }
 }
 
-/// After a release: write the SSM parameters, then refresh the group (rolling back the default
-/// when the refresh fails and the recipe asks for it).
+/// After a release: write the SSM parameters, then refresh the group.
 async fn publish_and_refresh(
     ctx: &Context<'_>,
-    plan: &Plan,
-    options: &BuildOptions,
+    job: &Job<'_>,
     manifest: &mut Manifest,
 ) -> Result<()> {
-    if let Some(name) = &plan.image.ssm_parameter {
+    if let Some(name) = &job.plan.image.ssm_parameter {
         let writes = ctx
-            .phase("publish SSM parameter", async {
-                let mut writes = Vec::new();
-                for image in &manifest.images {
-                    let cloud = ctx.cloud.in_region(&image.region);
-                    let description = format!(
-                        "{} {} (kiln build {})",
-                        plan.name, plan.version, manifest.build_id
-                    );
-                    let version =
-                        ssm::put_parameter(&cloud, name, &image.image_id, &description).await?;
-                    writes.push(SsmParameterWrite {
-                        region: image.region.clone(),
-                        name: name.clone(),
-                        version,
-                    });
-                }
-                Ok(Writes(writes))
-            })
+            .phase(
+                Phase::PublishParameter,
+                publish_parameter(ctx, job, name, manifest),
+            )
             .await?;
         manifest.ssm_parameters = writes.0;
     }
-    let (Some(spec), Some(released)) = (&plan.release, &manifest.launch_template) else {
+    let (Some(spec), Some(released)) = (job.release_spec(), &manifest.launch_template) else {
         return Ok(());
     };
-    let (Some(group), true) = (&spec.auto_scaling_group, options.refresh) else {
+    let (Some(group), true) = (&spec.auto_scaling_group, job.options.refresh) else {
         return Ok(());
     };
     if released.created_version.is_none()
@@ -560,44 +663,85 @@ async fn publish_and_refresh(
     {
         return Ok(());
     }
-    let phase = format!("instance refresh of {group}");
+    let released = released.clone();
+    refresh_after_release(ctx, job, spec, group, &released, manifest).await
+}
+
+async fn publish_parameter(
+    ctx: &Context<'_>,
+    job: &Job<'_>,
+    name: &str,
+    manifest: &Manifest,
+) -> Result<Writes> {
+    let description = format!(
+        "{} {} (kiln build {})",
+        job.plan.name, job.plan.version, manifest.build_id
+    );
+    let mut writes = Vec::new();
+    for image in &manifest.images {
+        let cloud = ctx.cloud.in_region(&image.region);
+        let version = cloud
+            .put_parameter(name, &image.image_id, &description)
+            .await?;
+        writes.push(SsmParameterWrite {
+            region: image.region.clone(),
+            name: name.to_owned(),
+            version,
+        });
+    }
+    Ok(Writes(writes))
+}
+
+/// Refreshes the group onto the released version; when the refresh fails and the recipe asks
+/// for it, makes the previous version the default again.
+async fn refresh_after_release(
+    ctx: &Context<'_>,
+    job: &Job<'_>,
+    spec: &ReleaseSpec,
+    group: &str,
+    released: &LaunchTemplateRelease,
+    manifest: &mut Manifest,
+) -> Result<()> {
+    let cloud = ctx.cloud.as_ref();
+    let phase = Phase::InstanceRefresh {
+        group: group.to_owned(),
+    };
+    let timeout = job.plan.timeouts.instance_refresh;
     let outcome = ctx
-        .phase(&phase, async {
-            let timeout = plan.timeouts.instance_refresh;
-            let outcome =
-                release::refresh_group(&ctx.cloud, ctx.reporter, &phase, spec, group, timeout)
-                    .await?;
-            Ok(RefreshSummary(outcome))
+        .phase(phase.clone(), async {
+            let refreshed =
+                release::refresh_group(cloud, spec, group, timeout, ctx.progress(&phase)).await?;
+            Ok(RefreshSummary(refreshed))
         })
         .await?
         .0;
     manifest.instance_refresh = Some(outcome.clone());
-    if let Err(e) = release::ensure_refreshed(&outcome, &ctx.cloud.region) {
-        ctx.reporter.notice(&format!(
-            "the instance refresh of {group} ended {}: {}",
-            outcome.status, outcome.reason
-        ));
-        if spec.rollback_on_failure {
-            let previous = released.previous_default_version;
-            ec2::set_default_version(&ctx.cloud, &released.id, previous).await?;
-            let done = format!(
-                "rolled {} back to version {previous} (release.rollback_on_failure)",
-                released.name
-            );
-            ctx.reporter.notice(&done);
-            return Err(Error::Build {
-                primary: Box::new(e),
-                cleanup: vec![done],
-            });
-        }
+    let Err(e) = release::ensure_refreshed(&outcome, cloud.region()) else {
+        return Ok(());
+    };
+    ctx.reporter.notice(&format!(
+        "the instance refresh of {group} ended {}: {}",
+        outcome.status, outcome.reason
+    ));
+    if !spec.rollback_on_failure {
         return Err(e);
     }
-    Ok(())
+    let previous = released.previous_default_version;
+    cloud.set_default_version(&released.id, previous).await?;
+    let done = format!(
+        "rolled {} back to version {previous} (release.rollback_on_failure)",
+        released.name
+    );
+    ctx.reporter.notice(&done);
+    Err(Error::Build {
+        primary: Box::new(e),
+        cleanup: vec![done],
+    })
 }
 
 struct Writes(Vec<SsmParameterWrite>);
 
-impl crate::pipeline::PhaseResult for Writes {
+impl PhaseResult for Writes {
     fn summary(&self) -> String {
         self.0
             .iter()
@@ -609,72 +753,26 @@ impl crate::pipeline::PhaseResult for Writes {
 
 struct RefreshSummary(RefreshOutcome);
 
-impl crate::pipeline::PhaseResult for RefreshSummary {
+impl PhaseResult for RefreshSummary {
     fn summary(&self) -> String {
         format!("{} {}", self.0.refresh_id, self.0.status)
     }
 }
 
-/// Waits for an instance to reach `target`; fails at once if it is terminated instead.
-async fn wait_instance(
-    ctx: &Context<'_>,
-    phase: &'static str,
-    id: &str,
-    target: &str,
-    timeout: Duration,
-) -> Result<()> {
-    let cloud = &ctx.cloud;
-    let wait = Wait {
-        phase: if target == "running" { "waiting for the builder to run" } else { "waiting for the builder to stop" },
-        resource: id,
-        region: &cloud.region,
-        timeout,
-        hint: "look at the instance's state reason and system log in the EC2 console (capacity, quotas, a bad image)",
-    };
-    wait_until(
-        wait,
-        |s| ctx.reporter.phase_progress(phase, s),
-        || async {
-            match ec2::instance_state(cloud, id).await {
-                Ok(state) if state == target => Ok(Probe::Done(())),
-                Ok(state) if ec2::is_gone(&state) => Err(Error::BadState {
-                    phase: "waiting for the builder",
-                    resource: id.to_owned(),
-                    region: cloud.region.clone(),
-                    state,
-                    reason: "the builder was terminated outside kiln (or failed to start)".into(),
-                }),
-                Ok(state) => Ok(Probe::Pending(state)),
-                // Eventual consistency: a new instance may not be visible yet.
-                Err(e) if e.aws_code() == Some("InvalidInstanceID.NotFound") => {
-                    Ok(Probe::Pending("not visible yet".into()))
-                }
-                Err(e) => Err(e),
-            }
-        },
-    )
-    .await
-}
-
 /// `CreateImage`, made idempotent: if a retried call finds the name taken by this very build's
 /// image (the first answer was lost), that image is the result.
 async fn create_image_once(
-    cloud: &Cloud,
-    instance_id: &str,
-    name: &str,
-    description: &str,
-    tags: &[(String, String)],
+    cloud: &dyn Cloud,
+    request: &CreateImageRequest,
     build_id: &str,
 ) -> Result<String> {
-    match ec2::create_image(cloud, instance_id, name, Some(description), tags).await {
+    match cloud.create_image(request).await {
         Ok(id) => Ok(id),
         Err(e) if e.aws_code() == Some("InvalidAMIName.Duplicate") => {
-            let filters = vec![
-                filter("name", [name]),
-                filter(&format!("tag:{}", tags::BUILD_ID), [build_id]),
-            ];
-            let mine = ec2::list_images(cloud, &["self".to_owned()], filters, name).await?;
-            match mine.into_iter().next() {
+            let query = ImageQuery::own()
+                .named(&request.name)
+                .tagged(tags::BUILD_ID, build_id);
+            match cloud.find_images(&query).await?.into_iter().next() {
                 Some(image) => Ok(image.id),
                 None => Err(e),
             }
@@ -688,32 +786,28 @@ async fn create_image_once(
 /// start time) wins. Called right after the launch and again once the builder runs, so that of
 /// two builds launched at the same moment, the younger sees the older at least the second time.
 async fn refuse_concurrent_build(
-    cloud: &Cloud,
-    plan: &Plan,
-    options: &BuildOptions,
+    cloud: &dyn Cloud,
+    job: &Job<'_>,
     own_instance: &str,
 ) -> Result<()> {
-    let filters = vec![
-        filter(&format!("tag:{}", tags::RECIPE), [plan.name.as_str()]),
-        filter(&format!("tag:{}", tags::ROLE), [tags::ROLE_BUILDER]),
-        filter(
-            "instance-state-name",
-            ["pending", "running", "stopping", "stopped"],
-        ),
-    ];
-    let builders =
-        ec2::list_instances(cloud, filters, &format!("builders of {}", plan.name)).await?;
-    let older = builders
-        .iter()
+    let plan = job.plan;
+    let query = InstanceQuery::live()
+        .tagged(tags::RECIPE, &plan.name)
+        .tagged(tags::ROLE, tags::ROLE_BUILDER);
+    let older = cloud
+        .find_instances(&query)
+        .await?
+        .into_iter()
         .filter(|i| i.id != own_instance)
-        .filter_map(|i| Some((i.tags.get(tags::BUILD_ID)?.clone(), i.id.clone())))
-        .filter(|(build, _)| build.as_str() < options.build_id.as_str())
+        .filter_map(|i| Some((i.tags.get(tags::BUILD_ID)?.clone(), i.id)))
+        .filter(|(build, _)| build.as_str() < job.build_id())
         .min();
     match older {
         Some((build, instance)) => Err(Error::Refused(format!(
             "another build of {} is in progress (build {build}, builder {instance} in {}): this build stops so that releases stay in order; \
              retry when it has finished, or run `kiln gc` if that build is dead",
-            plan.name, cloud.region
+            plan.name,
+            cloud.region()
         ))),
         None => Ok(()),
     }
@@ -721,49 +815,14 @@ async fn refuse_concurrent_build(
 
 async fn copy_to_regions(
     ctx: &Context<'_>,
-    plan: &Plan,
-    options: &BuildOptions,
-    image: &ImageInfo,
-    description: &str,
-    tags: &[(String, String)],
+    job: &Job<'_>,
+    image: &Image,
     ledger: &Ledger,
 ) -> Result<Copies> {
-    let home = &ctx.cloud;
-    let results: Vec<Result<(Cloud, ImageInfo)>> =
-        stream::iter(plan.image.regions.iter().filter(|r| **r != home.region))
-            .map(|region| async move {
-                let target = home.in_region(region);
-                let token = format!("{}-{region}", options.build_id);
-                let copy_id = ec2::copy_image(
-                    &target,
-                    &home.region,
-                    &image.id,
-                    &image.name,
-                    Some(description),
-                    &token,
-                    plan.builder.encrypted,
-                )
-                .await?;
-                ledger.created(Resource::Image {
-                    id: copy_id.clone(),
-                    region: region.clone(),
-                })?;
-                ec2::create_tags(&target, std::slice::from_ref(&copy_id), tags).await?;
-                let copy =
-                    images::wait_available(&target, &copy_id, plan.timeouts.image_available, |s| {
-                        ctx.reporter
-                            .phase_progress("copy to regions", &format!("{region}: {s}"))
-                    })
-                    .await?;
-                for snapshot in &copy.snapshot_ids {
-                    ledger.created(Resource::Snapshot {
-                        id: snapshot.clone(),
-                        region: region.clone(),
-                    })?;
-                }
-                ec2::create_tags(&target, &copy.snapshot_ids, tags).await?;
-                Ok((target, copy))
-            })
+    let home = ctx.cloud.region().to_owned();
+    let results: Vec<Result<(Arc<dyn Cloud>, Image)>> =
+        stream::iter(job.plan.image.regions.iter().filter(|r| **r != home))
+            .map(|region| copy_to(ctx, job, image, region, ledger))
             .buffer_unordered(COPY_CONCURRENCY)
             .collect()
             .await;
@@ -784,8 +843,46 @@ async fn copy_to_regions(
     }
 }
 
+/// One copy: CopyImage, tag it, wait for it, record and tag its snapshots.
+async fn copy_to(
+    ctx: &Context<'_>,
+    job: &Job<'_>,
+    image: &Image,
+    region: &str,
+    ledger: &Ledger,
+) -> Result<(Arc<dyn Cloud>, Image)> {
+    let target = ctx.cloud.in_region(region);
+    let tags = job.image_tags();
+    let copy_id = target
+        .copy_image(&CopyImageRequest {
+            source_region: ctx.cloud.region().to_owned(),
+            source_image_id: image.id.clone(),
+            name: image.name.clone(),
+            description: Some(job.image_description()),
+            client_token: format!("{}-{region}", job.build_id()),
+            encrypted: job.plan.builder.encrypted,
+        })
+        .await?;
+    ledger.created(Resource::Image {
+        id: copy_id.clone(),
+        region: region.to_owned(),
+    })?;
+    target
+        .create_tags(std::slice::from_ref(&copy_id), &tags)
+        .await?;
+    let timeout = job.plan.timeouts.image_available;
+    let copy = images::wait_available(target.as_ref(), &copy_id, timeout, |s| {
+        ctx.reporter
+            .phase_progress(&Phase::CopyToRegions, &format!("{region}: {s}"))
+    })
+    .await?;
+    record_snapshots(ledger, region, &copy)?;
+    target.create_tags(&copy.snapshot_ids, &tags).await?;
+    Ok((target, copy))
+}
+
 fn write_manifest(path: &Path, manifest: &Manifest) -> Result<()> {
     let text = serde_json::to_string_pretty(manifest)
-        .map_err(|e| Error::Refused(format!("manifest: {e}")))?;
+        .map_err(|e| Error::Internal(format!("could not encode the manifest: {e}")))?;
     std::fs::write(path, text + "\n").map_err(|e| Error::io("write the manifest", path, e))
 }

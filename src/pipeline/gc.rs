@@ -13,11 +13,11 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::aws::sdk::ec2::{self, filter};
-use crate::aws::sdk::Sdk as Cloud;
+use crate::aws::{Cloud, ImageQuery, ImageState, InstanceQuery};
 use crate::error::Result;
 use crate::ledger::{self, Event, Ledger, Resource};
-use crate::pipeline::teardown;
+use crate::pipeline::first_line;
+use crate::pipeline::teardown::{self, Outcome};
 use crate::tags;
 
 #[derive(Debug, Clone, Serialize)]
@@ -25,8 +25,8 @@ pub struct Leftover {
     pub build_id: String,
     pub resource: String,
     pub age_seconds: Option<u64>,
-    /// `removed`, `would remove`, `spared: ...` or `FAILED: ...`.
-    pub outcome: String,
+    /// Serialized as `removed`, `would remove`, `spared: ...` or `FAILED: ...`.
+    pub outcome: Outcome,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -36,6 +36,13 @@ pub struct GcReport {
     pub leftovers: Vec<Leftover>,
 }
 
+impl GcReport {
+    /// Some leftover could not be removed.
+    pub fn has_failures(&self) -> bool {
+        self.leftovers.iter().any(|l| l.outcome.is_failure())
+    }
+}
+
 struct Candidate {
     build_id: String,
     resource: Resource,
@@ -43,49 +50,39 @@ struct Candidate {
 }
 
 pub async fn gc(
-    cloud: &Cloud,
+    cloud: &dyn Cloud,
     state_dir: &Path,
     older_than: Duration,
     dry_run: bool,
 ) -> Result<GcReport> {
     let mut candidates = tagged_candidates(cloud).await?;
-    for (build_id, resource) in journal_candidates(state_dir, &cloud.region) {
-        if !candidates.iter().any(|c| c.resource == resource) {
-            candidates.push(Candidate {
-                build_id,
-                resource,
-                created: None,
-            });
+    for candidate in journal_candidates(state_dir, cloud.region()) {
+        if !candidates.iter().any(|c| c.resource == candidate.resource) {
+            candidates.push(candidate);
         }
     }
-    candidates.sort_by_key(|c| match c.resource {
-        Resource::TemplateVersion { .. } => 0,
-        Resource::Image { .. } => 1,
-        Resource::Snapshot { .. } => 2,
-        Resource::Instance { .. } => 3,
-    });
+    candidates.sort_by_key(|c| c.resource.teardown_rank());
     let now = SystemTime::now();
     let mut leftovers = Vec::new();
     for candidate in candidates {
-        let age = candidate.created.and_then(|t| now.duration_since(t).ok());
+        // A time ahead of this machine's clock (clock skew) reads as "just created".
+        let age = candidate
+            .created
+            .map(|t| now.duration_since(t).unwrap_or_default());
         let build_dir = state_dir.join("builds").join(&candidate.build_id);
         let outcome = if ledger::is_running(&build_dir) {
-            "spared: the build is still running on this machine".to_owned()
+            Outcome::Spared("the build is still running on this machine".into())
         } else if age.is_some_and(|a| a < older_than) {
-            format!(
-                "spared: younger than {}",
+            Outcome::Spared(format!(
+                "younger than {}",
                 humantime::format_duration(older_than)
-            )
+            ))
         } else if dry_run {
-            "would remove".to_owned()
+            Outcome::WouldRemove
         } else {
-            match teardown::remove(cloud, &candidate.resource).await {
-                Ok(detail) => format!("removed{detail}"),
-                Err(e) => format!(
-                    "FAILED: {}",
-                    e.to_string().lines().next().unwrap_or_default()
-                ),
-            }
+            teardown::remove(cloud, &candidate.resource)
+                .await
+                .unwrap_or_else(|e| Outcome::Failed(first_line(&e.to_string())))
         };
         leftovers.push(Leftover {
             build_id: candidate.build_id,
@@ -101,83 +98,69 @@ pub async fn gc(
     })
 }
 
-async fn tagged_candidates(cloud: &Cloud) -> Result<Vec<Candidate>> {
+async fn tagged_candidates(cloud: &dyn Cloud) -> Result<Vec<Candidate>> {
+    let region = cloud.region().to_owned();
+    let build_of =
+        |tags: &BTreeMap<String, String>| tags.get(tags::BUILD_ID).cloned().unwrap_or_default();
     let mut found = Vec::new();
-    let builders = ec2::list_instances(
-        cloud,
-        vec![
-            filter(&format!("tag:{}", tags::ROLE), [tags::ROLE_BUILDER]),
-            filter(
-                "instance-state-name",
-                ["pending", "running", "stopping", "stopped"],
-            ),
-        ],
-        "kiln builders",
-    )
-    .await?;
-    for instance in builders {
+    let builders = InstanceQuery::live().tagged(tags::ROLE, tags::ROLE_BUILDER);
+    for instance in cloud.find_instances(&builders).await? {
         found.push(Candidate {
-            build_id: instance
-                .tags
-                .get(tags::BUILD_ID)
-                .cloned()
-                .unwrap_or_default(),
+            build_id: build_of(&instance.tags),
             resource: Resource::Instance {
                 id: instance.id,
-                region: cloud.region.clone(),
+                region: region.clone(),
             },
             created: instance.launch_time,
         });
     }
-    let images = ec2::list_images(
-        cloud,
-        &["self".to_owned()],
-        vec![filter("tag-key", [tags::BUILD_ID])],
-        "kiln images",
-    )
-    .await?;
-    for image in images.into_iter().filter(|i| i.state != "available") {
+    let images = ImageQuery::own().with_tag_key(tags::BUILD_ID);
+    for image in cloud.find_images(&images).await? {
+        if image.state == ImageState::Available {
+            continue;
+        }
         found.push(Candidate {
-            build_id: image.tags.get(tags::BUILD_ID).cloned().unwrap_or_default(),
-            created: humantime::parse_rfc3339_weak(
-                image
-                    .creation_date
-                    .trim_end_matches('Z')
-                    .split('.')
-                    .next()
-                    .unwrap_or_default(),
-            )
-            .ok(),
+            build_id: build_of(&image.tags),
+            created: parse_creation_date(&image.creation_date),
             resource: Resource::Image {
                 id: image.id,
-                region: cloud.region.clone(),
+                region: region.clone(),
             },
         });
     }
     Ok(found)
 }
 
+/// An image's creation date (`2026-01-02T03:04:05.000Z`) as a time.
+fn parse_creation_date(date: &str) -> Option<SystemTime> {
+    let seconds = date.trim_end_matches('Z').split('.').next()?;
+    humantime::parse_rfc3339_weak(seconds).ok()
+}
+
 /// Resources that local journals of finished-or-dead builds say were created and never kept or
-/// removed, in this region.
-fn journal_candidates(state_dir: &Path, region: &str) -> Vec<(String, Resource)> {
+/// removed, in this region, aged from when the journal recorded them.
+fn journal_candidates(state_dir: &Path, region: &str) -> Vec<Candidate> {
     let Ok(dirs) = std::fs::read_dir(state_dir.join("builds")) else {
         return Vec::new();
     };
     let mut found = Vec::new();
     for dir in dirs.flatten() {
         let build_id = dir.file_name().to_string_lossy().into_owned();
-        let Ok(entries) = Ledger::read_journal(&dir.path().join("journal.jsonl")) else {
+        let Ok(entries) = Ledger::read_journal_timed(&dir.path().join("journal.jsonl")) else {
             continue;
         };
-        let pending: BTreeMap<usize, Resource> = entries
-            .into_iter()
-            .enumerate()
-            .filter(|(_, (resource, event))| {
-                *event == Event::Created && resource.region() == region
-            })
-            .map(|(i, (resource, _))| (i, resource))
-            .collect();
-        found.extend(pending.into_values().map(|r| (build_id.clone(), r)));
+        found.extend(
+            entries
+                .into_iter()
+                .filter(|(resource, event, _)| {
+                    *event == Event::Created && resource.region() == region
+                })
+                .map(|(resource, _, created)| Candidate {
+                    build_id: build_id.clone(),
+                    resource,
+                    created,
+                }),
+        );
     }
     found
 }

@@ -3,8 +3,7 @@
 
 use serde::Serialize;
 
-use crate::aws::sdk::ec2;
-use crate::aws::sdk::Sdk as Cloud;
+use crate::aws::{Cloud, ImageState, TemplateRef};
 use crate::error::{Error, Result};
 use crate::plan::{Plan, ReleaseSpec};
 use crate::tags;
@@ -46,13 +45,15 @@ pub fn release_spec<'p>(plan: &'p Plan, command: &str) -> Result<&'p ReleaseSpec
     })
 }
 
-pub async fn history(cloud: &Cloud, spec: &ReleaseSpec) -> Result<History> {
-    let template = ec2::describe_launch_template(cloud, &spec.launch_template).await?;
-    let versions = ec2::list_template_versions(cloud, &template.id).await?;
+pub async fn history(cloud: &dyn Cloud, spec: &ReleaseSpec) -> Result<History> {
+    let template = cloud
+        .launch_template(&TemplateRef::parse(&spec.launch_template))
+        .await?;
+    let versions = cloud.template_versions(&template.id).await?;
     let mut ids: Vec<String> = versions.iter().filter_map(|v| v.image_id.clone()).collect();
     ids.sort();
     ids.dedup();
-    let images = describe_existing(cloud, &ids).await?;
+    let images = cloud.images(&ids).await?;
     let entries = versions
         .into_iter()
         .map(|v| {
@@ -67,7 +68,7 @@ pub async fn history(cloud: &Cloud, spec: &ReleaseSpec) -> Result<History> {
                 image_id: v.image_id.clone(),
                 image_name: image.map(|i| i.name.clone()),
                 image_state: image
-                    .map(|i| i.state.clone())
+                    .map(|i| i.state.to_string())
                     .unwrap_or_else(|| "missing".into()),
                 image_exists: image.is_some(),
                 recipe: tag(tags::RECIPE),
@@ -88,20 +89,9 @@ pub async fn history(cloud: &Cloud, spec: &ReleaseSpec) -> Result<History> {
     })
 }
 
-/// Describes the images that still exist among `ids` (one call; a missing id is retried alone
-/// so that one deregistered image does not hide the others).
-pub async fn describe_existing(cloud: &Cloud, ids: &[String]) -> Result<Vec<ec2::ImageInfo>> {
-    match ec2::describe_images(cloud, ids).await {
-        Ok(images) => Ok(images),
-        Err(e) if e.aws_code().is_some_and(|c| c.starts_with("InvalidAMIID")) => {
-            let mut found = Vec::new();
-            for id in ids {
-                if let Some(image) = ec2::find_image(cloud, id).await? {
-                    found.push(image);
-                }
-            }
-            Ok(found)
-        }
-        Err(e) => Err(e),
+impl HistoryEntry {
+    /// The version points at an image that exists and is available.
+    pub fn image_usable(&self) -> bool {
+        self.image_exists && self.image_state == ImageState::Available.as_str()
     }
 }

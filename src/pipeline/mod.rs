@@ -1,11 +1,16 @@
-//! The pipeline: one module per command. Each takes a [`Plan`](crate::plan::Plan) (where a recipe
-//! is involved), a [`Cloud`], a [`Reporter`] and, for builds, a [`Ledger`](crate::ledger::Ledger).
-//! No clap, no terminal handling here: the CLI layer owns those.
+//! The pipeline: one module per command ([`build`], [`history`], [`rollback`], [`prune`],
+//! [`gc`]), plus the pieces they share: resolving and waiting for images ([`images`]), driving
+//! instances ([`instances`]), running steps ([`steps`], with the scripts of [`script`]),
+//! releasing to a launch template ([`release`]) and removing what a build left ([`teardown`]).
+//!
+//! Every command takes a [`Context`]: the [`Cloud`] (never the SDK), a [`Reporter`] and the state
+//! folder. No clap, no terminal handling here: the CLI layer owns those.
 
 pub mod build;
 pub mod gc;
 pub mod history;
 pub mod images;
+pub mod instances;
 pub mod prune;
 pub mod release;
 pub mod rollback;
@@ -14,37 +19,45 @@ pub mod steps;
 pub mod teardown;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use crate::aws::sdk::Sdk as Cloud;
-use crate::report::Reporter;
+use crate::aws::Cloud;
+use crate::error::Result;
+use crate::report::{Phase, Reporter};
 
 /// What every command needs.
 pub struct Context<'a> {
-    pub cloud: Cloud,
+    pub cloud: Arc<dyn Cloud>,
     pub reporter: &'a dyn Reporter,
     /// Where builds keep their journal, logs and manifest (`<state_dir>/builds/<build-id>/`).
     pub state_dir: PathBuf,
 }
 
 impl Context<'_> {
-    /// Runs `work` as a named phase: reports start, end or failure.
-    pub async fn phase<T, F>(&self, name: &str, work: F) -> crate::error::Result<T>
+    /// Runs `work` as `phase`: reports its start, then its end or failure.
+    pub async fn phase<T, F>(&self, phase: Phase, work: F) -> Result<T>
     where
-        F: std::future::Future<Output = crate::error::Result<T>>,
+        F: std::future::Future<Output = Result<T>>,
         T: PhaseResult,
     {
-        self.reporter.phase_started(name);
+        self.reporter.phase_started(&phase);
         match work.await {
             Ok(value) => {
-                self.reporter.phase_finished(name, &value.summary());
+                self.reporter.phase_finished(&phase, &value.summary());
                 Ok(value)
             }
             Err(e) => {
                 self.reporter
-                    .phase_failed(name, &first_line(&e.to_string()));
+                    .phase_failed(&phase, &first_line(&e.to_string()));
                 Err(e)
             }
         }
+    }
+
+    /// Reports a new state of what `phase` waits for.
+    pub fn progress(&self, phase: &Phase) -> impl Fn(&str) + '_ {
+        let phase = phase.clone();
+        move |state| self.reporter.phase_progress(&phase, state)
     }
 }
 
@@ -65,13 +78,14 @@ impl PhaseResult for String {
     }
 }
 
-impl PhaseResult for crate::aws::sdk::ec2::ImageInfo {
+impl PhaseResult for crate::aws::Image {
     fn summary(&self) -> String {
         format!("{} ({})", self.id, self.name)
     }
 }
 
-fn first_line(text: &str) -> String {
+/// The first line of a (possibly multi-line) message.
+pub fn first_line(text: &str) -> String {
     text.lines().next().unwrap_or_default().to_owned()
 }
 

@@ -10,10 +10,10 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::aws::sdk::ec2::{self, filter, ImageInfo};
-use crate::aws::sdk::Sdk as Cloud;
+use crate::aws::{Cloud, Image, ImageQuery, InstanceQuery, InstanceState, LaunchTemplate};
+use crate::aws::{TemplateRef, TemplateVersion};
 use crate::error::Result;
-use crate::pipeline::images;
+use crate::pipeline::images::{self, age_key};
 use crate::plan::Plan;
 use crate::tags;
 
@@ -41,24 +41,18 @@ pub struct PruneReport {
     pub kept: Vec<Survivor>,
 }
 
+/// Why each referenced image must stay, by image id.
+type Protected = BTreeMap<String, Vec<String>>;
+
 /// Splits `images` into (to delete, survivors with reasons). `protected` maps image ids to the
-/// reasons they must stay. The newest `keep` images (by creation date) stay too.
+/// reasons they must stay. The newest `keep` images (by [`age_key`]) stay too.
 pub fn choose<'a>(
-    images: &'a [ImageInfo],
+    images: &'a [Image],
     keep: usize,
-    protected: &BTreeMap<String, Vec<String>>,
-) -> (Vec<&'a ImageInfo>, Vec<(&'a ImageInfo, Vec<String>)>) {
-    let mut sorted: Vec<&ImageInfo> = images.iter().collect();
-    // Creation dates may tie (an emulator, or builds in the same second): the build id, which
-    // starts with the build's start time in milliseconds, breaks the tie.
-    let key = |i: &ImageInfo| {
-        (
-            i.creation_date.clone(),
-            i.tags.get(tags::BUILD_ID).cloned().unwrap_or_default(),
-            i.id.clone(),
-        )
-    };
-    sorted.sort_by_key(|i| std::cmp::Reverse(key(i)));
+    protected: &Protected,
+) -> (Vec<&'a Image>, Vec<(&'a Image, Vec<String>)>) {
+    let mut sorted: Vec<&Image> = images.iter().collect();
+    sorted.sort_by_key(|i| std::cmp::Reverse(age_key(i)));
     let mut delete = Vec::new();
     let mut survive = Vec::new();
     for (rank, image) in sorted.into_iter().enumerate() {
@@ -75,7 +69,7 @@ pub fn choose<'a>(
     (delete, survive)
 }
 
-fn protect(map: &mut BTreeMap<String, Vec<String>>, image: Option<&String>, reason: String) {
+fn protect(map: &mut Protected, image: Option<&String>, reason: String) {
     if let Some(id) = image {
         let reasons = map.entry(id.clone()).or_default();
         if !reasons.contains(&reason) {
@@ -84,160 +78,134 @@ fn protect(map: &mut BTreeMap<String, Vec<String>>, image: Option<&String>, reas
     }
 }
 
-pub async fn prune(home: &Cloud, plan: &Plan, keep: u32, dry_run: bool) -> Result<PruneReport> {
+pub async fn prune(home: &dyn Cloud, plan: &Plan, keep: u32, dry_run: bool) -> Result<PruneReport> {
     let mut report = PruneReport {
         keep,
         dry_run,
         deleted: Vec::new(),
         kept: Vec::new(),
     };
-    let mut regions = vec![home.region.clone()];
+    let mut regions = vec![home.region().to_owned()];
     regions.extend(
         plan.image
             .regions
             .iter()
-            .filter(|r| **r != home.region)
+            .filter(|r| r.as_str() != home.region())
             .cloned(),
     );
     for region in regions {
         let cloud = home.in_region(&region);
-        let images = ec2::list_images(
-            &cloud,
-            &["self".to_owned()],
-            vec![filter(
-                &format!("tag:{}", tags::RECIPE),
-                [plan.name.as_str()],
-            )],
-            &plan.name,
-        )
-        .await?;
-        let images: Vec<ImageInfo> = images
-            .into_iter()
-            .filter(|i| i.tags.contains_key(tags::BUILD_ID))
-            .collect();
-        let protected = references(&cloud, plan, keep).await?;
-        let (delete, survive) = choose(&images, keep as usize, &protected);
-        for (image, reasons) in survive {
-            report.kept.push(Survivor {
-                region: region.clone(),
-                image_id: image.id.clone(),
-                name: image.name.clone(),
-                reasons,
-            });
-        }
-        for image in delete {
-            let snapshot_ids = if dry_run {
-                image.snapshot_ids.clone()
-            } else {
-                images::delete_image(&cloud, &image.id).await?
-            };
-            report.deleted.push(PrunedImage {
-                region: region.clone(),
-                image_id: image.id.clone(),
-                name: image.name.clone(),
-                snapshot_ids,
-            });
-        }
+        prune_region(cloud.as_ref(), plan, keep, dry_run, &mut report).await?;
     }
     Ok(report)
 }
 
-/// Every image id referenced in this region, with why.
-async fn references(
-    cloud: &Cloud,
+async fn prune_region(
+    cloud: &dyn Cloud,
     plan: &Plan,
     keep: u32,
-) -> Result<BTreeMap<String, Vec<String>>> {
-    let mut protected = BTreeMap::new();
-    let own_template = plan.release.as_ref().map(|r| r.launch_template.as_str());
-    for template in ec2::list_launch_templates(cloud).await? {
-        let versions = ec2::list_template_versions(cloud, &template.id).await?;
-        let is_own = own_template.is_some_and(|t| t == template.name || t == template.id);
-        for (rank, version) in versions.iter().enumerate() {
-            let image = version.image_id.as_ref();
-            if !is_own {
-                protect(
-                    &mut protected,
-                    image,
-                    format!(
-                        "used by launch template {} version {}",
-                        template.name, version.number
-                    ),
+    dry_run: bool,
+    report: &mut PruneReport,
+) -> Result<()> {
+    let region = cloud.region().to_owned();
+    let query = ImageQuery::own()
+        .tagged(tags::RECIPE, &plan.name)
+        .with_tag_key(tags::BUILD_ID);
+    let images = cloud.find_images(&query).await?;
+    let protected = references(cloud, plan, keep).await?;
+    let (delete, survive) = choose(&images, keep as usize, &protected);
+    for (image, reasons) in survive {
+        report.kept.push(Survivor {
+            region: region.clone(),
+            image_id: image.id.clone(),
+            name: image.name.clone(),
+            reasons,
+        });
+    }
+    for image in delete {
+        let snapshot_ids = if dry_run {
+            image.snapshot_ids.clone()
+        } else {
+            images::delete_image(cloud, &image.id).await?
+        };
+        report.deleted.push(PrunedImage {
+            region: region.clone(),
+            image_id: image.id.clone(),
+            name: image.name.clone(),
+            snapshot_ids,
+        });
+    }
+    Ok(())
+}
+
+/// Every image id referenced in this region, with why.
+async fn references(cloud: &dyn Cloud, plan: &Plan, keep: u32) -> Result<Protected> {
+    let mut protected = Protected::new();
+    let own = plan
+        .release
+        .as_ref()
+        .map(|r| TemplateRef::parse(&r.launch_template));
+    for template in cloud.launch_templates().await? {
+        let versions = cloud.template_versions(&template.id).await?;
+        if own.as_ref().is_some_and(|own| own.matches(&template)) {
+            protect_own_versions(&mut protected, &template, &versions, keep);
+        } else {
+            for version in &versions {
+                let reason = format!(
+                    "used by launch template {} version {}",
+                    template.name, version.number
                 );
-                continue;
-            }
-            if version.number == template.default_version {
-                protect(
-                    &mut protected,
-                    image,
-                    format!(
-                        "the default version ({}) of {}",
-                        version.number, template.name
-                    ),
-                );
-            }
-            if version.number == template.latest_version {
-                protect(
-                    &mut protected,
-                    image,
-                    format!(
-                        "the latest version ({}) of {}",
-                        version.number, template.name
-                    ),
-                );
-            }
-            if rank < keep as usize {
-                protect(
-                    &mut protected,
-                    image,
-                    format!(
-                        "version {} of {} is within the newest {keep}",
-                        version.number, template.name
-                    ),
-                );
+                protect(&mut protected, version.image_id.as_ref(), reason);
             }
         }
     }
-    let states = ["pending", "running", "stopping", "stopped", "shutting-down"];
-    let instances = cloud
-        .ec2
-        .describe_instances()
-        .filters(filter("instance-state-name", states))
-        .into_paginator()
-        .send()
-        .collect::<Vec<_>>()
-        .await;
-    for page in instances {
-        let page =
-            page.map_err(|e| cloud.fail("DescribeInstances", "instances using kiln images", e))?;
-        for instance in page.reservations().iter().flat_map(|r| r.instances()) {
-            let state = instance
-                .state()
-                .and_then(|s| s.name())
-                .map(|n| n.as_str().to_owned())
-                .unwrap_or_default();
-            protect(
-                &mut protected,
-                instance.image_id().map(str::to_owned).as_ref(),
-                format!(
-                    "used by instance {} ({state})",
-                    instance.instance_id().unwrap_or_default()
-                ),
-            );
-        }
+    let mut states = InstanceState::LIVE.to_vec();
+    states.push(InstanceState::ShuttingDown);
+    let query = InstanceQuery {
+        tags: Vec::new(),
+        states,
+    };
+    for instance in cloud.find_instances(&query).await? {
+        let reason = format!("used by instance {} ({})", instance.id, instance.state);
+        protect(&mut protected, instance.image_id.as_ref(), reason);
     }
     Ok(protected)
+}
+
+/// The recipe's own template: its default, its latest and its newest `keep` versions stay.
+fn protect_own_versions(
+    protected: &mut Protected,
+    template: &LaunchTemplate,
+    versions: &[TemplateVersion],
+    keep: u32,
+) {
+    let name = &template.name;
+    for (rank, version) in versions.iter().enumerate() {
+        let (image, number) = (version.image_id.as_ref(), version.number);
+        if number == template.default_version {
+            let reason = format!("the default version ({number}) of {name}");
+            protect(protected, image, reason);
+        }
+        if number == template.latest_version {
+            let reason = format!("the latest version ({number}) of {name}");
+            protect(protected, image, reason);
+        }
+        if rank < keep as usize {
+            let reason = format!("version {number} of {name} is within the newest {keep}");
+            protect(protected, image, reason);
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn image(id: &str, date: &str) -> ImageInfo {
-        ImageInfo {
+    fn image(id: &str, date: &str) -> Image {
+        Image {
             id: id.into(),
             name: id.into(),
-            state: "available".into(),
+            state: crate::aws::ImageState::Available,
             state_reason: String::new(),
             creation_date: date.into(),
             owner_id: String::new(),

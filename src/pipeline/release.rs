@@ -7,16 +7,13 @@
 
 use std::time::Duration;
 
-use aws_sdk_autoscaling::types::RefreshPreferences;
 use serde::Serialize;
 
 use crate::aws::poll::{wait_until, Probe, Wait};
-use crate::aws::sdk::ec2;
-use crate::aws::sdk::Sdk as Cloud;
+use crate::aws::{Cloud, NewTemplateVersion, RefreshRequest, RefreshStatus, TemplateRef};
 use crate::error::{Error, Result};
 use crate::ledger::{Ledger, Resource};
 use crate::plan::ReleaseSpec;
-use crate::report::Reporter;
 
 /// The launch template part of the manifest.
 #[derive(Debug, Clone, Serialize)]
@@ -29,14 +26,27 @@ pub struct LaunchTemplateRelease {
     pub created_version: Option<i64>,
 }
 
-/// The version kiln writes into the version description, so `history` can tell its builds.
+/// The prefix of the description of every version a build creates.
+fn description_prefix(build_id: &str) -> String {
+    format!("kiln build {build_id}:")
+}
+
+/// The description kiln writes into a version, so `history` and teardown can tell its builds.
 pub fn version_description(build_id: &str, recipe: &str, version: &str, image_id: &str) -> String {
-    format!("kiln build {build_id}: {recipe} {version} {image_id}")
+    format!(
+        "{} {recipe} {version} {image_id}",
+        description_prefix(build_id)
+    )
+}
+
+/// Whether a version's description says build `build_id` created it.
+pub fn created_by(description: &str, build_id: &str) -> bool {
+    description.starts_with(&description_prefix(build_id))
 }
 
 /// Makes the launch template's default version use `image_id`.
 pub async fn release_image(
-    cloud: &Cloud,
+    cloud: &dyn Cloud,
     spec: &ReleaseSpec,
     image_id: &str,
     description: &str,
@@ -44,37 +54,41 @@ pub async fn release_image(
     ledger: Option<&Ledger>,
 ) -> Result<LaunchTemplateRelease> {
     // One call tells the template's id, its default version and that version's image.
-    let (template, default_image) = ec2::default_version(cloud, &spec.launch_template).await?;
+    let default = cloud
+        .default_template_version(&TemplateRef::parse(&spec.launch_template))
+        .await?;
     let mut release = LaunchTemplateRelease {
-        id: template.id.clone(),
-        name: template.name.clone(),
-        previous_default_version: template.default_version,
-        default_version: template.default_version,
+        id: default.template_id.clone(),
+        name: default.template_name.clone(),
+        previous_default_version: default.number,
+        default_version: default.number,
         created_version: None,
     };
-    if default_image.as_deref() == Some(image_id) {
+    if default.image_id.as_deref() == Some(image_id) {
         return Ok(release);
     }
-    let version = ec2::create_template_version(
-        cloud,
-        &template.id,
-        template.default_version,
-        image_id,
-        description,
-        client_token,
-    )
-    .await?;
+    let version = cloud
+        .create_template_version(&NewTemplateVersion {
+            template_id: default.template_id.clone(),
+            source_version: default.number,
+            image_id: image_id.to_owned(),
+            description: description.to_owned(),
+            client_token: client_token.to_owned(),
+        })
+        .await?;
     let resource = Resource::TemplateVersion {
-        template_id: template.id.clone(),
+        template_id: default.template_id.clone(),
         version,
-        region: cloud.region.clone(),
+        region: cloud.region().to_owned(),
     };
     if let Some(ledger) = ledger {
         ledger.created(resource.clone())?;
     }
     release.created_version = Some(version);
     if spec.set_default {
-        ec2::set_default_version(cloud, &template.id, version).await?;
+        cloud
+            .set_default_version(&default.template_id, version)
+            .await?;
         release.default_version = version;
     }
     if let Some(ledger) = ledger {
@@ -88,101 +102,64 @@ pub async fn release_image(
 pub struct RefreshOutcome {
     pub auto_scaling_group: String,
     pub refresh_id: String,
-    pub status: String,
+    pub status: RefreshStatus,
     pub reason: String,
 }
 
 /// Starts an instance refresh of `group` with the release's preferences and follows it until it
 /// ends or `timeout` passes.
 pub async fn refresh_group(
-    cloud: &Cloud,
-    reporter: &dyn Reporter,
-    phase: &str,
+    cloud: &dyn Cloud,
     spec: &ReleaseSpec,
     group: &str,
     timeout: Duration,
+    on_state: impl FnMut(&str),
 ) -> Result<RefreshOutcome> {
-    let preferences = RefreshPreferences::builder()
-        .min_healthy_percentage(spec.min_healthy_percentage)
-        .instance_warmup(spec.instance_warmup.as_secs() as i32)
-        .skip_matching(true)
-        .build();
-    let out = cloud
-        .autoscaling
-        .start_instance_refresh()
-        .auto_scaling_group_name(group)
-        .preferences(preferences)
-        .send()
-        .await
-        .map_err(|e| {
-            cloud.fail(
-                "StartInstanceRefresh",
-                format!("auto scaling group {group}"),
-                e,
-            )
-        })?;
-    let refresh_id = out.instance_refresh_id().unwrap_or_default().to_owned();
+    let refresh_id = cloud
+        .start_refresh(&RefreshRequest {
+            group: group.to_owned(),
+            min_healthy_percentage: spec.min_healthy_percentage,
+            instance_warmup_secs: spec.instance_warmup.as_secs() as i32,
+            skip_matching: true,
+        })
+        .await?;
     let wait = Wait {
         phase: "waiting for the instance refresh",
         resource: &format!("instance refresh {refresh_id} of {group}"),
-        region: &cloud.region,
+        region: cloud.region(),
         timeout,
         hint: "look at the group's activity history: new instances failing health checks are the usual cause",
     };
-    wait_until(
-        wait,
-        |state| reporter.phase_progress(phase, state),
-        || async {
-            let out = cloud
-                .autoscaling
-                .describe_instance_refreshes()
-                .auto_scaling_group_name(group)
-                .instance_refresh_ids(&refresh_id)
-                .send()
-                .await
-                .map_err(|e| {
-                    cloud.fail(
-                        "DescribeInstanceRefreshes",
-                        format!("{refresh_id} of {group}"),
-                        e,
-                    )
-                })?;
-            let Some(refresh) = out.instance_refreshes().first() else {
-                return Ok(Probe::Pending("not visible yet".into()));
-            };
-            let status = refresh
-                .status()
-                .map(|s| s.as_str().to_owned())
-                .unwrap_or_default();
-            Ok(match status.as_str() {
-                "Successful" | "Failed" | "Cancelled" | "RollbackSuccessful" | "RollbackFailed" => {
-                    Probe::Done(RefreshOutcome {
-                        auto_scaling_group: group.to_owned(),
-                        refresh_id: refresh_id.clone(),
-                        status: status.clone(),
-                        reason: refresh.status_reason().unwrap_or_default().to_owned(),
-                    })
-                }
-                _ => Probe::Pending(format!(
-                    "{status} {}%",
-                    refresh.percentage_complete().unwrap_or(0)
-                )),
-            })
-        },
-    )
+    wait_until(wait, on_state, || async {
+        let Some(refresh) = cloud.refresh(group, &refresh_id).await? else {
+            return Ok(Probe::Pending("not visible yet".into()));
+        };
+        if !refresh.status.is_finished() {
+            return Ok(Probe::Pending(format!(
+                "{} {}%",
+                refresh.status, refresh.percentage_complete
+            )));
+        }
+        Ok(Probe::Done(RefreshOutcome {
+            auto_scaling_group: group.to_owned(),
+            refresh_id: refresh_id.clone(),
+            status: refresh.status,
+            reason: refresh.status_reason,
+        }))
+    })
     .await
 }
 
 /// Fails with a clear message unless the refresh succeeded.
 pub fn ensure_refreshed(outcome: &RefreshOutcome, region: &str) -> Result<()> {
-    if outcome.status == "Successful" {
+    if outcome.status == RefreshStatus::Successful {
         return Ok(());
     }
     Err(Error::BadState {
         phase: "instance refresh",
         resource: format!("{} of {}", outcome.refresh_id, outcome.auto_scaling_group),
         region: region.to_owned(),
-        state: outcome.status.clone(),
+        state: outcome.status.to_string(),
         reason: outcome.reason.clone(),
     })
 }

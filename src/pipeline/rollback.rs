@@ -8,13 +8,12 @@
 
 use serde::Serialize;
 
-use crate::aws::sdk::ec2;
-use crate::aws::sdk::Sdk as Cloud;
+use crate::aws::{Cloud, ImageState, NewTemplateVersion};
 use crate::error::{Error, Result};
-use crate::pipeline::history::{history, HistoryEntry};
+use crate::pipeline::history::{history, History, HistoryEntry};
 use crate::pipeline::release::{self, RefreshOutcome};
 use crate::plan::{Plan, ReleaseSpec};
-use crate::report::Reporter;
+use crate::report::{Phase, Reporter};
 use crate::tags;
 
 /// What to roll back to.
@@ -44,16 +43,14 @@ pub struct RollbackOutcome {
 /// Picks the version the default `rollback` goes to (pure; `versions` newest first).
 pub fn previous_version(versions: &[HistoryEntry]) -> Option<&HistoryEntry> {
     let latest = versions.first()?;
-    versions.iter().skip(1).find(|v| {
-        v.image_exists
-            && v.image_state == "available"
-            && v.image_id.is_some()
-            && v.image_id != latest.image_id
-    })
+    versions
+        .iter()
+        .skip(1)
+        .find(|v| v.image_usable() && v.image_id.is_some() && v.image_id != latest.image_id)
 }
 
 pub async fn rollback(
-    cloud: &Cloud,
+    cloud: &dyn Cloud,
     reporter: &dyn Reporter,
     plan: &Plan,
     spec: &ReleaseSpec,
@@ -61,56 +58,26 @@ pub async fn rollback(
     refresh: bool,
 ) -> Result<RollbackOutcome> {
     let found = history(cloud, spec).await?;
-    let current = found.versions.iter().find(|v| v.is_default);
     let before = Pointer {
         version: found.default_version,
-        image_id: current.and_then(|v| v.image_id.clone()),
+        image_id: found
+            .versions
+            .iter()
+            .find(|v| v.is_default)
+            .and_then(|v| v.image_id.clone()),
     };
     let after_version = match target {
-        Target::Previous => previous_version(&found.versions).map(|v| v.version).ok_or_else(|| {
-            Error::Refused(format!(
-                "launch template {} has no earlier version whose image still exists: nothing to roll back to",
-                found.launch_template_name
-            ))
-        })?,
-        Target::Version(n) => {
-            let entry = found.versions.iter().find(|v| v.version == *n).ok_or_else(|| {
-                Error::Refused(format!("launch template {} has no version {n} (see `kiln history`)", found.launch_template_name))
-            })?;
-            if !entry.image_exists {
-                return Err(Error::Refused(format!(
-                    "version {n} of {} points at {}, which no longer exists",
-                    found.launch_template_name,
-                    entry.image_id.as_deref().unwrap_or("no image")
-                )));
-            }
-            *n
-        }
+        Target::Previous => previous_target(&found)?,
+        Target::Version(n) => version_target(&found, *n)?,
         Target::Image { id, allow_foreign } => {
-            let image = ec2::find_image(cloud, id).await?.ok_or_else(|| Error::Refused(format!("image {id} does not exist in {}", cloud.region)))?;
-            if image.state != "available" {
-                return Err(Error::Refused(format!("image {id} is {}, not available", image.state)));
-            }
-            let recipe = image.tags.get(tags::RECIPE);
-            if !allow_foreign && recipe != Some(&plan.name) {
-                return Err(Error::Refused(format!(
-                    "image {id} was not built by kiln from recipe {} (its kiln:recipe tag is {}): pass --allow-foreign to use it anyway",
-                    plan.name,
-                    recipe.map(|r| format!("{r:?}")).unwrap_or_else(|| "missing".into())
-                )));
-            }
-            if before.image_id.as_deref() == Some(id.as_str()) {
-                found.default_version
-            } else {
-                let description = format!("kiln rollback to {id}");
-                let token = format!("kiln-rollback-{}-{}", found.default_version, id);
-                ec2::create_template_version(cloud, &found.launch_template_id, found.default_version, id, &description, &token).await?
-            }
+            image_target(cloud, plan, &found, &before, id, *allow_foreign).await?
         }
     };
     let changed = after_version != found.default_version;
     if changed {
-        ec2::set_default_version(cloud, &found.launch_template_id, after_version).await?;
+        cloud
+            .set_default_version(&found.launch_template_id, after_version)
+            .await?;
     }
     let after_image = match target {
         Target::Image { id, .. } => Some(id.clone()),
@@ -132,16 +99,100 @@ pub async fn rollback(
         instance_refresh: None,
     };
     if let (true, true, Some(group)) = (changed, refresh, &spec.auto_scaling_group) {
-        let phase = format!("instance refresh of {group}");
-        reporter.phase_started(&phase);
-        let timeout = plan.timeouts.instance_refresh;
-        let refreshed =
-            release::refresh_group(cloud, reporter, &phase, spec, group, timeout).await?;
-        reporter.phase_finished(&phase, &refreshed.status);
+        let refreshed = follow_refresh(cloud, reporter, plan, spec, group).await?;
         outcome.instance_refresh = Some(refreshed.clone());
-        release::ensure_refreshed(&refreshed, &cloud.region)?;
+        release::ensure_refreshed(&refreshed, cloud.region())?;
     }
     Ok(outcome)
+}
+
+fn previous_target(found: &History) -> Result<i64> {
+    previous_version(&found.versions)
+        .map(|v| v.version)
+        .ok_or_else(|| {
+            Error::Refused(format!(
+                "launch template {} has no earlier version whose image still exists: nothing to roll back to",
+                found.launch_template_name
+            ))
+        })
+}
+
+fn version_target(found: &History, n: i64) -> Result<i64> {
+    let name = &found.launch_template_name;
+    let entry = found
+        .versions
+        .iter()
+        .find(|v| v.version == n)
+        .ok_or_else(|| {
+            Error::Refused(format!(
+                "launch template {name} has no version {n} (see `kiln history`)"
+            ))
+        })?;
+    if !entry.image_exists {
+        return Err(Error::Refused(format!(
+            "version {n} of {name} points at {}, which no longer exists",
+            entry.image_id.as_deref().unwrap_or("no image")
+        )));
+    }
+    Ok(n)
+}
+
+/// The version that uses image `id`: the default if it already does, else a new version.
+async fn image_target(
+    cloud: &dyn Cloud,
+    plan: &Plan,
+    found: &History,
+    before: &Pointer,
+    id: &str,
+    allow_foreign: bool,
+) -> Result<i64> {
+    let image = cloud.images(&[id.to_owned()]).await?.pop().ok_or_else(|| {
+        Error::Refused(format!("image {id} does not exist in {}", cloud.region()))
+    })?;
+    if image.state != ImageState::Available {
+        return Err(Error::Refused(format!(
+            "image {id} is {}, not available",
+            image.state
+        )));
+    }
+    let recipe = image.tags.get(tags::RECIPE);
+    if !allow_foreign && recipe != Some(&plan.name) {
+        return Err(Error::Refused(format!(
+            "image {id} was not built by kiln from recipe {} (its kiln:recipe tag is {}): pass --allow-foreign to use it anyway",
+            plan.name,
+            recipe.map(|r| format!("{r:?}")).unwrap_or_else(|| "missing".into())
+        )));
+    }
+    if before.image_id.as_deref() == Some(id) {
+        return Ok(found.default_version);
+    }
+    cloud
+        .create_template_version(&NewTemplateVersion {
+            template_id: found.launch_template_id.clone(),
+            source_version: found.default_version,
+            image_id: id.to_owned(),
+            description: format!("kiln rollback to {id}"),
+            client_token: format!("kiln-rollback-{}-{id}", found.default_version),
+        })
+        .await
+}
+
+async fn follow_refresh(
+    cloud: &dyn Cloud,
+    reporter: &dyn Reporter,
+    plan: &Plan,
+    spec: &ReleaseSpec,
+    group: &str,
+) -> Result<RefreshOutcome> {
+    let phase = Phase::InstanceRefresh {
+        group: group.to_owned(),
+    };
+    reporter.phase_started(&phase);
+    let timeout = plan.timeouts.instance_refresh;
+    let on_state = |state: &str| reporter.phase_progress(&phase, state);
+    let refreshed = release::refresh_group(cloud, spec, group, timeout, on_state).await?;
+    reporter.phase_finished(&phase, refreshed.status.as_str());
+    Ok(refreshed)
 }
 
 #[cfg(test)]

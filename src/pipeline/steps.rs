@@ -6,11 +6,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::aws::poll::{wait_until, Probe, Wait};
-use crate::aws::sdk::{ssm, Sdk as Cloud};
+use crate::aws::{Cloud, CommandStatus, Invocation, PingStatus, ShellCommand};
 use crate::error::{Error, Result};
-use crate::pipeline::script::commands_for;
+use crate::pipeline::script::{commands_for, Command};
 use crate::plan::{Plan, Step};
-use crate::report::Reporter;
+use crate::report::{Phase, Reporter};
 
 /// Extra time kiln gives SSM beyond a step's own timeout before it cancels the command.
 pub const STEP_GRACE: Duration = Duration::from_secs(60);
@@ -19,7 +19,7 @@ const TAIL_LINES: usize = 20;
 
 /// Waits until the builder's SSM agent reports `Online`.
 pub async fn wait_agent_online(
-    cloud: &Cloud,
+    cloud: &dyn Cloud,
     instance_id: &str,
     timeout: Duration,
     on_state: impl FnMut(&str),
@@ -27,14 +27,14 @@ pub async fn wait_agent_online(
     let wait = Wait {
         phase: "waiting for the SSM agent to come online",
         resource: instance_id,
-        region: &cloud.region,
+        region: cloud.region(),
         timeout,
         hint: "the usual causes: the instance profile lacks AmazonSSMManagedInstanceCore, the subnet has no route to the SSM endpoints \
                (NAT gateway or VPC endpoints ssm, ssmmessages, ec2messages), or the source image has no SSM agent",
     };
     wait_until(wait, on_state, || async {
-        Ok(match ssm::agent_ping_status(cloud, instance_id).await? {
-            Some(status) if status == "Online" => Probe::Done(()),
+        Ok(match cloud.agent_status(instance_id).await? {
+            Some(PingStatus::Online) => Probe::Done(()),
             Some(status) => Probe::Pending(format!("agent {status}")),
             None => Probe::Pending("agent not registered".into()),
         })
@@ -44,7 +44,7 @@ pub async fn wait_agent_online(
 
 /// What running steps on one builder needs.
 pub struct StepRunner<'a> {
-    pub cloud: &'a Cloud,
+    pub cloud: &'a dyn Cloud,
     pub reporter: &'a dyn Reporter,
     pub plan: &'a Plan,
     pub instance_id: &'a str,
@@ -55,95 +55,98 @@ pub struct StepRunner<'a> {
 
 impl StepRunner<'_> {
     /// Runs every command of one step and waits for each; writes outputs to the log folder.
-    pub async fn run(&self, index: usize, step: &Step, phase: &str) -> Result<String> {
-        let StepRunner {
-            cloud,
-            reporter,
-            plan,
-            instance_id,
-            build_id,
-            log_dir,
-        } = *self;
-        let log_path = log_dir.join(format!("{:02}-{}.log", index + 1, slug(&step.name)));
+    /// Returns the last line of the step's output.
+    pub async fn run(&self, index: usize, step: &Step, phase: &Phase) -> Result<String> {
+        let log_path = self
+            .log_dir
+            .join(format!("{:02}-{}.log", index + 1, slug(&step.name)));
         let mut log = String::new();
         let mut summary = String::new();
-        for command in commands_for(step, build_id) {
-            let comment = format!("kiln {build_id} {}: {}", step.name, command.label);
-            let command_id = ssm::send_shell(
-                cloud,
-                instance_id,
-                command.script,
-                step.timeout.as_secs() + 30,
-                &comment,
-            )
-            .await?;
-            let wait = Wait {
-                phase: "running a step",
-                resource: &format!("step `{}` (command {command_id} on {instance_id})", step.name),
-                region: &cloud.region,
-                timeout: step.timeout + STEP_GRACE,
-                hint: "raise the step's `timeout`, or look at the command in the SSM console (Run Command history)",
-            };
-            let outcome = wait_until(
-                wait,
-                |state| reporter.phase_progress(phase, state),
-                || async {
-                    Ok(
-                        match ssm::invocation(cloud, &command_id, instance_id).await? {
-                            Some(inv) if inv.is_finished() => Probe::Done(inv),
-                            Some(inv) => Probe::Pending(inv.status),
-                            None => Probe::Pending("Pending".into()),
-                        },
-                    )
-                },
-            )
-            .await;
-            let invocation = match outcome {
-                Ok(inv) => inv,
-                Err(e) => {
-                    if matches!(e, Error::Timeout { .. }) {
-                        let _ = ssm::cancel_command(cloud, &command_id, instance_id).await;
-                    }
-                    return Err(e);
-                }
-            };
-            let stdout = plan.redact(&invocation.stdout);
-            let stderr = plan.redact(&invocation.stderr);
+        for command in commands_for(step, self.build_id) {
+            let (command_id, invocation) = self.execute(step, &command, phase).await?;
+            let stdout = self.plan.redact(&invocation.stdout);
+            let stderr = self.plan.redact(&invocation.stderr);
             log.push_str(&format!(
                 "== {} (command {command_id}) status {} exit {}\n-- stdout\n{stdout}\n-- stderr\n{stderr}\n",
-                command.label, invocation.status, invocation.exit_code
+                command.label,
+                invocation.status,
+                invocation.exit_code.unwrap_or(-1)
             ));
             std::fs::write(&log_path, &log)
                 .map_err(|e| Error::io("write the step log", &log_path, e))?;
-            reporter.step_output(&step.name, &stdout, &stderr);
-            if invocation.status != "Success" {
+            self.reporter.step_output(&step.name, &stdout, &stderr);
+            if invocation.status != CommandStatus::Success {
                 return Err(Error::StepFailed {
                     step: step.name.clone(),
-                    instance: instance_id.to_owned(),
-                    status: if invocation.status_details.is_empty()
-                        || invocation.status_details == invocation.status
-                    {
-                        invocation.status.clone()
-                    } else {
-                        format!("{} ({})", invocation.status, invocation.status_details)
-                    },
-                    exit_code: (invocation.exit_code >= 0).then_some(invocation.exit_code),
+                    instance: self.instance_id.to_owned(),
+                    status: invocation.describe_status(),
+                    exit_code: invocation.exit_code,
                     stdout_tail: tail(&stdout, TAIL_LINES),
                     stderr_tail: tail(&stderr, TAIL_LINES),
                     log: log_path.display().to_string(),
                 });
             }
-            summary = stdout
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or_default()
-                .chars()
-                .take(100)
-                .collect();
+            summary = last_line(&stdout);
         }
         Ok(summary)
     }
+
+    /// Sends one command and follows it to its end; cancels it when the wait times out.
+    async fn execute(
+        &self,
+        step: &Step,
+        command: &Command,
+        phase: &Phase,
+    ) -> Result<(String, Invocation)> {
+        let (cloud, instance_id) = (self.cloud, self.instance_id);
+        let command_id = cloud
+            .send_command(&ShellCommand {
+                instance_id: instance_id.to_owned(),
+                script: command.script.clone(),
+                execution_timeout_secs: step.timeout.as_secs() + 30,
+                comment: format!("kiln {} {}: {}", self.build_id, step.name, command.label),
+            })
+            .await?;
+        let wait = Wait {
+            phase: "running a step",
+            resource: &format!("step `{}` (command {command_id} on {instance_id})", step.name),
+            region: cloud.region(),
+            timeout: step.timeout + STEP_GRACE,
+            hint: "raise the step's `timeout`, or look at the command in the SSM console (Run Command history)",
+        };
+        let outcome = wait_until(
+            wait,
+            |state| self.reporter.phase_progress(phase, state),
+            || async {
+                Ok(match cloud.invocation(&command_id, instance_id).await? {
+                    Some(inv) if inv.is_finished() => Probe::Done(inv),
+                    Some(inv) => Probe::Pending(inv.status.to_string()),
+                    None => Probe::Pending("Pending".into()),
+                })
+            },
+        )
+        .await;
+        match outcome {
+            Ok(invocation) => Ok((command_id, invocation)),
+            Err(e) => {
+                if matches!(e, Error::Timeout { .. }) {
+                    let _ = cloud.cancel_command(&command_id, instance_id).await;
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The last non-empty line of `text`, at most 100 characters.
+fn last_line(text: &str) -> String {
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default()
+        .chars()
+        .take(100)
+        .collect()
 }
 
 fn tail(text: &str, lines: usize) -> String {

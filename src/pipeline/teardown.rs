@@ -1,30 +1,125 @@
-//! Teardown: removing what a failed or interrupted build created, newest first.
+//! Teardown: removes what a build created and did not keep, in the reverse order of creation,
+//! and says what it did as values ([`Cleanup`], [`Outcome`]) that `build` and `gc` share.
 //!
-//! The ledger says what was created; a search by the build's `kiln:build-id` tag adds what a call
-//! created but could not report (an interrupt between the request and its answer). Every removal
-//! is attempted even when one fails; the failures are returned as lines for the report, and the
-//! original error of the build stays the error.
+//! Besides the ledger, it searches AWS for what a call whose answer never came may have created:
+//! instances and images tagged with the build id, and launch template versions whose description
+//! names the build.
 
-use std::time::Duration;
+use std::fmt;
 
-use crate::aws::poll::{wait_until, Probe, Wait};
-use crate::aws::sdk::ec2::{self, filter};
-use crate::aws::sdk::Sdk as Cloud;
+use serde::{Serialize, Serializer};
+
+use crate::aws::{Cloud, ImageQuery, InstanceQuery, TemplateRef};
 use crate::error::Result;
 use crate::ledger::{Ledger, Resource};
-use crate::pipeline::{images, release};
+use crate::pipeline::instances::{terminate_and_wait, TERMINATE_WAIT};
+use crate::pipeline::{first_line, images, release};
 use crate::tags;
 
-/// How long teardown waits for a builder to be gone before it reports and moves on.
-pub const TERMINATE_WAIT: Duration = Duration::from_secs(600);
+/// What was done, or not, about one resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Removed; `with` names what went with it (an image's snapshots).
+    Removed { with: Vec<String> },
+    /// A launch template version that became the default: that release completed, so it stays.
+    KeptAsDefault,
+    /// `--dry-run`: would be removed.
+    WouldRemove,
+    /// Left alone on purpose, with the reason.
+    Spared(String),
+    /// Removing it failed, with the first line of the error.
+    Failed(String),
+}
 
-/// Removes every resource of the build that is not a kept product; returns what it did, one
-/// line each, failures included.
+impl Outcome {
+    pub fn is_failure(&self) -> bool {
+        matches!(self, Outcome::Failed(_))
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Removed { with } if with.is_empty() => f.write_str("removed"),
+            Outcome::Removed { with } => {
+                write!(f, "removed with its snapshots {}", with.join(", "))
+            }
+            Outcome::KeptAsDefault => f.write_str("kept: it is the default version"),
+            Outcome::WouldRemove => f.write_str("would remove"),
+            Outcome::Spared(reason) => write!(f, "spared: {reason}"),
+            Outcome::Failed(error) => write!(f, "FAILED: {error}"),
+        }
+    }
+}
+
+impl Serialize for Outcome {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// One resource and what teardown did about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cleanup {
+    pub resource: Resource,
+    pub outcome: Outcome,
+}
+
+impl fmt::Display for Cleanup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let resource = &self.resource;
+        match &self.outcome {
+            Outcome::Removed { with } if with.is_empty() => write!(f, "removed {resource}"),
+            Outcome::Removed { with } => {
+                write!(
+                    f,
+                    "removed {resource} and its snapshots {}",
+                    with.join(", ")
+                )
+            }
+            Outcome::KeptAsDefault => write!(f, "kept {resource}: it is the default version"),
+            Outcome::WouldRemove => write!(f, "would remove {resource}"),
+            Outcome::Spared(reason) => write!(f, "spared {resource}: {reason}"),
+            Outcome::Failed(error) => write!(
+                f,
+                "FAILED to remove {resource}: {error} (remove it by hand, or run `kiln gc`)"
+            ),
+        }
+    }
+}
+
+/// What a teardown did.
+#[derive(Debug, Clone, Default)]
+pub struct Teardown {
+    /// Why the search for unrecorded leftovers failed, if it did.
+    pub search_failed: Option<String>,
+    pub cleanups: Vec<Cleanup>,
+}
+
+impl Teardown {
+    /// Everything found was removed (or rightly kept).
+    pub fn is_complete(&self) -> bool {
+        self.search_failed.is_none() && !self.cleanups.iter().any(|c| c.outcome.is_failure())
+    }
+
+    /// One line per resource, for the error message.
+    pub fn lines(&self) -> Vec<String> {
+        let search = self
+            .search_failed
+            .iter()
+            .map(|e| format!("could not search for tagged leftovers: {e}"));
+        search
+            .chain(self.cleanups.iter().map(Cleanup::to_string))
+            .collect()
+    }
+}
+
+/// Removes every resource of the build that is not a kept product.
 ///
 /// `template` is the recipe's launch template: a version this build created but never heard
 /// back about (interrupted during the call) is found there by its description.
-pub async fn tear_down(cloud: &Cloud, ledger: &Ledger, template: Option<&str>) -> Vec<String> {
-    let mut report = Vec::new();
+pub async fn tear_down(cloud: &dyn Cloud, ledger: &Ledger, template: Option<&str>) -> Teardown {
+    let mut teardown = Teardown::default();
     let mut todo = ledger.to_tear_down();
     match find_tagged_leftovers(cloud, ledger.build_id(), template).await {
         Ok(found) => {
@@ -35,73 +130,57 @@ pub async fn tear_down(cloud: &Cloud, ledger: &Ledger, template: Option<&str>) -
                 }
             }
         }
-        Err(e) => report.push(format!(
-            "could not search for tagged leftovers: {}",
-            e.to_string().lines().next().unwrap_or_default()
-        )),
+        Err(e) => teardown.search_failed = Some(first_line(&e.to_string())),
     }
-    // Launch template versions first, then images, then instances: the reverse of creation.
-    todo.sort_by_key(|r| match r {
-        Resource::TemplateVersion { .. } => 0,
-        Resource::Image { .. } => 1,
-        Resource::Snapshot { .. } => 2,
-        Resource::Instance { .. } => 3,
-    });
+    todo.sort_by_key(Resource::teardown_rank);
     for resource in todo {
-        match remove(cloud, &resource).await {
-            Ok(detail) => {
+        let outcome = match remove(cloud, &resource).await {
+            Ok(outcome) => {
                 let _ = ledger.removed(resource.clone());
-                report.push(format!("removed {resource}{detail}"));
+                outcome
             }
-            Err(e) => report.push(format!(
-                "FAILED to remove {resource}: {} (remove it by hand, or run `kiln gc`)",
-                e.to_string().lines().next().unwrap_or_default()
-            )),
-        }
+            Err(e) => Outcome::Failed(first_line(&e.to_string())),
+        };
+        teardown.cleanups.push(Cleanup { resource, outcome });
     }
-    report
+    teardown
 }
 
 /// Instances and images tagged with this build id that are not terminated / deregistered, and
 /// launch template versions whose description names this build and that are not the default.
 async fn find_tagged_leftovers(
-    cloud: &Cloud,
+    cloud: &dyn Cloud,
     build_id: &str,
     template: Option<&str>,
 ) -> Result<Vec<Resource>> {
-    let by_tag = || filter(&format!("tag:{}", tags::BUILD_ID), [build_id]);
+    let region = cloud.region().to_owned();
     let mut found = Vec::new();
-    let states = ["pending", "running", "stopping", "stopped"];
-    for instance in ec2::list_instances(
-        cloud,
-        vec![by_tag(), filter("instance-state-name", states)],
-        build_id,
-    )
-    .await?
-    {
+    let instances = InstanceQuery::live().tagged(tags::BUILD_ID, build_id);
+    for instance in cloud.find_instances(&instances).await? {
         found.push(Resource::Instance {
             id: instance.id,
-            region: cloud.region.clone(),
+            region: region.clone(),
         });
     }
     // Every image of this build: the ones the ledger knows (kept products among them) are
     // filtered out by the caller; the others were made by a call whose answer never came.
-    for image in ec2::list_images(cloud, &["self".to_owned()], vec![by_tag()], build_id).await? {
+    let images = ImageQuery::own().tagged(tags::BUILD_ID, build_id);
+    for image in cloud.find_images(&images).await? {
         found.push(Resource::Image {
             id: image.id,
-            region: cloud.region.clone(),
+            region: region.clone(),
         });
     }
     if let Some(template) = template {
-        let info = ec2::describe_launch_template(cloud, template).await?;
-        let marker = release::version_description(build_id, "", "", "");
-        let marker = marker.split(':').next().unwrap_or_default().to_owned() + ":";
-        for version in ec2::list_template_versions(cloud, &info.id).await? {
-            if version.description.starts_with(&marker) && version.number != info.default_version {
+        let template = cloud.launch_template(&TemplateRef::parse(template)).await?;
+        for version in cloud.template_versions(&template.id).await? {
+            if release::created_by(&version.description, build_id)
+                && version.number != template.default_version
+            {
                 found.push(Resource::TemplateVersion {
-                    template_id: info.id.clone(),
+                    template_id: template.id.clone(),
                     version: version.number,
-                    region: cloud.region.clone(),
+                    region: region.clone(),
                 });
             }
         }
@@ -109,63 +188,35 @@ async fn find_tagged_leftovers(
     Ok(found)
 }
 
-/// Removes one resource (in its own region); says what else went with it.
-pub async fn remove(home: &Cloud, resource: &Resource) -> Result<String> {
+/// Removes one resource (in its own region).
+pub async fn remove(home: &dyn Cloud, resource: &Resource) -> Result<Outcome> {
     let cloud = home.in_region(resource.region());
+    let cloud = cloud.as_ref();
     match resource {
         Resource::TemplateVersion {
             template_id,
             version,
             ..
         } => {
-            let template = ec2::describe_launch_template(&cloud, template_id).await?;
+            let template = cloud
+                .launch_template(&TemplateRef::Id(template_id.clone()))
+                .await?;
             if template.default_version == *version {
-                // It became the default: that release completed, so the version stays.
-                return Ok(" (kept: it is the default version)".into());
+                return Ok(Outcome::KeptAsDefault);
             }
-            ec2::delete_template_version(&cloud, template_id, *version).await?;
-            Ok(String::new())
+            cloud.delete_template_version(template_id, *version).await?;
+            Ok(Outcome::Removed { with: Vec::new() })
         }
-        Resource::Image { id, .. } => {
-            let snapshots = images::delete_image(&cloud, id).await?;
-            Ok(if snapshots.is_empty() {
-                String::new()
-            } else {
-                format!(" and its snapshots {}", snapshots.join(", "))
-            })
-        }
+        Resource::Image { id, .. } => Ok(Outcome::Removed {
+            with: images::delete_image(cloud, id).await?,
+        }),
         Resource::Snapshot { id, .. } => {
-            ec2::delete_snapshot(&cloud, id).await?;
-            Ok(String::new())
+            cloud.delete_snapshot(id).await?;
+            Ok(Outcome::Removed { with: Vec::new() })
         }
         Resource::Instance { id, .. } => {
-            terminate_and_wait(&cloud, id, TERMINATE_WAIT).await?;
-            Ok(" (terminated)".into())
+            terminate_and_wait(cloud, id, TERMINATE_WAIT).await?;
+            Ok(Outcome::Removed { with: Vec::new() })
         }
     }
-}
-
-/// Terminates an instance and waits until it is `terminated`.
-pub async fn terminate_and_wait(cloud: &Cloud, id: &str, timeout: Duration) -> Result<()> {
-    ec2::terminate_instances(cloud, &[id.to_owned()]).await?;
-    let wait = Wait {
-        phase: "waiting for the builder to terminate",
-        resource: id,
-        region: &cloud.region,
-        timeout,
-        hint: "check the instance in the EC2 console; termination protection blocks it",
-    };
-    wait_until(
-        wait,
-        |_| {},
-        || async {
-            match ec2::instance_state(cloud, id).await {
-                Ok(state) if state == "terminated" => Ok(Probe::Done(())),
-                Ok(state) => Ok(Probe::Pending(state)),
-                Err(e) if e.aws_code() == Some("InvalidInstanceID.NotFound") => Ok(Probe::Done(())),
-                Err(e) => Err(e),
-            }
-        },
-    )
-    .await
 }

@@ -3,11 +3,15 @@
 
 #![allow(dead_code)]
 
+pub mod real_account;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use kiln::aws::sdk::common::tag_map;
+use kiln::aws::sdk::{ConnectOptions, Sdk, StaticCredentials};
 use serde_json::Value;
 
 pub const REGION: &str = "us-east-1";
@@ -136,33 +140,35 @@ impl Emulator {
             .enable_all()
             .build()
             .expect("runtime");
-        let config = runtime.block_on(
-            aws_config::defaults(aws_config::BehaviorVersion::latest())
-                .region(aws_config::Region::new(REGION))
-                .endpoint_url(&self.url)
-                .credentials_provider(aws_sdk_ec2::config::Credentials::new(
-                    CHECK_ACCESS_KEY,
-                    "testing",
-                    None,
-                    None,
-                    "tests",
-                ))
-                .http_client(
-                    aws_smithy_http_client::Builder::new()
-                        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-                        ))
-                        .build_https(),
-                )
-                .load(),
-        );
+        let sdk = runtime.block_on(sdk_as(&self.url, CHECK_ACCESS_KEY));
         Aws {
-            ec2: aws_sdk_ec2::Client::new(&config),
-            autoscaling: aws_sdk_autoscaling::Client::new(&config),
-            ssm: aws_sdk_ssm::Client::new(&config),
+            ec2: sdk.ec2.clone(),
+            autoscaling: sdk.autoscaling.clone(),
+            ssm: sdk.ssm.clone(),
             runtime,
         }
     }
+}
+
+/// kiln's SDK implementation against an emulator, with kiln's test credentials (its calls count
+/// as kiln's in the emulator's request log, and so in the IAM policy check).
+pub async fn kiln_sdk(url: &str) -> Sdk {
+    sdk_as(url, KILN_ACCESS_KEY).await
+}
+
+async fn sdk_as(url: &str, access_key: &str) -> Sdk {
+    let options = ConnectOptions {
+        region: Some(REGION.into()),
+        profile: None,
+        endpoint_url: Some(url.to_owned()),
+        static_credentials: Some(StaticCredentials {
+            access_key_id: access_key.into(),
+            secret_access_key: "testing".into(),
+        }),
+    };
+    Sdk::connect(&options)
+        .await
+        .expect("connect to the emulator")
 }
 
 /// Where each emulator leaves the list of AWS actions kiln called, for the IAM policy check
@@ -230,17 +236,6 @@ pub struct Image {
     pub state: String,
     pub snapshots: Vec<String>,
     pub tags: std::collections::BTreeMap<String, String>,
-}
-
-fn tag_map(tags: &[aws_sdk_ec2::types::Tag]) -> std::collections::BTreeMap<String, String> {
-    tags.iter()
-        .map(|t| {
-            (
-                t.key().unwrap_or_default().to_owned(),
-                t.value().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect()
 }
 
 impl Aws {

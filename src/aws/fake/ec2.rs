@@ -463,6 +463,17 @@ impl World {
         {
             return Ok(done.id.clone());
         }
+        // As EC2 (and the emulator): an EBS mapping needs a size or a snapshot id.
+        if request
+            .root_volume
+            .as_ref()
+            .is_some_and(|r| r.size_gb.is_none())
+        {
+            return refuse(
+                "MissingParameter",
+                "The request must contain the parameter size or snapshotId",
+            );
+        }
         self.start_instance(here, request)
     }
 

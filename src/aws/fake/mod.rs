@@ -121,6 +121,9 @@ pub enum Fault {
     LoseAnswer { code: String },
     /// Sleep this long (virtual time) before acting, so an interrupt can land inside the call.
     Delay(Duration),
+    /// Act, then hold the answer back this long (virtual time): an interrupt lands after AWS
+    /// acted but before kiln heard of it.
+    HoldAnswer(Duration),
     /// Never answer.
     Hang,
 }
@@ -441,8 +444,10 @@ impl Fake {
             w.faults.take(operation, &here.region)
         });
         let mut lost = None;
+        let mut hold = None;
         match fault {
             None => {}
+            Some(Fault::HoldAnswer(pause)) => hold = Some(pause),
             Some(Fault::Hang) => std::future::pending::<()>().await,
             Some(Fault::Delay(pause)) => tokio::time::sleep(pause).await,
             Some(Fault::Fail { code, message, .. }) => {
@@ -450,7 +455,11 @@ impl Fake {
             }
             Some(Fault::LoseAnswer { code }) => lost = Some(code),
         }
-        match (self.with(act), lost) {
+        let acted = self.with(act);
+        if let Some(pause) = hold {
+            tokio::time::sleep(pause).await;
+        }
+        match (acted, lost) {
             (Err(refusal), _) => Err(self.error(
                 operation,
                 resource,

@@ -7,16 +7,13 @@
 //!
 //! The operations live by service area: [`images`] (images, snapshots, tags), [`instances`],
 //! [`templates`] (launch templates), [`commands`] (Systems Manager) and [`autoscaling`]; the
-//! `impl Cloud for Sdk` below only delegates to them. [`ec2`] and [`ssm`] hold the older free
-//! functions the pipeline still calls.
+//! `impl Cloud for Sdk` below only delegates to them.
 
 pub mod autoscaling;
 pub mod commands;
-mod common;
-pub mod ec2;
+pub mod common;
 pub mod images;
 pub mod instances;
-pub mod ssm;
 pub mod templates;
 
 use std::sync::Arc;
@@ -51,6 +48,15 @@ pub struct ConnectOptions {
     pub region: Option<String>,
     pub profile: Option<String>,
     pub endpoint_url: Option<String>,
+    /// Static credentials instead of the chain's (tests against an emulator use these).
+    pub static_credentials: Option<StaticCredentials>,
+}
+
+/// An access key pair.
+#[derive(Debug, Clone)]
+pub struct StaticCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
 }
 
 /// Clients for one region.
@@ -91,6 +97,15 @@ impl Sdk {
         }
         if let Some(url) = &options.endpoint_url {
             loader = loader.endpoint_url(url);
+        }
+        if let Some(keys) = &options.static_credentials {
+            loader = loader.credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                &keys.access_key_id,
+                &keys.secret_access_key,
+                None,
+                None,
+                "kiln-static",
+            ));
         }
         let config = loader.load().await;
         let Some(region) = config.region().map(|r| r.to_string()) else {

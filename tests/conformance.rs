@@ -1,0 +1,515 @@
+//! One conformance suite for the cloud seam: the behaviours kiln's pipeline relies on, written
+//! once and run over every implementation of [`Cloud`]:
+//!
+//! - `fake::*`: the in-memory fake ([`kiln::aws::fake::Fake`]), on a paused (virtual) clock;
+//! - `emulator::*`: the SDK implementation ([`kiln::aws::sdk::Sdk`]) against the local emulator
+//!   (moto + kiln's behaviour layer), through the real AWS SDK;
+//! - `aws::*`: the SDK implementation against a real account, only when `KILN_TEST_AWS=1`
+//!   (otherwise each test prints one line saying it was skipped). It launches t3.micro
+//!   instances from the newest Amazon Linux 2023 image and removes everything it created; see
+//!   the README ("Conformance against a real account") for the variables and the cost.
+//!
+//! The fake models only what the pipeline needs; this suite keeps it honest against the
+//! emulator, and the emulator honest against AWS.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kiln::aws::poll::{wait_until, Probe, Wait};
+use kiln::aws::{Cloud, CreateImageRequest, ImageQuery, ImageState, InstanceQuery};
+use kiln::aws::{CommandStatus, PingStatus, TemplateRef};
+use kiln::aws::{InstanceState, LaunchRequest, NewTemplateVersion, RootVolume, ShellCommand};
+use kiln::error::Result;
+
+/// One backend under test, with what it offers.
+pub struct Backend {
+    pub cloud: Arc<dyn Cloud>,
+    /// An available image to launch from.
+    pub source_image: String,
+    /// Its root volume size (GiB): an encrypted root mapping needs a size.
+    pub root_size: i32,
+    /// A launch template whose default version uses `source_image` (or any image).
+    pub template: String,
+    /// The instance profile builders get (SSM needs one).
+    pub instance_profile: Option<String>,
+    /// A unique prefix for names and client tokens of this run.
+    pub run_id: String,
+    /// Keeps whatever serves the backend alive (the emulator process).
+    _guard: Option<Box<dyn std::any::Any>>,
+}
+
+/// How long a conformance wait may take: long enough for a real account.
+const PATIENCE: Duration = Duration::from_secs(900);
+
+impl Backend {
+    pub async fn fake() -> Backend {
+        let fake = kiln::aws::fake::Fake::seeded(crate::support::REGION);
+        Backend::from_seeded(Arc::new(fake), None).await
+    }
+
+    pub async fn emulator() -> Backend {
+        let emulator = crate::support::Emulator::seeded();
+        let cloud = crate::support::kiln_sdk(&emulator.url).await;
+        Backend::from_seeded(Arc::new(cloud), Some(Box::new(emulator))).await
+    }
+
+    /// A real account, when `KILN_TEST_AWS=1`; `None` (after saying so) otherwise.
+    pub async fn aws(test: &str) -> Option<Backend> {
+        if std::env::var("KILN_TEST_AWS").as_deref() != Ok("1") {
+            eprintln!("skipped {test}: set KILN_TEST_AWS=1 (and a profile/region) to run it against a real account");
+            return None;
+        }
+        Some(crate::support::real_account::backend().await)
+    }
+
+    /// The seeded world: the newest AL2023 image and launch template `rudder-dataplane`.
+    async fn from_seeded(cloud: Arc<dyn Cloud>, guard: Option<Box<dyn std::any::Any>>) -> Backend {
+        let source_image = newest_al2023(cloud.as_ref()).await;
+        Backend::new(
+            cloud,
+            source_image,
+            "rudder-dataplane".into(),
+            Some("kiln-builder".into()),
+            guard,
+        )
+    }
+
+    pub fn new(
+        cloud: Arc<dyn Cloud>,
+        source_image: (String, i32),
+        template: String,
+        instance_profile: Option<String>,
+        guard: Option<Box<dyn std::any::Any>>,
+    ) -> Backend {
+        Backend {
+            cloud,
+            source_image: source_image.0,
+            root_size: source_image.1,
+            template,
+            instance_profile,
+            run_id: format!("conf-{}-{}", std::process::id(), unique()),
+            _guard: guard,
+        }
+    }
+
+    fn launch_request(&self, token: &str) -> LaunchRequest {
+        LaunchRequest {
+            image_id: self.source_image.clone(),
+            instance_type: "t3.micro".into(),
+            iam_instance_profile: self.instance_profile.clone(),
+            subnet_id: None,
+            security_group_ids: Vec::new(),
+            root_volume: Some(RootVolume {
+                device_name: "/dev/xvda".into(),
+                size_gb: Some(self.root_size),
+                encrypted: true,
+            }),
+            imdsv2_required: true,
+            associate_public_ip: None,
+            client_token: format!("{}-{token}", self.run_id),
+            tags: vec![
+                ("kiln:role".into(), "builder".into()),
+                ("kiln:build-id".into(), self.run_id.clone()),
+            ],
+            volume_tags: vec![("kiln:build-id".into(), self.run_id.clone())],
+        }
+    }
+
+    async fn launch(&self, token: &str) -> String {
+        self.cloud
+            .launch_instance(&self.launch_request(token))
+            .await
+            .expect("RunInstances")
+    }
+
+    async fn wait_state(&self, id: &str, target: InstanceState) {
+        kiln::pipeline::instances::wait_for_state(
+            self.cloud.as_ref(),
+            id,
+            target.clone(),
+            PATIENCE,
+            |_| {},
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{id} never reached {target}: {e}"));
+    }
+
+    async fn terminate(&self, id: &str) {
+        kiln::pipeline::instances::terminate_and_wait(self.cloud.as_ref(), id, PATIENCE)
+            .await
+            .expect("terminate");
+    }
+}
+
+/// The newest available Amazon Linux 2023 x86_64 image owned by Amazon, and its root size.
+pub async fn newest_al2023(cloud: &dyn Cloud) -> (String, i32) {
+    let query = ImageQuery {
+        owners: vec!["amazon".into()],
+        architecture: Some("x86_64".into()),
+        ..ImageQuery::default()
+    }
+    .named("al2023-ami-2023.*-x86_64")
+    .in_state(ImageState::Available);
+    let images = cloud.find_images(&query).await.expect("AL2023 images");
+    let image = kiln::pipeline::images::newest(images).expect("an AL2023 image");
+    (
+        image.id,
+        image.root_volume_size.expect("the image's root size"),
+    )
+}
+
+fn unique() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Polls `done` until it says true (bounded by [`PATIENCE`]).
+async fn poll<F, Fut>(what: &str, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let wait = Wait {
+        phase: "conformance",
+        resource: what,
+        region: "-",
+        timeout: PATIENCE,
+        hint: "",
+    };
+    let probe = || {
+        let answer = done();
+        async move {
+            Ok(if answer.await? {
+                Probe::Done(())
+            } else {
+                Probe::Pending("not yet".into())
+            })
+        }
+    };
+    wait_until(wait, |_| {}, probe)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+}
+
+// --- the behaviours -----------------------------------------------------------------------
+
+/// A launched instance is visible by id and by tag, goes to running, and a retry with the same
+/// client token launches nothing new.
+pub async fn launches_are_visible_and_idempotent(b: Backend) {
+    let id = b.launch("one").await;
+    let again = b.launch("one").await;
+    assert_eq!(
+        id, again,
+        "the same client token launched a second instance"
+    );
+    b.wait_state(&id, InstanceState::Running).await;
+    let instance = b
+        .cloud
+        .instance(&id)
+        .await
+        .expect("describe")
+        .expect("visible");
+    assert_eq!(instance.image_id.as_deref(), Some(b.source_image.as_str()));
+    assert_eq!(instance.tags["kiln:build-id"], b.run_id);
+    let query = InstanceQuery::live().tagged("kiln:build-id", &b.run_id);
+    let found = b.cloud.find_instances(&query).await.expect("find");
+    assert_eq!(found.iter().filter(|i| i.id == id).count(), 1);
+    b.terminate(&id).await;
+    let gone = b.cloud.instance(&id).await.expect("describe");
+    assert!(gone.is_none_or(|i| i.state == InstanceState::Terminated));
+    let live = b.cloud.find_instances(&query).await.expect("find");
+    assert!(live.iter().all(|i| i.id != id), "terminated but still live");
+}
+
+/// Overriding the root mapping (to encrypt it) needs a size: AWS answers `MissingParameter`
+/// otherwise, which is why kiln passes the recipe's size or the source image's.
+pub async fn a_root_mapping_without_a_size_is_refused(b: Backend) {
+    let mut request = b.launch_request("no-size");
+    if let Some(root) = request.root_volume.as_mut() {
+        root.size_gb = None;
+    }
+    let err = b
+        .cloud
+        .launch_instance(&request)
+        .await
+        .expect_err("a root mapping without a size");
+    assert_eq!(err.aws_code(), Some("MissingParameter"), "{err}");
+}
+
+/// Unknown ids: `None` or absent where the trait says so, and removing what is gone succeeds.
+pub async fn unknown_ids_are_absent_and_removing_them_succeeds(b: Backend) {
+    let cloud = b.cloud.as_ref();
+    assert!(cloud
+        .instance("i-0123456789abcdef0")
+        .await
+        .expect("instance")
+        .is_none());
+    let images = cloud
+        .images(&["ami-0123456789abcdef0".into(), b.source_image.clone()])
+        .await
+        .expect("images");
+    assert_eq!(
+        images.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+        vec![b.source_image.as_str()]
+    );
+    assert!(cloud.images(&[]).await.expect("no ids").is_empty());
+    cloud
+        .deregister_image("ami-0123456789abcdef0")
+        .await
+        .expect("deregister gone");
+    cloud
+        .delete_snapshot("snap-0123456789abcdef0")
+        .await
+        .expect("delete gone");
+    cloud
+        .terminate_instance("i-0123456789abcdef0")
+        .await
+        .expect("terminate gone");
+    let err = cloud
+        .launch_template(&TemplateRef::Name(format!("{}-missing", b.run_id)))
+        .await
+        .expect_err("missing template");
+    assert!(
+        err.aws_code().is_some_and(|c| c.contains("NotFound")),
+        "{err}"
+    );
+    assert!(err.to_string().contains(cloud.region()), "{err}");
+}
+
+/// An image made from a stopped instance: tagged at once, findable by tag, available, its
+/// snapshot findable by description; a second image with the same name is refused with
+/// `InvalidAMIName.Duplicate`; deregistering frees the snapshot for deletion.
+pub async fn images_are_tagged_unique_by_name_and_removable(b: Backend) {
+    let cloud = b.cloud.as_ref();
+    let id = b.launch("image").await;
+    b.wait_state(&id, InstanceState::Running).await;
+    cloud.stop_instance(&id).await.expect("stop");
+    b.wait_state(&id, InstanceState::Stopped).await;
+    let name = format!("{}-image-{}", b.run_id, unique());
+    let request = CreateImageRequest {
+        instance_id: id.clone(),
+        name: name.clone(),
+        description: Some("kiln conformance".into()),
+        tags: vec![("kiln:build-id".into(), b.run_id.clone())],
+    };
+    let image_id = cloud.create_image(&request).await.expect("CreateImage");
+    let err = cloud
+        .create_image(&request)
+        .await
+        .expect_err("duplicate name");
+    assert_eq!(err.aws_code(), Some("InvalidAMIName.Duplicate"), "{err}");
+    let image = kiln::pipeline::images::wait_available(cloud, &image_id, PATIENCE, |_| {})
+        .await
+        .expect("available");
+    assert_eq!(image.name, name);
+    assert_eq!(image.tags["kiln:build-id"], b.run_id);
+    assert!(!image.snapshot_ids.is_empty());
+    let query = ImageQuery::own()
+        .tagged("kiln:build-id", &b.run_id)
+        .named(&name);
+    let found = cloud.find_images(&query).await.expect("find by tag");
+    assert_eq!(found.len(), 1);
+    let described = cloud
+        .snapshots_of_image(&image_id)
+        .await
+        .expect("snapshots");
+    for snapshot in &image.snapshot_ids {
+        assert!(
+            described.contains(snapshot),
+            "{snapshot} not found by description"
+        );
+    }
+    let removed = kiln::pipeline::images::delete_image(cloud, &image_id)
+        .await
+        .expect("delete image");
+    assert!(!removed.is_empty());
+    assert!(cloud
+        .images(std::slice::from_ref(&image_id))
+        .await
+        .expect("images")
+        .is_empty());
+    b.terminate(&id).await;
+}
+
+/// Launch template versions: a new version copies its source's data with only the image
+/// changed, gets the next number, is idempotent by client token; the default moves only when
+/// asked; a non-default version can be deleted; versions are listed newest first.
+pub async fn template_versions_behave_as_kiln_expects(b: Backend) {
+    let cloud = b.cloud.as_ref();
+    let template = cloud
+        .launch_template(&TemplateRef::parse(&b.template))
+        .await
+        .expect("template");
+    let default = cloud
+        .default_template_version(&TemplateRef::Id(template.id.clone()))
+        .await
+        .expect("default");
+    assert_eq!(default.number, template.default_version);
+    assert_eq!(default.template_name, template.name);
+    let request = NewTemplateVersion {
+        template_id: template.id.clone(),
+        source_version: default.number,
+        image_id: b.source_image.clone(),
+        description: format!("kiln build {}: conformance", b.run_id),
+        client_token: format!("{}-version-{}", b.run_id, unique()),
+    };
+    let version = cloud
+        .create_template_version(&request)
+        .await
+        .expect("create");
+    assert_eq!(version, template.latest_version + 1);
+    let again = cloud
+        .create_template_version(&request)
+        .await
+        .expect("replay");
+    assert_eq!(
+        again, version,
+        "the same client token created another version"
+    );
+    let versions = cloud
+        .template_versions(&template.id)
+        .await
+        .expect("versions");
+    assert_eq!(versions[0].number, version, "not newest first");
+    assert_eq!(
+        versions[0].image_id.as_deref(),
+        Some(b.source_image.as_str())
+    );
+    assert!(versions[0].description.starts_with("kiln build "));
+    assert!(!versions[0].is_default);
+    let after = cloud
+        .launch_template(&TemplateRef::Id(template.id.clone()))
+        .await
+        .expect("lt");
+    assert_eq!(
+        after.default_version, template.default_version,
+        "the default moved by itself"
+    );
+    cloud
+        .set_default_version(&template.id, version)
+        .await
+        .expect("set default");
+    let moved = cloud
+        .default_template_version(&TemplateRef::Name(template.name.clone()))
+        .await
+        .expect("default");
+    assert_eq!(moved.number, version);
+    cloud
+        .set_default_version(&template.id, default.number)
+        .await
+        .expect("restore");
+    cloud
+        .delete_template_version(&template.id, version)
+        .await
+        .expect("delete");
+    let left = cloud
+        .template_versions(&template.id)
+        .await
+        .expect("versions");
+    assert!(left.iter().all(|v| v.number != version));
+}
+
+/// Run Command: the agent of an instance with a profile comes online; a command is followed to
+/// `Success` (an `InvocationDoesNotExist` right after sending is `None`, not an error).
+pub async fn commands_run_once_the_agent_is_online(b: Backend) {
+    let cloud = b.cloud.as_ref();
+    let id = b.launch("ssm").await;
+    b.wait_state(&id, InstanceState::Running).await;
+    poll("the SSM agent", || async {
+        Ok(cloud.agent_status(&id).await? == Some(PingStatus::Online))
+    })
+    .await;
+    let command_id = cloud
+        .send_command(&ShellCommand {
+            instance_id: id.clone(),
+            script: "#!/bin/bash\necho kiln-conformance\n".into(),
+            execution_timeout_secs: 60,
+            comment: "kiln conformance".into(),
+        })
+        .await
+        .expect("SendCommand");
+    poll("the command", || async {
+        Ok(match cloud.invocation(&command_id, &id).await? {
+            Some(inv) if inv.is_finished() => {
+                assert_eq!(inv.status, CommandStatus::Success, "{inv:?}");
+                true
+            }
+            _ => false,
+        })
+    })
+    .await;
+    b.terminate(&id).await;
+}
+
+/// String parameters keep versions: each write is the next version.
+pub async fn parameters_are_versioned(b: Backend) {
+    let cloud = b.cloud.as_ref();
+    let name = format!("/kiln-conformance/{}-{}", b.run_id, unique());
+    let first = cloud
+        .put_parameter(&name, "ami-1", "conformance")
+        .await
+        .expect("put");
+    let second = cloud
+        .put_parameter(&name, "ami-2", "conformance")
+        .await
+        .expect("put");
+    assert_eq!(second, first + 1);
+}
+
+/// Regions: another region of the same account is a separate world for images.
+pub async fn regions_are_separate(b: Backend) {
+    let other = b.cloud.in_region("us-west-2");
+    assert_eq!(other.region(), "us-west-2");
+    assert!(other
+        .images(std::slice::from_ref(&b.source_image))
+        .await
+        .expect("images")
+        .is_empty());
+    assert_eq!(
+        b.cloud.in_region(b.cloud.region()).region(),
+        b.cloud.region()
+    );
+}
+
+macro_rules! conformance {
+    ($($name:ident),+ $(,)?) => {
+        mod fake {
+            $(
+                #[tokio::test(start_paused = true)]
+                async fn $name() {
+                    super::$name(super::Backend::fake().await).await;
+                }
+            )+
+        }
+        mod emulator {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::Backend::emulator().await).await;
+                }
+            )+
+        }
+        mod aws {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    if let Some(backend) = super::Backend::aws(stringify!($name)).await {
+                        super::$name(backend).await;
+                    }
+                }
+            )+
+        }
+    };
+}
+
+conformance!(
+    launches_are_visible_and_idempotent,
+    a_root_mapping_without_a_size_is_refused,
+    unknown_ids_are_absent_and_removing_them_succeeds,
+    images_are_tagged_unique_by_name_and_removable,
+    template_versions_behave_as_kiln_expects,
+    commands_run_once_the_agent_is_online,
+    parameters_are_versioned,
+    regions_are_separate,
+);

@@ -1,0 +1,602 @@
+//! The pipeline's own tests, on the in-memory fake cloud: no Python, no emulator, virtual time.
+//!
+//! Each test drives the library (`kiln::pipeline::build::run` and friends) as the CLI does, with
+//! a [`Fake`] behind the cloud seam, a [`Recorder`] as the reporter and a paused tokio clock, so
+//! a build with minutes of AWS waits takes milliseconds. What these tests prove is kiln's own
+//! logic: phase order, teardown at every interrupt point, idempotency, timeouts, concurrency.
+//! That the SDK speaks real AWS is proved by the emulator tests and the conformance suite.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use kiln::aws::fake::{CommandOutcome, CommandRule, Fake, Fault, ImageOutcome, Timings};
+use kiln::aws::{Cloud, ImageState, InstanceState};
+use kiln::error::Error;
+use kiln::ledger::{Event, Ledger, Resource};
+use kiln::pipeline::build::{self, BuildOptions, Interrupts, Manifest};
+use kiln::pipeline::{gc, Context};
+use kiln::plan::Plan;
+use kiln::recipe::{load_plan, LoadOptions};
+use kiln::report::{Phase, Recorder};
+
+const REGION: &str = "us-east-1";
+const TEMPLATE: &str = kiln::aws::fake::SEED_NAME;
+
+/// A seeded fake account, a state folder and a recorder.
+struct Harness {
+    fake: Fake,
+    dir: tempfile::TempDir,
+    recorder: Recorder,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        Harness {
+            fake: Fake::seeded(REGION),
+            dir: tempfile::tempdir().expect("tempdir"),
+            recorder: Recorder::default(),
+        }
+    }
+
+    /// The plan of a small recipe with `steps` (YAML list items), released to the seeded template.
+    fn plan(&self, build_id: &str, steps: &str) -> Plan {
+        self.plan_with(build_id, steps, "")
+    }
+
+    fn plan_with(&self, build_id: &str, steps: &str, extra_release: &str) -> Plan {
+        // The shared test recipe, with image names unique per build (builds run side by side).
+        let recipe = crate::support::recipe(steps)
+            .replace("image:\n", "image:\n  name: \"demo-app-{{ build_id }}\"\n")
+            + extra_release;
+        let path = self.dir.path().join(format!("{build_id}.yaml"));
+        std::fs::write(&path, recipe).expect("write recipe");
+        let options = LoadOptions {
+            vars: Vec::new(),
+            now: SystemTime::now(),
+            build_id: build_id.to_owned(),
+        };
+        load_plan(&path, &options).unwrap_or_else(|d| panic!("recipe: {d:?}"))
+    }
+
+    fn context(&self) -> Context<'_> {
+        Context {
+            cloud: Arc::new(self.fake.clone()),
+            reporter: &self.recorder,
+            state_dir: self.dir.path().join(".kiln"),
+        }
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.dir.path().join(".kiln")
+    }
+
+    async fn build(&self, plan: &Plan, build_id: &str) -> Result<Manifest, Error> {
+        let (_tx, mut interrupts) = Interrupts::new();
+        build::run(&self.context(), plan, &options(build_id), &mut interrupts).await
+    }
+
+    /// Builds, and sends SIGINT as soon as `reached` holds (checked every virtual 100 ms).
+    async fn build_interrupted(
+        &self,
+        plan: &Plan,
+        build_id: &str,
+        reached: impl Fn(&Fake) -> bool,
+    ) -> Result<Manifest, Error> {
+        let (tx, mut interrupts) = Interrupts::new();
+        let ctx = self.context();
+        let options = options(build_id);
+        let build = build::run(&ctx, plan, &options, &mut interrupts);
+        let trigger = async {
+            while !reached(&self.fake) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            tx.send("SIGINT").expect("send interrupt");
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            r = build => r,
+            _ = trigger => unreachable!("the trigger never ends"),
+        }
+    }
+
+    fn live_builders(&self) -> Vec<kiln::aws::Instance> {
+        self.fake
+            .instances()
+            .into_iter()
+            .filter(|i| i.tags.get("kiln:role").map(String::as_str) == Some("builder"))
+            .filter(|i| !i.state.is_gone())
+            .collect()
+    }
+
+    /// Images with a kiln build id, and whether each is registered.
+    fn kiln_images(&self) -> Vec<kiln::aws::Image> {
+        self.fake
+            .all_images()
+            .into_iter()
+            .filter(|i| i.tags.contains_key("kiln:build-id"))
+            .filter(|i| i.state != ImageState::Deregistered)
+            .collect()
+    }
+
+    fn default_image(&self) -> (i64, Option<String>) {
+        let template = self.fake.template(TEMPLATE).expect("seeded template");
+        let default = template
+            .versions
+            .iter()
+            .find(|v| v.number == template.default_version)
+            .expect("default version");
+        (template.default_version, default.image_id.clone())
+    }
+
+    fn journal(&self, build_id: &str) -> Vec<(Resource, Event)> {
+        let path = self
+            .state_dir()
+            .join("builds")
+            .join(build_id)
+            .join("journal.jsonl");
+        Ledger::read_journal(&path).expect("journal")
+    }
+}
+
+fn options(build_id: &str) -> BuildOptions {
+    BuildOptions {
+        build_id: build_id.to_owned(),
+        force: false,
+        release: true,
+        refresh: true,
+    }
+}
+
+const TWO_STEPS: &str =
+    "  - name: install\n    run: echo installing\n  - name: config\n    run: echo configuring";
+
+#[tokio::test(start_paused = true)]
+async fn a_build_goes_through_every_phase_in_order_and_releases_its_image() {
+    let h = Harness::new();
+    let plan = h.plan("b1", TWO_STEPS);
+    let (before, _) = h.default_image();
+    let manifest = h.build(&plan, "b1").await.expect("build");
+
+    let phases = h.recorder.started();
+    let step = |index, name: &str| Phase::Step {
+        index,
+        total: 2,
+        name: name.into(),
+    };
+    assert_eq!(
+        phases,
+        vec![
+            Phase::ResolveSource,
+            Phase::LaunchBuilder,
+            Phase::WaitBuilderRunning,
+            Phase::WaitAgent,
+            step(0, "install"),
+            step(1, "config"),
+            Phase::StopBuilder,
+            Phase::CreateImage,
+            Phase::WaitImage,
+            Phase::TagSnapshots,
+            Phase::TerminateBuilder,
+            Phase::Release,
+        ]
+    );
+    let images = h.kiln_images();
+    assert_eq!(images.len(), 1);
+    let image = &images[0];
+    assert_eq!(image.id, manifest.images[0].image_id);
+    assert_eq!(image.state, ImageState::Available);
+    assert_eq!(image.tags["kiln:fingerprint"], manifest.fingerprint);
+    assert_eq!(image.tags["app"], "demo");
+    assert!(h.live_builders().is_empty());
+    let (after, default_image) = h.default_image();
+    assert_eq!(after, before + 1);
+    assert_eq!(default_image.as_deref(), Some(image.id.as_str()));
+    // The journal: builder created then removed; image and snapshots kept; version kept.
+    let journal = h.journal("b1");
+    assert!(journal
+        .iter()
+        .any(|(r, e)| matches!(r, Resource::Instance { .. }) && *e == Event::Removed));
+    assert!(journal.iter().any(
+        |(r, e)| matches!(r, Resource::Image { id, .. } if *id == image.id) && *e == Event::Kept
+    ));
+    assert!(journal
+        .iter()
+        .any(|(r, e)| matches!(r, Resource::TemplateVersion { .. }) && *e == Event::Kept));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unchanged_recipe_is_skipped_with_three_calls() {
+    let h = Harness::new();
+    h.build(&h.plan("b1", TWO_STEPS), "b1")
+        .await
+        .expect("first");
+    h.fake.clear_calls();
+    let manifest = h
+        .build(&h.plan("b2", TWO_STEPS), "b2")
+        .await
+        .expect("second");
+    assert!(manifest.skipped, "{manifest:?}");
+    let operations: Vec<&str> = h.fake.calls().iter().map(|c| c.operation).collect();
+    assert_eq!(
+        operations,
+        vec![
+            "DescribeImages",
+            "DescribeImages",
+            "DescribeLaunchTemplateVersions"
+        ]
+    );
+    assert_eq!(h.kiln_images().len(), 1);
+}
+
+/// One interrupt point: what must hold for the build to be inside that phase.
+struct Point {
+    name: &'static str,
+    prepare: fn(&Fake),
+    reached: fn(&Fake) -> bool,
+    /// The image was complete (and is kept) by then.
+    image_kept: bool,
+    /// The launch template's default may have moved by then.
+    released: bool,
+}
+
+fn slow(fake: &Fake, change: impl FnOnce(&mut Timings)) {
+    let mut timings = fake.timings();
+    change(&mut timings);
+    fake.set_timings(timings);
+}
+
+/// AWS acts; its answer takes a minute to come back.
+fn hold() -> Fault {
+    Fault::HoldAnswer(Duration::from_secs(60))
+}
+
+fn points() -> Vec<Point> {
+    vec![
+        Point {
+            name: "inside RunInstances, before AWS acted",
+            prepare: |f| f.fault("RunInstances", Fault::Delay(Duration::from_secs(30))),
+            reached: |f| f.count("RunInstances") >= 1,
+            image_kept: false,
+            released: false,
+        },
+        Point {
+            name: "inside RunInstances, AWS acted, answer not back",
+            prepare: |f| f.fault("RunInstances", hold()),
+            reached: |f| f.instances().len() == 1,
+            image_kept: false,
+            released: false,
+        },
+        Point {
+            name: "builder pending",
+            prepare: |f| slow(f, |t| t.instance_start = Duration::from_secs(60)),
+            reached: |f| f.count("DescribeInstances") >= 2,
+            image_kept: false,
+            released: false,
+        },
+        Point {
+            name: "waiting for the agent",
+            prepare: |f| slow(f, |t| t.agent_online = Duration::from_secs(60)),
+            reached: |f| f.count("DescribeInstanceInformation") >= 1,
+            image_kept: false,
+            released: false,
+        },
+        Point {
+            name: "a step",
+            prepare: |f| {
+                f.command_rule(CommandRule {
+                    matching: "installing".into(),
+                    in_progress_for: Duration::from_secs(60),
+                    outcome: CommandOutcome::Success {
+                        stdout: "done".into(),
+                    },
+                })
+            },
+            reached: |f| f.count("GetCommandInvocation") >= 1,
+            image_kept: false,
+            released: false,
+        },
+        Point {
+            name: "stopping",
+            prepare: |f| slow(f, |t| t.instance_stop = Duration::from_secs(60)),
+            reached: |f| f.count("StopInstances") >= 1,
+            image_kept: false,
+            released: false,
+        },
+        Point {
+            name: "inside CreateImage, AWS acted, answer not back",
+            prepare: |f| f.fault("CreateImage", hold()),
+            reached: |f| {
+                f.all_images()
+                    .iter()
+                    .any(|i| i.tags.contains_key("kiln:build-id"))
+            },
+            image_kept: false,
+            released: false,
+        },
+        Point {
+            name: "image pending",
+            prepare: |f| slow(f, |t| t.image_available = Duration::from_secs(60)),
+            reached: |f| f.count("CreateImage") >= 1,
+            image_kept: false,
+            released: false,
+        },
+        Point {
+            name: "terminating the builder",
+            prepare: |f| slow(f, |t| t.instance_terminate = Duration::from_secs(60)),
+            reached: |f| f.count("TerminateInstances") >= 1,
+            image_kept: false,
+            released: false,
+        },
+        Point {
+            name: "inside CreateLaunchTemplateVersion, AWS acted, answer not back",
+            prepare: |f| f.fault("CreateLaunchTemplateVersion", hold()),
+            reached: |f| f.template(TEMPLATE).is_some_and(|t| t.latest_version > 1),
+            image_kept: true,
+            released: false,
+        },
+        Point {
+            name: "instance refresh",
+            prepare: |f| slow(f, |t| t.refresh = Duration::from_secs(60)),
+            reached: |f| f.count("StartInstanceRefresh") >= 1,
+            image_kept: true,
+            released: true,
+        },
+    ]
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_interrupt_at_every_phase_ends_with_nothing_left_but_finished_products() {
+    for point in points() {
+        let h = Harness::new();
+        (point.prepare)(&h.fake);
+        let extra = "  auto_scaling_group: rudder-dataplane\n";
+        let plan = h.plan_with("b1", TWO_STEPS, extra);
+        let (before, before_image) = h.default_image();
+        let err = h
+            .build_interrupted(&plan, "b1", point.reached)
+            .await
+            .expect_err(point.name);
+        assert_eq!(err.exit_code(), 130, "{}: {err}", point.name);
+        assert!(
+            h.live_builders().is_empty(),
+            "{}: builder left running",
+            point.name
+        );
+        let images = h.kiln_images();
+        if point.image_kept {
+            assert_eq!(images.len(), 1, "{}: {images:?}", point.name);
+        } else {
+            assert!(images.is_empty(), "{}: image left: {images:?}", point.name);
+            assert!(
+                h.fake
+                    .snapshots()
+                    .iter()
+                    .all(|s| !s.description.contains("ami-")
+                        || s.owner_id != kiln::aws::fake::ACCOUNT_ID),
+                "{}: snapshots left",
+                point.name
+            );
+        }
+        if !point.released {
+            assert_eq!(h.default_image(), (before, before_image), "{}", point.name);
+            let versions = h.fake.template(TEMPLATE).expect("template").versions;
+            assert_eq!(
+                versions.len(),
+                1,
+                "{}: a version was left: {versions:?}",
+                point.name
+            );
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_step_terminates_the_builder_and_leaves_the_template_alone() {
+    let h = Harness::new();
+    h.fake.command_rule(CommandRule {
+        matching: "configuring".into(),
+        in_progress_for: Duration::from_secs(3),
+        outcome: CommandOutcome::Failed {
+            exit_code: 3,
+            stdout: "line one\nline two".into(),
+            stderr: "config: no such file".into(),
+        },
+    });
+    let before = h.default_image();
+    let err = h
+        .build(&h.plan("b1", TWO_STEPS), "b1")
+        .await
+        .expect_err("step fails");
+    let text = err.to_string();
+    assert_eq!(err.exit_code(), 1);
+    assert!(text.contains("step `config` failed on i-"), "{text}");
+    assert!(text.contains("(exit code 3)"), "{text}");
+    assert!(text.contains("config: no such file"), "{text}");
+    assert!(text.contains("removed instance i-"), "{text}");
+    assert!(h.live_builders().is_empty());
+    assert!(h.kiln_images().is_empty());
+    assert_eq!(h.default_image(), before);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_create_image_answer_adopts_the_image_the_call_made() {
+    let h = Harness::new();
+    // The call acts, and its retry sees the name taken by this build's own image.
+    h.fake.fault(
+        "CreateImage",
+        Fault::lose_answer("InvalidAMIName.Duplicate"),
+    );
+    let manifest = h
+        .build(&h.plan("b1", TWO_STEPS), "b1")
+        .await
+        .expect("build");
+    assert_eq!(h.kiln_images().len(), 1);
+    assert_eq!(h.kiln_images()[0].id, manifest.images[0].image_id);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_run_instances_answer_is_torn_down_by_tag() {
+    let h = Harness::new();
+    h.fake
+        .fault("RunInstances", Fault::lose_answer("InternalError"));
+    let err = h
+        .build(&h.plan("b1", TWO_STEPS), "b1")
+        .await
+        .expect_err("launch fails");
+    assert!(err.to_string().contains("removed instance i-"), "{err}");
+    assert!(h.live_builders().is_empty());
+    assert_eq!(h.fake.count("RunInstances"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttled_waits_keep_waiting() {
+    let h = Harness::new();
+    // Only waits keep waiting: every other call fails at once (the SDK's own retries, which
+    // the emulator tests exercise, come before that).
+    h.fake.fault(
+        "DescribeInstanceInformation",
+        Fault::fail("RequestLimitExceeded", 3),
+    );
+    h.fake
+        .fault("GetCommandInvocation", Fault::fail("ServiceUnavailable", 2));
+    h.build(&h.plan("b1", TWO_STEPS), "b1")
+        .await
+        .expect("throttling is waited through");
+    assert_eq!(h.kiln_images().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_aws_is_waited_for_and_a_real_timeout_names_phase_and_resource() {
+    let h = Harness::new();
+    slow(&h.fake, |t| {
+        t.instance_start = Duration::from_secs(300);
+        t.image_available = Duration::from_secs(1800);
+    });
+    h.build(&h.plan("b1", TWO_STEPS), "b1")
+        .await
+        .expect("slow but within the default timeouts");
+
+    let h = Harness::new();
+    slow(&h.fake, |t| t.image_available = Duration::from_secs(7200));
+    let err = h
+        .build(&h.plan("b2", TWO_STEPS), "b2")
+        .await
+        .expect_err("image timeout (1h)");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("timed out after 1h waiting for the image to become available (ami-"),
+        "{text}"
+    );
+    assert!(text.contains("hint: snapshots of large volumes"), "{text}");
+    assert!(h.live_builders().is_empty());
+    assert!(h.kiln_images().is_empty(), "{:?}", h.kiln_images());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_image_and_a_builder_without_agent_fail_cleanly() {
+    let h = Harness::new();
+    h.fake.image_outcome(ImageOutcome::Failed {
+        reason: "Client.InternalError".into(),
+    });
+    let err = h
+        .build(&h.plan("b1", TWO_STEPS), "b1")
+        .await
+        .expect_err("image fails");
+    assert!(
+        err.to_string().contains("is failed: Client.InternalError"),
+        "{err}"
+    );
+    assert!(h.live_builders().is_empty());
+
+    // No instance profile: the agent never comes online, the wait times out (10 min).
+    let h = Harness::new();
+    let plan = h.plan("b2", TWO_STEPS);
+    let mut plan = plan;
+    plan.builder.iam_instance_profile = None;
+    let err = h.build(&plan, "b2").await.expect_err("no agent");
+    assert!(
+        err.to_string()
+            .contains("waiting for the SSM agent to come online"),
+        "{err}"
+    );
+    assert!(h.live_builders().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn of_two_builds_at_once_the_younger_stops_and_the_older_finishes() {
+    let h = Harness::new();
+    let older = h.plan("20260101t000000000z-aaaaaa", TWO_STEPS);
+    let younger = h.plan("20260101t000000001z-bbbbbb", TWO_STEPS);
+    let (first, second) = tokio::join!(
+        h.build(&older, "20260101t000000000z-aaaaaa"),
+        h.build(&younger, "20260101t000000001z-bbbbbb")
+    );
+    first.expect("the older build finishes");
+    let err = second.expect_err("the younger build refuses");
+    assert!(
+        err.to_string()
+            .contains("another build of demo-app is in progress"),
+        "{err}"
+    );
+    assert!(h.live_builders().is_empty());
+    assert_eq!(h.kiln_images().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn gc_removes_what_a_crashed_build_left_and_spares_young_or_finished_things() {
+    let h = Harness::new();
+    slow(&h.fake, |t| t.image_available = Duration::from_secs(600));
+    let plan = h.plan("b1", TWO_STEPS);
+    // A crash: the build future is dropped while the image is pending (no teardown runs).
+    let crashed = tokio::time::timeout(Duration::from_secs(120), h.build(&plan, "b1")).await;
+    assert!(crashed.is_err(), "the build should still be waiting");
+    assert_eq!(h.live_builders().len(), 1);
+
+    let cloud = h.fake.clone();
+    let report = gc::gc(&cloud, &h.state_dir(), Duration::from_secs(6 * 3600), false)
+        .await
+        .expect("gc");
+    assert!(
+        report
+            .leftovers
+            .iter()
+            .all(|l| l.outcome.to_string().starts_with("spared: younger than")),
+        "{report:?}"
+    );
+    let report = gc::gc(&cloud, &h.state_dir(), Duration::ZERO, false)
+        .await
+        .expect("gc");
+    assert!(!report.has_failures(), "{report:?}");
+    assert!(h.live_builders().is_empty());
+    assert!(
+        h.kiln_images()
+            .iter()
+            .all(|i| i.state == ImageState::Available),
+        "{:?}",
+        h.kiln_images()
+    );
+    // The account works for the next build.
+    h.build(&h.plan("b2", TWO_STEPS), "b2")
+        .await
+        .expect("next build");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_builder_is_launched_as_the_recipe_says() {
+    let h = Harness::new();
+    h.build(&h.plan("b1", TWO_STEPS), "b1")
+        .await
+        .expect("build");
+    let builders: Vec<_> = h
+        .fake
+        .instances()
+        .into_iter()
+        .filter(|i| i.tags.contains_key("kiln:role"))
+        .collect();
+    assert_eq!(builders.len(), 1);
+    assert_eq!(builders[0].state, InstanceState::Terminated);
+    assert_eq!(builders[0].tags["kiln:build-id"], "b1");
+    let cloud: &dyn Cloud = &h.fake;
+    assert_eq!(cloud.region(), REGION);
+}
