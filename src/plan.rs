@@ -86,7 +86,11 @@ pub enum SourceSpec {
 /// Launch parameters of the builder instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BuilderSpec {
+    /// The instance type tried first.
     pub instance_type: String,
+    /// Types tried in order when AWS has no capacity for (or does not offer) the ones before.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fallback_instance_types: Vec<String>,
     pub iam_instance_profile: Option<String>,
     pub subnet_id: Option<String>,
     pub security_group_ids: Vec<String>,
@@ -94,6 +98,10 @@ pub struct BuilderSpec {
     pub imdsv2_required: bool,
     pub encrypted: bool,
     pub associate_public_ip: Option<bool>,
+    /// The KMS key of the root volume, hence of the image's snapshots; `None`: the region's
+    /// default EBS key. Left out of the digest when unset, so older digests stay as they were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kms_key_id: Option<String>,
 }
 
 /// One provisioning step.
@@ -238,10 +246,15 @@ pub struct ImageSpec {
     pub tags: BTreeMap<String, String>,
     /// Regions to copy the image to.
     pub regions: Vec<String>,
+    /// The KMS key each copy region encrypts its copy with (regions not listed: that region's
+    /// default EBS key).
+    pub region_kms_keys: BTreeMap<String, String>,
     /// Account ids to share the image with.
     pub share_with: Vec<String>,
     /// SSM parameter that receives the new AMI id.
     pub ssm_parameter: Option<String>,
+    /// Instances launched from the image must use IMDSv2 (`ImdsSupport: v2.0`).
+    pub require_imdsv2: bool,
 }
 
 /// How a new image is rolled out through a launch template.
@@ -399,7 +412,8 @@ fn redact_values(text: &str, secrets: &[String]) -> String {
 ///   - run: the script,
 ///   - file: destination, mode, owner and the sha256 of the content bytes (not the source path),
 ///   - check: url, expect_status, expect_body and interval;
-/// - the image name, description, tags, regions and share_with.
+/// - the image name, description, tags, regions (with their KMS keys, when set), share_with and
+///   require_imdsv2.
 ///
 /// All templated strings are taken in *canonical* form: `{{ timestamp }}`, `{{ build_id }}` and
 /// secret variables stay as the placeholders `{{ timestamp }}`, `{{ build_id }}` and
@@ -439,7 +453,10 @@ pub(crate) struct DigestImage {
     pub description: Option<String>,
     pub tags: BTreeMap<String, String>,
     pub regions: Vec<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub region_kms_keys: BTreeMap<String, String>,
     pub share_with: Vec<String>,
+    pub require_imdsv2: bool,
 }
 
 impl DigestInput {
@@ -488,6 +505,7 @@ mod tests {
             source: SourceSpec::Image("ami-0123456789abcdef0".into()),
             builder: BuilderSpec {
                 instance_type: "t3.large".into(),
+                fallback_instance_types: vec![],
                 iam_instance_profile: None,
                 subnet_id: None,
                 security_group_ids: vec![],
@@ -495,6 +513,7 @@ mod tests {
                 imdsv2_required: true,
                 encrypted: true,
                 associate_public_ip: None,
+                kms_key_id: None,
             },
             steps: vec![
                 Step {
@@ -521,8 +540,10 @@ mod tests {
                 description: None,
                 tags: BTreeMap::new(),
                 regions: vec![],
+                region_kms_keys: BTreeMap::new(),
                 share_with: vec![],
                 ssm_parameter: None,
+                require_imdsv2: true,
             },
             release: None,
             timeouts: Timeouts::default(),
@@ -622,7 +643,9 @@ mod tests {
                 description: Some("Web".into()),
                 tags: BTreeMap::from([("team".to_owned(), "data".to_owned())]),
                 regions: vec!["eu-west-1".into()],
+                region_kms_keys: BTreeMap::new(),
                 share_with: vec![],
+                require_imdsv2: true,
             },
         }
     }
@@ -722,9 +745,9 @@ mod tests {
         r#"{"name":"healthy","timeout":"1m 30s","kind":{"check":{"url":"http://127.0.0.1:9090/health","#,
         r#""expect_status":200,"expect_body":null,"interval":"2s 500ms"}}}],"#,
         r#""image":{"name":"web-1.0-{{ timestamp }}","description":"Web","tags":{"team":"data"},"#,
-        r#""regions":["eu-west-1"],"share_with":[]}}"#,
+        r#""regions":["eu-west-1"],"share_with":[],"require_imdsv2":true}}"#,
     );
-    const PINNED_DIGEST: &str = "c8a9c29444d5b3d5092b2c5b829481fba341adf659d0cda07b09f8d9460d53a5";
+    const PINNED_DIGEST: &str = "0975018d351e6f8192e6d41925e2abdab4e763a00b97e9eb1b45198ddc7877e3";
 
     #[test]
     fn serializes_durations_as_humantime_and_content_as_sha256() {

@@ -25,7 +25,8 @@ pub enum Phase {
     StopBuilder,
     CreateImage,
     WaitImage,
-    TagSnapshots,
+    /// Settings on the finished image (IMDSv2 required).
+    ImageSettings,
     TerminateBuilder,
     CopyToRegions,
     ShareImage,
@@ -48,7 +49,7 @@ impl fmt::Display for Phase {
             Phase::StopBuilder => f.write_str("stop builder"),
             Phase::CreateImage => f.write_str("create image"),
             Phase::WaitImage => f.write_str("wait for image"),
-            Phase::TagSnapshots => f.write_str("tag snapshots"),
+            Phase::ImageSettings => f.write_str("image settings"),
             Phase::TerminateBuilder => f.write_str("terminate builder"),
             Phase::CopyToRegions => f.write_str("copy to regions"),
             Phase::ShareImage => f.write_str("share image"),

@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kiln::aws::poll::{wait_until, Probe, Wait};
-use kiln::aws::{Cloud, CreateImageRequest, ImageQuery, ImageState, InstanceQuery};
+use kiln::aws::InstanceQuery;
+use kiln::aws::{Cloud, CopyImageRequest, CreateImageRequest, ImageQuery, ImageState};
 use kiln::aws::{CommandStatus, PingStatus, TemplateRef};
 use kiln::aws::{InstanceState, LaunchRequest, NewTemplateVersion, RootVolume, ShellCommand};
 use kiln::error::Result;
@@ -49,6 +50,8 @@ impl Backend {
 
     pub async fn emulator() -> Backend {
         let emulator = crate::support::Emulator::seeded();
+        // As on AWS, a deregistered image's snapshots stay in use for a moment.
+        emulator.behaviour(serde_json::json!({ "snapshot_in_use_seconds": 1 }));
         let cloud = crate::support::kiln_sdk(&emulator.url).await;
         Backend::from_seeded(Arc::new(cloud), Some(Box::new(emulator))).await
     }
@@ -103,6 +106,7 @@ impl Backend {
                 device_name: "/dev/xvda".into(),
                 size_gb: Some(self.root_size),
                 encrypted: true,
+                kms_key_id: None,
             }),
             imdsv2_required: true,
             associate_public_ip: None,
@@ -332,6 +336,80 @@ pub async fn images_are_tagged_unique_by_name_and_removable(b: Backend) {
     b.terminate(&id).await;
 }
 
+/// Image settings and encryption: an image made from a root volume on the default EBS key
+/// takes `ImdsSupport v2.0`, cannot be shared (AWS: `InvalidParameter`), and its copy, tagged
+/// in the `CopyImage` call, carries the tags at once; after deregistration its snapshots are
+/// deleted even while AWS still holds them for a moment (`InvalidSnapshot.InUse`).
+pub async fn default_key_images_are_not_shared_and_copies_are_tagged_in_the_call(b: Backend) {
+    let cloud = b.cloud.as_ref();
+    let id = b.launch("settings").await;
+    b.wait_state(&id, InstanceState::Running).await;
+    cloud.stop_instance(&id).await.expect("stop");
+    b.wait_state(&id, InstanceState::Stopped).await;
+    let name = format!("{}-settings-{}", b.run_id, unique());
+    let tags = vec![("kiln:build-id".to_owned(), b.run_id.clone())];
+    let request = CreateImageRequest {
+        instance_id: id.clone(),
+        name: name.clone(),
+        description: None,
+        tags: tags.clone(),
+    };
+    let image_id = cloud.create_image(&request).await.expect("CreateImage");
+    kiln::pipeline::images::wait_available(cloud, &image_id, PATIENCE, |_| {})
+        .await
+        .expect("available");
+    cloud.require_imdsv2(&image_id).await.expect("ImdsSupport");
+    let image = cloud.images(std::slice::from_ref(&image_id)).await.unwrap();
+    assert_eq!(image[0].imds_support.as_deref(), Some("v2.0"));
+    let refused = cloud
+        .share_image(
+            &image_id,
+            &image[0].snapshot_ids,
+            &["210987654321".to_owned()],
+        )
+        .await
+        .expect_err("a default-key image cannot be shared");
+    assert_eq!(refused.aws_code(), Some("InvalidParameter"), "{refused}");
+    let away = cloud.in_region(other_region(cloud.region()));
+    let copy_id = away
+        .copy_image(&CopyImageRequest {
+            source_region: cloud.region().to_owned(),
+            source_image_id: image_id.clone(),
+            name: name.clone(),
+            description: None,
+            client_token: format!("{}-copy", b.run_id),
+            encrypted: true,
+            kms_key_id: None,
+            tags: tags.clone(),
+        })
+        .await
+        .expect("CopyImage");
+    let query = ImageQuery::own().tagged("kiln:build-id", &b.run_id);
+    poll("the copy, found by its tag", || async {
+        Ok(away
+            .find_images(&query)
+            .await?
+            .iter()
+            .any(|i| i.id == copy_id))
+    })
+    .await;
+    for (region, removed) in [(away.as_ref(), &copy_id), (cloud, &image_id)] {
+        kiln::pipeline::images::delete_image(region, removed)
+            .await
+            .expect("delete image and snapshots");
+    }
+    b.terminate(&id).await;
+}
+
+/// The other region a conformance test copies to.
+fn other_region(home: &str) -> &'static str {
+    if home == "us-west-2" {
+        "us-east-1"
+    } else {
+        "us-west-2"
+    }
+}
+
 /// Launch template versions: a new version copies its source's data with only the image
 /// changed, gets the next number, is idempotent by client token; the default moves only when
 /// asked; a non-default version can be deleted; versions are listed newest first.
@@ -508,6 +586,7 @@ conformance!(
     a_root_mapping_without_a_size_is_refused,
     unknown_ids_are_absent_and_removing_them_succeeds,
     images_are_tagged_unique_by_name_and_removable,
+    default_key_images_are_not_shared_and_copies_are_tagged_in_the_call,
     template_versions_behave_as_kiln_expects,
     commands_run_once_the_agent_is_online,
     parameters_are_versioned,

@@ -1,6 +1,8 @@
 //! Nightly builds, release pipelines and rollbacks: skip-if-unchanged, history, rollback,
 //! retention, regions/sharing/publishing and instance refresh, checked through the AWS API.
 
+use std::path::Path;
+
 use serde_json::{json, Value};
 
 use crate::support::*;
@@ -296,7 +298,13 @@ fn copies_shares_and_publishes_to_ssm() {
     let emulator = Emulator::seeded();
     let aws = emulator.aws();
     let kiln = Kiln::new(&emulator);
-    let recipe = app_recipe(&kiln, "", "  regions: [us-west-2, eu-west-1]\n  share_with: [\"210987654321\"]\n  ssm_parameter: /kiln/demo-app/ami\n");
+    // Shared images need customer managed keys: the builder's, and one per copy region.
+    let recipe = app_recipe(&kiln, "", "  regions: [{ region: us-west-2, kms_key_id: alias/kiln-west }, { region: eu-west-1, kms_key_id: alias/kiln-eu }]\n  share_with: [\"210987654321\"]\n  ssm_parameter: /kiln/demo-app/ami\n");
+    let text = read(Path::new(&recipe)).replace(
+        "  volume_size_gb: 10\n",
+        "  volume_size_gb: 10\n  kms_key_id: alias/kiln-east\n",
+    );
+    std::fs::write(&recipe, text).unwrap();
     let manifest = build(&kiln, &recipe, &[]);
     let images = manifest["images"].as_array().unwrap();
     assert_eq!(images.len(), 3, "{manifest}");
@@ -321,6 +329,11 @@ fn copies_shares_and_publishes_to_ssm() {
             .expect("describe copy");
         let found = &out.images()[0];
         assert_eq!(found.state().map(|s| s.as_str()), Some("available"));
+        assert_eq!(
+            found.imds_support().map(|s| s.as_str()),
+            Some("v2.0"),
+            "{region}"
+        );
         assert!(
             found
                 .tags()

@@ -49,6 +49,11 @@ impl Harness {
         let recipe = crate::support::recipe(steps)
             .replace("image:\n", "image:\n  name: \"demo-app-{{ build_id }}\"\n")
             + extra_release;
+        self.plan_text(build_id, &recipe)
+    }
+
+    /// The plan of a whole recipe text.
+    fn plan_text(&self, build_id: &str, recipe: &str) -> Plan {
         let path = self.dir.path().join(format!("{build_id}.yaml"));
         std::fs::write(&path, recipe).expect("write recipe");
         let options = LoadOptions {
@@ -176,7 +181,7 @@ async fn a_build_goes_through_every_phase_in_order_and_releases_its_image() {
             Phase::StopBuilder,
             Phase::CreateImage,
             Phase::WaitImage,
-            Phase::TagSnapshots,
+            Phase::ImageSettings,
             Phase::TerminateBuilder,
             Phase::Release,
         ]
@@ -599,4 +604,109 @@ async fn the_builder_is_launched_as_the_recipe_says() {
     assert_eq!(builders[0].tags["kiln:build-id"], "b1");
     let cloud: &dyn Cloud = &h.fake;
     assert_eq!(cloud.region(), REGION);
+}
+
+/// The shared recipe, encrypted with customer managed keys (the builder's and one per copy
+/// region), copied to us-west-2 and shared with one account.
+fn shared_plan(h: &Harness, build_id: &str) -> Plan {
+    let recipe = crate::support::recipe(TWO_STEPS)
+        .replace(
+            "image:\n",
+            "image:\n  name: \"demo-app-{{ build_id }}\"\n  regions: [{ region: us-west-2, kms_key_id: alias/kiln-west }]\n  share_with: [\"210987654321\"]\n",
+        )
+        .replace(
+            "  volume_size_gb: 10\n",
+            "  volume_size_gb: 10\n  kms_key_id: alias/kiln-east\n",
+        );
+    h.plan_text(build_id, &recipe)
+}
+
+#[tokio::test(start_paused = true)]
+async fn shared_images_use_customer_keys_and_copies_are_tagged_in_the_copy_call() {
+    let h = Harness::new();
+    let manifest = h.build(&shared_plan(&h, "b1"), "b1").await.expect("build");
+    assert_eq!(manifest.images.len(), 2);
+    let west = h.fake.in_region("us-west-2");
+    for (fake, image) in [(&h.fake, &manifest.images[0]), (&west, &manifest.images[1])] {
+        assert_eq!(fake.launch_permissions(&image.image_id), ["210987654321"]);
+        let seen = fake
+            .images(std::slice::from_ref(&image.image_id))
+            .await
+            .unwrap();
+        assert_eq!(
+            seen[0].imds_support.as_deref(),
+            Some("v2.0"),
+            "{}",
+            image.region
+        );
+        assert_eq!(seen[0].tags["kiln:build-id"], "b1");
+        let snapshots = fake.snapshots();
+        let made: Vec<_> = snapshots
+            .iter()
+            .filter(|s| seen[0].snapshot_ids.contains(&s.id))
+            .collect();
+        assert_eq!(made.len(), 1);
+        assert_eq!(made[0].tags["kiln:build-id"], "b1", "{}", made[0].id);
+    }
+    // Tags travel in CreateImage and CopyImage: never a CreateTags on an id just made.
+    assert_eq!(h.fake.count("CreateTags") + west.count("CreateTags"), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_share_keeps_the_finished_image_and_its_copies() {
+    let h = Harness::new();
+    let mut plan = shared_plan(&h, "b1");
+    // As if the copy region had no key: its copy gets the default EBS key, which AWS refuses
+    // to share (validation refuses such a recipe; this is the pipeline's second line).
+    plan.image.region_kms_keys.clear();
+    let err = h.build(&plan, "b1").await.expect_err("share refused");
+    assert!(err.to_string().contains("InvalidParameter"), "{err}");
+    let west = h.fake.in_region("us-west-2");
+    let copies: Vec<_> = west
+        .all_images()
+        .into_iter()
+        .filter(|i| i.state != ImageState::Deregistered)
+        .collect();
+    assert_eq!(
+        h.kiln_images().len(),
+        1,
+        "the image survives the failed share"
+    );
+    assert_eq!(copies.len(), 1, "the copy survives the failed share");
+    let kept = |id: &str| {
+        h.journal("b1").iter().any(|(r, e)| {
+            *e == Event::Kept && matches!(r, Resource::Image { id: i, .. } if i == id)
+        })
+    };
+    assert!(kept(&h.kiln_images()[0].id));
+    assert!(kept(&copies[0].id));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_build_without_sharing_requires_imdsv2_unless_the_recipe_opts_out() {
+    let h = Harness::new();
+    let manifest = h
+        .build(&h.plan("b1", TWO_STEPS), "b1")
+        .await
+        .expect("build");
+    let image = &h
+        .fake
+        .images(&[manifest.images[0].image_id.clone()])
+        .await
+        .unwrap()[0];
+    assert_eq!(image.imds_support.as_deref(), Some("v2.0"));
+    let recipe = crate::support::recipe(TWO_STEPS).replace(
+        "image:\n",
+        "image:\n  name: \"demo-app-{{ build_id }}\"\n  require_imdsv2: false\n",
+    );
+    let manifest = h
+        .build(&h.plan_text("b2", &recipe), "b2")
+        .await
+        .expect("build");
+    let image = &h
+        .fake
+        .images(&[manifest.images[0].image_id.clone()])
+        .await
+        .unwrap()[0];
+    assert_eq!(image.imds_support, None);
 }

@@ -25,7 +25,10 @@ moto 5.2.5 gaps, and how this module covers each:
   (lost answer) makes a second image. -> InvalidAMIName.Duplicate, as AWS answers.
 - CreateImage with a `snapshot` TagSpecification raises NotImplementedError (500).
   -> snapshot tags are put on the AMI's snapshot.
-- CopyImage ignores TagSpecifications and CopyImageTags. -> both applied.
+- CopyImage ignores TagSpecifications and CopyImageTags. -> both applied, to the copy and
+  (`snapshot` specifications) its snapshot.
+- Encryption keys, sharing refusals, IMDS support and snapshots held after DeregisterImage:
+  see amis.py.
 
 Imports moto: imported by server.patch_moto(), which then calls patch().
 """
@@ -45,6 +48,7 @@ from moto.ec2.responses.instances import InstanceResponse
 from moto.ec2.responses.launch_templates import LaunchTemplates
 from moto.ec2.utils import parse_user_data
 
+from . import amis
 from .common import service_error
 from .state import STATE
 
@@ -58,6 +62,7 @@ def patch():
     _patch_instances()
     _patch_images()
     _patch_launch_templates()
+    amis.patch()
 
 
 # --------------------------------------------------------------------------------------
@@ -169,6 +174,7 @@ def create_image(self, instance_id, name, description, tag_specifications):
     ami = MOTO_CREATE_IMAGE(self, instance_id, name, description, tag_specifications=specs)
     for tag in snapshot_tags:
         ami.ebs_snapshot.add_tag(tag["Key"], tag["Value"])
+    amis.set_image_key(ami, amis.root_volume_key(self, self.get_instance(instance_id)))
     return _start_clock(ami)
 
 
@@ -180,15 +186,16 @@ def copy_image_response(self):
     """CopyImage: applies CopyImageTags and the request's image TagSpecifications."""
     result = MOTO_COPY_IMAGE_RESPONSE(self)
     ami = self.ec2_backend.amis[result.result["ImageId"]]
+    source_backend = ec2_backends[self.current_account][self._get_param("SourceRegion")]
+    source = source_backend.describe_images(ami_ids=[self._get_param("SourceImageId")])[0]
     if self._get_bool_param("CopyImageTags", False):
-        source_backend = ec2_backends[self.current_account][self._get_param("SourceRegion")]
-        source = source_backend.describe_images(ami_ids=[self._get_param("SourceImageId")])[0]
         for tag in source.get_tags():
             ami.add_tag(tag["key"], tag["value"])
     for spec in self._get_param("TagSpecifications", []):
-        if spec.get("ResourceType") in ("image", None):
-            for tag in spec.get("Tags", []):
-                ami.add_tag(tag["Key"], tag["Value"])
+        target = {"image": ami, None: ami, "snapshot": ami.ebs_snapshot}.get(spec.get("ResourceType"))
+        for tag in spec.get("Tags", []) if target is not None else []:
+            target.add_tag(tag["Key"], tag["Value"])
+    amis.set_image_key(ami, amis.copy_key(self.ec2_backend, self, source))
     return result
 
 

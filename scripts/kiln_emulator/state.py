@@ -16,6 +16,7 @@ DEFAULT_BEHAVIOUR = {
     "instance_shutting_down_seconds": 0,
     "image_pending_seconds": 0,
     "image_fail": False,
+    "snapshot_in_use_seconds": 0,
     "ssm_agent": "online",
     "ssm_online_after_seconds": 0,
     "commands": [],

@@ -48,7 +48,11 @@ pub trait Cloud: Send + Sync {
     /// `CopyImage` into this cloud's region; returns the new id.
     async fn copy_image(&self, request: &CopyImageRequest) -> Result<String>;
     async fn deregister_image(&self, image_id: &str) -> Result<()>;
-    /// Launch permission on the image and create-volume permission on its snapshots.
+    /// Instances launched from the image must use IMDSv2 (`ImdsSupport` `v2.0`; permanent).
+    async fn require_imdsv2(&self, image_id: &str) -> Result<()>;
+    /// Launch permission on the image and create-volume permission on its snapshots. AWS refuses
+    /// it (`InvalidParameter` / `OperationNotPermitted`) for snapshots encrypted with the
+    /// default `aws/ebs` key.
     async fn share_image(
         &self,
         image_id: &str,

@@ -181,6 +181,8 @@ pub struct Image {
     pub root_volume_size: Option<i32>,
     pub architecture: Option<String>,
     pub snapshot_ids: Vec<String>,
+    /// `v2.0` when instances launched from the image require IMDSv2; `None` when unset.
+    pub imds_support: Option<String>,
     pub tags: BTreeMap<String, String>,
 }
 
@@ -236,6 +238,8 @@ pub struct RootVolume {
     /// GiB; `None` keeps the image's size.
     pub size_gb: Option<i32>,
     pub encrypted: bool,
+    /// The KMS key that encrypts the volume; `None` uses the region's default EBS key.
+    pub kms_key_id: Option<String>,
 }
 
 /// One instance to launch.
@@ -292,7 +296,7 @@ impl InstanceQuery {
     }
 }
 
-/// `CreateImage` from an instance, tags in the same call.
+/// `CreateImage` from an instance; `tags` go on the image and on its snapshots in the same call.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CreateImageRequest {
     pub instance_id: String,
@@ -310,6 +314,11 @@ pub struct CopyImageRequest {
     pub description: Option<String>,
     pub client_token: String,
     pub encrypted: bool,
+    /// The KMS key that encrypts the copy's snapshots; `None` uses the destination region's
+    /// default EBS key (and such a copy cannot be shared with other accounts).
+    pub kms_key_id: Option<String>,
+    /// Tags for the copy, given in the `CopyImage` call itself.
+    pub tags: Tags,
 }
 
 /// How to name a launch template: by id (`lt-...`) or by name.

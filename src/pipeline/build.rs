@@ -330,8 +330,7 @@ async fn bake(
     stop_builder(ctx, job, &builder).await?;
     let image = create_image(ctx, job, &builder, ledger).await?;
     terminate_builder(ctx, job, &builder, ledger).await?;
-    let built = distribute(ctx, job, image, ledger).await?;
-    keep_products(&built, ledger, manifest)?;
+    let built = distribute(ctx, job, image, ledger, manifest).await?;
     if let Some(spec) = job.release_spec() {
         let image_id = &built[0].1.id;
         let released =
@@ -363,6 +362,7 @@ async fn launch_builder(ctx: &Context<'_>, job: &Job<'_>, ledger: &Ledger) -> Re
                     .map(|s| s as i32)
                     .or(job.source.root_volume_size),
                 encrypted: spec.encrypted,
+                kms_key_id: spec.kms_key_id.clone(),
             }),
         imdsv2_required: spec.imdsv2_required,
         associate_public_ip: spec.associate_public_ip,
@@ -458,7 +458,8 @@ async fn stop_builder(ctx: &Context<'_>, job: &Job<'_>, builder: &str) -> Result
     Ok(())
 }
 
-/// Creates the image, waits for it, and records and tags its snapshots.
+/// Creates the image (it and its snapshots tagged in the call), waits for it, records its
+/// snapshots and applies the image settings.
 async fn create_image(
     ctx: &Context<'_>,
     job: &Job<'_>,
@@ -490,15 +491,27 @@ async fn create_image(
             images::wait_available(cloud, &image_id, timeout, ctx.progress(&Phase::WaitImage)),
         )
         .await?;
-    ctx.phase(Phase::TagSnapshots, async {
-        record_snapshots(ledger, &region, &image)?;
-        cloud
-            .create_tags(&image.snapshot_ids, &request.tags)
-            .await?;
-        Ok(image.snapshot_ids.join(", "))
-    })
+    record_snapshots(ledger, &region, &image)?;
+    ctx.phase(
+        Phase::ImageSettings,
+        apply_image_settings(cloud, job, &image.id),
+    )
     .await?;
     Ok(image)
+}
+
+/// The image's own settings, in one region: IMDSv2 required (unless the recipe opts out).
+async fn apply_image_settings(cloud: &dyn Cloud, job: &Job<'_>, image_id: &str) -> Result<String> {
+    let mut applied = Vec::new();
+    if job.plan.image.require_imdsv2 {
+        cloud.require_imdsv2(image_id).await?;
+        applied.push("IMDSv2 required");
+    }
+    Ok(if applied.is_empty() {
+        "none".to_owned()
+    } else {
+        applied.join(", ")
+    })
 }
 
 fn record_snapshots(ledger: &Ledger, region: &str, image: &Image) -> Result<()> {
@@ -539,6 +552,7 @@ async fn distribute(
     job: &Job<'_>,
     image: Image,
     ledger: &Ledger,
+    manifest: &mut Manifest,
 ) -> Result<Built> {
     let mut built: Built = vec![(ctx.cloud.clone(), image)];
     let plan = job.plan;
@@ -551,6 +565,8 @@ async fn distribute(
             .await?;
         built.extend(copies.0);
     }
+    // Complete images are products from here on: a failed share must not tear them down.
+    keep_products(&built, ledger, manifest)?;
     if !plan.image.share_with.is_empty() {
         ctx.phase(Phase::ShareImage, async {
             for (cloud, image) in &built {
@@ -843,7 +859,8 @@ async fn copy_to_regions(
     }
 }
 
-/// One copy: CopyImage, tag it, wait for it, record and tag its snapshots.
+/// One copy: CopyImage (tagged and encrypted with the region's key in the call), wait for it,
+/// record its snapshots, apply the image settings.
 async fn copy_to(
     ctx: &Context<'_>,
     job: &Job<'_>,
@@ -861,15 +878,14 @@ async fn copy_to(
             description: Some(job.image_description()),
             client_token: format!("{}-{region}", job.build_id()),
             encrypted: job.plan.builder.encrypted,
+            kms_key_id: job.plan.image.region_kms_keys.get(region).cloned(),
+            tags,
         })
         .await?;
     ledger.created(Resource::Image {
         id: copy_id.clone(),
         region: region.to_owned(),
     })?;
-    target
-        .create_tags(std::slice::from_ref(&copy_id), &tags)
-        .await?;
     let timeout = job.plan.timeouts.image_available;
     let copy = images::wait_available(target.as_ref(), &copy_id, timeout, |s| {
         ctx.reporter
@@ -877,7 +893,7 @@ async fn copy_to(
     })
     .await?;
     record_snapshots(ledger, region, &copy)?;
-    target.create_tags(&copy.snapshot_ids, &tags).await?;
+    apply_image_settings(target.as_ref(), job, &copy.id).await?;
     Ok((target, copy))
 }
 

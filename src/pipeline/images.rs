@@ -1,6 +1,8 @@
 //! Images: resolving the source, finding an earlier build by fingerprint, waiting for a new
 //! image, ordering images by age, and removing an image with its snapshots.
 
+use std::time::Duration;
+
 use crate::aws::poll::{wait_until, Probe, Wait};
 use crate::aws::{Cloud, Image, ImageQuery, ImageState};
 use crate::error::{Error, Result};
@@ -112,6 +114,36 @@ pub async fn wait_available(
     .await
 }
 
+/// How long a snapshot may still be "in use" by an image just deregistered: AWS answers
+/// `InvalidSnapshot.InUse` for a while after `DeregisterImage`.
+pub const SNAPSHOT_RELEASE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
+/// Deletes a snapshot, waiting (up to [`SNAPSHOT_RELEASE_TIMEOUT`]) while AWS still says an
+/// image just deregistered uses it.
+pub async fn delete_snapshot_when_free(cloud: &dyn Cloud, snapshot_id: &str) -> Result<()> {
+    let wait = Wait {
+        phase: "deleting a snapshot of a deregistered image",
+        resource: snapshot_id,
+        region: cloud.region(),
+        timeout: SNAPSHOT_RELEASE_TIMEOUT,
+        hint: "another image may use the snapshot: find it with `aws ec2 describe-images --filters Name=block-device-mapping.snapshot-id,Values=<id>`",
+    };
+    wait_until(
+        wait,
+        |_| {},
+        || async {
+            match cloud.delete_snapshot(snapshot_id).await {
+                Ok(()) => Ok(Probe::Done(())),
+                Err(e) if e.aws_code() == Some("InvalidSnapshot.InUse") => {
+                    Ok(Probe::Pending(format!("in use ({e})")))
+                }
+                Err(e) => Err(e),
+            }
+        },
+    )
+    .await
+}
+
 /// Deregisters an image and deletes its snapshots, including snapshots of a still-pending image
 /// (found by the description AWS gives them). Returns the snapshots deleted.
 pub async fn delete_image(cloud: &dyn Cloud, image_id: &str) -> Result<Vec<String>> {
@@ -128,7 +160,7 @@ pub async fn delete_image(cloud: &dyn Cloud, image_id: &str) -> Result<Vec<Strin
     }
     cloud.deregister_image(image_id).await?;
     for snapshot in &snapshots {
-        cloud.delete_snapshot(snapshot).await?;
+        delete_snapshot_when_free(cloud, snapshot).await?;
     }
     Ok(snapshots)
 }

@@ -213,6 +213,7 @@ mod tests {
             root_volume_size: None,
             architecture: None,
             snapshot_ids: vec![format!("snap-{id}")],
+            imds_support: None,
             tags: BTreeMap::new(),
         }
     }

@@ -211,7 +211,7 @@ pub async fn remove(home: &dyn Cloud, resource: &Resource) -> Result<Outcome> {
             with: images::delete_image(cloud, id).await?,
         }),
         Resource::Snapshot { id, .. } => {
-            cloud.delete_snapshot(id).await?;
+            images::delete_snapshot_when_free(cloud, id).await?;
             Ok(Outcome::Removed { with: Vec::new() })
         }
         Resource::Instance { id, .. } => {

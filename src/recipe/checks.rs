@@ -110,6 +110,47 @@ pub(crate) fn instance_type(instance_type: &str) -> Check {
     }
 }
 
+/// A KMS key: a key id (`1234abcd-...`, `mrk-...`), `alias/NAME`, or a key or alias ARN.
+pub(crate) fn kms_key_id(key: &str) -> Check {
+    let name_ok = |name: &str| {
+        !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/_-".contains(c))
+    };
+    let key_id_ok = |id: &str| {
+        let hex = |t: &str| !t.is_empty() && t.chars().all(|c| c.is_ascii_hexdigit());
+        match id.strip_prefix("mrk-") {
+            Some(rest) => rest.len() == 32 && hex(rest),
+            None => id.len() == 36 && id.split('-').all(hex),
+        }
+    };
+    let valid = if let Some(name) = key.strip_prefix("alias/") {
+        name_ok(name)
+    } else if key.starts_with("arn:") {
+        let parts: Vec<&str> = key.splitn(6, ':').collect();
+        parts.len() == 6
+            && parts[2] == "kms"
+            && (parts[5].strip_prefix("key/").is_some_and(key_id_ok)
+                || parts[5].strip_prefix("alias/").is_some_and(name_ok))
+    } else {
+        key_id_ok(key)
+    };
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "is not a KMS key: `{key}` (expected a key id, `alias/NAME`, or a key or alias ARN)"
+        ))
+    }
+}
+
+/// Whether a KMS key names the AWS managed default EBS key (`aws/ebs`), whose snapshots AWS
+/// refuses to share.
+pub(crate) fn is_default_ebs_key(key: &str) -> bool {
+    key == "alias/aws/ebs" || key.ends_with(":alias/aws/ebs")
+}
+
 /// An instance profile name (`[\w+=,.@-]{1,128}`) or ARN.
 pub(crate) fn instance_profile(profile: &str) -> Check {
     let valid = if profile.starts_with("arn:") {
@@ -378,6 +419,18 @@ mod tests {
         assert!(account_id("12345678901").is_err());
         assert!(instance_type("m7g.metal-48xl").is_ok());
         assert!(instance_type("t3large").is_err());
+        assert!(kms_key_id("1234abcd-12ab-34cd-56ef-1234567890ab").is_ok());
+        assert!(kms_key_id("mrk-1234abcd12ab34cd56ef1234567890ab").is_ok());
+        assert!(kms_key_id("alias/kiln-images").is_ok());
+        assert!(kms_key_id(
+            "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+        )
+        .is_ok());
+        assert!(kms_key_id("arn:aws:kms:us-west-2:123456789012:alias/kiln").is_ok());
+        assert!(kms_key_id("my key").is_err());
+        assert!(kms_key_id("arn:aws:s3:::bucket").is_err());
+        assert!(is_default_ebs_key("alias/aws/ebs"));
+        assert!(!is_default_ebs_key("alias/kiln"));
         assert!(instance_profile("kiln-builder").is_ok());
         assert!(instance_profile("arn:aws:iam::123456789012:instance-profile/kiln").is_ok());
         assert!(instance_profile("has space").is_err());

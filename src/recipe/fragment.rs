@@ -7,15 +7,16 @@
 //! containing templates stay unrendered [`TemplateText`]s. It must not follow includes, read
 //! other files, merge, or render templates: a fragment describes exactly one file.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use marked_yaml::Node;
 
 use super::checks::{self, Check};
-use super::source::{At, FileId, Session};
+use super::source::{At, FileId, Pos, Session};
 use super::step::{self, StepDecl};
 use super::template::TemplateText;
-use super::yaml::{describe, is_null, Entry, MapReader};
+use super::yaml::{describe, is_null, node_pos, Entry, MapReader};
 use crate::plan::{BuilderSpec, ReleaseSpec, SourceSpec, Timeouts, DEFAULT_KEEP};
 
 const TOP_LEVEL_FIELDS: &[&str] = &[
@@ -42,6 +43,7 @@ const BUILDER_FIELDS: &[&str] = &[
     "imdsv2_required",
     "encrypted",
     "associate_public_ip",
+    "kms_key_id",
 ];
 const IMAGE_FIELDS: &[&str] = &[
     "name",
@@ -50,7 +52,10 @@ const IMAGE_FIELDS: &[&str] = &[
     "regions",
     "share_with",
     "ssm_parameter",
+    "require_imdsv2",
 ];
+/// The fields of an `image.regions` entry written as a mapping.
+const REGION_FIELDS: &[&str] = &["region", "kms_key_id"];
 const RELEASE_FIELDS: &[&str] = &[
     "launch_template",
     "set_default",
@@ -118,8 +123,13 @@ pub(crate) struct ImageDecl {
     pub name: Option<TemplateText>,
     pub description: Option<TemplateText>,
     pub regions: Vec<String>,
+    /// `kms_key_id` of the `regions` entries that set one.
+    pub region_kms_keys: BTreeMap<String, String>,
     pub share_with: Vec<String>,
+    /// Where `share_with` is set, for problems about sharing.
+    pub share_with_at: Option<Pos>,
     pub ssm_parameter: Option<TemplateText>,
+    pub require_imdsv2: bool,
 }
 
 /// One `image.tags` entry.
@@ -406,12 +416,30 @@ fn read_filter_owners(session: &mut Session, filter: &MapReader<'_>) -> Option<V
     Some(owners)
 }
 
+/// `builder.instance_type`: one type, or a non-empty list tried in order.
+fn read_instance_types(session: &mut Session, builder: &MapReader<'_>) -> Option<Vec<String>> {
+    let Some(entry) = builder.get("instance_type") else {
+        return builder.missing(session, "instance_type");
+    };
+    if entry.value.as_sequence().is_none() {
+        let one = checked_string(session, builder, "instance_type", checks::instance_type)?;
+        return Some(vec![one.value]);
+    }
+    let listed = entry.value.as_sequence().map_or(0, |items| items.len());
+    let types = checked_list(session, builder, "instance_type", checks::instance_type);
+    if listed == 0 {
+        builder.invalid(session, entry, "must list at least one instance type");
+        return None;
+    }
+    (types.len() == listed).then_some(types)
+}
+
 fn read_builder(session: &mut Session, top: &MapReader<'_>) -> Option<BuilderSpec> {
     let builder = top.mapping(session, "builder", BUILDER_FIELDS)?;
-    let instance_type =
-        checked_string_required(session, &builder, "instance_type", checks::instance_type);
+    let instance_types = read_instance_types(session, &builder);
     let spec = BuilderSpec {
         instance_type: String::new(),
+        fallback_instance_types: Vec::new(),
         iam_instance_profile: checked_string(
             session,
             &builder,
@@ -434,9 +462,13 @@ fn read_builder(session: &mut Session, top: &MapReader<'_>) -> Option<BuilderSpe
         associate_public_ip: builder
             .boolean(session, "associate_public_ip")
             .map(|flag| flag.value),
+        kms_key_id: checked_string(session, &builder, "kms_key_id", checks::kms_key_id)
+            .map(|key| key.value),
     };
+    let mut types = instance_types?.into_iter();
     Some(BuilderSpec {
-        instance_type: instance_type?.value,
+        instance_type: types.next()?,
+        fallback_instance_types: types.collect(),
         ..spec
     })
 }
@@ -461,14 +493,68 @@ fn read_image(session: &mut Session, top: &MapReader<'_>) -> (Option<ImageDecl>,
     let sets_image_fields = IMAGE_FIELDS
         .iter()
         .any(|field| *field != "tags" && image.has(field));
+    let (regions, region_kms_keys) = read_regions(session, &image);
     let declaration = ImageDecl {
         name: image.text(session, "name"),
         description: image.text(session, "description"),
-        regions: checked_list(session, &image, "regions", checks::region),
+        regions,
+        region_kms_keys,
         share_with: checked_list(session, &image, "share_with", checks::account_id),
+        share_with_at: image.get("share_with").map(|entry| entry.key_pos),
         ssm_parameter: image.text(session, "ssm_parameter"),
+        require_imdsv2: flag(session, &image, "require_imdsv2", true),
     };
     (sets_image_fields.then_some(declaration), tags)
+}
+
+/// `image.regions`: each entry a region name, or `{ region, kms_key_id }`.
+fn read_regions(
+    session: &mut Session,
+    image: &MapReader<'_>,
+) -> (Vec<String>, BTreeMap<String, String>) {
+    let mut regions = Vec::new();
+    let mut keys = BTreeMap::new();
+    let Some(entry) = image.get("regions") else {
+        return (regions, keys);
+    };
+    let Some(items) = entry.value.as_sequence() else {
+        // Reports the wrong type.
+        image.string_list(session, "regions");
+        return (regions, keys);
+    };
+    for (index, item) in items.iter().enumerate() {
+        let path = format!("image.regions[{index}]");
+        let pos = node_pos(item, entry.key_pos);
+        if let Node::Mapping(_) = item {
+            let Some(map) = MapReader::open(session, item, &path, pos, REGION_FIELDS) else {
+                continue;
+            };
+            let region = checked_string_required(session, &map, "region", checks::region);
+            let key = checked_string(session, &map, "kms_key_id", checks::kms_key_id);
+            if let Some(region) = region {
+                if let Some(key) = key {
+                    keys.insert(region.value.clone(), key.value);
+                }
+                regions.push(region.value);
+            }
+            continue;
+        }
+        let problem = match item.as_scalar() {
+            Some(scalar) if !is_null(item) => match checks::region(scalar.as_str()) {
+                Ok(()) => {
+                    regions.push(scalar.as_str().to_owned());
+                    continue;
+                }
+                Err(problem) => problem,
+            },
+            _ => format!(
+                "must be a region or a mapping `{{ region, kms_key_id }}`, found {}",
+                describe(item)
+            ),
+        };
+        session.error_at(pos, format!("`{path}` {problem}"));
+    }
+    (regions, keys)
 }
 
 fn read_tags(session: &mut Session, image: &MapReader<'_>) -> Vec<TagDecl> {

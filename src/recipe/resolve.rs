@@ -228,7 +228,10 @@ impl Resolver<'_> {
         let tags = self.resolve_tags(merged);
         let (name, description, ssm_parameter, tags) = (name?, description?, ssm_parameter?, tags?);
         let regions = declared.map_or_else(Vec::new, |image| image.regions.clone());
+        let region_kms_keys = declared.map_or_else(BTreeMap::new, |i| i.region_kms_keys.clone());
         let share_with = declared.map_or_else(Vec::new, |image| image.share_with.clone());
+        let require_imdsv2 = declared.is_none_or(|image| image.require_imdsv2);
+        self.check_shareable(merged);
         let digest_image = DigestImage {
             name: name.canonical,
             description: description.as_ref().map(|text| text.canonical.clone()),
@@ -237,7 +240,9 @@ impl Resolver<'_> {
                 .map(|(key, value)| (key.clone(), value.canonical.clone()))
                 .collect(),
             regions: regions.clone(),
+            region_kms_keys: region_kms_keys.clone(),
             share_with: share_with.clone(),
+            require_imdsv2,
         };
         let image = ImageSpec {
             name: name.actual,
@@ -247,10 +252,48 @@ impl Resolver<'_> {
                 .map(|(key, value)| (key, value.actual))
                 .collect(),
             regions,
+            region_kms_keys,
             share_with,
             ssm_parameter: ssm_parameter.map(|text| text.actual),
+            require_imdsv2,
         };
         Some((image, digest_image))
+    }
+
+    /// AWS refuses to share snapshots encrypted with the default EBS key (`aws/ebs`): with
+    /// `share_with`, the builder and every copy region need a customer managed key.
+    fn check_shareable(&mut self, merged: &MergedRecipe) {
+        let (Some(image), Some(builder)) = (merged.image.as_ref(), merged.builder.as_ref()) else {
+            return;
+        };
+        let (Some(at), false) = (image.share_with_at, image.share_with.is_empty()) else {
+            return;
+        };
+        let default_key = |key: Option<&String>| key.is_none_or(|k| checks::is_default_ebs_key(k));
+        let mut fixes = Vec::new();
+        if builder.encrypted && default_key(builder.kms_key_id.as_ref()) {
+            fixes.push("set `builder.kms_key_id` to a customer managed key".to_owned());
+        }
+        let regions: Vec<&str> = image
+            .regions
+            .iter()
+            .filter(|r| builder.encrypted && default_key(image.region_kms_keys.get(*r)))
+            .map(String::as_str)
+            .collect();
+        if !regions.is_empty() {
+            fixes.push(format!(
+                "give each copy region its key (`regions: [{{ region: {}, kms_key_id: alias/NAME }}]`) for {}",
+                regions[0],
+                regions.join(", ")
+            ));
+        }
+        if !fixes.is_empty() {
+            let message = format!(
+                "`image.share_with` needs images encrypted with customer managed KMS keys: AWS refuses to share snapshots encrypted with the default EBS key (aws/ebs); {}",
+                fixes.join(", and ")
+            );
+            self.session.error_at(at, message);
+        }
     }
 
     fn resolve_image_name(

@@ -257,7 +257,47 @@ fn filter_source_and_builder_fields() {
     );
     assert_eq!(plan.image.name, "api-node 2.4.1 (b-42)");
     assert_eq!(plan.image.share_with, ["012345678901"]);
+    // Regions as plain names or `{ region, kms_key_id }`; keys for the builder and each copy.
+    assert_eq!(plan.image.regions, ["us-east-1", "eu-west-1"]);
+    assert_eq!(plan.builder.kms_key_id.as_deref(), Some("alias/api-node"));
+    assert_eq!(
+        plan.image.region_kms_keys["eu-west-1"],
+        "arn:aws:kms:eu-west-1:012345678901:alias/api-node"
+    );
+    assert!(plan.image.require_imdsv2);
     assert!(script_of(&plan, "install").contains("echo \"${HOSTNAME:-unknown}\" > /etc/motd"));
+}
+
+#[test]
+fn an_instance_type_list_is_tried_in_order_and_keys_change_the_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = |builder: &str| {
+        format!(
+            "name: web\nversion: \"1.0\"\nsource:\n  image: ami-0123456789abcdef0\nbuilder:\n{builder}"
+        )
+    };
+    let load = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        load_ok(&path, &options())
+    };
+    let listed = load(
+        "a.yaml",
+        recipe("  instance_type: [m7i.large, m6i.large, m5.large]\n"),
+    );
+    assert_eq!(listed.builder.instance_type, "m7i.large");
+    assert_eq!(
+        listed.builder.fallback_instance_types,
+        ["m6i.large", "m5.large"]
+    );
+    let one = load("b.yaml", recipe("  instance_type: m7i.large\n"));
+    assert!(one.builder.fallback_instance_types.is_empty());
+    let keyed = load(
+        "c.yaml",
+        recipe("  instance_type: m7i.large\n  kms_key_id: alias/web\n"),
+    );
+    assert_ne!(one.digest, keyed.digest);
+    assert_ne!(one.digest, listed.digest);
 }
 
 #[test]
@@ -524,7 +564,7 @@ mod digest {
         // The digest decides whether an image is rebuilt: its bytes must not change.
         assert_eq!(
             baseline(),
-            "a03f131ad0c4c6af3cdf532e6105b5e598f4d80c3de020c050bae0e017829714"
+            "d721f06e4715c007adf665cec07e4a9dfd72b5ca2be7f842d9a460fddb4c65f2"
         );
     }
 
@@ -539,15 +579,15 @@ mod digest {
             [
                 (
                     "minimal.yaml",
-                    "14117bc0844ff131286dab427d5a7d56b49655a32445b5c1063511e2423147f4".to_owned()
+                    "8aae31fe9439b2aefa5c3e0208565efa2271494a80e398df32351fd8d72b26f0".to_owned()
                 ),
                 (
                     "filter-source.yaml",
-                    "f5aa99b2075c6e05f4265d3a11c2f70c8cc2f313704e4292e1f2e106c0572628".to_owned()
+                    "c657556dabf284c014531ba4746f0c89d099b706ce66086b128deed85310cffd".to_owned()
                 ),
                 (
                     "full/main.yaml",
-                    "d921809145c43f8d4aca6ab12edd59a1ff0719e35c066091aaec115e48315ade".to_owned()
+                    "c486724ef47c9234020123b74edb4523fd5eb0ce941a406f8b9b6e39a19bdd3f".to_owned()
                 ),
             ]
         );

@@ -57,6 +57,13 @@ impl Cloud for Fake {
         .await
     }
 
+    async fn require_imdsv2(&self, image_id: &str) -> Result<()> {
+        self.call("ModifyImageAttribute", image_id, |w, here| {
+            w.require_imdsv2(here, image_id)
+        })
+        .await
+    }
+
     async fn share_image(
         &self,
         image_id: &str,

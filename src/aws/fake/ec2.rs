@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::world::{
-    blank_image, refuse, Answer, Here, ImageRecord, InstanceRecord, Transition, World,
+    blank_image, refuse, Answer, Encryption, Here, ImageRecord, InstanceRecord, Transition, World,
 };
 use super::{FakeSnapshot, ImageOutcome, ACCOUNT_ID, AMAZON_OWNER_ID};
 use crate::aws::model::{
@@ -200,7 +200,7 @@ impl World {
     fn register(
         &mut self,
         here: &Here,
-        mut image: Image,
+        (mut image, encryption): (Image, Encryption),
         copy_token: Option<String>,
         describe: impl FnOnce(&str) -> String,
     ) -> String {
@@ -219,7 +219,8 @@ impl World {
             description: describe(&id),
             owner_id: ACCOUNT_ID.to_owned(),
             volume_size: image.root_volume_size.unwrap_or(8),
-            tags: BTreeMap::new(),
+            // Tag specifications of CreateImage / CopyImage go on the snapshots too.
+            tags: image.tags.clone(),
             volume_permissions: Vec::new(),
         };
         let record = ImageRecord {
@@ -227,6 +228,8 @@ impl World {
             state: Transition::between(ImageState::Pending, after, here.now, takes),
             failure,
             deregistered: false,
+            snapshots_released_at: here.now,
+            encryption,
             launch_permissions: Vec::new(),
             copy_token,
         };
@@ -262,8 +265,9 @@ impl World {
         );
         image.tags = tag_map(&request.tags);
         let instance_id = instance.id.clone();
+        let encryption = instance.root_encryption.clone();
         self.check_name_free(&here.region, &request.name)?;
-        Ok(self.register(here, image, None, |ami| {
+        Ok(self.register(here, (image, encryption), None, |ami| {
             format!("Created by CreateImage({instance_id}) for {ami}")
         }))
     }
@@ -282,12 +286,19 @@ impl World {
         let Some(source) = source_region.registered_image(&request.source_image_id) else {
             return image_not_found(&request.source_image_id);
         };
-        let image = own_image(
+        let mut image = own_image(
             &request.name,
             &source.image.architecture,
             &source.image.root_device_name,
             source.image.root_volume_size,
         );
+        image.tags = tag_map(&request.tags);
+        // A copy keeps the source's encryption unless asked otherwise; an encrypted copy without
+        // a key gets the destination region's default key.
+        let encryption = match Encryption::requested(request.encrypted, &request.kms_key_id) {
+            Encryption::Unencrypted => source.encryption.clone(),
+            asked => asked,
+        };
         let source_id = source.image.id.clone();
         let source_snapshot = source
             .image
@@ -296,7 +307,7 @@ impl World {
             .cloned()
             .unwrap_or_default();
         self.check_name_free(&here.region, &request.name)?;
-        Ok(self.register(here, image, token, |ami| {
+        Ok(self.register(here, (image, encryption), token, |ami| {
             format!(
                 "Copied for DestinationAmi {ami} from SourceAmi {source_id} for SourceSnapshot {source_snapshot}"
             )
@@ -304,10 +315,24 @@ impl World {
     }
 
     pub fn deregister_image(&mut self, here: &Here, image_id: &str) -> Answer<()> {
+        let release = self.timings.snapshot_release;
         if let Some(record) = self.region(&here.region).images.get_mut(image_id) {
+            if !record.deregistered {
+                record.snapshots_released_at = here.now + release;
+            }
             record.deregistered = true;
         }
         Ok(())
+    }
+
+    pub fn require_imdsv2(&mut self, here: &Here, image_id: &str) -> Answer<()> {
+        match self.region(&here.region).images.get_mut(image_id) {
+            Some(record) if !record.deregistered => {
+                record.image.imds_support = Some("v2.0".to_owned());
+                Ok(())
+            }
+            _ => image_not_found(image_id),
+        }
     }
 
     pub fn share_image(
@@ -318,8 +343,15 @@ impl World {
         accounts: &[String],
     ) -> Answer<()> {
         let region = self.region(&here.region);
-        if region.registered_image(image_id).is_none() {
+        let Some(image) = region.registered_image(image_id) else {
             return image_not_found(image_id);
+        };
+        if image.encryption == Encryption::DefaultKey {
+            // AWS's answer (ModifySnapshotAttribute answers OperationNotPermitted).
+            return refuse(
+                "InvalidParameter",
+                "Snapshots encrypted with the AWS Managed CMK can't be shared. Specify another snapshot.",
+            );
         }
         if let Some(missing) = snapshot_ids
             .iter()
@@ -357,10 +389,11 @@ impl World {
 
     pub fn delete_snapshot(&mut self, here: &Here, snapshot_id: &str) -> Answer<()> {
         let region = self.region(&here.region);
-        let user = region
-            .images
-            .values()
-            .find(|r| !r.deregistered && r.image.snapshot_ids.iter().any(|s| s == snapshot_id));
+        // A deregistered image holds its snapshots for a while, as on AWS.
+        let user = region.images.values().find(|r| {
+            (!r.deregistered || here.now < r.snapshots_released_at)
+                && r.image.snapshot_ids.iter().any(|s| s == snapshot_id)
+        });
         if let Some(user) = user {
             return refuse(
                 "InvalidSnapshot.InUse",
@@ -446,6 +479,12 @@ impl World {
                 .as_ref()
                 .and_then(|v| v.size_gb)
                 .or(image.root_volume_size),
+            root_encryption: request
+                .root_volume
+                .as_ref()
+                .map_or(Encryption::Unencrypted, |v| {
+                    Encryption::requested(v.encrypted, &v.kms_key_id)
+                }),
         };
         self.region(&here.region)
             .instances
@@ -493,6 +532,7 @@ impl World {
             architecture: Some("x86_64".to_owned()),
             root_device_name: Some("/dev/xvda".to_owned()),
             root_volume_size: Some(8),
+            root_encryption: Encryption::Unencrypted,
         };
         self.region(&here.region)
             .instances

@@ -79,6 +79,8 @@ pub struct Timings {
     pub image_available: Duration,
     /// From the start of an instance refresh to its outcome.
     pub refresh: Duration,
+    /// After `DeregisterImage`, how long its snapshots still answer `InvalidSnapshot.InUse`.
+    pub snapshot_release: Duration,
 }
 
 impl Default for Timings {
@@ -90,6 +92,7 @@ impl Default for Timings {
             agent_online: Duration::from_secs(3),
             image_available: Duration::from_secs(5),
             refresh: Duration::from_secs(5),
+            snapshot_release: Duration::from_secs(2),
         }
     }
 }
@@ -104,6 +107,7 @@ impl Timings {
             agent_online: Duration::ZERO,
             image_available: Duration::ZERO,
             refresh: Duration::ZERO,
+            snapshot_release: Duration::ZERO,
         }
     }
 }

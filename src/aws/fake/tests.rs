@@ -279,6 +279,10 @@ async fn a_snapshot_is_in_use_while_its_image_is_registered() {
         fake.snapshots_of_image(&image_id).await.unwrap(),
         vec![snapshot.clone()]
     );
+    // As on AWS, a just-deregistered image holds its snapshot for a while.
+    let err = fake.delete_snapshot(&snapshot).await.unwrap_err();
+    assert_eq!(err.aws_code(), Some("InvalidSnapshot.InUse"));
+    sleep(fake.timings().snapshot_release).await;
     fake.delete_snapshot(&snapshot).await.unwrap();
     fake.delete_snapshot(&snapshot).await.unwrap();
     assert!(fake.snapshots_of_image(&image_id).await.unwrap().is_empty());
@@ -302,10 +306,15 @@ async fn copies_go_to_the_handles_region_once_per_token() {
         description: None,
         client_token: "b1-us-east-1".into(),
         encrypted: false,
+        kms_key_id: None,
+        tags: vec![("kiln:build-id".into(), "b1".into())],
     };
     let copy = away.copy_image(&request).await.unwrap();
     assert_eq!(away.copy_image(&request).await.unwrap(), copy);
     assert_eq!(away.all_images().len(), 1);
+    // Tagged in the call: the copy and its snapshot, before the copy is available.
+    assert_eq!(away.all_images()[0].tags["kiln:build-id"], "b1");
+    assert_eq!(away.snapshots()[0].tags["kiln:build-id"], "b1");
     assert!(home
         .images(std::slice::from_ref(&copy))
         .await

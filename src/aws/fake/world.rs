@@ -84,6 +84,27 @@ pub(super) struct InstanceRecord {
     pub architecture: Option<String>,
     pub root_device_name: Option<String>,
     pub root_volume_size: Option<i32>,
+    pub root_encryption: Encryption,
+}
+
+/// How a volume, and the snapshots made from it, are encrypted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Encryption {
+    Unencrypted,
+    /// The region's default EBS key (`aws/ebs`): AWS refuses to share such snapshots.
+    DefaultKey,
+    Key(String),
+}
+
+impl Encryption {
+    /// What an `encrypted` flag and an optional key ask for.
+    pub fn requested(encrypted: bool, kms_key_id: &Option<String>) -> Encryption {
+        match (encrypted, kms_key_id) {
+            (_, Some(key)) => Encryption::Key(key.clone()),
+            (true, None) => Encryption::DefaultKey,
+            (false, None) => Encryption::Unencrypted,
+        }
+    }
 }
 
 pub(super) struct ImageRecord {
@@ -92,6 +113,9 @@ pub(super) struct ImageRecord {
     pub state: Transition<ImageState>,
     pub failure: String,
     pub deregistered: bool,
+    /// Until when a deregistered image's snapshots still answer `InvalidSnapshot.InUse`.
+    pub snapshots_released_at: Instant,
+    pub encryption: Encryption,
     pub launch_permissions: Vec<String>,
     /// The client token of the `CopyImage` that made it.
     pub copy_token: Option<String>,
@@ -288,6 +312,8 @@ impl World {
             state: Transition::settled(image.state.clone(), here.now),
             failure: image.state_reason.clone(),
             deregistered: image.state == ImageState::Deregistered,
+            snapshots_released_at: here.now,
+            encryption: Encryption::Unencrypted,
             launch_permissions: Vec::new(),
             copy_token: None,
             image,
@@ -365,6 +391,7 @@ pub(super) fn blank_image(name: &str, owner_id: &str, creation_date: &str) -> Im
         root_volume_size: Some(8),
         architecture: Some("x86_64".to_owned()),
         snapshot_ids: Vec::new(),
+        imds_support: None,
         tags: BTreeMap::new(),
     }
 }

@@ -2,8 +2,8 @@
 //! sharing and deregistering them, finding and deleting their snapshots, tagging resources.
 
 use aws_sdk_ec2::types::{
-    CreateVolumePermission, CreateVolumePermissionModifications, Filter, LaunchPermission,
-    LaunchPermissionModifications, ResourceType,
+    AttributeValue, CreateVolumePermission, CreateVolumePermissionModifications, Filter,
+    LaunchPermission, LaunchPermissionModifications, ResourceType,
 };
 
 use super::common::{absent_on, filter, sdk_tags, tag_map, tag_spec};
@@ -56,6 +56,7 @@ fn to_image(
             .iter()
             .filter_map(|m| m.ebs().and_then(|e| e.snapshot_id()).map(str::to_owned))
             .collect(),
+        imds_support: image.imds_support().map(|v| v.as_str().to_owned()),
         tags: tag_map(image.tags()),
     })
 }
@@ -160,7 +161,7 @@ pub async fn find_images(sdk: &Sdk, query: &ImageQuery) -> Result<Vec<Image>> {
     Ok(images)
 }
 
-/// `CreateImage` without reboot, the image tagged in the same call.
+/// `CreateImage` without reboot, the image and its snapshots tagged in the same call.
 pub async fn create_image(sdk: &Sdk, request: &CreateImageRequest) -> Result<String> {
     let resource = format!("image {} from {}", request.name, request.instance_id);
     let mut call = sdk
@@ -171,7 +172,9 @@ pub async fn create_image(sdk: &Sdk, request: &CreateImageRequest) -> Result<Str
         .set_description(request.description.clone())
         .no_reboot(true);
     if !request.tags.is_empty() {
-        call = call.tag_specifications(tag_spec(ResourceType::Image, &request.tags));
+        call = call
+            .tag_specifications(tag_spec(ResourceType::Image, &request.tags))
+            .tag_specifications(tag_spec(ResourceType::Snapshot, &request.tags));
     }
     let out = call
         .send()
@@ -181,10 +184,11 @@ pub async fn create_image(sdk: &Sdk, request: &CreateImageRequest) -> Result<Str
     Ok(id.to_owned())
 }
 
-/// `CopyImage` from another region into this one.
+/// `CopyImage` from another region into this one, encrypted with the request's key and tagged
+/// in the same call (the new id may not be visible to `CreateTags` yet).
 pub async fn copy_image(sdk: &Sdk, request: &CopyImageRequest) -> Result<String> {
     let resource = format!("{} from {}", request.source_image_id, request.source_region);
-    let out = sdk
+    let mut call = sdk
         .ec2
         .copy_image()
         .source_region(&request.source_region)
@@ -193,6 +197,13 @@ pub async fn copy_image(sdk: &Sdk, request: &CopyImageRequest) -> Result<String>
         .set_description(request.description.clone())
         .client_token(&request.client_token)
         .encrypted(request.encrypted)
+        .set_kms_key_id(request.kms_key_id.clone());
+    if !request.tags.is_empty() {
+        call = call
+            .tag_specifications(tag_spec(ResourceType::Image, &request.tags))
+            .tag_specifications(tag_spec(ResourceType::Snapshot, &request.tags));
+    }
+    let out = call
         .send()
         .await
         .map_err(|e| sdk.fail("CopyImage", &resource, e))?;
@@ -210,6 +221,19 @@ pub async fn deregister_image(sdk: &Sdk, image_id: &str) -> Result<()> {
         .await
         .map_err(|e| sdk.fail("DeregisterImage", image_id, e));
     absent_on(result, NO_IMAGE)?;
+    Ok(())
+}
+
+/// Instances launched from the image must use IMDSv2 (`ImdsSupport` `v2.0`, which AWS never
+/// lets anyone unset).
+pub async fn require_imdsv2(sdk: &Sdk, image_id: &str) -> Result<()> {
+    sdk.ec2
+        .modify_image_attribute()
+        .image_id(image_id)
+        .imds_support(AttributeValue::builder().value("v2.0").build())
+        .send()
+        .await
+        .map_err(|e| sdk.fail("ModifyImageAttribute", image_id, e))?;
     Ok(())
 }
 

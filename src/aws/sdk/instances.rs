@@ -69,6 +69,7 @@ fn metadata_options(imdsv2_required: bool) -> InstanceMetadataOptionsRequest {
 fn root_mapping(root: &RootVolume) -> BlockDeviceMapping {
     let ebs = EbsBlockDevice::builder()
         .encrypted(root.encrypted)
+        .set_kms_key_id(root.kms_key_id.clone())
         .delete_on_termination(true)
         .volume_type(VolumeType::Gp3)
         .set_volume_size(root.size_gb)

@@ -246,6 +246,10 @@ impl Cloud for Sdk {
         images::deregister_image(self, image_id).await
     }
 
+    async fn require_imdsv2(&self, image_id: &str) -> Result<()> {
+        images::require_imdsv2(self, image_id).await
+    }
+
     async fn share_image(
         &self,
         image_id: &str,

@@ -1,0 +1,154 @@
+"""Patches on moto's EC2 images and snapshots: encryption keys and sharing, IMDS support, and
+snapshots held by a just-deregistered image.
+
+moto 5.2.5 gaps, and how this module covers each:
+
+- Images have no encryption: CreateImage ignores the builder's root volume key and CopyImage
+  ignores Encrypted / KmsKeyId. -> each image remembers its snapshots' key: the root volume's
+  for CreateImage; for CopyImage the request's KmsKeyId, else (Encrypted) the destination
+  region's default EBS key, else the source image's key.
+- Sharing is never refused. AWS refuses to share snapshots encrypted with the default EBS key
+  (`aws/ebs`): ModifyImageAttribute adding launch permissions answers `InvalidParameter`
+  ("Snapshots encrypted with the AWS Managed CMK can't be shared. Specify another snapshot."),
+  ModifySnapshotAttribute adding create-volume permissions answers `OperationNotPermitted`
+  ("Encrypted snapshots with EBS default key cannot be shared"). -> both refused, as AWS.
+  ModifySnapshotAttribute's `CreateVolumePermission.Add` form is ignored by moto. -> applied.
+- ModifyImageAttribute ignores ImdsSupport and DescribeImages never shows it. -> stored and
+  shown (`v2.0`; AWS accepts no other value and never unsets it).
+- DeleteSnapshot right after DeregisterImage succeeds at once; AWS answers
+  `InvalidSnapshot.InUse` for a while. -> for snapshot_in_use_seconds after the deregistration.
+
+Imports moto: imported by ec2.patch().
+"""
+
+import time
+
+from moto.core.responses import EmptyResult
+from moto.ec2.models.amis import AmiBackend
+from moto.ec2.models.elastic_block_store import EBSBackend
+from moto.ec2.responses.amis import AmisResponse
+from moto.ec2.responses.elastic_block_store import ElasticBlockStore
+
+from .common import service_error
+from .state import STATE
+
+MOTO_DEREGISTER_IMAGE = AmiBackend.deregister_image
+MOTO_DELETE_SNAPSHOT = EBSBackend.delete_snapshot
+MOTO_MODIFY_IMAGE_ATTRIBUTE = AmisResponse.modify_image_attribute
+MOTO_MODIFY_SNAPSHOT_ATTRIBUTE = ElasticBlockStore.modify_snapshot_attribute
+DEFAULT_KEY_ALIAS = "alias/aws/ebs"
+
+
+def _default_key(backend):
+    """The region's default EBS key ARN (created on first use, as AWS and moto do)."""
+    if not backend.default_kms_key_id:
+        backend._create_default_encryption_key()
+    return backend.default_kms_key_id
+
+
+def is_default_key(backend, key):
+    """Whether `key` names the region's default EBS key (by alias, alias ARN or key ARN)."""
+    if not key:
+        return False
+    return key == DEFAULT_KEY_ALIAS or key.endswith(":" + DEFAULT_KEY_ALIAS) or key == backend.default_kms_key_id
+
+
+def set_image_key(ami, key):
+    """Records the KMS key of the image's snapshots (None: unencrypted)."""
+    ami.__dict__["_kiln_kms_key"] = key
+
+
+def image_key(ami):
+    return ami.__dict__.get("_kiln_kms_key")
+
+
+def root_volume_key(backend, instance):
+    """The KMS key of an instance's root volume (None: unencrypted)."""
+    mapping = instance.block_device_mapping
+    device = mapping.get(instance.root_device_name) or next(iter(mapping.values()), None)
+    if device is None:
+        return None
+    volume = backend.get_volume(device.volume_id)
+    if str(volume.encrypted).lower() != "true":
+        return None
+    return volume.kms_key_id
+
+
+def copy_key(backend, request, source):
+    """The key of a copy: the request's, else the region's default when encrypting, else the source's."""
+    key = request._get_param("KmsKeyId")
+    if key:
+        return key
+    if request._get_bool_param("Encrypted", False):
+        return _default_key(backend)
+    return image_key(source)
+
+
+def _refuse_default_key(backend, ami, operation):
+    if is_default_key(backend, image_key(ami)):
+        if operation == "image":
+            raise service_error(
+                "InvalidParameter", "Snapshots encrypted with the AWS Managed CMK can't be shared. Specify another snapshot."
+            )
+        raise service_error("OperationNotPermitted", "Encrypted snapshots with EBS default key cannot be shared")
+
+
+def modify_image_attribute(self):
+    """ImdsSupport is stored; launch permissions on default-key images are refused."""
+    ami_id = self._get_param("ImageId")
+    imds = self._get_param("ImdsSupport", {}).get("Value")
+    if imds is not None:
+        if imds != "v2.0":
+            raise service_error("InvalidParameterValue", f"Value ({imds}) for parameter imdsSupport is invalid.")
+        ami = self.ec2_backend.describe_images(ami_ids=[ami_id])[0]
+        ami.imds_support = "v2.0"
+        return EmptyResult()
+    adds = self._get_param("LaunchPermission", {}).get("Add", []) or self._get_param("UserIds", [])
+    if adds:
+        ami = self.ec2_backend.describe_images(ami_ids=[ami_id])[0]
+        _refuse_default_key(self.ec2_backend, ami, "image")
+    return MOTO_MODIFY_IMAGE_ATTRIBUTE(self)
+
+
+def _image_of_snapshot(backend, snapshot_id):
+    return next((ami for ami in backend.amis.values() if ami.ebs_snapshot.id == snapshot_id), None)
+
+
+def modify_snapshot_attribute(self):
+    """Create-volume grants (either request form) are applied; default-key snapshots refused."""
+    snapshot_id = self._get_param("SnapshotId")
+    adds = self._get_param("CreateVolumePermission", {}).get("Add", [])
+    user_ids = [a["UserId"] for a in adds if "UserId" in a] + self._get_param("UserIds", [])
+    if not user_ids or self._get_param("OperationType") == "remove":
+        return MOTO_MODIFY_SNAPSHOT_ATTRIBUTE(self)
+    snapshot = self.ec2_backend.get_snapshot(snapshot_id)
+    ami = _image_of_snapshot(self.ec2_backend, snapshot_id)
+    key = image_key(ami) if ami is not None else (snapshot.kms_key_id if snapshot.encrypted else None)
+    if is_default_key(self.ec2_backend, key):
+        _refuse_default_key(self.ec2_backend, ami or snapshot, "snapshot")
+    self.error_on_dryrun()
+    self.ec2_backend.add_create_volume_permission(snapshot_id, user_ids=user_ids, groups=[])
+    return EmptyResult()
+
+
+def deregister_image(self, ami_id):
+    """Holds the image's snapshot for snapshot_in_use_seconds, as AWS does."""
+    ami = self.amis.get(ami_id)
+    MOTO_DEREGISTER_IMAGE(self, ami_id)
+    if ami is not None:
+        held = self.__dict__.setdefault("_kiln_held_snapshots", {})
+        held[ami.ebs_snapshot.id] = (ami_id, time.time() + STATE.setting("snapshot_in_use_seconds"))
+
+
+def delete_snapshot(self, snapshot_id):
+    ami_id, until = self.__dict__.get("_kiln_held_snapshots", {}).get(snapshot_id, (None, 0))
+    if time.time() < until:
+        raise service_error("InvalidSnapshot.InUse", f"The snapshot {snapshot_id} is currently in use by {ami_id}")
+    return MOTO_DELETE_SNAPSHOT(self, snapshot_id)
+
+
+def patch():
+    AmisResponse.modify_image_attribute = modify_image_attribute
+    ElasticBlockStore.modify_snapshot_attribute = modify_snapshot_attribute
+    AmiBackend.deregister_image = deregister_image
+    EBSBackend.delete_snapshot = delete_snapshot
