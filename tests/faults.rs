@@ -564,3 +564,47 @@ fn two_builds_of_one_recipe_at_once_end_cleanly() {
         .iter()
         .any(|i| i.id == image && i.state == "available"));
 }
+
+#[test]
+fn a_builder_falls_back_to_the_next_instance_type_and_fails_naming_them_all() {
+    let emulator = Emulator::seeded();
+    emulator.behaviour(json!({"instance_type_errors": {
+        "t3.micro": "InsufficientInstanceCapacity",
+        "t3a.micro": "Unsupported",
+    }}));
+    let aws = emulator.aws();
+    let kiln = Kiln::new(&emulator);
+    let text = recipe("  - name: install\n    run: echo install").replace(
+        "  instance_type: t3.micro\n",
+        "  instance_type: [t3.micro, t3a.micro, t2.micro]\n",
+    );
+    let path = kiln.write("app.yaml", &text);
+    let run = kiln.run(&["build", path.to_str().unwrap(), "--json"]);
+    run.assert_code(0);
+    let launched: Vec<String> = aws
+        .block_on(aws.ec2.describe_instances().send())
+        .expect("describe")
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .filter(|i| i.tags().iter().any(|t| t.key() == Some("kiln:role")))
+        .filter_map(|i| i.instance_type().map(|t| t.as_str().to_owned()))
+        .collect();
+    assert_eq!(launched, ["t2.micro"]);
+    // Every type refused: the build fails naming each, and leaves nothing behind.
+    emulator.behaviour(json!({"instance_type_errors": {
+        "t3.micro": "InsufficientInstanceCapacity",
+        "t3a.micro": "Unsupported",
+        "t2.micro": "InsufficientInstanceCapacity",
+    }}));
+    let run = kiln.run(&["build", path.to_str().unwrap(), "--force"]);
+    run.assert_code(1);
+    for named in [
+        "t3.micro (InsufficientInstanceCapacity)",
+        "t3a.micro (Unsupported)",
+        "t2.micro (InsufficientInstanceCapacity)",
+    ] {
+        assert!(run.stderr.contains(named), "{named}: {}", run.stderr);
+    }
+    assert!(aws.live_builders().is_empty());
+}

@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use kiln::aws::fake::{CommandOutcome, CommandRule, Fake, Fault, ImageOutcome, Timings};
+use kiln::aws::fake::{
+    CommandOutcome, CommandRule, Fake, Fault, ImageOutcome, Timings, TypeRefusal,
+};
 use kiln::aws::{Cloud, ImageState, InstanceState};
 use kiln::error::Error;
 use kiln::ledger::{Event, Ledger, Resource};
@@ -709,4 +711,54 @@ async fn a_build_without_sharing_requires_imdsv2_unless_the_recipe_opts_out() {
         .await
         .unwrap()[0];
     assert_eq!(image.imds_support, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_builder_is_launched_as_the_first_instance_type_aws_has_room_for() {
+    let h = Harness::new();
+    let recipe = crate::support::recipe(TWO_STEPS)
+        .replace(
+            "  instance_type: t3.micro\n",
+            "  instance_type: [t3.micro, t3a.micro, t2.micro]\n",
+        )
+        .replace("image:\n", "image:\n  name: \"demo-app-{{ build_id }}\"\n");
+    h.fake
+        .refuse_instance_type("t3.micro", TypeRefusal::NoCapacity);
+    h.fake
+        .refuse_instance_type("t3a.micro", TypeRefusal::Unsupported);
+    h.build(&h.plan_text("b1", &recipe), "b1")
+        .await
+        .expect("built on the third type");
+    let launches: Vec<String> = h
+        .fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.operation == "RunInstances")
+        .map(|c| c.resource)
+        .collect();
+    assert_eq!(launches.len(), 3, "{launches:?}");
+    for (launch, instance_type) in launches.iter().zip(["t3.micro", "t3a.micro", "t2.micro"]) {
+        assert!(launch.starts_with(instance_type), "{launch}");
+    }
+    assert_eq!(
+        h.fake.instances().len(),
+        1,
+        "only the accepted type launched"
+    );
+
+    h.fake
+        .refuse_instance_type("t2.micro", TypeRefusal::NoCapacity);
+    let err = h
+        .build(&h.plan_text("b2", &recipe.replace("1.0.0", "2.0.0")), "b2")
+        .await
+        .expect_err("no type left");
+    let text = err.to_string();
+    for named in [
+        "t3.micro (InsufficientInstanceCapacity)",
+        "t3a.micro (Unsupported)",
+        "t2.micro (InsufficientInstanceCapacity)",
+    ] {
+        assert!(text.contains(named), "{named}: {text}");
+    }
+    assert!(h.live_builders().is_empty());
 }

@@ -7,6 +7,9 @@ moto 5.2.5 gaps, and how this module covers each:
   right after TerminateInstances. -> moto's InstanceState is replaced by a timed one:
   `pending` / `stopping` / `shutting-down` are shown for instance_pending_seconds /
   instance_stopping_seconds / instance_shutting_down_seconds (all 0 by default).
+- RunInstances never runs out of capacity. -> instance_type_errors maps instance types to
+  the error RunInstances answers for them: `InsufficientInstanceCapacity` (no capacity in
+  the zone now) or `Unsupported` (the zone does not offer the type), with AWS's messages.
 - RunInstances ignores ClientToken: a retry launches a second instance.
   -> a call whose token was seen in the region returns the original reservation.
   DescribeInstances' `client-token` filter is not implemented (500). -> added.
@@ -111,8 +114,19 @@ class TimedInstanceState(instances.InstanceState):
 _run_lock = threading.Lock()
 
 
+CAPACITY_MESSAGES = {
+    "InsufficientInstanceCapacity": "We currently do not have sufficient {} capacity in the Availability Zone you requested. "
+    "Our system will be working on provisioning additional capacity.",
+    "Unsupported": "The requested configuration is currently not supported. Please check the documentation for supported configurations.",
+}
+
+
 def run_instances(self):
-    """RunInstances: a ClientToken seen before in this region replays its reservation."""
+    """RunInstances: scripted capacity errors; a ClientToken seen before replays its reservation."""
+    instance_type = self._get_param("InstanceType")
+    code = STATE.setting("instance_type_errors").get(instance_type)
+    if code:
+        raise service_error(code, CAPACITY_MESSAGES[code].format(instance_type))
     token = self._get_param("ClientToken")
     if not token:
         return MOTO_RUN_INSTANCES(self)

@@ -17,6 +17,7 @@ DEFAULT_BEHAVIOUR = {
     "image_pending_seconds": 0,
     "image_fail": False,
     "snapshot_in_use_seconds": 0,
+    "instance_type_errors": {},
     "ssm_agent": "online",
     "ssm_online_after_seconds": 0,
     "commands": [],
@@ -67,6 +68,15 @@ def _image_fail(key, value):
     return value
 
 
+INSTANCE_TYPE_ERRORS = ("InsufficientInstanceCapacity", "Unsupported")
+
+
+def _instance_type_errors(key, value):
+    if not isinstance(value, dict) or any(code not in INSTANCE_TYPE_ERRORS for code in value.values()):
+        raise BadRequest(f"instance_type_errors must map instance types to one of {INSTANCE_TYPE_ERRORS}")
+    return dict(value)
+
+
 def _ssm_agent(key, value):
     if value not in ("online", "never"):
         raise BadRequest("ssm_agent must be 'online' or 'never'")
@@ -93,6 +103,7 @@ def _refresh(key, value):
 BEHAVIOUR_CHECKS = {
     **{key: lambda key, value: number(value, key) for key in DEFAULT_BEHAVIOUR if key.endswith("_seconds")},
     "image_fail": _image_fail,
+    "instance_type_errors": _instance_type_errors,
     "ssm_agent": _ssm_agent,
     "commands": _commands,
     "refresh": _refresh,

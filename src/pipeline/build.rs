@@ -372,7 +372,7 @@ async fn launch_builder(ctx: &Context<'_>, job: &Job<'_>, ledger: &Ledger) -> Re
     };
     let id = ctx
         .phase(Phase::LaunchBuilder, async {
-            let id = cloud.launch_instance(&request).await?;
+            let id = launch_first_available(ctx, job, request).await?;
             ledger.created(Resource::Instance {
                 id: id.clone(),
                 region: cloud.region().to_owned(),
@@ -382,6 +382,48 @@ async fn launch_builder(ctx: &Context<'_>, job: &Job<'_>, ledger: &Ledger) -> Re
         .await?;
     refuse_concurrent_build(cloud, job, &id).await?;
     Ok(id)
+}
+
+/// RunInstances errors after which the next instance type of the recipe is tried.
+const TRY_NEXT_TYPE: &[&str] = &["InsufficientInstanceCapacity", "Unsupported"];
+
+/// Launches the builder as the first instance type AWS has capacity for, in the recipe's order;
+/// each type has its own client token (a token is bound to one request).
+async fn launch_first_available(
+    ctx: &Context<'_>,
+    job: &Job<'_>,
+    request: LaunchRequest,
+) -> Result<String> {
+    let spec = &job.plan.builder;
+    let types = std::iter::once(&spec.instance_type).chain(&spec.fallback_instance_types);
+    let mut refused = Vec::new();
+    for (index, instance_type) in types.enumerate() {
+        let attempt = LaunchRequest {
+            instance_type: instance_type.clone(),
+            client_token: match index {
+                0 => job.build_id().to_owned(),
+                n => format!("{}-{n}", job.build_id()),
+            },
+            ..request.clone()
+        };
+        match ctx.cloud.launch_instance(&attempt).await {
+            Ok(id) => return Ok(id),
+            Err(e) if e.aws_code().is_some_and(|c| TRY_NEXT_TYPE.contains(&c)) => {
+                ctx.reporter.notice(&format!("{instance_type}: {e}"));
+                refused.push(format!(
+                    "{instance_type} ({})",
+                    e.aws_code().unwrap_or_default()
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::Refused(format!(
+        "no builder could be launched in {}: AWS refused every type of builder.instance_type: {}; \
+         list more types, choose a subnet in another Availability Zone, or retry later",
+        ctx.cloud.region(),
+        refused.join(", ")
+    )))
 }
 
 async fn wait_for_builder(ctx: &Context<'_>, job: &Job<'_>, builder: &str) -> Result<()> {

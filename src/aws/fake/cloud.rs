@@ -100,7 +100,10 @@ impl Cloud for Fake {
     // --- instances ---
 
     async fn launch_instance(&self, request: &LaunchRequest) -> Result<String> {
-        let resource = format!("builder from {}", request.image_id);
+        let resource = format!(
+            "{} builder from {}",
+            request.instance_type, request.image_id
+        );
         self.call("RunInstances", resource, |w, here| {
             w.launch_instance(here, request)
         })

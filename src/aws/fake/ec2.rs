@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use super::world::{
     blank_image, refuse, Answer, Encryption, Here, ImageRecord, InstanceRecord, Transition, World,
 };
-use super::{FakeSnapshot, ImageOutcome, ACCOUNT_ID, AMAZON_OWNER_ID};
+use super::{FakeSnapshot, ImageOutcome, TypeRefusal, ACCOUNT_ID, AMAZON_OWNER_ID};
 use crate::aws::model::{
     CopyImageRequest, CreateImageRequest, Image, ImageQuery, ImageState, Instance, InstanceQuery,
     InstanceState, LaunchRequest, Tags,
@@ -501,6 +501,24 @@ impl World {
             .find(|i| !token.is_empty() && i.client_token == *token)
         {
             return Ok(done.id.clone());
+        }
+        match self.refused_types.get(&request.instance_type) {
+            Some(TypeRefusal::NoCapacity) => {
+                return refuse(
+                    "InsufficientInstanceCapacity",
+                    format!(
+                        "We currently do not have sufficient {} capacity in the Availability Zone you requested.",
+                        request.instance_type
+                    ),
+                )
+            }
+            Some(TypeRefusal::Unsupported) => {
+                return refuse(
+                    "Unsupported",
+                    "The requested configuration is currently not supported. Please check the documentation for supported configurations.",
+                )
+            }
+            None => {}
         }
         // As EC2 (and the emulator): an EBS mapping needs a size or a snapshot id.
         if request

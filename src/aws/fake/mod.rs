@@ -198,6 +198,15 @@ pub enum ImageOutcome {
     Failed { reason: String },
 }
 
+/// Why RunInstances refuses an instance type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TypeRefusal {
+    /// `InsufficientInstanceCapacity`: AWS has none of the type in the zone right now.
+    NoCapacity,
+    /// `Unsupported`: the zone does not offer the type.
+    Unsupported,
+}
+
 /// A snapshot, as the fake keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FakeSnapshot {
@@ -299,6 +308,11 @@ impl Fake {
     }
 
     /// How images created or copied from now on end (default: available).
+    /// RunInstances refuses `instance_type` from now on.
+    pub fn refuse_instance_type(&self, instance_type: &str, refusal: TypeRefusal) {
+        self.with(|w, _| w.refused_types.insert(instance_type.to_owned(), refusal));
+    }
+
     pub fn image_outcome(&self, outcome: ImageOutcome) {
         self.with(|w, _| w.image_outcome = outcome);
     }

@@ -216,6 +216,8 @@ pub(super) struct World {
     pub rules: Vec<CommandRule>,
     pub refresh_outcome: (RefreshStatus, String),
     pub image_outcome: ImageOutcome,
+    /// Instance types RunInstances refuses, and how.
+    pub refused_types: BTreeMap<String, super::TypeRefusal>,
 }
 
 impl World {
@@ -231,6 +233,7 @@ impl World {
             rules: Vec::new(),
             refresh_outcome: (RefreshStatus::Successful, String::new()),
             image_outcome: ImageOutcome::Available,
+            refused_types: BTreeMap::new(),
         }
     }
 

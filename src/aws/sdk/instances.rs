@@ -112,7 +112,7 @@ fn with_network(call: RunInstancesFluentBuilder, req: &LaunchRequest) -> RunInst
 /// Launches one instance and returns its id. The client token makes a retried call (by the SDK
 /// after a lost response, or by a re-run) launch nothing new.
 pub async fn launch_instance(sdk: &Sdk, req: &LaunchRequest) -> Result<String> {
-    let resource = format!("instance from {}", req.image_id);
+    let resource = format!("{} instance from {}", req.instance_type, req.image_id);
     let mut call = sdk
         .ec2
         .run_instances()
