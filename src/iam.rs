@@ -39,6 +39,8 @@ fn build_statements() -> Vec<Value> {
             "Action": [
                 "ec2:DescribeImages", "ec2:DescribeInstances", "ec2:DescribeSnapshots",
                 "ec2:DescribeLaunchTemplates", "ec2:DescribeLaunchTemplateVersions",
+                // DescribeImageReferences also needs to describe what it checks (SSM parameters).
+                "ec2:DescribeImageReferences", "ssm:DescribeParameters",
                 "ssm:DescribeInstanceInformation", "ssm:GetCommandInvocation", "ssm:ListCommandInvocations"
             ],
             "Resource": "*"
@@ -68,7 +70,10 @@ fn build_statements() -> Vec<Value> {
         json!({
             "Sid": "KilnImages",
             "Effect": "Allow",
-            "Action": ["ec2:CreateImage", "ec2:CopyImage", "ec2:DeregisterImage", "ec2:DeleteSnapshot", "ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute"],
+            "Action": [
+                "ec2:CreateImage", "ec2:CopyImage", "ec2:DeregisterImage", "ec2:DeleteSnapshot", "ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute",
+                "ec2:EnableImageDeprecation", "ec2:EnableImageDeregistrationProtection", "ec2:DisableImageDeregistrationProtection"
+            ],
             // Image ARNs have no account; snapshot ARNs do.
             "Resource": ["arn:aws:ec2:*::image/*", "arn:aws:ec2:*:*:snapshot/*"]
         }),

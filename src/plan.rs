@@ -255,6 +255,11 @@ pub struct ImageSpec {
     pub ssm_parameter: Option<String>,
     /// Instances launched from the image must use IMDSv2 (`ImdsSupport: v2.0`).
     pub require_imdsv2: bool,
+    /// Deprecate the image (and each copy) this long after it is made.
+    #[serde(serialize_with = "serialize_optional_duration")]
+    pub deprecate_after: Option<Duration>,
+    /// Turn on deregistration protection once the image (and each copy) is complete.
+    pub deregistration_protection: bool,
 }
 
 /// How a new image is rolled out through a launch template.
@@ -421,7 +426,9 @@ fn redact_values(text: &str, secrets: &[String]) -> String {
 /// variable's value) is kept as `{{ "{{" }}` so canonical text is unambiguous. Name, version and
 /// non-secret variables are substituted, so changing them changes the digest.
 ///
-/// Not covered: the build time and build id, secret values, `image.ssm_parameter`, the whole
+/// Not covered: the build time and build id, secret values, `image.ssm_parameter`,
+/// `image.deprecate_after` and `image.deregistration_protection` (lifecycle settings AWS keeps
+/// beside the image, not part of it), the whole
 /// `release` section and `timeouts` (retention, rollout and wait bounds must not cause a rebuild),
 /// and file paths of recipes or file sources.
 #[derive(Debug, Clone, Serialize)]
@@ -485,6 +492,16 @@ fn humantime_string(duration: Duration) -> String {
     humantime::format_duration(duration).to_string()
 }
 
+fn serialize_optional_duration<S: Serializer>(
+    duration: &Option<Duration>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match duration {
+        Some(duration) => serializer.serialize_some(&humantime_string(*duration)),
+        None => serializer.serialize_none(),
+    }
+}
+
 fn serialize_content_sha256<S: Serializer>(
     content: &[u8],
     serializer: S,
@@ -544,6 +561,8 @@ mod tests {
                 share_with: vec![],
                 ssm_parameter: None,
                 require_imdsv2: true,
+                deprecate_after: None,
+                deregistration_protection: false,
             },
             release: None,
             timeouts: Timeouts::default(),

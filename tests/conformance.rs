@@ -21,6 +21,7 @@ use kiln::aws::{Cloud, CopyImageRequest, CreateImageRequest, ImageQuery, ImageSt
 use kiln::aws::{CommandStatus, PingStatus, TemplateRef};
 use kiln::aws::{InstanceState, LaunchRequest, NewTemplateVersion, RootVolume, ShellCommand};
 use kiln::error::Result;
+use kiln::pipeline::images::Deletion;
 
 /// One backend under test, with what it offers.
 pub struct Backend {
@@ -327,7 +328,7 @@ pub async fn images_are_tagged_unique_by_name_and_removable(b: Backend) {
     let removed = kiln::pipeline::images::delete_image(cloud, &image_id)
         .await
         .expect("delete image");
-    assert!(!removed.is_empty());
+    assert!(matches!(removed, Deletion::Deleted(s) if !s.is_empty()));
     assert!(cloud
         .images(std::slice::from_ref(&image_id))
         .await
@@ -398,6 +399,77 @@ pub async fn default_key_images_are_not_shared_and_copies_are_tagged_in_the_call
             .await
             .expect("delete image and snapshots");
     }
+    b.terminate(&id).await;
+}
+
+/// Lifecycle settings and references: a deprecation time and deregistration protection show in
+/// DescribeImages; a protected image is left alone by `delete_image` (reported, not an error)
+/// until the protection is disabled; `DescribeImageReferences` names the instance running the
+/// source image and the SSM parameter holding the new image's id.
+pub async fn lifecycle_settings_show_and_references_name_what_uses_an_image(b: Backend) {
+    let cloud = b.cloud.as_ref();
+    let id = b.launch("lifecycle").await;
+    b.wait_state(&id, InstanceState::Running).await;
+    let source_refs = cloud
+        .image_references(std::slice::from_ref(&b.source_image))
+        .await
+        .expect("DescribeImageReferences")
+        .expect("offered");
+    assert!(
+        source_refs
+            .iter()
+            .any(|r| r.resource_type == "ec2:Instance" && r.arn.ends_with(&id)),
+        "{source_refs:?}"
+    );
+    cloud.stop_instance(&id).await.expect("stop");
+    b.wait_state(&id, InstanceState::Stopped).await;
+    let request = CreateImageRequest {
+        instance_id: id.clone(),
+        name: format!("{}-lifecycle-{}", b.run_id, unique()),
+        description: None,
+        tags: vec![("kiln:build-id".to_owned(), b.run_id.clone())],
+    };
+    let image_id = cloud.create_image(&request).await.expect("CreateImage");
+    kiln::pipeline::images::wait_available(cloud, &image_id, PATIENCE, |_| {})
+        .await
+        .expect("available");
+    let in_a_day = std::time::SystemTime::now() + Duration::from_secs(24 * 3600);
+    cloud
+        .deprecate_image(&image_id, in_a_day)
+        .await
+        .expect("deprecate");
+    cloud.protect_image(&image_id).await.expect("protect");
+    let image = cloud
+        .images(std::slice::from_ref(&image_id))
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(image.deprecation_time.is_some(), "{image:?}");
+    assert!(image.is_protected(), "{image:?}");
+    let kept = kiln::pipeline::images::delete_image(cloud, &image_id)
+        .await
+        .expect("no error");
+    assert!(matches!(kept, Deletion::Protected(_)), "{kept:?}");
+    let parameter = format!("/kiln-conformance/{}-{}", b.run_id, unique());
+    cloud
+        .put_parameter(&parameter, &image_id, "conformance")
+        .await
+        .expect("put");
+    let refs = cloud
+        .image_references(std::slice::from_ref(&image_id))
+        .await
+        .expect("DescribeImageReferences")
+        .expect("offered");
+    assert!(
+        refs.iter()
+            .any(|r| r.resource_type == "ssm:Parameter" && r.arn.ends_with(&parameter[1..])),
+        "{refs:?}"
+    );
+    cloud.unprotect_image(&image_id).await.expect("unprotect");
+    let removed = kiln::pipeline::images::delete_image(cloud, &image_id)
+        .await
+        .expect("delete");
+    assert!(matches!(removed, Deletion::Deleted(_)), "{removed:?}");
     b.terminate(&id).await;
 }
 
@@ -587,6 +659,7 @@ conformance!(
     unknown_ids_are_absent_and_removing_them_succeeds,
     images_are_tagged_unique_by_name_and_removable,
     default_key_images_are_not_shared_and_copies_are_tagged_in_the_call,
+    lifecycle_settings_show_and_references_name_what_uses_an_image,
     template_versions_behave_as_kiln_expects,
     commands_run_once_the_agent_is_online,
     parameters_are_versioned,

@@ -248,12 +248,12 @@ fn prune_keeps_the_newest_and_everything_referenced() {
 }
 
 #[test]
-fn prune_spares_images_used_by_instances_and_other_templates() {
+fn prune_spares_images_in_use_or_protected_and_asks_aws_what_uses_them() {
     let emulator = Emulator::seeded();
     let aws = emulator.aws();
     let kiln = Kiln::new(&emulator);
     let recipe = app_recipe(&kiln, "", "");
-    let ids = build_versions(&kiln, &recipe, 4);
+    let ids = build_versions(&kiln, &recipe, 6);
     aws.block_on(
         aws.ec2
             .run_instances()
@@ -275,22 +275,58 @@ fn prune_spares_images_used_by_instances_and_other_templates() {
             .send(),
     )
     .expect("create another template");
+    aws.block_on(
+        aws.ssm
+            .put_parameter()
+            .name("/other/ami")
+            .value(&ids[2])
+            .r#type(aws_sdk_ssm::types::ParameterType::String)
+            .send(),
+    )
+    .expect("another stack's parameter");
+    aws.block_on(
+        aws.ec2
+            .enable_image_deregistration_protection()
+            .image_id(&ids[3])
+            .send(),
+    )
+    .expect("protect");
+    let deleted = |report: &Value| -> Vec<String> {
+        let mut ids: Vec<String> = report["deleted"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["image_id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    // Where AWS does not offer DescribeImageReferences, kiln scans templates and instances,
+    // and cannot see SSM parameters.
+    emulator.behaviour(json!({"image_references": false}));
+    let scanned = kiln.run(&["prune", &recipe, "--keep", "1", "--dry-run", "--json"]);
+    scanned.assert_code(0);
+    let scanned = scanned.json();
+    let mut expected = vec![ids[2].clone(), ids[4].clone()];
+    expected.sort();
+    assert_eq!(deleted(&scanned), expected, "{scanned}");
+    emulator.behaviour(json!({"image_references": true}));
     let report = kiln.run(&["prune", &recipe, "--keep", "1", "--json"]);
     report.assert_code(0);
     let report = report.json();
-    let deleted: Vec<&str> = report["deleted"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["image_id"].as_str().unwrap())
-        .collect();
-    assert_eq!(deleted, vec![ids[2].as_str()], "{report}");
+    assert_eq!(deleted(&report), [ids[4].clone()], "{report}");
     let text = report.to_string();
-    assert!(text.contains("used by instance"), "{text}");
-    assert!(
-        text.contains("used by launch template someone-else"),
-        "{text}"
-    );
+    for reason in [
+        "used by instance",
+        "used by launch template someone-else",
+        "used by SSM parameter /other/ami",
+        "deregistration protection is enabled-without-cooldown",
+    ] {
+        assert!(text.contains(reason), "{reason}: {text}");
+    }
+    assert!(emulator
+        .kiln_actions()
+        .contains(&"DescribeImageReferences".to_owned()));
 }
 
 #[test]

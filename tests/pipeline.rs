@@ -762,3 +762,75 @@ async fn the_builder_is_launched_as_the_first_instance_type_aws_has_room_for() {
     }
     assert!(h.live_builders().is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn gc_spares_and_reports_an_image_with_deregistration_protection() {
+    let h = Harness::new();
+    slow(&h.fake, |t| t.image_available = Duration::from_secs(600));
+    let plan = h.plan("b1", TWO_STEPS);
+    // A crash while the image is pending; then someone protects that image.
+    let crashed = tokio::time::timeout(Duration::from_secs(120), h.build(&plan, "b1")).await;
+    assert!(crashed.is_err(), "the build should still be waiting");
+    let image = h.kiln_images().remove(0);
+    Cloud::protect_image(&h.fake, &image.id).await.unwrap();
+    let report = gc::gc(&h.fake, &h.state_dir(), Duration::ZERO, false)
+        .await
+        .expect("gc never fails on protection");
+    assert!(!report.has_failures(), "{report:?}");
+    let outcomes: Vec<String> = report
+        .leftovers
+        .iter()
+        .map(|l| l.outcome.to_string())
+        .collect();
+    assert!(
+        outcomes
+            .iter()
+            .any(|o| o == "spared: deregistration protection is enabled-without-cooldown"),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        h.kiln_images().len(),
+        1,
+        "the protected image is still registered"
+    );
+    assert!(h.live_builders().is_empty(), "the rest was removed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn lifecycle_settings_go_on_every_region_and_protection_only_on_kept_images() {
+    let h = Harness::new();
+    let recipe = crate::support::recipe(TWO_STEPS).replace(
+        "image:\n",
+        "image:\n  name: \"demo-app-{{ build_id }}\"\n  regions: [us-west-2]\n  deprecate_after: 365d\n  deregistration_protection: true\n",
+    );
+    let manifest = h
+        .build(&h.plan_text("b1", &recipe), "b1")
+        .await
+        .expect("build");
+    let west = h.fake.in_region("us-west-2");
+    for (fake, image) in [(&h.fake, &manifest.images[0]), (&west, &manifest.images[1])] {
+        let seen = fake
+            .images(std::slice::from_ref(&image.image_id))
+            .await
+            .unwrap();
+        assert!(seen[0]
+            .deprecation_time
+            .as_deref()
+            .is_some_and(|t| t.starts_with('2')));
+        assert!(seen[0].is_protected(), "{}", image.region);
+    }
+    // A build that fails after its image is complete never protects it in vain: the copy's
+    // failure tears the copy down, and nothing was protected.
+    let failing = recipe.replace("demo-app-{{ build_id }}", "demo-app-2-{{ build_id }}");
+    let protected = h.fake.count("EnableImageDeregistrationProtection");
+    assert_eq!(protected, 2, "the image and its copy");
+    h.fake
+        .in_region("us-west-2")
+        .fault("CopyImage", Fault::fail("InternalError", 1));
+    let err = h
+        .build(&h.plan_text("b2", &failing), "b2")
+        .await
+        .expect_err("copy fails");
+    assert!(err.to_string().contains("InternalError"), "{err}");
+    assert_eq!(h.fake.count("EnableImageDeregistrationProtection"), protected);
+}

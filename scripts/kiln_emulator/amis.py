@@ -17,13 +17,24 @@ moto 5.2.5 gaps, and how this module covers each:
   shown (`v2.0`; AWS accepts no other value and never unsets it).
 - DeleteSnapshot right after DeregisterImage succeeds at once; AWS answers
   `InvalidSnapshot.InUse` for a while. -> for snapshot_in_use_seconds after the deregistration.
+- EnableImageDeprecation, Enable/DisableImageDeregistrationProtection and
+  DescribeImageReferences are not implemented (500). -> implemented: DescribeImages shows DeprecationTime and
+  DeregistrationProtection (`enabled-without-cooldown`, or `enabled-with-cooldown`), and
+  DeregisterImage of a protected image is refused (`OperationNotPermitted`: kiln reads the
+  protection first, so the exact code AWS answers is not relied on).
+  DescribeImageReferences reports instances (filtered by `state-name`), launch templates (the
+  newest `version-depth` versions, default 10) and SSM parameters of the region that use the
+  images; image_references: false answers `InvalidAction`, as where AWS does not offer it.
 
 Imports moto: imported by ec2.patch().
 """
 
 import time
 
-from moto.core.responses import EmptyResult
+import datetime
+
+from moto.core.responses import ActionResult, EmptyResult
+from moto.ssm.models import ssm_backends
 from moto.ec2.models.amis import AmiBackend
 from moto.ec2.models.elastic_block_store import EBSBackend
 from moto.ec2.responses.amis import AmisResponse
@@ -132,8 +143,11 @@ def modify_snapshot_attribute(self):
 
 
 def deregister_image(self, ami_id):
-    """Holds the image's snapshot for snapshot_in_use_seconds, as AWS does."""
+    """Refuses protected images; holds the image's snapshot for snapshot_in_use_seconds, as AWS does."""
     ami = self.amis.get(ami_id)
+    protection = getattr(ami, "deregistration_protection", None) if ami is not None else None
+    if protection and protection != "disabled":
+        raise service_error("OperationNotPermitted", f"Image {ami_id} has deregistration protection enabled ({protection}).")
     MOTO_DEREGISTER_IMAGE(self, ami_id)
     if ami is not None:
         held = self.__dict__.setdefault("_kiln_held_snapshots", {})
@@ -147,8 +161,96 @@ def delete_snapshot(self, snapshot_id):
     return MOTO_DELETE_SNAPSHOT(self, snapshot_id)
 
 
+def _registered(backend, ami_id):
+    return backend.describe_images(ami_ids=[ami_id])[0]
+
+
+def enable_image_deprecation(self):
+    ami = _registered(self.ec2_backend, self._get_param("ImageId"))
+    at = self._get_param("DeprecateAt")
+    if isinstance(at, str):
+        at = datetime.datetime.fromisoformat(at.replace("Z", "+00:00"))
+    at = at.replace(second=0, microsecond=0) + datetime.timedelta(minutes=round(at.second / 60))
+    ami.deprecation_time = at.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    return ActionResult({"Return": True})
+
+
+def enable_image_deregistration_protection(self):
+    ami = _registered(self.ec2_backend, self._get_param("ImageId"))
+    cooldown = self._get_bool_param("WithCooldown", False)
+    ami.deregistration_protection = "enabled-with-cooldown" if cooldown else "enabled-without-cooldown"
+    return ActionResult({"Return": ami.deregistration_protection})
+
+
+def disable_image_deregistration_protection(self):
+    ami = _registered(self.ec2_backend, self._get_param("ImageId"))
+    ami.deregistration_protection = "disabled"
+    return ActionResult({"Return": "disabled"})
+
+
+def _option(request_type, name, default):
+    for option in request_type.get("ResourceTypeOptions", []):
+        if option.get("OptionName") == name:
+            return option.get("OptionValues", [])
+    return default
+
+
+def _instance_references(self, ids, request_type):
+    states = _option(request_type, "state-name", None)
+    for reservation in self.ec2_backend.reservations.values():
+        for instance in reservation.instances:
+            if instance.image_id in ids and (states is None or instance.state in states):
+                arn = f"arn:aws:ec2:{self.region}:{self.current_account}:instance/{instance.id}"
+                yield {"ImageId": instance.image_id, "ResourceType": "ec2:Instance", "Arn": arn}
+
+
+def _template_references(self, ids, request_type):
+    depth = int(_option(request_type, "version-depth", ["10"])[0])
+    for template in self.ec2_backend.launch_templates.values():
+        newest = sorted(template.versions, key=lambda v: v.number, reverse=True)[:depth]
+        for image_id in sorted({v.data.get("ImageId") for v in newest} & set(ids)):
+            arn = f"arn:aws:ec2:{self.region}:{self.current_account}:launch-template/{template.id}"
+            yield {"ImageId": image_id, "ResourceType": "ec2:LaunchTemplate", "Arn": arn}
+
+
+def _parameter_references(self, ids, request_type):
+    for name, versions in ssm_backends[self.current_account][self.region]._parameters.items():
+        value = versions[-1].value if versions else None
+        if value in ids:
+            arn = f"arn:aws:ssm:{self.region}:{self.current_account}:parameter/{name.lstrip('/')}"
+            yield {"ImageId": value, "ResourceType": "ssm:Parameter", "Arn": arn}
+
+
+REFERENCE_FINDERS = {
+    "ec2:Instance": _instance_references,
+    "ec2:LaunchTemplate": _template_references,
+    "ssm:Parameter": _parameter_references,
+}
+
+
+def describe_image_references(self):
+    if not STATE.setting("image_references"):
+        raise service_error("InvalidAction", "The action DescribeImageReferences is not valid for this web service.")
+    ids = self._get_param("ImageIds", [])
+    if not 1 <= len(ids) <= 10:
+        raise service_error("InvalidParameterValue", "ImageIds must list between 1 and 10 images.")
+    requested = self._get_param("ResourceTypes", [])
+    if self._get_bool_param("IncludeAllResourceTypes", False):
+        listed = {r.get("ResourceType") for r in requested}
+        requested += [{"ResourceType": t} for t in REFERENCE_FINDERS if t not in listed]
+    found = []
+    for request_type in requested:
+        finder = REFERENCE_FINDERS.get(request_type.get("ResourceType"))
+        found.extend(finder(self, ids, request_type) if finder else [])
+    return ActionResult({"ImageReferences": found})
+
+
 def patch():
     AmisResponse.modify_image_attribute = modify_image_attribute
     ElasticBlockStore.modify_snapshot_attribute = modify_snapshot_attribute
     AmiBackend.deregister_image = deregister_image
     EBSBackend.delete_snapshot = delete_snapshot
+    AmisResponse.enable_image_deprecation = enable_image_deprecation
+    AmisResponse.enable_image_deregistration_protection = enable_image_deregistration_protection
+    AmisResponse.describe_image_references = describe_image_references
+    AmisResponse.disable_image_deregistration_protection = disable_image_deregistration_protection

@@ -18,6 +18,7 @@ DEFAULT_BEHAVIOUR = {
     "image_fail": False,
     "snapshot_in_use_seconds": 0,
     "instance_type_errors": {},
+    "image_references": True,
     "ssm_agent": "online",
     "ssm_online_after_seconds": 0,
     "commands": [],
@@ -62,9 +63,9 @@ def command_rule(rule):
     }
 
 
-def _image_fail(key, value):
+def _flag(key, value):
     if not isinstance(value, bool):
-        raise BadRequest("image_fail must be true or false")
+        raise BadRequest(f"{key} must be true or false")
     return value
 
 
@@ -102,7 +103,8 @@ def _refresh(key, value):
 # behaviour key -> check(key, value) returning the value to keep
 BEHAVIOUR_CHECKS = {
     **{key: lambda key, value: number(value, key) for key in DEFAULT_BEHAVIOUR if key.endswith("_seconds")},
-    "image_fail": _image_fail,
+    "image_fail": _flag,
+    "image_references": _flag,
     "instance_type_errors": _instance_type_errors,
     "ssm_agent": _ssm_agent,
     "commands": _commands,

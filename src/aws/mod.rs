@@ -15,6 +15,7 @@ pub mod poll;
 pub mod sdk;
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 
@@ -50,6 +51,17 @@ pub trait Cloud: Send + Sync {
     async fn deregister_image(&self, image_id: &str) -> Result<()>;
     /// Instances launched from the image must use IMDSv2 (`ImdsSupport` `v2.0`; permanent).
     async fn require_imdsv2(&self, image_id: &str) -> Result<()>;
+    /// `EnableImageDeprecation`: the image is deprecated from `at` on (AWS rounds to the minute).
+    async fn deprecate_image(&self, image_id: &str, at: SystemTime) -> Result<()>;
+    /// `EnableImageDeregistrationProtection` (without cooldown): AWS refuses `DeregisterImage`
+    /// until it is disabled.
+    async fn protect_image(&self, image_id: &str) -> Result<()>;
+    /// `DisableImageDeregistrationProtection` (protection enabled with a cooldown stays on for
+    /// its 24 hours).
+    async fn unprotect_image(&self, image_id: &str) -> Result<()>;
+    /// `DescribeImageReferences`: the instances, launch templates and SSM parameters of this
+    /// account that use any of `image_ids`, every page. `None` where AWS does not offer the API.
+    async fn image_references(&self, image_ids: &[String]) -> Result<Option<Vec<ImageReference>>>;
     /// Launch permission on the image and create-volume permission on its snapshots. AWS refuses
     /// it (`InvalidParameter` / `OperationNotPermitted`) for snapshots encrypted with the
     /// default `aws/ebs` key.

@@ -183,7 +183,21 @@ pub struct Image {
     pub snapshot_ids: Vec<String>,
     /// `v2.0` when instances launched from the image require IMDSv2; `None` when unset.
     pub imds_support: Option<String>,
+    /// When the image is (or was) deprecated, as AWS gives it (ISO 8601); `None` when not set.
+    pub deprecation_time: Option<String>,
+    /// AWS's deregistration protection state (`disabled`, `enabled-without-cooldown`,
+    /// `enabled-with-cooldown`, `disabled-until ...`); `None` when AWS does not say.
+    pub deregistration_protection: Option<String>,
     pub tags: BTreeMap<String, String>,
+}
+
+impl Image {
+    /// Whether AWS refuses to deregister the image now (protection on, or its cooldown running).
+    pub fn is_protected(&self) -> bool {
+        self.deregistration_protection
+            .as_deref()
+            .is_some_and(|state| !state.is_empty() && state != "disabled")
+    }
 }
 
 /// Which images to list. Every set field must match.
@@ -294,6 +308,15 @@ impl InstanceQuery {
         self.tags.push((key.to_owned(), value.to_owned()));
         self
     }
+}
+
+/// A resource that uses an image, as `DescribeImageReferences` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageReference {
+    pub image_id: String,
+    /// `ec2:Instance`, `ec2:LaunchTemplate`, `ssm:Parameter`, ...
+    pub resource_type: String,
+    pub arn: String,
 }
 
 /// `CreateImage` from an instance; `tags` go on the image and on its snapshots in the same call.

@@ -542,12 +542,20 @@ async fn create_image(
     Ok(image)
 }
 
-/// The image's own settings, in one region: IMDSv2 required (unless the recipe opts out).
+/// The image's own settings, in one region: IMDSv2 required (unless the recipe opts out), and
+/// the deprecation time when the recipe sets one.
 async fn apply_image_settings(cloud: &dyn Cloud, job: &Job<'_>, image_id: &str) -> Result<String> {
+    let spec = &job.plan.image;
     let mut applied = Vec::new();
-    if job.plan.image.require_imdsv2 {
+    if spec.require_imdsv2 {
         cloud.require_imdsv2(image_id).await?;
-        applied.push("IMDSv2 required");
+        applied.push("IMDSv2 required".to_owned());
+    }
+    if let Some(after) = spec.deprecate_after {
+        let at = std::time::SystemTime::now() + after;
+        cloud.deprecate_image(image_id, at).await?;
+        let at = humantime::format_rfc3339_seconds(at);
+        applied.push(format!("deprecated from {at}"));
     }
     Ok(if applied.is_empty() {
         "none".to_owned()
@@ -607,8 +615,14 @@ async fn distribute(
             .await?;
         built.extend(copies.0);
     }
-    // Complete images are products from here on: a failed share must not tear them down.
+    // Complete images are products from here on: a failed share must not tear them down. Only
+    // kept images are protected, so teardown never meets a protected image of its own build.
     keep_products(&built, ledger, manifest)?;
+    if plan.image.deregistration_protection {
+        for (cloud, image) in &built {
+            cloud.protect_image(&image.id).await?;
+        }
+    }
     if !plan.image.share_with.is_empty() {
         ctx.phase(Phase::ShareImage, async {
             for (cloud, image) in &built {

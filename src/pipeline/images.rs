@@ -144,15 +144,26 @@ pub async fn delete_snapshot_when_free(cloud: &dyn Cloud, snapshot_id: &str) -> 
     .await
 }
 
+/// What [`delete_image`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deletion {
+    /// Deregistered, with the snapshots deleted.
+    Deleted(Vec<String>),
+    /// Left alone: AWS's deregistration protection is on (its state, e.g.
+    /// `enabled-without-cooldown`).
+    Protected(String),
+}
+
 /// Deregisters an image and deletes its snapshots, including snapshots of a still-pending image
-/// (found by the description AWS gives them). Returns the snapshots deleted.
-pub async fn delete_image(cloud: &dyn Cloud, image_id: &str) -> Result<Vec<String>> {
-    let mut snapshots: Vec<String> = cloud
-        .images(&[image_id.to_owned()])
-        .await?
-        .into_iter()
-        .flat_map(|i| i.snapshot_ids)
-        .collect();
+/// (found by the description AWS gives them). An image with deregistration protection is left
+/// alone and reported, never an error.
+pub async fn delete_image(cloud: &dyn Cloud, image_id: &str) -> Result<Deletion> {
+    let found = cloud.images(&[image_id.to_owned()]).await?;
+    if let Some(image) = found.iter().find(|i| i.is_protected()) {
+        let state = image.deregistration_protection.clone().unwrap_or_default();
+        return Ok(Deletion::Protected(state));
+    }
+    let mut snapshots: Vec<String> = found.into_iter().flat_map(|i| i.snapshot_ids).collect();
     for id in cloud.snapshots_of_image(image_id).await? {
         if !snapshots.contains(&id) {
             snapshots.push(id);
@@ -162,5 +173,5 @@ pub async fn delete_image(cloud: &dyn Cloud, image_id: &str) -> Result<Vec<Strin
     for snapshot in &snapshots {
         delete_snapshot_when_free(cloud, snapshot).await?;
     }
-    Ok(snapshots)
+    Ok(Deletion::Deleted(snapshots))
 }

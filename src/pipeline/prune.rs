@@ -3,17 +3,21 @@
 //!
 //! An image survives, whatever its age, when it is referenced by: the launch template's default
 //! or latest version, any of its newest N versions, any version of any other launch template in
-//! the account (in that region), or an instance that is not terminated. The choice is a pure
-//! function ([`choose`]) so it is tested without AWS.
+//! the account (in that region), an instance that is not terminated, or an SSM parameter; or
+//! when it has deregistration protection (reported, never an error). AWS says what uses an image
+//! (`DescribeImageReferences`); where it does not offer that, kiln scans the launch templates and
+//! instances itself (SSM parameters are then not seen). The choice is a pure function
+//! ([`choose`]) so it is tested without AWS.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::aws::{Cloud, Image, ImageQuery, InstanceQuery, InstanceState, LaunchTemplate};
+use crate::aws::LaunchTemplate;
+use crate::aws::{Cloud, Image, ImageQuery, ImageReference, InstanceQuery, InstanceState};
 use crate::aws::{TemplateRef, TemplateVersion};
 use crate::error::Result;
-use crate::pipeline::images::{self, age_key};
+use crate::pipeline::images::{self, age_key, Deletion};
 use crate::plan::Plan;
 use crate::tags;
 
@@ -112,21 +116,34 @@ async fn prune_region(
         .tagged(tags::RECIPE, &plan.name)
         .with_tag_key(tags::BUILD_ID);
     let images = cloud.find_images(&query).await?;
-    let protected = references(cloud, plan, keep).await?;
+    let mut protected = references(cloud, plan, keep, &images).await?;
+    for image in images.iter().filter(|i| i.is_protected()) {
+        let state = image.deregistration_protection.clone().unwrap_or_default();
+        let reason = format!("deregistration protection is {state}");
+        protect(&mut protected, Some(&image.id), reason);
+    }
     let (delete, survive) = choose(&images, keep as usize, &protected);
+    let survivor = |image: &Image, reasons| Survivor {
+        region: region.clone(),
+        image_id: image.id.clone(),
+        name: image.name.clone(),
+        reasons,
+    };
     for (image, reasons) in survive {
-        report.kept.push(Survivor {
-            region: region.clone(),
-            image_id: image.id.clone(),
-            name: image.name.clone(),
-            reasons,
-        });
+        report.kept.push(survivor(image, reasons));
     }
     for image in delete {
         let snapshot_ids = if dry_run {
             image.snapshot_ids.clone()
         } else {
-            images::delete_image(cloud, &image.id).await?
+            match images::delete_image(cloud, &image.id).await? {
+                Deletion::Deleted(snapshots) => snapshots,
+                Deletion::Protected(state) => {
+                    let reason = format!("deregistration protection is {state}");
+                    report.kept.push(survivor(image, vec![reason]));
+                    continue;
+                }
+            }
         };
         report.deleted.push(PrunedImage {
             region: region.clone(),
@@ -138,16 +155,87 @@ async fn prune_region(
     Ok(())
 }
 
-/// Every image id referenced in this region, with why.
-async fn references(cloud: &dyn Cloud, plan: &Plan, keep: u32) -> Result<Protected> {
-    let mut protected = Protected::new();
+/// Every image id among `images` referenced in this region, with why: the recipe's own launch
+/// template by its retention rules, everything else as AWS reports it (or as scanned).
+async fn references(
+    cloud: &dyn Cloud,
+    plan: &Plan,
+    keep: u32,
+    images: &[Image],
+) -> Result<Protected> {
     let own = plan
         .release
         .as_ref()
         .map(|r| TemplateRef::parse(&r.launch_template));
+    let own = own.as_ref();
+    let ids: Vec<String> = images.iter().map(|i| i.id.clone()).collect();
+    let Some(found) = cloud.image_references(&ids).await? else {
+        return scanned_references(cloud, own, keep).await;
+    };
+    let mut protected = Protected::new();
+    let templates = cloud.launch_templates().await?;
+    let own_template = own.and_then(|own| templates.iter().find(|t| own.matches(t)));
+    if let Some(template) = own_template {
+        let versions = cloud.template_versions(&template.id).await?;
+        protect_own_versions(&mut protected, template, &versions, keep);
+    }
+    let names: BTreeMap<&str, &str> = templates
+        .iter()
+        .map(|t| (t.id.as_str(), t.name.as_str()))
+        .collect();
+    for reference in found {
+        let Some(reason) = reference_reason(&reference, &names, own_template) else {
+            continue;
+        };
+        protect(&mut protected, Some(&reference.image_id), reason);
+    }
+    Ok(protected)
+}
+
+/// Why a reference AWS reported keeps its image: `used by launch template web`; `None` for the
+/// recipe's own template, whose versions follow the retention rules instead.
+fn reference_reason(
+    reference: &ImageReference,
+    template_names: &BTreeMap<&str, &str>,
+    own_template: Option<&LaunchTemplate>,
+) -> Option<String> {
+    // arn:aws:ec2:us-east-1:123456789012:instance/i-..., .../launch-template/lt-...,
+    // arn:aws:ssm:...:parameter/name
+    let tail = reference
+        .arn
+        .splitn(6, ':')
+        .nth(5)
+        .unwrap_or(&reference.arn);
+    let reason = match reference.resource_type.as_str() {
+        "ec2:Instance" => format!("used by instance {}", tail.trim_start_matches("instance/")),
+        "ec2:LaunchTemplate" => {
+            let id = tail.trim_start_matches("launch-template/");
+            if own_template.is_some_and(|t| t.id == id) {
+                return None;
+            }
+            let name = template_names.get(id).copied().unwrap_or(id);
+            format!("used by launch template {name}")
+        }
+        "ssm:Parameter" => {
+            let name = tail.trim_start_matches("parameter");
+            format!("used by SSM parameter {name}")
+        }
+        other => format!("used by {other} {}", reference.arn),
+    };
+    Some(reason)
+}
+
+/// [`references`] where AWS does not offer `DescribeImageReferences`: every version of every
+/// launch template, and every instance that is not terminated.
+async fn scanned_references(
+    cloud: &dyn Cloud,
+    own: Option<&TemplateRef>,
+    keep: u32,
+) -> Result<Protected> {
+    let mut protected = Protected::new();
     for template in cloud.launch_templates().await? {
         let versions = cloud.template_versions(&template.id).await?;
-        if own.as_ref().is_some_and(|own| own.matches(&template)) {
+        if own.is_some_and(|own| own.matches(&template)) {
             protect_own_versions(&mut protected, &template, &versions, keep);
         } else {
             for version in &versions {
@@ -214,6 +302,8 @@ mod tests {
             architecture: None,
             snapshot_ids: vec![format!("snap-{id}")],
             imds_support: None,
+            deprecation_time: None,
+            deregistration_protection: None,
             tags: BTreeMap::new(),
         }
     }

@@ -12,6 +12,7 @@ use serde::{Serialize, Serializer};
 use crate::aws::{Cloud, ImageQuery, InstanceQuery, TemplateRef};
 use crate::error::Result;
 use crate::ledger::{Ledger, Resource};
+use crate::pipeline::images::Deletion;
 use crate::pipeline::instances::{terminate_and_wait, TERMINATE_WAIT};
 use crate::pipeline::{first_line, images, release};
 use crate::tags;
@@ -207,8 +208,11 @@ pub async fn remove(home: &dyn Cloud, resource: &Resource) -> Result<Outcome> {
             cloud.delete_template_version(template_id, *version).await?;
             Ok(Outcome::Removed { with: Vec::new() })
         }
-        Resource::Image { id, .. } => Ok(Outcome::Removed {
-            with: images::delete_image(cloud, id).await?,
+        Resource::Image { id, .. } => Ok(match images::delete_image(cloud, id).await? {
+            Deletion::Deleted(with) => Outcome::Removed { with },
+            Deletion::Protected(state) => {
+                Outcome::Spared(format!("deregistration protection is {state}"))
+            }
         }),
         Resource::Snapshot { id, .. } => {
             images::delete_snapshot_when_free(cloud, id).await?;

@@ -53,7 +53,11 @@ const IMAGE_FIELDS: &[&str] = &[
     "share_with",
     "ssm_parameter",
     "require_imdsv2",
+    "deprecate_after",
+    "deregistration_protection",
 ];
+/// AWS deprecates an image at most ten years ahead.
+const MAX_DEPRECATE_AFTER: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
 /// The fields of an `image.regions` entry written as a mapping.
 const REGION_FIELDS: &[&str] = &["region", "kms_key_id"];
 const RELEASE_FIELDS: &[&str] = &[
@@ -130,6 +134,8 @@ pub(crate) struct ImageDecl {
     pub share_with_at: Option<Pos>,
     pub ssm_parameter: Option<TemplateText>,
     pub require_imdsv2: bool,
+    pub deprecate_after: Option<Duration>,
+    pub deregistration_protection: bool,
 }
 
 /// One `image.tags` entry.
@@ -503,6 +509,10 @@ fn read_image(session: &mut Session, top: &MapReader<'_>) -> (Option<ImageDecl>,
         share_with_at: image.get("share_with").map(|entry| entry.key_pos),
         ssm_parameter: image.text(session, "ssm_parameter"),
         require_imdsv2: flag(session, &image, "require_imdsv2", true),
+        deprecate_after: image
+            .duration(session, "deprecate_after", NONZERO, MAX_DEPRECATE_AFTER)
+            .map(|after| after.value),
+        deregistration_protection: flag(session, &image, "deregistration_protection", false),
     };
     (sets_image_fields.then_some(declaration), tags)
 }

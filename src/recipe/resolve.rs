@@ -256,6 +256,8 @@ impl Resolver<'_> {
             share_with,
             ssm_parameter: ssm_parameter.map(|text| text.actual),
             require_imdsv2,
+            deprecate_after: declared.and_then(|image| image.deprecate_after),
+            deregistration_protection: declared.is_some_and(|i| i.deregistration_protection),
         };
         Some((image, digest_image))
     }

@@ -64,6 +64,39 @@ impl Cloud for Fake {
         .await
     }
 
+    async fn deprecate_image(&self, image_id: &str, at: std::time::SystemTime) -> Result<()> {
+        self.call("EnableImageDeprecation", image_id, |w, here| {
+            w.deprecate_image(here, image_id, at)
+        })
+        .await
+    }
+
+    async fn protect_image(&self, image_id: &str) -> Result<()> {
+        self.call(
+            "EnableImageDeregistrationProtection",
+            image_id,
+            |w, here| w.protect_image(here, image_id),
+        )
+        .await
+    }
+
+    async fn unprotect_image(&self, image_id: &str) -> Result<()> {
+        self.call(
+            "DisableImageDeregistrationProtection",
+            image_id,
+            |w, here| w.unprotect_image(here, image_id),
+        )
+        .await
+    }
+
+    async fn image_references(&self, image_ids: &[String]) -> Result<Option<Vec<ImageReference>>> {
+        let resource = format!("references to {}", image_ids.join(", "));
+        self.call("DescribeImageReferences", resource, |w, here| {
+            Ok(w.image_references(here, image_ids))
+        })
+        .await
+    }
+
     async fn share_image(
         &self,
         image_id: &str,

@@ -1,14 +1,15 @@
 //! EC2 in the fake: instances, images, snapshots and tags.
 
 use std::collections::BTreeMap;
+use std::time::SystemTime;
 
 use super::world::{
     blank_image, refuse, Answer, Encryption, Here, ImageRecord, InstanceRecord, Transition, World,
 };
 use super::{FakeSnapshot, ImageOutcome, TypeRefusal, ACCOUNT_ID, AMAZON_OWNER_ID};
 use crate::aws::model::{
-    CopyImageRequest, CreateImageRequest, Image, ImageQuery, ImageState, Instance, InstanceQuery,
-    InstanceState, LaunchRequest, Tags,
+    CopyImageRequest, CreateImageRequest, Image, ImageQuery, ImageReference, ImageState, Instance,
+    InstanceQuery, InstanceState, LaunchRequest, Tags,
 };
 
 /// AWS's state reason for instances stopped or terminated by a call.
@@ -317,6 +318,13 @@ impl World {
     pub fn deregister_image(&mut self, here: &Here, image_id: &str) -> Answer<()> {
         let release = self.timings.snapshot_release;
         if let Some(record) = self.region(&here.region).images.get_mut(image_id) {
+            if !record.deregistered && record.image.is_protected() {
+                // kiln reads the protection first; this answer is only a second line.
+                return refuse(
+                    "OperationNotPermitted",
+                    format!("Image {image_id} has deregistration protection enabled."),
+                );
+            }
             if !record.deregistered {
                 record.snapshots_released_at = here.now + release;
             }
@@ -325,14 +333,82 @@ impl World {
         Ok(())
     }
 
-    pub fn require_imdsv2(&mut self, here: &Here, image_id: &str) -> Answer<()> {
+    /// Changes a registered image.
+    fn modify_image(
+        &mut self,
+        here: &Here,
+        image_id: &str,
+        change: impl FnOnce(&mut Image),
+    ) -> Answer<()> {
         match self.region(&here.region).images.get_mut(image_id) {
             Some(record) if !record.deregistered => {
-                record.image.imds_support = Some("v2.0".to_owned());
+                change(&mut record.image);
                 Ok(())
             }
             _ => image_not_found(image_id),
         }
+    }
+
+    pub fn require_imdsv2(&mut self, here: &Here, image_id: &str) -> Answer<()> {
+        self.modify_image(here, image_id, |i| i.imds_support = Some("v2.0".into()))
+    }
+
+    pub fn deprecate_image(&mut self, here: &Here, id: &str, at: SystemTime) -> Answer<()> {
+        let at = humantime::format_rfc3339_seconds(at).to_string();
+        self.modify_image(here, id, |i| i.deprecation_time = Some(at))
+    }
+
+    pub fn protect_image(&mut self, here: &Here, image_id: &str) -> Answer<()> {
+        let state = Some("enabled-without-cooldown".to_owned());
+        self.modify_image(here, image_id, |i| i.deregistration_protection = state)
+    }
+
+    pub fn unprotect_image(&mut self, here: &Here, image_id: &str) -> Answer<()> {
+        let state = Some("disabled".to_owned());
+        self.modify_image(here, image_id, |i| i.deregistration_protection = state)
+    }
+
+    /// What uses the images: live instances, any launch template version, SSM parameters.
+    /// `None` when the API is switched off (as in a region without it).
+    pub fn image_references(&mut self, here: &Here, ids: &[String]) -> Option<Vec<ImageReference>> {
+        if !self.image_references_offered {
+            return None;
+        }
+        let region = self.region(&here.region);
+        let arn =
+            |kind: &str, id: &str| format!("arn:aws:{kind}:{}:{ACCOUNT_ID}:{id}", here.region);
+        let reference = |image_id: &str, resource_type: &str, arn: String| ImageReference {
+            image_id: image_id.to_owned(),
+            resource_type: resource_type.to_owned(),
+            arn,
+        };
+        let mut found = Vec::new();
+        for instance in region.instances.values() {
+            let live = instance.state.state(here.now) != InstanceState::Terminated;
+            if live && ids.contains(&instance.image_id) {
+                let arn = arn("ec2", &format!("instance/{}", instance.id));
+                found.push(reference(&instance.image_id, "ec2:Instance", arn));
+            }
+        }
+        for template in region.templates.values() {
+            let used: std::collections::BTreeSet<&String> = template
+                .versions
+                .values()
+                .filter_map(|v| v.data.get("ImageId"))
+                .filter(|id| ids.contains(id))
+                .collect();
+            for image_id in used {
+                let arn = arn("ec2", &format!("launch-template/{}", template.id));
+                found.push(reference(image_id, "ec2:LaunchTemplate", arn));
+            }
+        }
+        for (name, values) in &region.parameters {
+            if let Some(value) = values.last().filter(|v| ids.contains(v)) {
+                let arn = arn("ssm", &format!("parameter{name}"));
+                found.push(reference(value, "ssm:Parameter", arn));
+            }
+        }
+        Some(found)
     }
 
     pub fn share_image(

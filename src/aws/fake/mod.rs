@@ -308,6 +308,11 @@ impl Fake {
     }
 
     /// How images created or copied from now on end (default: available).
+    /// Whether `DescribeImageReferences` is offered (it is by default).
+    pub fn offer_image_references(&self, offered: bool) {
+        self.with(|w, _| w.image_references_offered = offered);
+    }
+
     /// RunInstances refuses `instance_type` from now on.
     pub fn refuse_instance_type(&self, instance_type: &str, refusal: TypeRefusal) {
         self.with(|w, _| w.refused_types.insert(instance_type.to_owned(), refusal));

@@ -216,6 +216,9 @@ pub(super) struct World {
     pub rules: Vec<CommandRule>,
     pub refresh_outcome: (RefreshStatus, String),
     pub image_outcome: ImageOutcome,
+    /// Whether `DescribeImageReferences` is offered (regions and partitions without it answer
+    /// `InvalidAction`).
+    pub image_references_offered: bool,
     /// Instance types RunInstances refuses, and how.
     pub refused_types: BTreeMap<String, super::TypeRefusal>,
 }
@@ -234,6 +237,7 @@ impl World {
             refresh_outcome: (RefreshStatus::Successful, String::new()),
             image_outcome: ImageOutcome::Available,
             refused_types: BTreeMap::new(),
+            image_references_offered: true,
         }
     }
 
@@ -395,6 +399,8 @@ pub(super) fn blank_image(name: &str, owner_id: &str, creation_date: &str) -> Im
         architecture: Some("x86_64".to_owned()),
         snapshot_ids: Vec::new(),
         imds_support: None,
+        deprecation_time: None,
+        deregistration_protection: None,
         tags: BTreeMap::new(),
     }
 }

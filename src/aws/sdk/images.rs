@@ -1,14 +1,19 @@
 //! Images, their snapshots, and tags (EC2): describing and finding images, creating, copying,
 //! sharing and deregistering them, finding and deleting their snapshots, tagging resources.
 
+use std::time::SystemTime;
+
 use aws_sdk_ec2::types::{
     AttributeValue, CreateVolumePermission, CreateVolumePermissionModifications, Filter,
-    LaunchPermission, LaunchPermissionModifications, ResourceType,
+    ImageReferenceOptionName, ImageReferenceResourceType, LaunchPermission,
+    LaunchPermissionModifications, ResourceType, ResourceTypeOption, ResourceTypeRequest,
 };
 
 use super::common::{absent_on, filter, sdk_tags, tag_map, tag_spec};
 use super::Sdk;
-use crate::aws::model::{CopyImageRequest, CreateImageRequest, Image, ImageQuery, ImageState};
+use crate::aws::model::{
+    CopyImageRequest, CreateImageRequest, Image, ImageQuery, ImageReference, ImageState,
+};
 use crate::error::Result;
 
 /// Error codes of DescribeImages and DeregisterImage that mean "no such image".
@@ -57,6 +62,8 @@ fn to_image(
             .filter_map(|m| m.ebs().and_then(|e| e.snapshot_id()).map(str::to_owned))
             .collect(),
         imds_support: image.imds_support().map(|v| v.as_str().to_owned()),
+        deprecation_time: image.deprecation_time().map(str::to_owned),
+        deregistration_protection: image.deregistration_protection().map(str::to_owned),
         tags: tag_map(image.tags()),
     })
 }
@@ -235,6 +242,130 @@ pub async fn require_imdsv2(sdk: &Sdk, image_id: &str) -> Result<()> {
         .await
         .map_err(|e| sdk.fail("ModifyImageAttribute", image_id, e))?;
     Ok(())
+}
+
+/// `EnableImageDeprecation` at `at`.
+pub async fn deprecate_image(sdk: &Sdk, image_id: &str, at: SystemTime) -> Result<()> {
+    sdk.ec2
+        .enable_image_deprecation()
+        .image_id(image_id)
+        .deprecate_at(aws_sdk_ec2::primitives::DateTime::from(at))
+        .send()
+        .await
+        .map_err(|e| sdk.fail("EnableImageDeprecation", image_id, e))?;
+    Ok(())
+}
+
+/// `EnableImageDeregistrationProtection`, without the 24-hour cooldown on disabling it.
+pub async fn protect_image(sdk: &Sdk, image_id: &str) -> Result<()> {
+    sdk.ec2
+        .enable_image_deregistration_protection()
+        .image_id(image_id)
+        .with_cooldown(false)
+        .send()
+        .await
+        .map_err(|e| sdk.fail("EnableImageDeregistrationProtection", image_id, e))?;
+    Ok(())
+}
+
+/// `DisableImageDeregistrationProtection`.
+pub async fn unprotect_image(sdk: &Sdk, image_id: &str) -> Result<()> {
+    sdk.ec2
+        .disable_image_deregistration_protection()
+        .image_id(image_id)
+        .send()
+        .await
+        .map_err(|e| sdk.fail("DisableImageDeregistrationProtection", image_id, e))?;
+    Ok(())
+}
+
+/// Error codes that mean this endpoint does not offer an operation.
+const NOT_OFFERED: &[&str] = &["InvalidAction", "UnsupportedOperation", "NotImplemented"];
+/// `DescribeImageReferences` takes at most this many image ids per call.
+const REFERENCE_BATCH: usize = 10;
+/// Instance states that keep an image in use (all but `terminated`).
+const USING_STATES: &[&str] = &["pending", "running", "shutting-down", "stopping", "stopped"];
+/// Every launch template version is checked (AWS's maximum depth; its default is 10).
+const ALL_VERSIONS: &str = "10000";
+
+/// What `DescribeImageReferences` is asked to check: live instances, every version of every
+/// launch template, and SSM parameters.
+fn reference_types() -> Vec<ResourceTypeRequest> {
+    let option = |name: ImageReferenceOptionName, values: &[&str]| {
+        ResourceTypeOption::builder()
+            .option_name(name)
+            .set_option_values(Some(values.iter().map(|v| (*v).to_owned()).collect()))
+            .build()
+    };
+    vec![
+        ResourceTypeRequest::builder()
+            .resource_type(ImageReferenceResourceType::Ec2Instance)
+            .resource_type_options(option(ImageReferenceOptionName::StateName, USING_STATES))
+            .build(),
+        ResourceTypeRequest::builder()
+            .resource_type(ImageReferenceResourceType::Ec2LaunchTemplate)
+            .resource_type_options(option(
+                ImageReferenceOptionName::VersionDepth,
+                &[ALL_VERSIONS],
+            ))
+            .build(),
+        ResourceTypeRequest::builder()
+            .resource_type(ImageReferenceResourceType::SsmParameter)
+            .build(),
+    ]
+}
+
+/// `DescribeImageReferences` for `image_ids` (in batches of ten), every page; `None` when the
+/// endpoint does not offer it.
+pub async fn image_references(
+    sdk: &Sdk,
+    image_ids: &[String],
+) -> Result<Option<Vec<ImageReference>>> {
+    let mut found = Vec::new();
+    for batch in image_ids.chunks(REFERENCE_BATCH) {
+        let resource = format!("references to {}", batch.join(", "));
+        let mut pages = sdk
+            .ec2
+            .describe_image_references()
+            .set_image_ids(Some(batch.to_vec()))
+            .set_resource_types(Some(reference_types()))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = match page.map_err(|e| sdk.fail("DescribeImageReferences", &resource, e)) {
+                Ok(page) => page,
+                Err(e) if e.aws_code().is_some_and(|c| NOT_OFFERED.contains(&c)) => {
+                    return Ok(None)
+                }
+                Err(e) => return Err(e),
+            };
+            for reference in page.image_references() {
+                let field = |name| format!("ImageReferences[].{name}");
+                let image_id = sdk.required(
+                    reference.image_id(),
+                    "DescribeImageReferences",
+                    &field("ImageId"),
+                    &resource,
+                )?;
+                found.push(ImageReference {
+                    image_id: image_id.to_owned(),
+                    resource_type: reference
+                        .resource_type()
+                        .map(|t| t.as_str().to_owned())
+                        .unwrap_or_default(),
+                    arn: sdk
+                        .required(
+                            reference.arn(),
+                            "DescribeImageReferences",
+                            &field("Arn"),
+                            image_id,
+                        )?
+                        .to_owned(),
+                });
+            }
+        }
+    }
+    Ok(Some(found))
 }
 
 /// Launch permission on the image, create-volume permission on each of its snapshots.

@@ -17,7 +17,7 @@ pub mod instances;
 pub mod templates;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
@@ -26,9 +26,9 @@ use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 
 use crate::aws::model::{
-    CopyImageRequest, CreateImageRequest, Image, ImageQuery, Instance, InstanceQuery, Invocation,
-    LaunchRequest, LaunchTemplate, NewTemplateVersion, PingStatus, Refresh, RefreshRequest,
-    ShellCommand, Tags, TemplateRef, TemplateVersion,
+    CopyImageRequest, CreateImageRequest, Image, ImageQuery, ImageReference, Instance,
+    InstanceQuery, Invocation, LaunchRequest, LaunchTemplate, NewTemplateVersion, PingStatus,
+    Refresh, RefreshRequest, ShellCommand, Tags, TemplateRef, TemplateVersion,
 };
 use crate::aws::{missing, Cloud};
 use crate::error::{AwsError, Error, Result};
@@ -248,6 +248,22 @@ impl Cloud for Sdk {
 
     async fn require_imdsv2(&self, image_id: &str) -> Result<()> {
         images::require_imdsv2(self, image_id).await
+    }
+
+    async fn deprecate_image(&self, image_id: &str, at: SystemTime) -> Result<()> {
+        images::deprecate_image(self, image_id, at).await
+    }
+
+    async fn protect_image(&self, image_id: &str) -> Result<()> {
+        images::protect_image(self, image_id).await
+    }
+
+    async fn unprotect_image(&self, image_id: &str) -> Result<()> {
+        images::unprotect_image(self, image_id).await
+    }
+
+    async fn image_references(&self, image_ids: &[String]) -> Result<Option<Vec<ImageReference>>> {
+        images::image_references(self, image_ids).await
     }
 
     async fn share_image(
