@@ -114,6 +114,71 @@ fn a_skipped_build_still_points_the_launch_template_at_the_image() {
 }
 
 #[test]
+fn a_default_version_that_resolves_an_ssm_alias_to_the_image_is_already_released() {
+    let emulator = Emulator::seeded();
+    let aws = emulator.aws();
+    let kiln = Kiln::new(&emulator);
+    let recipe = app_recipe(&kiln, "", "");
+    let image = build(&kiln, &recipe, &[])["images"][0]["image_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    aws.block_on(
+        aws.ssm
+            .put_parameter()
+            .name("/app/ami")
+            .value(&image)
+            .r#type(aws_sdk_ssm::types::ParameterType::String)
+            .send(),
+    )
+    .expect("parameter");
+    // The template now launches `resolve:ssm:/app/ami`, which AWS resolves to the same image.
+    let (default, _) = aws.template_versions("rudder-dataplane");
+    let created = aws
+        .block_on(
+            aws.ec2
+                .create_launch_template_version()
+                .launch_template_name("rudder-dataplane")
+                .source_version(default.to_string())
+                .launch_template_data(
+                    aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+                        .image_id("resolve:ssm:/app/ami")
+                        .build(),
+                )
+                .send(),
+        )
+        .expect("alias version");
+    let alias_version = created
+        .launch_template_version()
+        .and_then(|v| v.version_number())
+        .unwrap();
+    aws.block_on(
+        aws.ec2
+            .modify_launch_template()
+            .launch_template_name("rudder-dataplane")
+            .default_version(alias_version.to_string())
+            .send(),
+    )
+    .expect("make it the default");
+    let again = build(&kiln, &recipe, &[]);
+    assert_eq!(again["skipped"], json!(true));
+    assert_eq!(
+        again["launch_template"]["created_version"],
+        Value::Null,
+        "{again}"
+    );
+    assert_eq!(aws.template_versions("rudder-dataplane").0, alias_version);
+    let history = kiln.run(&["history", &recipe, "--json"]);
+    history.assert_code(0);
+    assert!(history.stdout.contains(&image), "{}", history.stdout);
+    assert!(
+        !history.stdout.contains("resolve:ssm:"),
+        "{}",
+        history.stdout
+    );
+}
+
+#[test]
 fn history_rollback_and_idempotent_rollback() {
     let emulator = Emulator::seeded();
     let aws = emulator.aws();
@@ -241,6 +306,31 @@ fn prune_keeps_the_newest_and_everything_referenced() {
         assert!(
             aws.snapshot_tags(&snapshot).is_none(),
             "snapshot {snapshot} of the pruned image is still there"
+        );
+    }
+    // `keep` prunes kiln's launch template versions too: beyond the newest, never the default,
+    // the latest, or a version kiln did not make (the seeded version 1).
+    let pruned = pruned.json();
+    let versions = pruned["versions"].as_array().unwrap();
+    assert!(!versions.is_empty(), "{pruned}");
+    assert!(versions.iter().all(|v| v["failure"].is_null()), "{pruned}");
+    let (default, latest) = aws.template_versions("rudder-dataplane");
+    let left: Vec<i64> = aws
+        .block_on(
+            aws.ec2
+                .describe_launch_template_versions()
+                .launch_template_name("rudder-dataplane")
+                .send(),
+        )
+        .expect("versions")
+        .launch_template_versions()
+        .iter()
+        .filter_map(|v| v.version_number())
+        .collect();
+    for number in &left {
+        assert!(
+            [1, default, latest].contains(number),
+            "version {number} survived: {left:?} (default {default}, latest {latest})"
         );
     }
     let invalid = kiln.run(&["prune", &recipe, "--keep", "0"]);

@@ -832,5 +832,8 @@ async fn lifecycle_settings_go_on_every_region_and_protection_only_on_kept_image
         .await
         .expect_err("copy fails");
     assert!(err.to_string().contains("InternalError"), "{err}");
-    assert_eq!(h.fake.count("EnableImageDeregistrationProtection"), protected);
+    assert_eq!(
+        h.fake.count("EnableImageDeregistrationProtection"),
+        protected
+    );
 }

@@ -26,11 +26,16 @@ moto 5.2.5 gaps, and how this module covers each:
   newest `version-depth` versions, default 10) and SSM parameters of the region that use the
   images; image_references: false answers `InvalidAction`, as where AWS does not offer it.
 
+- DescribeLaunchTemplateVersions ignores ResolveAlias: an ImageId of `resolve:ssm:NAME`
+  (or `NAME:VERSION`) is always shown as written. -> with ResolveAlias=true it is shown as the
+  parameter's value (that version's, or the latest), as AWS does.
+
 Imports moto: imported by ec2.patch().
 """
 
 import time
 
+import copy
 import datetime
 
 from moto.core.responses import ActionResult, EmptyResult
@@ -39,6 +44,7 @@ from moto.ec2.models.amis import AmiBackend
 from moto.ec2.models.elastic_block_store import EBSBackend
 from moto.ec2.responses.amis import AmisResponse
 from moto.ec2.responses.elastic_block_store import ElasticBlockStore
+from moto.ec2.responses.launch_templates import LaunchTemplates
 
 from .common import service_error
 from .state import STATE
@@ -245,6 +251,37 @@ def describe_image_references(self):
     return ActionResult({"ImageReferences": found})
 
 
+ALIAS_PREFIX = "resolve:ssm:"
+
+
+def _resolve_alias(backend, alias):
+    """The value of the parameter `resolve:ssm:NAME[:VERSION]` names; the alias when unknown."""
+    name, _, version = alias[len(ALIAS_PREFIX):].rpartition(":")
+    if not name or not version.isdigit():
+        name, version = alias[len(ALIAS_PREFIX):], None
+    versions = backend._parameters.get(name) if name in backend._parameters else None
+    if not versions:
+        return alias
+    chosen = [v for v in versions if str(v.version) == version] if version else versions[-1:]
+    return chosen[0].value if chosen else alias
+
+
+def _with_resolved_aliases(describe):
+    def describe_launch_template_versions(self):
+        result = describe(self)
+        if not self._get_bool_param("ResolveAlias", False):
+            return result
+        parameters = ssm_backends[self.current_account][self.region]
+        for version in result.result.get("LaunchTemplateVersions", []):
+            image = (version.get("LaunchTemplateData") or {}).get("ImageId")
+            if isinstance(image, str) and image.startswith(ALIAS_PREFIX):
+                version["LaunchTemplateData"] = dict(copy.deepcopy(version["LaunchTemplateData"]))
+                version["LaunchTemplateData"]["ImageId"] = _resolve_alias(parameters, image)
+        return result
+
+    return describe_launch_template_versions
+
+
 def patch():
     AmisResponse.modify_image_attribute = modify_image_attribute
     ElasticBlockStore.modify_snapshot_attribute = modify_snapshot_attribute
@@ -254,3 +291,6 @@ def patch():
     AmisResponse.enable_image_deregistration_protection = enable_image_deregistration_protection
     AmisResponse.describe_image_references = describe_image_references
     AmisResponse.disable_image_deregistration_protection = disable_image_deregistration_protection
+    LaunchTemplates.describe_launch_template_versions = _with_resolved_aliases(
+        LaunchTemplates.describe_launch_template_versions
+    )

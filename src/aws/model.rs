@@ -398,6 +398,8 @@ pub struct TemplateVersion {
     pub template_name: String,
     pub number: i64,
     pub is_default: bool,
+    /// The AMI the version launches: an id written as `resolve:ssm:NAME` is resolved to the
+    /// parameter's value (`ResolveAlias`).
     pub image_id: Option<String>,
     pub description: String,
     /// RFC 3339.

@@ -479,7 +479,11 @@ async fn prune(
     })
     .await?;
     print_result(json, &report, render::prune)?;
-    Ok(exit::OK)
+    Ok(if report.has_failures() {
+        exit::FAILURE
+    } else {
+        exit::OK
+    })
 }
 
 /// Secrets never leave kiln through an error message either.

@@ -252,12 +252,28 @@ pub fn prune(p: &PruneReport) -> String {
             k.reasons.join("; ")
         );
     }
+    for v in &p.versions {
+        let image = v.image_id.as_deref().unwrap_or("no image");
+        let _ = match &v.failure {
+            None => writeln!(
+                out,
+                "{verb} {} {} version {} ({image})",
+                v.region, v.template, v.version
+            ),
+            Some(why) => writeln!(
+                out,
+                "NOT deleted {} {} version {} ({image}): {why}",
+                v.region, v.template, v.version
+            ),
+        };
+    }
     let _ = writeln!(
         out,
-        "{} image(s) {verb}, {} kept (keep {})",
+        "{} image(s) {verb}, {} kept (keep {}); {} launch template version(s) {verb}",
         p.deleted.len(),
         p.kept.len(),
-        p.keep
+        p.keep,
+        p.versions.iter().filter(|v| v.failure.is_none()).count()
     );
     out
 }

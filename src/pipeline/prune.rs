@@ -1,5 +1,7 @@
 //! `kiln prune`: retention. Deregisters this recipe's kiln-built images beyond the newest N and
-//! deletes their snapshots, in the home region and every region the recipe copies to.
+//! deletes their snapshots, in the home region and every region the recipe copies to; and
+//! deletes the versions kiln made of the recipe's launch template beyond the newest N, never the
+//! default or the latest (a version AWS does not delete is reported, not fatal).
 //!
 //! An image survives, whatever its age, when it is referenced by: the launch template's default
 //! or latest version, any of its newest N versions, any version of any other launch template in
@@ -37,12 +39,88 @@ pub struct Survivor {
     pub reasons: Vec<String>,
 }
 
+/// A launch template version beyond the newest N.
+#[derive(Debug, Clone, Serialize)]
+pub struct PrunedVersion {
+    pub region: String,
+    pub template: String,
+    pub version: i64,
+    pub image_id: Option<String>,
+    /// Why AWS did not delete it; `None` when deleted (or, with `--dry-run`, to be deleted).
+    pub failure: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct PruneReport {
     pub keep: u32,
     pub dry_run: bool,
     pub deleted: Vec<PrunedImage>,
     pub kept: Vec<Survivor>,
+    /// The recipe's launch template versions beyond the newest `keep`.
+    pub versions: Vec<PrunedVersion>,
+}
+
+impl PruneReport {
+    /// Some launch template version was not deleted.
+    pub fn has_failures(&self) -> bool {
+        self.versions.iter().any(|v| v.failure.is_some())
+    }
+}
+
+/// Descriptions of the versions kiln makes (`kiln build ...`, `kiln rollback ...`): only those
+/// are pruned, never a version someone made by hand.
+const KILN_VERSION_PREFIX: &str = "kiln ";
+
+/// The versions of the recipe's template to delete: made by kiln, beyond the newest `keep`, and
+/// neither the default nor the latest.
+pub fn versions_to_prune<'a>(
+    template: &LaunchTemplate,
+    versions: &'a [TemplateVersion],
+    keep: u32,
+) -> Vec<&'a TemplateVersion> {
+    let mut newest_first: Vec<&TemplateVersion> = versions.iter().collect();
+    newest_first.sort_by_key(|v| std::cmp::Reverse(v.number));
+    newest_first
+        .into_iter()
+        .skip(keep as usize)
+        .filter(|v| v.number != template.default_version && v.number != template.latest_version)
+        .filter(|v| v.description.starts_with(KILN_VERSION_PREFIX))
+        .collect()
+}
+
+/// Deletes (or lists, with `dry_run`) the recipe's template versions beyond the newest `keep`.
+async fn prune_versions(
+    cloud: &dyn Cloud,
+    plan: &Plan,
+    keep: u32,
+    dry_run: bool,
+) -> Result<Vec<PrunedVersion>> {
+    let Some(release) = &plan.release else {
+        return Ok(Vec::new());
+    };
+    let template = cloud
+        .launch_template(&TemplateRef::parse(&release.launch_template))
+        .await?;
+    let versions = cloud.template_versions(&template.id).await?;
+    let mut pruned = Vec::new();
+    for version in versions_to_prune(&template, &versions, keep) {
+        let failure = match dry_run {
+            true => None,
+            false => cloud
+                .delete_template_version(&template.id, version.number)
+                .await
+                .err()
+                .map(|e| crate::pipeline::first_line(&e.to_string())),
+        };
+        pruned.push(PrunedVersion {
+            region: cloud.region().to_owned(),
+            template: template.name.clone(),
+            version: version.number,
+            image_id: version.image_id.clone(),
+            failure,
+        });
+    }
+    Ok(pruned)
 }
 
 /// Why each referenced image must stay, by image id.
@@ -88,6 +166,7 @@ pub async fn prune(home: &dyn Cloud, plan: &Plan, keep: u32, dry_run: bool) -> R
         dry_run,
         deleted: Vec::new(),
         kept: Vec::new(),
+        versions: Vec::new(),
     };
     let mut regions = vec![home.region().to_owned()];
     regions.extend(
@@ -101,6 +180,7 @@ pub async fn prune(home: &dyn Cloud, plan: &Plan, keep: u32, dry_run: bool) -> R
         let cloud = home.in_region(&region);
         prune_region(cloud.as_ref(), plan, keep, dry_run, &mut report).await?;
     }
+    report.versions = prune_versions(home, plan, keep, dry_run).await?;
     Ok(report)
 }
 
@@ -306,6 +386,49 @@ mod tests {
             deregistration_protection: None,
             tags: BTreeMap::new(),
         }
+    }
+
+    fn version(number: i64, description: &str) -> TemplateVersion {
+        TemplateVersion {
+            template_id: "lt-1".into(),
+            template_name: "web".into(),
+            number,
+            is_default: false,
+            image_id: Some(format!("ami-{number}")),
+            description: description.into(),
+            created_at: None,
+        }
+    }
+
+    #[test]
+    fn template_versions_beyond_keep_go_but_never_default_latest_or_foreign_ones() {
+        let template = LaunchTemplate {
+            id: "lt-1".into(),
+            name: "web".into(),
+            default_version: 2,
+            latest_version: 7,
+        };
+        let versions: Vec<TemplateVersion> = [
+            (1, "made by hand"),
+            (2, "kiln build b2: web 2 ami-2"),
+            (3, "kiln build b3: web 3 ami-3"),
+            (4, "kiln rollback to 3"),
+            (5, "kiln build b5: web 5 ami-5"),
+            (6, "kiln build b6: web 6 ami-6"),
+            (7, "kiln build b7: web 7 ami-7"),
+        ]
+        .iter()
+        .map(|(n, d)| version(*n, d))
+        .collect();
+        let numbers = |keep| -> Vec<i64> {
+            versions_to_prune(&template, &versions, keep)
+                .iter()
+                .map(|v| v.number)
+                .collect()
+        };
+        assert_eq!(numbers(2), [5, 4, 3]);
+        assert_eq!(numbers(5), [] as [i64; 0]);
+        assert_eq!(numbers(0), [6, 5, 4, 3]);
     }
 
     #[test]

@@ -106,11 +106,32 @@ impl World {
         let template = self.template_mut(here, which)?;
         let number = template.default_version;
         template.has_version(number)?;
-        Ok(template.version(number, &template.versions[&number]))
+        let version = template.version(number, &template.versions[&number]);
+        Ok(self.resolve_alias(here, version))
     }
 
     pub fn template_versions(&mut self, here: &Here, id: &str) -> Answer<Vec<TemplateVersion>> {
-        Ok(self.template_by_id(here, id)?.versions_newest_first())
+        let versions = self.template_by_id(here, id)?.versions_newest_first();
+        Ok(versions
+            .into_iter()
+            .map(|v| self.resolve_alias(here, v))
+            .collect())
+    }
+
+    /// As `DescribeLaunchTemplateVersions` with `ResolveAlias`: an image id written as
+    /// `resolve:ssm:NAME` shows as the parameter's current value.
+    fn resolve_alias(&mut self, here: &Here, mut version: TemplateVersion) -> TemplateVersion {
+        let alias = version
+            .image_id
+            .as_deref()
+            .and_then(|id| id.strip_prefix("resolve:ssm:"));
+        if let Some(name) = alias {
+            let parameters = &self.region(&here.region).parameters;
+            if let Some(value) = parameters.get(name).and_then(|v| v.last()) {
+                version.image_id = Some(value.clone());
+            }
+        }
+        version
     }
 
     /// A copy of `source_version`'s data with only `ImageId` changed; the same client token

@@ -139,7 +139,8 @@ pub async fn launch_templates(sdk: &Sdk) -> Result<Vec<LaunchTemplate>> {
     Ok(found)
 }
 
-/// The default version of a template, with the template's id and name, in one call.
+/// The default version of a template, with the template's id and name, in one call; an image
+/// id written as `resolve:ssm:...` is resolved to the AMI the parameter holds (`ResolveAlias`).
 pub async fn default_template_version(
     sdk: &Sdk,
     template: &TemplateRef,
@@ -152,6 +153,7 @@ pub async fn default_template_version(
         .set_launch_template_id(id)
         .set_launch_template_name(name)
         .versions("$Default")
+        .resolve_alias(true)
         .send()
         .await
         .map_err(|e| sdk.fail("DescribeLaunchTemplateVersions", &resource, e))?;
@@ -164,13 +166,15 @@ pub async fn default_template_version(
     to_version(sdk, &resource, version)
 }
 
-/// Every version of a template, newest first.
+/// Every version of a template, newest first. Image ids written as `resolve:ssm:...` are
+/// resolved to the AMI the parameter holds (`ResolveAlias`), as for [`default_template_version`].
 pub async fn template_versions(sdk: &Sdk, template_id: &str) -> Result<Vec<TemplateVersion>> {
     let resource = format!("launch template {template_id}");
     let mut pages = sdk
         .ec2
         .describe_launch_template_versions()
         .launch_template_id(template_id)
+        .resolve_alias(true)
         .into_paginator()
         .send();
     let mut found = Vec::new();
@@ -243,11 +247,22 @@ pub async fn delete_template_version(sdk: &Sdk, template_id: &str, version: i64)
         .send()
         .await
         .map_err(|e| sdk.fail("DeleteLaunchTemplateVersions", &resource, e))?;
+    let deleted = out
+        .successfully_deleted_launch_template_versions()
+        .iter()
+        .any(|v| v.version_number() == Some(version));
     match out
         .unsuccessfully_deleted_launch_template_versions()
         .first()
     {
-        None => Ok(()),
+        None if deleted => Ok(()),
+        // Neither list names it: AWS did not say it deleted the version, so it is not counted.
+        None => Err(sdk.error(
+            "DeleteLaunchTemplateVersions",
+            resource,
+            Some("MissingField".into()),
+            "the response lists the version neither as deleted nor as not deleted",
+        )),
         Some(failed) => {
             let refused = Err(unsuccessful(sdk, resource, failed));
             absent_on::<()>(refused, &["launchTemplateVersionDoesNotExist"])?;
