@@ -56,8 +56,8 @@ const IMAGE_FIELDS: &[&str] = &[
     "deprecate_after",
     "deregistration_protection",
 ];
-/// AWS deprecates an image at most ten years ahead.
-const MAX_DEPRECATE_AFTER: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
+/// AWS deprecates an image at most ten years ahead (years of 365.25 days, as durations read).
+const MAX_DEPRECATE_AFTER: Duration = Duration::from_secs(10 * 31_557_600);
 /// The fields of an `image.regions` entry written as a mapping.
 const REGION_FIELDS: &[&str] = &["region", "kms_key_id"];
 const RELEASE_FIELDS: &[&str] = &[
