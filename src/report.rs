@@ -29,6 +29,8 @@ pub enum Phase {
     ImageSettings,
     TerminateBuilder,
     CopyToRegions,
+    /// Deregistration protection on the kept image and its copies.
+    ProtectImages,
     ShareImage,
     Release,
     PublishParameter,
@@ -52,6 +54,7 @@ impl fmt::Display for Phase {
             Phase::ImageSettings => f.write_str("image settings"),
             Phase::TerminateBuilder => f.write_str("terminate builder"),
             Phase::CopyToRegions => f.write_str("copy to regions"),
+            Phase::ProtectImages => f.write_str("protect images"),
             Phase::ShareImage => f.write_str("share image"),
             Phase::Release => f.write_str("release to launch template"),
             Phase::PublishParameter => f.write_str("publish SSM parameter"),

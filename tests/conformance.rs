@@ -340,7 +340,8 @@ pub async fn images_are_tagged_unique_by_name_and_removable(b: Backend) {
 /// Image settings and encryption: an image made from a root volume on the default EBS key
 /// takes `ImdsSupport v2.0`, cannot be shared (AWS: `InvalidParameter`), and its copy, tagged
 /// in the `CopyImage` call, carries the tags at once; after deregistration its snapshots are
-/// deleted even while AWS still holds them for a moment (`InvalidSnapshot.InUse`).
+/// deleted even while AWS still holds them for a moment (`InvalidSnapshot.InUse`). On a real
+/// account this assumes the account's default EBS key is still `aws/ebs`.
 pub async fn default_key_images_are_not_shared_and_copies_are_tagged_in_the_call(b: Backend) {
     let cloud = b.cloud.as_ref();
     let id = b.launch("settings").await;

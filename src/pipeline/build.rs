@@ -619,9 +619,14 @@ async fn distribute(
     // kept images are protected, so teardown never meets a protected image of its own build.
     keep_products(&built, ledger, manifest)?;
     if plan.image.deregistration_protection {
-        for (cloud, image) in &built {
-            cloud.protect_image(&image.id).await?;
-        }
+        ctx.phase(Phase::ProtectImages, async {
+            for (cloud, image) in &built {
+                cloud.protect_image(&image.id).await?;
+            }
+            let ids: Vec<&str> = built.iter().map(|(_, i)| i.id.as_str()).collect();
+            Ok(ids.join(", "))
+        })
+        .await?;
     }
     if !plan.image.share_with.is_empty() {
         ctx.phase(Phase::ShareImage, async {
@@ -926,6 +931,7 @@ async fn copy_to(
 ) -> Result<(Arc<dyn Cloud>, Image)> {
     let target = ctx.cloud.in_region(region);
     let tags = job.image_tags();
+    let kms_key_id = job.plan.image.region_kms_keys.get(region).cloned();
     let copy_id = target
         .copy_image(&CopyImageRequest {
             source_region: ctx.cloud.region().to_owned(),
@@ -933,8 +939,9 @@ async fn copy_to(
             name: image.name.clone(),
             description: Some(job.image_description()),
             client_token: format!("{}-{region}", job.build_id()),
-            encrypted: job.plan.builder.encrypted,
-            kms_key_id: job.plan.image.region_kms_keys.get(region).cloned(),
+            // A key implies encryption (AWS refuses KmsKeyId without Encrypted).
+            encrypted: job.plan.builder.encrypted || kms_key_id.is_some(),
+            kms_key_id,
             tags,
         })
         .await?;
