@@ -531,3 +531,35 @@ fn a_release_refreshes_the_group_and_a_failed_refresh_rolls_back() {
     let quiet = build(&kiln, &recipe, &["--var", "flavour=quiet", "--no-refresh"]);
     assert_eq!(quiet["instance_refresh"], Value::Null);
 }
+
+#[test]
+fn only_this_accounts_snapshots_count_as_an_images_snapshots() {
+    let emulator = Emulator::seeded();
+    let aws = emulator.aws();
+    let kiln = Kiln::new(&emulator);
+    let recipe = app_recipe(&kiln, "", "");
+    let image = build(&kiln, &recipe, &["--no-release"])["images"][0]["image_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Another account copied the image (shared with it) and shares the copy's snapshot back:
+    // its description names this account's image.
+    let description = format!(
+        "Copied for DestinationAmi ami-0f0f0f0f0f0f0f0f0 from SourceAmi {image} for SourceSnapshot snap-0"
+    );
+    let foreign = emulator.shared_snapshot("210987654321", &description);
+    let everyone: Vec<String> = aws
+        .block_on(aws.ec2.describe_snapshots().send())
+        .expect("describe")
+        .snapshots()
+        .iter()
+        .filter_map(|s| s.snapshot_id().map(str::to_owned))
+        .collect();
+    assert!(everyone.contains(&foreign), "without OwnerIds AWS lists it");
+    let sdk = aws.block_on(kiln_sdk(&emulator.url));
+    let found = aws
+        .block_on(kiln::aws::Cloud::snapshots_of_image(&sdk, &image))
+        .expect("snapshots");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(!found.contains(&foreign), "{found:?}");
+}

@@ -8,6 +8,8 @@ package, one module per concern:
     faults.py       recording and fault injection in front of moto for every AWS request
     state.py        behaviour settings, fault settings, recorded requests, refreshes (one lock)
     ec2.py          patches on moto's EC2: instances, images, launch templates
+    amis.py         patches on moto's EC2 images and snapshots: keys and sharing, image
+                    settings, image references, held and shared snapshots, ResolveAlias
     ssm.py          patches on moto's SSM: the emulated agent and its commands
     autoscaling.py  patches on moto's Auto Scaling: instance refreshes
     seed.py         the demo world (POST /_kiln/seed)

@@ -26,6 +26,12 @@ moto 5.2.5 gaps, and how this module covers each:
   newest `version-depth` versions, default 10) and SSM parameters of the region that use the
   images; image_references: false answers `InvalidAction`, as where AWS does not offer it.
 
+- DescribeSnapshots ignores OwnerIds, and another account's snapshots are never visible.
+  On AWS, without OwnerIds it also lists snapshots other accounts share with the caller (their
+  descriptions may name the caller's images: a copy of a shared image is "Copied for
+  DestinationAmi ... from SourceAmi <caller's image>"). -> without OwnerIds, snapshots other
+  accounts of the region grant create-volume permission to the caller are listed too; OwnerIds
+  (`self` or account ids) keeps only those owners'. POST /_kiln/shared_snapshot makes one.
 - DescribeLaunchTemplateVersions ignores ResolveAlias: an ImageId of `resolve:ssm:NAME`
   (or `NAME:VERSION`) is always shown as written. -> with ResolveAlias=true it is shown as the
   parameter's value (that version's, or the latest), as AWS does.
@@ -40,6 +46,7 @@ import datetime
 
 from moto.core.responses import ActionResult, EmptyResult
 from moto.ssm.models import ssm_backends
+from moto.ec2.models import ec2_backends
 from moto.ec2.models.amis import AmiBackend
 from moto.ec2.models.elastic_block_store import EBSBackend
 from moto.ec2.responses.amis import AmisResponse
@@ -53,6 +60,7 @@ MOTO_DEREGISTER_IMAGE = AmiBackend.deregister_image
 MOTO_DELETE_SNAPSHOT = EBSBackend.delete_snapshot
 MOTO_MODIFY_IMAGE_ATTRIBUTE = AmisResponse.modify_image_attribute
 MOTO_MODIFY_SNAPSHOT_ATTRIBUTE = ElasticBlockStore.modify_snapshot_attribute
+MOTO_DESCRIBE_SNAPSHOTS = ElasticBlockStore.describe_snapshots
 DEFAULT_KEY_ALIAS = "alias/aws/ebs"
 
 
@@ -251,6 +259,39 @@ def describe_image_references(self):
     return ActionResult({"ImageReferences": found})
 
 
+def _shared_with(snapshot, account):
+    return account in snapshot.create_volume_permission_userids or "all" in snapshot.create_volume_permission_groups
+
+
+def describe_snapshots(self):
+    """OwnerIds honoured; without it, snapshots other accounts share with the caller are listed too."""
+    result = MOTO_DESCRIBE_SNAPSHOTS(self)
+    if self._get_param("SnapshotIds", []):
+        return result
+    owners = [self.current_account if o == "self" else o for o in self._get_param("OwnerIds", [])]
+    listed = result.result["Snapshots"]
+    if owners:
+        result.result["Snapshots"] = [s for s in listed if s.owner_id in owners]
+        return result
+    filters = self._filters_from_querystring()
+    for account, regions in list(ec2_backends.items()):
+        if account == self.current_account or self.region not in regions:
+            continue
+        foreign = regions[self.region].describe_snapshots(filters=filters)
+        listed.extend(s for s in foreign if _shared_with(s, self.current_account))
+    return result
+
+
+def add_shared_snapshot(payload):
+    """Control API: a snapshot of another account, shared with `shared_with` (create-volume)."""
+    owner, region = payload["owner"], payload.get("region", "us-east-1")
+    backend = ec2_backends[owner][region]
+    volume = backend.create_volume(size=8, zone_name=region + "a")
+    snapshot = backend.create_snapshot(volume.id, payload["description"], owner_id=owner)
+    backend.add_create_volume_permission(snapshot.id, user_ids=[payload["shared_with"]], groups=[])
+    return {"snapshot_id": snapshot.id}
+
+
 ALIAS_PREFIX = "resolve:ssm:"
 
 
@@ -290,6 +331,7 @@ def patch():
     AmisResponse.enable_image_deprecation = enable_image_deprecation
     AmisResponse.enable_image_deregistration_protection = enable_image_deregistration_protection
     AmisResponse.describe_image_references = describe_image_references
+    ElasticBlockStore.describe_snapshots = describe_snapshots
     AmisResponse.disable_image_deregistration_protection = disable_image_deregistration_protection
     LaunchTemplates.describe_launch_template_versions = _with_resolved_aliases(
         LaunchTemplates.describe_launch_template_versions

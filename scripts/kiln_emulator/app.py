@@ -44,6 +44,14 @@ def _seed(method, payload):
         return seed_world(payload.get("region") or "us-east-1")
 
 
+def _shared_snapshot(method, payload):
+    if not isinstance(payload, dict) or not {"owner", "description", "shared_with"} <= set(payload):
+        raise BadRequest("shared_snapshot needs 'owner', 'description' and 'shared_with' (and may name 'region')")
+    from . import amis
+
+    return amis.add_shared_snapshot(payload)
+
+
 def _reset(method, payload):
     from moto.moto_api._internal.models import moto_api_backend
 
@@ -61,6 +69,7 @@ ENDPOINTS = {
     "/_kiln/requests": (("GET", "DELETE"), _requests),
     "/_kiln/seed": (("POST",), _seed),
     "/_kiln/reset": (("POST",), _reset),
+    "/_kiln/shared_snapshot": (("POST",), _shared_snapshot),
 }
 
 

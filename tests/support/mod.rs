@@ -95,6 +95,20 @@ impl Emulator {
         }
     }
 
+    /// A snapshot of account `owner` with `description`, shared with kiln's account; its id.
+    pub fn shared_snapshot(&self, owner: &str, description: &str) -> String {
+        let body = serde_json::json!({
+            "owner": owner,
+            "description": description,
+            "shared_with": "123456789012",
+        });
+        let answer = self.control("POST", "shared_snapshot", Some(body));
+        answer["snapshot_id"]
+            .as_str()
+            .expect("snapshot id")
+            .to_owned()
+    }
+
     pub fn seed(&self) -> Value {
         self.control("POST", "seed", Some(serde_json::json!({})))
     }
