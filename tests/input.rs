@@ -209,3 +209,35 @@ fn the_shipped_recipe_validates_with_both_components() {
         serde_json::json!("rudder-dataplane")
     );
 }
+
+#[test]
+fn validate_renders_build_time_values_and_refuses_an_empty_secret() {
+    let kiln = Kiln::offline();
+    let text = "name: app\nversion: \"2\"\nsource: { image: ami-0123456789abcdef0 }\nbuilder: { instance_type: t3.micro }\nvars:\n  api_key: { value: \"\", secret: true }\nsteps:\n  - name: key\n    run: echo {{ vars.api_key }}\nimage:\n  name: \"app-{{ build_id }}-{{ timestamp }}\"\n  ssm_parameter: \"/app/{{ build_id }}\"\n";
+    let path = kiln.write("app.yaml", text);
+    let path = path.to_str().unwrap();
+    let empty = kiln.run(&["validate", path]);
+    empty.assert_code(2);
+    assert!(
+        empty
+            .stderr
+            .contains("app.yaml:6:3: secret variable `api_key` is empty")
+            && empty.stderr.contains("--var api_key=VALUE")
+            && empty.stderr.contains("allow_empty: true"),
+        "{}",
+        empty.stderr
+    );
+    let given = kiln.run(&["validate", path, "--var", "api_key=k"]);
+    given.assert_code(0);
+    assert!(
+        given.stdout.contains("app-00000000t000000000z-000000-"),
+        "{}",
+        given.stdout
+    );
+    let allowed = kiln.write(
+        "allowed.yaml",
+        &text.replace("secret: true", "secret: true, allow_empty: true"),
+    );
+    kiln.run(&["validate", allowed.to_str().unwrap()])
+        .assert_code(0);
+}

@@ -56,10 +56,18 @@ impl Harness {
 
     /// The plan of a whole recipe text.
     fn plan_text(&self, build_id: &str, recipe: &str) -> Plan {
+        self.plan_of(build_id, recipe, &[])
+    }
+
+    /// The plan of `recipe` (YAML text) with `--var` pairs.
+    fn plan_of(&self, build_id: &str, recipe: &str, vars: &[(&str, &str)]) -> Plan {
         let path = self.dir.path().join(format!("{build_id}.yaml"));
         std::fs::write(&path, recipe).expect("write recipe");
         let options = LoadOptions {
-            vars: Vec::new(),
+            vars: vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             now: SystemTime::now(),
             build_id: build_id.to_owned(),
         };
@@ -234,6 +242,29 @@ async fn an_unchanged_recipe_is_skipped_with_three_calls() {
         ]
     );
     assert_eq!(h.kiln_images().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_skip_says_secret_values_are_not_compared_and_force_rebuilds() {
+    let h = Harness::new();
+    let recipe = crate::support::recipe("  - name: use\n    run: echo {{ vars.key }}").replace(
+        "steps:\n",
+        "vars:\n  key: { value: \"\", secret: true }\nsteps:\n",
+    );
+    h.build(&h.plan_of("b1", &recipe, &[("key", "first")]), "b1")
+        .await
+        .expect("first");
+    let manifest = h
+        .build(&h.plan_of("b2", &recipe, &[("key", "second")]), "b2")
+        .await
+        .expect("second");
+    assert!(manifest.skipped, "{manifest:?}");
+    let reason = manifest.skip_reason.unwrap_or_default();
+    assert!(
+        reason.contains("secret values are not compared"),
+        "{reason}"
+    );
+    assert!(reason.contains("--force rebuilds"), "{reason}");
 }
 
 /// One interrupt point: what must hold for the build to be inside that phase.

@@ -253,12 +253,12 @@ pub fn new_build_id() -> String {
     format!("{}-{}", stamp.to_lowercase(), &random[..6])
 }
 
-fn load(recipe: &RecipeArgs, build_id: &str) -> Result<Plan> {
-    let options = LoadOptions {
-        vars: recipe.vars.clone(),
-        now: std::time::SystemTime::now(),
-        build_id: build_id.to_owned(),
-    };
+/// Loads the recipe for a build with this id, or with placeholders when `None` (no build).
+fn load(recipe: &RecipeArgs, build_id: Option<&str>) -> Result<Plan> {
+    let mut options = LoadOptions::without_build(recipe.vars.clone());
+    if let Some(build_id) = build_id {
+        options.build_id = build_id.to_owned();
+    }
     load_plan(&recipe.recipe, &options).map_err(Error::Recipe)
 }
 
@@ -371,7 +371,7 @@ async fn run(cli: Cli) -> Result<i32> {
             json,
         } => gc(global, older_than, dry_run, json).await,
         Command::IamPolicy { recipe } => {
-            let plan = load(&recipe, "iam-policy")?;
+            let plan = load(&recipe, None)?;
             println!("{}", to_json(&crate::iam::policy(&plan))?);
             Ok(exit::OK)
         }
@@ -379,7 +379,7 @@ async fn run(cli: Cli) -> Result<i32> {
 }
 
 fn validate(recipe: &RecipeArgs, json: bool) -> Result<i32> {
-    let plan = load(recipe, "{{ build_id }}")?;
+    let plan = load(recipe, None)?;
     // Rendered scripts may hold secret values: nothing leaves unredacted.
     let text = if json {
         to_json(&render::plan_json(&plan))? + "\n"
@@ -397,7 +397,7 @@ async fn build(
     manifest: Option<&Path>,
     json: bool,
 ) -> Result<i32> {
-    let plan = load(recipe, &options.build_id)?;
+    let plan = load(recipe, Some(&options.build_id))?;
     let reporter = progress(global, json);
     let mut interrupts = listen_for_signals()?;
     let cloud = tokio::select! {
@@ -420,7 +420,7 @@ async fn build(
 }
 
 async fn history(global: &Global, recipe: &RecipeArgs, json: bool) -> Result<i32> {
-    let plan = load(recipe, "history")?;
+    let plan = load(recipe, None)?;
     let spec = pipeline::history::release_spec(&plan, "history")?;
     let found = interruptible(async {
         pipeline::history::history(connect(global).await?.as_ref(), spec).await
@@ -451,7 +451,7 @@ async fn rollback(
     refresh: bool,
     json: bool,
 ) -> Result<i32> {
-    let plan = load(recipe, "rollback")?;
+    let plan = load(recipe, None)?;
     let spec = pipeline::history::release_spec(&plan, "rollback")?;
     let reporter = progress(global, json);
     let outcome = interruptible(async {
@@ -470,7 +470,7 @@ async fn prune(
     dry_run: bool,
     json: bool,
 ) -> Result<i32> {
-    let plan = load(recipe, "prune")?;
+    let plan = load(recipe, None)?;
     let keep = keep
         .or(plan.release.as_ref().map(|r| r.keep))
         .unwrap_or(crate::plan::DEFAULT_KEEP);
@@ -522,4 +522,27 @@ fn write_file(path: &Path, text: &str) -> Result<()> {
         std::fs::create_dir_all(parent).map_err(|e| Error::io("create the folder", parent, e))?;
     }
     std::fs::write(path, text).map_err(|e| Error::io("write", path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::new_build_id;
+    use crate::recipe::PLACEHOLDER_BUILD_ID;
+
+    /// A character's class: a hex digit, or itself (`t`, `z`, `-`).
+    fn class(c: char) -> char {
+        match c {
+            '0'..='9' | 'a'..='f' => 'h',
+            other => other,
+        }
+    }
+
+    #[test]
+    fn the_placeholder_build_id_has_the_shape_of_a_real_one() {
+        for _ in 0..20 {
+            let real = new_build_id();
+            let shape = |id: &str| id.chars().map(class).collect::<String>();
+            assert_eq!(shape(PLACEHOLDER_BUILD_ID), shape(&real), "{real}");
+        }
+    }
 }

@@ -114,7 +114,7 @@ fn release_line(release: Option<&ReleaseSpec>) -> String {
 /// What a step does, in a plan summary line: one arm per step kind.
 fn step_action(kind: &StepKind) -> String {
     match kind {
-        StepKind::Run { script } => format!("run ({} lines)", script.lines().count()),
+        StepKind::Run { script } => format!("run ({})", count(script.lines().count(), "line")),
         StepKind::File {
             destination,
             mode,
@@ -267,15 +267,30 @@ pub fn prune(p: &PruneReport) -> String {
             ),
         };
     }
+    let outcome = if p.dry_run {
+        "would be deleted"
+    } else {
+        "deleted"
+    };
+    let versions = p.versions.iter().filter(|v| v.failure.is_none()).count();
     let _ = writeln!(
         out,
-        "{} image(s) {verb}, {} kept (keep {}); {} launch template version(s) {verb}",
-        p.deleted.len(),
+        "{} {outcome}, {} kept (keep {}); {} {outcome}",
+        count(p.deleted.len(), "image"),
         p.kept.len(),
         p.keep,
-        p.versions.iter().filter(|v| v.failure.is_none()).count()
+        count(versions, "launch template version")
     );
     out
+}
+
+/// `1 line`, `2 lines`, `0 images`.
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 pub fn gc(g: &GcReport) -> String {
@@ -301,4 +316,21 @@ pub fn gc(g: &GcReport) -> String {
         out.push_str("nothing left behind\n");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{count, step_action};
+    use crate::plan::StepKind;
+
+    #[test]
+    fn counts_agree_with_their_number() {
+        assert_eq!(count(0, "image"), "0 images");
+        assert_eq!(count(1, "image"), "1 image");
+        assert_eq!(count(2, "line"), "2 lines");
+        let one = StepKind::Run {
+            script: "echo hi\n".into(),
+        };
+        assert_eq!(step_action(&one), "run (1 line)");
+    }
 }

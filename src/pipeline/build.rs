@@ -287,9 +287,14 @@ async fn reuse(
         .get(tags::BUILD_ID)
         .cloned()
         .unwrap_or_else(|| "an earlier build".into());
+    let secrets = if job.plan.secrets.is_empty() {
+        ""
+    } else {
+        "; secret values are not compared, so a changed secret alone does not rebuild"
+    };
     let reason = format!(
         "image {} ({}), built by {built_by}, has the same fingerprint {}: nothing in the recipe, \
-         its files or the source image changed (--force builds anyway)",
+         its files or the source image changed{secrets} (--force rebuilds)",
         image.id, image.name, manifest.fingerprint
     );
     ctx.reporter.notice(&format!("reusing {reason}"));

@@ -119,6 +119,8 @@ pub(crate) struct VarDecl {
     pub name: At<String>,
     pub value: String,
     pub secret: bool,
+    /// A secret that may be empty (`allow_empty: true`); an empty secret is refused otherwise.
+    pub allow_empty: bool,
 }
 
 /// The `image` fields other than `tags`.
@@ -317,6 +319,9 @@ fn read_vars(session: &mut Session, top: &MapReader<'_>) -> Vec<VarDecl> {
         .collect()
 }
 
+/// The fields of a variable declared as a mapping.
+const VAR_FIELDS: &[&str] = &["value", "secret", "allow_empty"];
+
 fn read_var(session: &mut Session, vars: &MapReader<'_>, var: Entry<'_>) -> Option<VarDecl> {
     let name = At {
         value: var.key.as_str().to_owned(),
@@ -336,25 +341,29 @@ fn read_var(session: &mut Session, vars: &MapReader<'_>, var: Entry<'_>) -> Opti
             },
             name,
             secret: false,
+            allow_empty: false,
         }),
         Node::Mapping(_) => {
-            let declaration =
-                MapReader::open(session, var.value, &path, var.key_pos, &["value", "secret"])?;
+            let declaration = MapReader::open(session, var.value, &path, var.key_pos, VAR_FIELDS)?;
             let value = declaration
                 .string(session, "value")
                 .map(|value| value.value);
             let secret = declaration
                 .boolean(session, "secret")
                 .is_some_and(|secret| secret.value);
+            let allow_empty = declaration
+                .boolean(session, "allow_empty")
+                .is_some_and(|allow| allow.value);
             Some(VarDecl {
                 name,
                 value: value.unwrap_or_default(),
                 secret,
+                allow_empty,
             })
         }
         Node::Sequence(_) => {
             let message = format!(
-                "`{path}` must be a string or a mapping with `value` and `secret`, found {}",
+                "`{path}` must be a string or a mapping with `value`, `secret` and `allow_empty`, found {}",
                 describe(var.value)
             );
             session.error_at(var.value_pos(), message);

@@ -56,6 +56,23 @@ pub struct LoadOptions {
     pub build_id: String,
 }
 
+/// The `{{ build_id }}` of a load with no build (`kiln validate`, `kiln iam-policy`): the shape of a
+/// real build id (digits where it has digits, the same letters and dashes, the same length), so a
+/// field that renders it passes exactly the checks a build's value passes.
+pub const PLACEHOLDER_BUILD_ID: &str = "00000000t000000000z-000000";
+
+impl LoadOptions {
+    /// The options of a load that starts no build: build-time values are placeholders of the
+    /// same shape as a build's (`now` for `{{ timestamp }}`, [`PLACEHOLDER_BUILD_ID`]).
+    pub fn without_build(vars: Vec<(String, String)>) -> Self {
+        LoadOptions {
+            vars,
+            now: SystemTime::now(),
+            build_id: PLACEHOLDER_BUILD_ID.to_owned(),
+        }
+    }
+}
+
 impl fmt::Debug for LoadOptions {
     /// Shows variable names only: `--var` values are often secrets.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -36,6 +36,7 @@ pub(crate) fn resolve(
     options: &LoadOptions,
 ) -> Option<Plan> {
     let (vars, version_override) = apply_cli_vars(session, &merged, &options.vars, tree.complete);
+    refuse_empty_secrets(session, &merged, &vars);
     let version =
         version_override.or_else(|| merged.version.as_ref().map(|version| version.value.clone()));
     let context = TemplateContext {
@@ -104,6 +105,24 @@ fn apply_cli_vars(
         }
     }
     (vars, version)
+}
+
+/// An empty secret is a mistake (a key left at `value: ""` bakes nothing, and a later build with
+/// the real value matches the same fingerprint): refused unless declared `allow_empty: true`.
+fn refuse_empty_secrets(
+    session: &mut Session,
+    merged: &MergedRecipe,
+    vars: &BTreeMap<String, Variable>,
+) {
+    for (name, declaration) in &merged.vars {
+        let empty = vars.get(name).is_some_and(|var| var.value.is_empty());
+        if declaration.secret && !declaration.allow_empty && empty {
+            let message = format!(
+                "secret variable `{name}` is empty: pass its value with `--var {name}=VALUE`, or declare it with `allow_empty: true` if empty is intended"
+            );
+            session.error_at(declaration.name.pos, message);
+        }
+    }
 }
 
 /// Resolves the parts of one recipe, recording every problem in the session.

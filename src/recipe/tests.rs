@@ -528,7 +528,7 @@ mod digest {
         fn yaml(&self) -> String {
             format!(
                 "name: web\nversion: \"{}\"\nsource: {{ image: {} }}\nbuilder: {{ instance_type: t3.large }}\n\
-                 vars:\n  greeting: {}\n  token: {{ value: \"\", secret: true }}\n\
+                 vars:\n  greeting: {}\n  token: {{ value: \"\", secret: true, allow_empty: true }}\n\
                  steps:\n  - name: a\n    run: \"{}\"\n  - name: f\n    file: {{ source: files/app.conf, destination: /etc/app.conf, template: true }}\n  \
                  - name: c\n    check: {{ url: \"http://127.0.0.1/\" }}\n\
                  release: {{ launch_template: web, keep: {} }}\ntimeouts: {{ image_available: {} }}\n",
@@ -747,5 +747,85 @@ mod corpus {
         for recipe in ["minimal.yaml", "filter-source.yaml", "full/main.yaml"] {
             load_ok(&good(recipe), &options());
         }
+    }
+}
+
+/// Every templated field of a plan, by name, as rendered.
+fn templated_fields(plan: &Plan) -> Vec<(&'static str, String)> {
+    let mut fields = vec![("image.name", plan.image.name.clone())];
+    fields.push((
+        "image.description",
+        plan.image.description.clone().unwrap_or_default(),
+    ));
+    fields.push((
+        "image.tags.t",
+        plan.image.tags.get("t").cloned().unwrap_or_default(),
+    ));
+    fields.push((
+        "image.ssm_parameter",
+        plan.image.ssm_parameter.clone().unwrap_or_default(),
+    ));
+    for step in &plan.steps {
+        match &step.kind {
+            StepKind::Run { script } => fields.push(("run", script.clone())),
+            StepKind::File {
+                content,
+                destination,
+                ..
+            } => {
+                fields.push(("file.destination", destination.clone()));
+                fields.push((
+                    "file content",
+                    String::from_utf8_lossy(content).into_owned(),
+                ));
+            }
+            StepKind::Check {
+                url, expect_body, ..
+            } => {
+                fields.push(("check.url", url.clone()));
+                fields.push(("check.expect_body", expect_body.clone().unwrap_or_default()));
+            }
+        }
+    }
+    fields
+}
+
+/// `kiln validate` renders build-time values with placeholders that pass the same checks as a
+/// build's values: every template variable in every templated field loads, both ways.
+#[test]
+fn every_template_variable_renders_in_every_templated_field_without_a_build() {
+    let validate = LoadOptions::without_build(Vec::new());
+    let build = LoadOptions {
+        build_id: "20261125t214628123z-9dede2".into(),
+        ..options()
+    };
+    let stamp = super::template::format_timestamp(validate.now);
+    let cases = [
+        ("{{ name }}", "web".to_owned()),
+        ("{{ version }}", "1.0".to_owned()),
+        ("{{ timestamp }}", stamp),
+        ("{{ build_id }}", super::PLACEHOLDER_BUILD_ID.to_owned()),
+        ("{{ vars.v }}", "x1".to_owned()),
+    ];
+    for (template, expected) in cases {
+        let scratch = Scratch::new();
+        scratch.write("f.tmpl", format!("x={template}\n"));
+        let recipe = scratch.write(
+            "x.yaml",
+            format!(
+                "{HEADER}vars: {{ v: x1 }}\nsteps:\n  - name: r\n    run: \"echo {template}\"\n  - name: f\n    file: {{ source: f.tmpl, destination: \"/etc/{template}.conf\", template: true }}\n  - name: c\n    check: {{ url: \"http://127.0.0.1:8080/{template}\", expect_body: \"{template}\" }}\nimage:\n  name: \"n-{template}\"\n  description: \"d {template}\"\n  tags: {{ t: \"{template}\" }}\n  ssm_parameter: \"/kiln/{template}\"\n"
+            ),
+        );
+        let plan = load_ok(&recipe, &validate);
+        let fields = templated_fields(&plan);
+        assert_eq!(fields.len(), 9, "{fields:?}");
+        for (field, value) in fields {
+            assert!(
+                value.contains(&expected),
+                "{template} in {field}: {value:?}"
+            );
+            assert!(!value.contains('{'), "{template} in {field}: {value:?}");
+        }
+        load_ok(&recipe, &build);
     }
 }
