@@ -1,6 +1,6 @@
 //! `kiln build` end to end against the emulator.
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::support::*;
 
@@ -173,8 +173,30 @@ fn a_failing_step_fails_the_build_after_terminating_the_builder() {
     let before = aws.template_versions("rudder-dataplane");
     let kiln = Kiln::new(&emulator);
     let recipe = kiln.write("app.yaml", &recipe("  - name: ok\n    run: echo fine\n  - name: breaks\n    run: |\n      echo starting\n      exit 3\n  - name: never\n    run: echo never"));
-    let run = kiln.run(&["build", recipe.to_str().unwrap()]);
+    let run = kiln.run(&["build", recipe.to_str().unwrap(), "--json"]);
     run.assert_code(1);
+    // With --json a failure is one document on stdout too.
+    let report = run.json();
+    assert_eq!(report["failed"], json!(true), "{report}");
+    assert_eq!(
+        report["failed_phase"],
+        json!("step 2/3: breaks"),
+        "{report}"
+    );
+    assert_eq!(report["failed_step"], json!("breaks"), "{report}");
+    assert_eq!(report["interrupted"], Value::Null, "{report}");
+    assert!(report["build_id"].as_str().unwrap().len() > 10, "{report}");
+    let log_dir = std::path::PathBuf::from(report["log_dir"].as_str().unwrap());
+    assert!(log_dir.join("journal.jsonl").exists(), "{report}");
+    let error = report["error"].as_str().unwrap();
+    assert!(
+        error.contains("boom: disk on fire") && !error.contains("cleanup:"),
+        "{error}"
+    );
+    assert_eq!(report["cleanup"]["complete"], json!(true), "{report}");
+    let removed = &report["cleanup"]["resources"][0];
+    assert_eq!(removed["resource"]["kind"], json!("instance"), "{report}");
+    assert_eq!(removed["outcome"], json!("removed"), "{report}");
     assert!(
         run.stderr.contains("step `breaks` failed on i-"),
         "{}",
@@ -228,7 +250,7 @@ fn sigint_during_a_step_exits_130_after_terminating_the_builder() {
         "app.yaml",
         &recipe("  - name: slow\n    run: echo sleep-marker"),
     );
-    let child = kiln.spawn(&["build", recipe.to_str().unwrap()]);
+    let child = kiln.spawn(&["build", recipe.to_str().unwrap(), "--json"]);
     assert!(eventually(std::time::Duration::from_secs(30), || emulator
         .kiln_actions()
         .iter()
@@ -236,6 +258,15 @@ fn sigint_during_a_step_exits_130_after_terminating_the_builder() {
     send_signal(&child, libc::SIGINT);
     let run = finish(child);
     run.assert_code(130);
+    let report = run.json();
+    assert_eq!(report["interrupted"], json!("SIGINT"), "{report}");
+    assert_eq!(report["failed_phase"], json!("step 1/1: slow"), "{report}");
+    assert_eq!(report["cleanup"]["ran"], json!(true), "{report}");
+    assert_eq!(
+        report["cleanup"]["resources"][0]["outcome"],
+        json!("removed"),
+        "{report}"
+    );
     assert!(
         run.stderr.contains("interrupted by SIGINT"),
         "{}",
@@ -269,8 +300,19 @@ fn a_missing_launch_template_fails_before_anything_is_launched() {
             "launch_template: no-such-template",
         ),
     );
-    let run = kiln.run(&["build", recipe.to_str().unwrap()]);
+    let run = kiln.run(&["build", recipe.to_str().unwrap(), "--json"]);
     run.assert_code(1);
+    // Nothing was created: no build folder, no cleanup.
+    let report = run.json();
+    assert_eq!(report["log_dir"], Value::Null, "{report}");
+    assert_eq!(report["cleanup"]["ran"], json!(false), "{report}");
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap()
+            .contains("no-such-template"),
+        "{report}"
+    );
     assert!(
         run.stderr
             .contains("DescribeLaunchTemplateVersions failed for launch template no-such-template"),

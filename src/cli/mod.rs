@@ -409,9 +409,17 @@ async fn build(
         reporter: &reporter,
         state_dir: global.state_dir.clone(),
     };
-    let result = pipeline::build::run(&ctx, &plan, &options, &mut interrupts)
-        .await
-        .map_err(|e| redact_error(&plan, e))?;
+    let result = match pipeline::build::run_reporting(&ctx, &plan, &options, &mut interrupts).await
+    {
+        Ok(manifest) => manifest,
+        Err(failed) => {
+            if json {
+                // One document on stdout even for a failure, so CI has something to pick up.
+                println!("{}", redact_json_too(&plan, &to_json(&failed.report)?));
+            }
+            return Err(redact_error(&plan, failed.error));
+        }
+    };
     if let Some(path) = manifest {
         write_file(path, &(to_json(&result)? + "\n"))?;
     }

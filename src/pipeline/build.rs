@@ -19,6 +19,7 @@ use crate::aws::{Cloud, CopyImageRequest, CreateImageRequest, Image, ImageQuery,
 use crate::aws::{InstanceState, LaunchRequest, RootVolume, Tags, TemplateRef};
 use crate::error::{Error, Result};
 use crate::ledger::{Ledger, Resource};
+use crate::pipeline::failure::{CleanupReport, Failed, FailureReport, PhaseTracker};
 use crate::pipeline::images::{self, find_by_fingerprint, resolve_source};
 use crate::pipeline::instances::{terminate_and_wait, wait_for_state};
 use crate::pipeline::release::{self, LaunchTemplateRelease, RefreshOutcome};
@@ -174,17 +175,53 @@ pub async fn run(
     options: &BuildOptions,
     interrupts: &mut Interrupts,
 ) -> Result<Manifest> {
+    run_reporting(ctx, plan, options, interrupts)
+        .await
+        .map_err(|failed| failed.error)
+}
+
+/// [`run`], with a [`FailureReport`] next to the error when the build fails: the phase that
+/// failed (or that a signal interrupted), the build folder and what cleanup did.
+pub async fn run_reporting(
+    ctx: &Context<'_>,
+    plan: &Plan,
+    options: &BuildOptions,
+    interrupts: &mut Interrupts,
+) -> std::result::Result<Manifest, Box<Failed>> {
+    let tracker = PhaseTracker::new(ctx.reporter);
+    let ctx = &Context {
+        cloud: ctx.cloud.clone(),
+        reporter: &tracker,
+        state_dir: ctx.state_dir.clone(),
+    };
     let ledger = OnceLock::new();
     let outcome = tokio::select! {
         r = build(ctx, plan, options, &ledger) => r,
         signal = interrupts.next() => Err(Error::Interrupted { signal }),
     };
-    match (outcome, ledger.get()) {
-        (Err(primary), Some(ledger)) => {
-            Err(clean_up(ctx, plan, options, ledger, primary, interrupts).await)
+    let primary = match outcome {
+        Ok(manifest) => return Ok(manifest),
+        Err(primary) => primary,
+    };
+    let culprit = tracker.culprit();
+    let (error, cleanup, log_dir) = match ledger.get() {
+        Some(ledger) => {
+            let (error, cleanup) = clean_up(ctx, plan, options, ledger, primary, interrupts).await;
+            let dir = ledger
+                .journal_path()
+                .parent()
+                .map(|dir| dir.display().to_string());
+            (error, cleanup, dir)
         }
-        (outcome, _) => outcome,
-    }
+        None => (primary, CleanupReport::default(), None),
+    };
+    let identity = (
+        options.build_id.as_str(),
+        plan.name.as_str(),
+        plan.version.as_str(),
+    );
+    let report = FailureReport::new(identity, &error, culprit, log_dir, cleanup);
+    Err(Box::new(Failed { error, report }))
 }
 
 /// The build itself; the ledger is installed in `ledger` once the first resource is about to be
@@ -234,7 +271,8 @@ async fn build(
     Ok(manifest)
 }
 
-/// Tears down what the failed build left; returns the error with what cleanup did.
+/// Tears down what the failed build left; returns the error with what cleanup did, as lines in
+/// the error and as data.
 async fn clean_up(
     ctx: &Context<'_>,
     plan: &Plan,
@@ -242,9 +280,20 @@ async fn clean_up(
     ledger: &Ledger,
     primary: Error,
     interrupts: &mut Interrupts,
-) -> Error {
+) -> (Error, CleanupReport) {
     ctx.reporter.phase_started(&Phase::Cleanup);
     let template = plan.release.as_ref().map(|r| r.launch_template.as_str());
+    // A phase may already have undone something itself (a refresh rolled back): one list of
+    // what was done, after the original error.
+    let (primary, done) = match primary {
+        Error::Build { primary, cleanup } => (*primary, cleanup),
+        other => (other, Vec::new()),
+    };
+    let mut report = CleanupReport {
+        ran: true,
+        notes: done.clone(),
+        ..CleanupReport::default()
+    };
     let lines = tokio::select! {
         teardown = tear_down(ctx.cloud.as_ref(), ledger, template) => {
             if teardown.is_complete() {
@@ -253,26 +302,26 @@ async fn clean_up(
             } else {
                 ctx.reporter.phase_failed(&Phase::Cleanup, "some resources could not be removed");
             }
+            report.complete = teardown.is_complete();
+            report.resources = teardown.cleanups.clone();
+            report.notes.extend(teardown.notes());
             teardown.lines()
         }
         signal = interrupts.next() => {
             ctx.reporter.phase_failed(&Phase::Cleanup, "abandoned");
-            vec![format!(
+            let line = format!(
                 "cleanup abandoned after a second {signal}: run `kiln gc` to remove what build {} left",
                 options.build_id
-            )]
+            );
+            report.notes.push(line.clone());
+            vec![line]
         }
     };
-    // A phase may already have undone something itself (a refresh rolled back): one list of
-    // what was done, after the original error.
-    let (primary, done) = match primary {
-        Error::Build { primary, cleanup } => (*primary, cleanup),
-        other => (other, Vec::new()),
-    };
-    Error::Build {
+    let error = Error::Build {
         primary: Box::new(primary),
         cleanup: done.into_iter().chain(lines).collect(),
-    }
+    };
+    (error, report)
 }
 
 /// The skip path: an image with this fingerprint exists; make sure it is released.

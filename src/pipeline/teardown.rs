@@ -60,7 +60,7 @@ impl Serialize for Outcome {
 }
 
 /// One resource and what teardown did about it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Cleanup {
     pub resource: Resource,
     pub outcome: Outcome,
@@ -103,15 +103,18 @@ impl Teardown {
         self.search_failed.is_none() && !self.cleanups.iter().any(|c| c.outcome.is_failure())
     }
 
-    /// One line per resource, for the error message.
-    pub fn lines(&self) -> Vec<String> {
-        let search = self
-            .search_failed
+    /// What happened besides the resources: a failed search for leftovers.
+    pub fn notes(&self) -> Vec<String> {
+        self.search_failed
             .iter()
-            .map(|e| format!("could not search for tagged leftovers: {e}"));
-        search
-            .chain(self.cleanups.iter().map(Cleanup::to_string))
+            .map(|e| format!("could not search for tagged leftovers: {e}"))
             .collect()
+    }
+
+    /// The notes, then one line per resource, for the error message.
+    pub fn lines(&self) -> Vec<String> {
+        let resources = self.cleanups.iter().map(Cleanup::to_string);
+        self.notes().into_iter().chain(resources).collect()
     }
 }
 

@@ -1,0 +1,188 @@
+//! What a failed or interrupted build reports as data: the [`FailureReport`] that `kiln build
+//! --json` prints on stdout (so CI has one document to pick up, success or not), built from the
+//! typed values the pipeline already has: the [`Phase`] that failed (or was running when a signal
+//! came) and the [`Cleanup`] list of the teardown.
+//!
+//! [`PhaseTracker`] is a [`Reporter`] that passes every event on and remembers which phase
+//! failed; `build::run` puts it in front of the caller's reporter.
+
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+use crate::error::Error;
+use crate::pipeline::teardown::Cleanup;
+use crate::report::{Phase, Reporter};
+
+/// A failed or interrupted build, as data.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailureReport {
+    pub build_id: String,
+    pub recipe: String,
+    pub version: String,
+    /// Always `true`: tells this document from a manifest.
+    pub failed: bool,
+    /// `SIGINT` or `SIGTERM` when a signal stopped the build.
+    pub interrupted: Option<String>,
+    /// The phase that failed, or was running when the signal came (`step 3/5: install`).
+    pub failed_phase: Option<String>,
+    /// The step's name, when that phase was a step.
+    pub failed_step: Option<String>,
+    /// The error, without the cleanup lines (those are in `cleanup`).
+    pub error: String,
+    /// The build's folder (journal, step logs); `null` when the build failed before creating
+    /// anything.
+    pub log_dir: Option<String>,
+    pub cleanup: CleanupReport,
+}
+
+/// What teardown did after the failure.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CleanupReport {
+    /// Whether teardown ran (it does not when nothing had been created).
+    pub ran: bool,
+    /// Everything found was removed (or rightly kept).
+    pub complete: bool,
+    /// One entry per resource: `{resource: {kind, id, region}, outcome}`.
+    pub resources: Vec<Cleanup>,
+    /// What else happened: a phase's own undo (a refresh rolled back), a failed search for
+    /// leftovers, a cleanup abandoned after a second signal.
+    pub notes: Vec<String>,
+}
+
+impl FailureReport {
+    /// The report of `error`, given the phase that failed and what cleanup did.
+    pub fn new(
+        identity: (&str, &str, &str),
+        error: &Error,
+        failed_phase: Option<Phase>,
+        log_dir: Option<String>,
+        cleanup: CleanupReport,
+    ) -> FailureReport {
+        let (build_id, recipe, version) = identity;
+        let primary = match error {
+            Error::Build { primary, .. } => primary.as_ref(),
+            other => other,
+        };
+        let interrupted = match primary {
+            Error::Interrupted { signal } => Some((*signal).to_owned()),
+            _ => None,
+        };
+        let failed_step = match &failed_phase {
+            Some(Phase::Step { name, .. }) => Some(name.clone()),
+            _ => None,
+        };
+        FailureReport {
+            build_id: build_id.to_owned(),
+            recipe: recipe.to_owned(),
+            version: version.to_owned(),
+            failed: true,
+            interrupted,
+            failed_phase: failed_phase.map(|phase| phase.to_string()),
+            failed_step,
+            error: primary.to_string(),
+            log_dir,
+            cleanup,
+        }
+    }
+}
+
+/// A failed build: the error (for the message and the exit code) and its report.
+#[derive(Debug)]
+pub struct Failed {
+    pub error: Error,
+    pub report: FailureReport,
+}
+
+/// Passes every event to `inner` and remembers the phase that failed, or else the last phase
+/// that started and has not ended (the one a signal interrupted). Cleanup is not a build phase.
+pub struct PhaseTracker<'a> {
+    inner: &'a dyn Reporter,
+    running: Mutex<Vec<Phase>>,
+    failed: Mutex<Option<Phase>>,
+}
+
+impl<'a> PhaseTracker<'a> {
+    pub fn new(inner: &'a dyn Reporter) -> Self {
+        PhaseTracker {
+            inner,
+            running: Mutex::new(Vec::new()),
+            failed: Mutex::new(None),
+        }
+    }
+
+    /// The phase to blame: the first that failed, else the newest still running.
+    pub fn culprit(&self) -> Option<Phase> {
+        let failed = lock(&self.failed).clone();
+        failed.or_else(|| lock(&self.running).last().cloned())
+    }
+
+    fn ended(&self, phase: &Phase) {
+        lock(&self.running).retain(|running| running != phase);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Reporter for PhaseTracker<'_> {
+    fn phase_started(&self, phase: &Phase) {
+        if *phase != Phase::Cleanup {
+            lock(&self.running).push(phase.clone());
+        }
+        self.inner.phase_started(phase);
+    }
+    fn phase_progress(&self, phase: &Phase, state: &str) {
+        self.inner.phase_progress(phase, state);
+    }
+    fn phase_finished(&self, phase: &Phase, result: &str) {
+        self.ended(phase);
+        self.inner.phase_finished(phase, result);
+    }
+    fn phase_failed(&self, phase: &Phase, message: &str) {
+        if *phase != Phase::Cleanup {
+            self.ended(phase);
+            lock(&self.failed).get_or_insert_with(|| phase.clone());
+        }
+        self.inner.phase_failed(phase, message);
+    }
+    fn step_output(&self, step: &str, stdout: &str, stderr: &str) {
+        self.inner.step_output(step, stdout, stderr);
+    }
+    fn notice(&self, message: &str) {
+        self.inner.notice(message);
+    }
+    fn warning(&self, message: &str) {
+        self.inner.warning(message);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Recorder;
+
+    #[test]
+    fn the_culprit_is_the_failed_phase_or_the_one_still_running() {
+        let recorder = Recorder::default();
+        let tracker = PhaseTracker::new(&recorder);
+        tracker.phase_started(&Phase::LaunchBuilder);
+        tracker.phase_finished(&Phase::LaunchBuilder, "i-1");
+        tracker.phase_started(&Phase::WaitImage);
+        assert_eq!(tracker.culprit(), Some(Phase::WaitImage));
+        let step = Phase::Step {
+            index: 1,
+            total: 2,
+            name: "install".into(),
+        };
+        tracker.phase_started(&step);
+        tracker.phase_failed(&step, "exit 1");
+        tracker.phase_started(&Phase::Cleanup);
+        tracker.phase_failed(&Phase::Cleanup, "abandoned");
+        assert_eq!(tracker.culprit(), Some(step));
+        assert_eq!(recorder.events().len(), 7);
+    }
+}
