@@ -207,7 +207,7 @@ impl fmt::Display for Error {
                     write!(f, " (exit code {code})")?;
                 }
                 write_block(f, "stderr:", stderr_tail)?;
-                write_block(f, "stdout (last lines):", stdout_tail)?;
+                write_block(f, "output (last lines):", stdout_tail)?;
                 write!(f, "\n  full output: {log}")
             }
             Error::Refused(message) => write!(f, "{message}"),

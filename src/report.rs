@@ -74,8 +74,10 @@ pub trait Reporter: Send + Sync {
     fn phase_finished(&self, _phase: &Phase, _result: &str) {}
     /// A phase failed; the error itself is returned to the caller.
     fn phase_failed(&self, _phase: &Phase, _message: &str) {}
-    /// Output of a finished step.
-    fn step_output(&self, _step: &str, _stdout: &str, _stderr: &str) {}
+    /// One line of a running step's output, as soon as it is read (redacted).
+    fn step_line(&self, _phase: &Phase, _line: &str) {}
+    /// Output of a finished step command; `streamed` when its lines went to `step_line` first.
+    fn step_output(&self, _step: &str, _stdout: &str, _stderr: &str, _streamed: bool) {}
     /// Something the user must not miss (an image reused instead of built, a refresh failed).
     fn notice(&self, _message: &str) {}
     /// Something that went wrong but did not stop the command (a teardown problem).
@@ -89,6 +91,7 @@ pub enum Event {
     Progress(Phase, String),
     Finished(Phase, String),
     Failed(Phase, String),
+    StepLine(Phase, String),
     StepOutput(String),
     Notice(String),
     Warning(String),
@@ -132,7 +135,10 @@ impl Reporter for Recorder {
     fn phase_failed(&self, phase: &Phase, message: &str) {
         self.push(Event::Failed(phase.clone(), message.to_owned()));
     }
-    fn step_output(&self, step: &str, _stdout: &str, _stderr: &str) {
+    fn step_line(&self, phase: &Phase, line: &str) {
+        self.push(Event::StepLine(phase.clone(), line.to_owned()));
+    }
+    fn step_output(&self, step: &str, _stdout: &str, _stderr: &str, _streamed: bool) {
         self.push(Event::StepOutput(step.to_owned()));
     }
     fn notice(&self, message: &str) {

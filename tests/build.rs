@@ -323,3 +323,65 @@ fn a_missing_launch_template_fails_before_anything_is_launched() {
     assert!(emulator.aws().builders().is_empty());
     assert!(!emulator.kiln_actions().iter().any(|a| a == "RunInstances"));
 }
+
+/// The seconds of a plain line's RFC 3339 timestamp (`2026-11-28T03:15:02Z  …`).
+fn stamp_seconds(line: &str) -> Option<u64> {
+    let stamp = line.split_whitespace().next()?;
+    let time = humantime::parse_rfc3339(stamp).ok()?;
+    Some(time.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs())
+}
+
+#[test]
+fn a_long_step_streams_its_output_with_v_and_keeps_it_whole() {
+    let emulator = Emulator::seeded();
+    // 40 lines of 1,000 characters over 8 s, then an error at the very end: SSM's invocation
+    // keeps only the first 24,000 characters of stdout.
+    let stdout: String = (1..=40)
+        .map(|i| format!("line {i:02} {}\n", "x".repeat(992)))
+        .collect();
+    emulator.behaviour(json!({"commands": [{"match": "long-build", "status": "Failed", "in_progress_seconds": 8, "stdout": stdout, "stderr": "fatal: at the very end\n", "exit_code": 2}]}));
+    let kiln = Kiln::new(&emulator);
+    let recipe = kiln.write(
+        "app.yaml",
+        &recipe("  - name: long\n    run: echo long-build"),
+    );
+    let run = kiln.run(&["-v", "build", recipe.to_str().unwrap()]);
+    run.assert_code(1);
+    let streamed: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("│ line "))
+        .collect();
+    assert_eq!(streamed.len(), 40, "{}", run.stderr);
+    let first = stamp_seconds(streamed[0]).expect("timestamped");
+    let last = stamp_seconds(streamed[39]).expect("timestamped");
+    assert!(
+        last - first >= 4,
+        "lines did not arrive over time:\n{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("│ fatal: at the very end"),
+        "{}",
+        run.stderr
+    );
+    // The failure shows the end of the output, which the invocation itself does not hold.
+    let error = &run.stderr[run.stderr.find("step `long` failed").expect("the error")..];
+    assert!(
+        error.contains("fatal: at the very end") && error.contains("line 40 "),
+        "{error}"
+    );
+    let log = kiln.path(".kiln/builds");
+    let build = std::fs::read_dir(&log)
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    let saved = read(&build.join("steps/01-long.log"));
+    assert!(
+        saved.contains(&stdout) && saved.contains("fatal: at the very end\n"),
+        "{}",
+        saved.len()
+    );
+}

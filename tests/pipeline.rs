@@ -866,5 +866,86 @@ async fn lifecycle_settings_go_on_every_region_and_protection_only_on_kept_image
     assert_eq!(
         h.fake.count("EnableImageDeregistrationProtection"),
         protected
+
+/// Records when (virtual time since its creation) each streamed line arrived.
+struct Timed {
+    start: tokio::time::Instant,
+    lines: std::sync::Mutex<Vec<(Duration, String)>>,
+}
+
+impl kiln::report::Reporter for Timed {
+    fn step_line(&self, _phase: &Phase, line: &str) {
+        let at = self.start.elapsed();
+        self.lines.lock().unwrap().push((at, line.to_owned()));
+    }
+}
+
+/// A step printing 30 lines of 1,000 characters over 60 s, then failing with a last word on
+/// stderr: far beyond the 24,000 characters GetCommandInvocation returns.
+#[tokio::test(start_paused = true)]
+async fn a_long_step_is_streamed_while_it_runs_kept_whole_and_its_end_shown_on_failure() {
+    let h = Harness::new();
+    let stdout: String = (1..=30)
+        .map(|i| format!("line {i:02} {}\n", "x".repeat(992)))
+        .collect();
+    h.fake.command_rule(CommandRule {
+        matching: "long-build".into(),
+        in_progress_for: Duration::from_secs(60),
+        outcome: CommandOutcome::Failed {
+            exit_code: 2,
+            stdout: stdout.clone(),
+            stderr: "fatal: at the very end\n".into(),
+        },
+    });
+    let plan = h.plan("b1", "  - name: long\n    run: echo long-build");
+    let timed = Timed {
+        start: tokio::time::Instant::now(),
+        lines: Default::default(),
+    };
+    let ctx = Context {
+        cloud: Arc::new(h.fake.clone()),
+        reporter: &timed,
+        state_dir: h.state_dir(),
+    };
+    let (_tx, mut interrupts) = Interrupts::new();
+    let err = build::run(&ctx, &plan, &options("b1"), &mut interrupts)
+        .await
+        .expect_err("the step fails");
+    let text = err.to_string();
+    assert!(text.contains("fatal: at the very end"), "{text}");
+    assert!(text.contains("line 30 xxx"), "{text}");
+
+    let lines = timed.lines.lock().unwrap().clone();
+    let expected: Vec<String> = format!("{stdout}fatal: at the very end\n")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let seen: Vec<String> = lines.iter().map(|(_, line)| line.clone()).collect();
+    assert_eq!(seen, expected, "every line once, in order");
+    // Streamed: the first line arrived long before the step's 60 s were over (the build itself
+    // needs a few seconds to launch the builder first).
+    let (first_at, _) = &lines[0];
+    let (last_at, _) = lines.last().unwrap();
+    assert!(
+        *last_at - *first_at > Duration::from_secs(40),
+        "{first_at:?} .. {last_at:?}"
+    );
+
+    let log = std::fs::read_to_string(h.state_dir().join("builds/b1/steps/01-long.log")).unwrap();
+    assert!(
+        log.contains(&stdout) && log.contains("fatal: at the very end\n"),
+        "{}",
+        log.len()
+    );
+    assert!(log.len() > 30_000);
+    let reads = h
+        .fake
+        .sent_commands()
+        .iter()
+        .filter(|(_, script)| script.contains("# kiln read-log"))
+        .count();
+    assert!(
+        (10..=40).contains(&reads),
+        "{reads} log reads for a 60 s step"
     );
 }

@@ -16,13 +16,22 @@ moto 5.2.5 gaps, and how this module covers each:
   stdout, stderr and exit code (default 0 for Success, 1 for Failed, -1 otherwise).
   No matching rule: Success, exit code 0, no output.
 - GetCommandInvocation answers InvalidCommandId for an unknown command (AWS:
-  InvocationDoesNotExist) and always reports Success. -> reimplemented.
+  InvocationDoesNotExist) and always reports Success. -> reimplemented, keeping the first
+  24,000 characters of stdout and 8,000 of stderr, as AWS does.
+- No builder to run scripts on. -> kiln's run wrapper (a script naming `kiln_log='PATH'`) is
+  modelled: the rule's stdout then stderr are written to that log on the instance line by
+  line, evenly over in_progress_seconds, and the invocation's stdout is what the wrapper
+  prints (`kiln-log-size N` and the log's last 20,000 bytes), its stderr empty. A read
+  command (`# kiln read-log`, `kiln_log='PATH'; kiln_from=N`) succeeds at once with
+  `kiln-log SIZE` and the base64 of up to 16,000 bytes from N, or fails when no command
+  wrote that log on the instance; it is answered before any behaviour rule is looked at.
 - ListCommandInvocations and CancelCommand are not implemented (500). -> implemented
   (Details=true gives CommandPlugins with Output); ListCommands shows the same status.
 
 Imports moto: imported by server.patch_moto(), which then calls patch().
 """
 
+import base64
 import re
 import time
 
@@ -67,17 +76,40 @@ def ssm_online_instances(account_id, region):
     return online
 
 
+STDOUT_LIMIT = 24000  # characters of stdout GetCommandInvocation returns
+STDERR_LIMIT = 8000
+WRAPPER_TAIL = 20000  # bytes of the log's end kiln's run wrapper prints
+LOG_READ_CHUNK = 16000  # bytes a read command returns at most
+LOG_NAME = re.compile(r"kiln_log='([^']*)'")
+READ_FROM = re.compile(r"kiln_from=(\d+)")
+
+
 class CommandRun:
     """What the emulated agent does with one SendCommand, per instance."""
 
     PLUGIN = "aws:runShellScript"
     DETAILS = {"Success": "Success", "Failed": "Failed", "TimedOut": "ExecutionTimedOut", "Cancelled": "Cancelled"}
 
-    def __init__(self, text, rule):
+    def __init__(self, text, rule, log=None):
         self.text = text
         self.rule = rule
+        self.log = log  # the builder log this command writes (kiln's run wrapper), if any
         self.sent_at = time.time()
         self.cancelled_at = {}  # instance id -> time of CancelCommand
+
+    def log_at(self, instance_id, now):
+        """The bytes the script has written to its log by `now`: the rule's stdout then stderr,
+        line by line, evenly over in_progress_seconds (all of it once done)."""
+        full = (self.rule["stdout"] + self.rule["stderr"]).encode()
+        if self.rule["status"] == "TimedOut":
+            full = b""
+        until = min(now, self.cancelled_at.get(instance_id, now))
+        takes = self.rule["in_progress_seconds"]
+        if until >= self.sent_at + takes:
+            return full
+        lines = full.splitlines(keepends=True)
+        shown = int(len(lines) * max(0.0, until - self.sent_at) / takes)
+        return b"".join(lines[:shown])
 
     def outcome(self, instance_id):
         now = time.time()
@@ -89,15 +121,39 @@ class CommandRun:
         if now < done_at:
             return dict(result, status="InProgress", details="InProgress")
         status = self.rule["status"]
+        stdout, stderr = self.rule["stdout"], self.rule["stderr"]
+        if self.log is not None:  # the wrapper sent the output to the log and prints its end
+            log = self.log_at(instance_id, now)
+            stdout = f"kiln-log-size {len(log)}\n" + log[-WRAPPER_TAIL:].decode(errors="replace")
+            stderr = ""
         return dict(
             result,
             status=status,
             details=self.DETAILS[status],
             end=done_at,
-            stdout=self.rule["stdout"],
-            stderr=self.rule["stderr"],
+            stdout=stdout,
+            stderr=stderr,
             code=self.rule["exit_code"],
         )
+
+
+def read_log_rule(backend, text, instance_ids):
+    """The outcome of a read command: the named log of the newest command that writes it on the
+    instance, from the offset; a failure when there is none. None when `text` is not a read."""
+    name, start = LOG_NAME.search(text), READ_FROM.search(text)
+    if "# kiln read-log" not in text or name is None or start is None:
+        return None
+    writers = [
+        c for c in backend._commands
+        if hasattr(c, "kiln") and c.kiln.log == name.group(1) and set(instance_ids) & set(c.instance_ids)
+    ]
+    if not writers:
+        return command_rule({"match": "", "status": "Failed", "stderr": f"no log {name.group(1)}\n"})
+    instance_id = next(i for i in instance_ids if i in writers[-1].instance_ids)
+    log = writers[-1].kiln.log_at(instance_id, time.time())
+    offset = int(start.group(1))
+    chunk = base64.b64encode(log[offset:offset + LOG_READ_CHUNK]).decode()
+    return command_rule({"match": "", "stdout": f"kiln-log {len(log)}\n{chunk}\n"})
 
 
 def command_status(command):
@@ -131,10 +187,15 @@ def send_command(self, **kwargs):
     """The backend's SendCommand: moto's command, run by the first matching behaviour rule."""
     command = MOTO_SEND(self, **kwargs)
     text = "\n".join(str(line) for line in (kwargs.get("parameters") or {}).get("commands", []))
+    read = read_log_rule(self, text, command.instance_ids)
+    if read is not None:
+        command.kiln = CommandRun(text, read)
+        return command
     with STATE.lock:
         rules = STATE.behaviour["commands"]
     rule = next((r for r in rules if re.search(r["match"], text)), None)
-    command.kiln = CommandRun(text, rule or command_rule({"match": ""}))
+    log = LOG_NAME.search(text)
+    command.kiln = CommandRun(text, rule or command_rule({"match": ""}), log.group(1) if log else None)
     return command
 
 
@@ -183,9 +244,9 @@ def get_command_invocation(self):
             "ExecutionEndDateTime": iso(out["end"]) if out["end"] is not None else "",
             "Status": out["status"],
             "StatusDetails": out["details"],
-            "StandardOutputContent": out["stdout"][:24000],
+            "StandardOutputContent": out["stdout"][:STDOUT_LIMIT],
             "StandardOutputUrl": "",
-            "StandardErrorContent": out["stderr"][:8000],
+            "StandardErrorContent": out["stderr"][:STDERR_LIMIT],
             "StandardErrorUrl": "",
             "CloudWatchOutputConfig": dict(NO_CLOUDWATCH),
         }

@@ -26,6 +26,8 @@ pub enum Mode {
 
 /// How much of a step's output is shown in each mode (all of it is in the log folder).
 const STEP_OUTPUT_LINES: usize = 10;
+/// How much of a running step's latest output line its spinner shows.
+const LATEST_LINE_CHARS: usize = 80;
 
 pub struct Progress {
     mode: Mode,
@@ -161,11 +163,32 @@ impl Reporter for Progress {
         }
     }
 
-    fn step_output(&self, step: &str, stdout: &str, stderr: &str) {
+    fn step_line(&self, phase: &Phase, line: &str) {
+        match self.mode {
+            Mode::Bars => {
+                if let Some((bar, _)) = self
+                    .bars
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(phase)
+                {
+                    let line: String = line.chars().take(LATEST_LINE_CHARS).collect();
+                    bar.set_message(format!("{phase} │ {line}"));
+                }
+            }
+            Mode::Plain if self.verbose => self.plain(&format!("  │ {line}")),
+            _ => {}
+        }
+    }
+
+    fn step_output(&self, step: &str, stdout: &str, stderr: &str, streamed: bool) {
         if matches!(self.mode, Mode::Quiet | Mode::Silent) {
             return;
         }
-        for (stream, text) in [("stdout", stdout), ("stderr", stderr)] {
+        // With -v a streamed output was shown line by line already.
+        let stdout = if streamed && self.verbose { "" } else { stdout };
+        let label = if streamed { "output" } else { "stdout" };
+        for (stream, text) in [(label, stdout), ("stderr", stderr)] {
             let lines: Vec<&str> = text.lines().collect();
             if lines.is_empty() {
                 continue;

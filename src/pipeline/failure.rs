@@ -149,8 +149,11 @@ impl Reporter for PhaseTracker<'_> {
         }
         self.inner.phase_failed(phase, message);
     }
-    fn step_output(&self, step: &str, stdout: &str, stderr: &str) {
-        self.inner.step_output(step, stdout, stderr);
+    fn step_line(&self, phase: &Phase, line: &str) {
+        self.inner.step_line(phase, line);
+    }
+    fn step_output(&self, step: &str, stdout: &str, stderr: &str, streamed: bool) {
+        self.inner.step_output(step, stdout, stderr, streamed);
     }
     fn notice(&self, message: &str) {
         self.inner.notice(message);

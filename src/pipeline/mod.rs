@@ -12,6 +12,7 @@ pub mod gc;
 pub mod history;
 pub mod images;
 pub mod instances;
+pub mod output;
 pub mod prune;
 pub mod release;
 pub mod rollback;

@@ -14,18 +14,33 @@ use crate::plan::{Step, StepKind};
 /// command parameters.
 pub const UPLOAD_CHUNK: usize = 24 * 1024;
 
+/// How much of the end of a run step's log the wrapper prints: SSM keeps only the first 24,000
+/// characters of a command's stdout, so this tail (plus one header line) always arrives whole.
+pub const WRAPPER_TAIL_BYTES: usize = 20_000;
+/// Raw bytes of the builder's log per read command: base64 makes 21,336 characters of stdout,
+/// under SSM's 24,000.
+pub const LOG_READ_CHUNK: usize = 16_000;
+/// The first line of what the wrapper prints after the script: `kiln-log-size <bytes>`.
+const SIZE_HEADER: &str = "kiln-log-size ";
+/// The first line of a read command's answer: `kiln-log <size>`, then the base64 of the bytes.
+const READ_HEADER: &str = "kiln-log ";
+
 /// One SSM command of a step, with a label for logs.
 pub struct Command {
     pub label: String,
     pub script: String,
+    /// The log on the builder this command writes its output to (a run step's), if any.
+    pub log: Option<String>,
 }
 
 /// The commands that carry out a step.
-pub fn commands_for(step: &Step, build_id: &str) -> Vec<Command> {
+/// `log` is where a run step's complete output goes on the builder ([`builder_log`]).
+pub fn commands_for(step: &Step, build_id: &str, log: &str) -> Vec<Command> {
     match &step.kind {
         StepKind::Run { script } => vec![Command {
             label: "run".into(),
-            script: run_command(script, build_id, &step.name),
+            script: run_command(script, build_id, &step.name, log),
+            log: Some(log.to_owned()),
         }],
         StepKind::File {
             content,
@@ -48,6 +63,7 @@ pub fn commands_for(step: &Step, build_id: &str) -> Vec<Command> {
                 *interval,
                 step.timeout,
             ),
+            log: None,
         }],
     }
 }
@@ -67,17 +83,77 @@ fn heredoc_delimiter(text: &str, build_id: &str) -> String {
     delimiter
 }
 
+/// Where a step (its log's file name, `NN-step-name`) writes its complete output on the builder.
+pub fn builder_log(build_id: &str, file_name: &str) -> String {
+    let build = build_id.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_");
+    format!("/var/log/kiln/{build}/{file_name}.log")
+}
+
 /// Wraps a recipe script so it runs under bash from a file (stdin is /dev/null, so a command
 /// that reads stdin cannot swallow the rest of the script), whatever shell SSM starts.
-pub fn run_command(script: &str, build_id: &str, step_name: &str) -> String {
+///
+/// stdout and stderr both go to `log` on the builder, never truncated, and read while the step
+/// runs ([`read_log_command`]); afterwards the wrapper prints the log's size and its last
+/// [`WRAPPER_TAIL_BYTES`], so a short output needs no read at all ([`parse_wrapper_output`]).
+pub fn run_command(script: &str, build_id: &str, step_name: &str, log: &str) -> String {
     let delimiter = heredoc_delimiter(script, build_id);
     let comment = step_name.replace('\n', " ");
     format!(
-        "#!/bin/bash\n# kiln build {build_id}, step: {comment}\nkiln_step=$(mktemp /tmp/kiln-step.XXXXXX)\n\
+        "#!/bin/bash\n# kiln build {build_id}, step: {comment}\nkiln_log={log}\n\
+         mkdir -p \"$(dirname \"$kiln_log\")\" && : > \"$kiln_log\" || exit 125\n\
+         kiln_step=$(mktemp /tmp/kiln-step.XXXXXX)\n\
          cat > \"$kiln_step\" <<'{delimiter}'\n{script}{newline}{delimiter}\n\
-         chmod 700 \"$kiln_step\"\nkiln_rc=0\nbash \"$kiln_step\" </dev/null || kiln_rc=$?\nrm -f \"$kiln_step\"\nexit \"$kiln_rc\"\n",
+         chmod 700 \"$kiln_step\"\nkiln_rc=0\nbash \"$kiln_step\" </dev/null >>\"$kiln_log\" 2>&1 || kiln_rc=$?\nrm -f \"$kiln_step\"\n\
+         echo \"{SIZE_HEADER}$(stat -c %s \"$kiln_log\")\"\ntail -c {WRAPPER_TAIL_BYTES} \"$kiln_log\"\nexit \"$kiln_rc\"\n",
+        log = shell_quote(log),
         newline = if script.ends_with('\n') { "" } else { "\n" },
     )
+}
+
+/// Prints the size of the builder's `log` and the base64 of up to [`LOG_READ_CHUNK`] bytes from
+/// byte `from`; fails when the log does not exist.
+pub fn read_log_command(log: &str, from: u64) -> String {
+    format!(
+        "#!/bin/bash\n# kiln read-log\nkiln_log={log}; kiln_from={from}\n\
+         [ -f \"$kiln_log\" ] || {{ echo \"no log $kiln_log\" >&2; exit 1; }}\n\
+         echo \"{READ_HEADER}$(stat -c %s \"$kiln_log\")\"\n\
+         tail -c +$((kiln_from + 1)) \"$kiln_log\" | head -c {LOG_READ_CHUNK} | base64 -w 0\necho\n",
+        log = shell_quote(log),
+    )
+}
+
+/// What one read of the builder's log returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRead {
+    /// The log's size when it was read.
+    pub size: u64,
+    pub bytes: Vec<u8>,
+}
+
+/// The answer of a [`read_log_command`]; `None` when it is not one.
+pub fn parse_log_read(stdout: &str) -> Option<LogRead> {
+    let mut lines = stdout.lines();
+    let size = lines
+        .next()?
+        .strip_prefix(READ_HEADER)?
+        .trim()
+        .parse()
+        .ok()?;
+    let encoded = lines.next().unwrap_or_default().trim();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    Some(LogRead { size, bytes })
+}
+
+/// The run wrapper's own stdout: the log's final size and its last bytes. `None` when it is not
+/// that, or when the tail did not arrive byte for byte (SSM stores text, so bytes that are not
+/// UTF-8 come back changed): the log is then read instead.
+pub fn parse_wrapper_output(stdout: &str) -> Option<(u64, &[u8])> {
+    let (header, tail) = stdout.split_once('\n')?;
+    let size: u64 = header.strip_prefix(SIZE_HEADER)?.trim().parse().ok()?;
+    let expected = size.min(WRAPPER_TAIL_BYTES as u64);
+    (tail.len() as u64 == expected).then_some((size, tail.as_bytes()))
 }
 
 fn shell_quote(text: &str) -> String {
@@ -135,6 +211,7 @@ pub fn upload_commands(
         commands.push(Command {
             label: format!("upload {}/{total}", i + 1),
             script,
+            log: None,
         });
     }
     commands
@@ -177,7 +254,7 @@ mod tests {
     #[test]
     fn run_command_keeps_the_script_verbatim_and_runs_it_with_bash() {
         let script = "set -euo pipefail\necho \"${HOME}\" $((1+1))\n";
-        let command = run_command(script, "b-1", "say hi");
+        let command = run_command(script, "b-1", "say hi", "/var/log/kiln/b-1/01-x.log");
         assert!(command.contains(script));
         assert!(command.contains("<<'KILN_EOF_b_1'\n"));
         assert!(command.contains("bash \"$kiln_step\" </dev/null"));
@@ -186,7 +263,7 @@ mod tests {
     #[test]
     fn heredoc_delimiter_avoids_lines_of_the_script() {
         let script = "echo a\nKILN_EOF_b\n";
-        let command = run_command(script, "b", "x");
+        let command = run_command(script, "b", "x", "/tmp/x.log");
         assert!(command.contains("<<'KILN_EOF_b_1'"));
     }
 
@@ -241,16 +318,55 @@ mod tests {
 
     #[test]
     fn run_command_runs_the_script_and_keeps_its_exit_code_and_stdin_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("logs/01-x.log");
         let out = bash(&run_command(
-            "set -euo pipefail\ncat\necho \"after ${0##*/}\"\nexit 3\n",
+            "set -euo pipefail\ncat\necho \"after ${0##*/}\"\necho oops >&2\nexit 3\n",
             "b-run",
             "x",
+            log.to_str().unwrap(),
         ));
         assert_eq!(out.status.code(), Some(3));
+        let logged = std::fs::read_to_string(&log).unwrap();
         assert!(
-            String::from_utf8_lossy(&out.stdout).contains("after kiln-step."),
-            "{out:?}"
+            logged.starts_with("after kiln-step.") && logged.ends_with("oops\n"),
+            "{logged}"
         );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let (size, tail) = parse_wrapper_output(&stdout).expect("the wrapper's output");
+        assert_eq!((size, tail), (logged.len() as u64, logged.as_bytes()));
+    }
+
+    /// A long output: the wrapper prints only the end; reading the log from an offset returns
+    /// the exact bytes, chunk by chunk, whatever they are.
+    #[test]
+    fn the_log_is_read_whole_in_chunks_and_the_wrapper_prints_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("01-long.log");
+        let log = log.to_str().unwrap();
+        let out = bash(&run_command(
+            "for i in $(seq 1 6000); do echo \"line $i é\"; done\nprintf '\\377'\n",
+            "b-long",
+            "long",
+            log,
+        ));
+        assert!(out.status.success(), "{out:?}");
+        let logged = std::fs::read(log).unwrap();
+        assert!(logged.len() > 3 * LOG_READ_CHUNK);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        // The last byte is not UTF-8: the tail does not survive as text, so it is not trusted.
+        assert_eq!(parse_wrapper_output(&stdout), None);
+        let mut read = Vec::new();
+        while read.len() < logged.len() {
+            let out = bash(&read_log_command(log, read.len() as u64));
+            let answer = parse_log_read(&String::from_utf8_lossy(&out.stdout)).unwrap();
+            assert_eq!(answer.size, logged.len() as u64);
+            assert!(!answer.bytes.is_empty() && answer.bytes.len() <= LOG_READ_CHUNK);
+            read.extend(answer.bytes);
+        }
+        assert_eq!(read, logged);
+        let missing = bash(&read_log_command("/nonexistent/kiln.log", 0));
+        assert!(!missing.status.success());
     }
 
     #[test]

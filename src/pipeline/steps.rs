@@ -8,7 +8,9 @@ use std::time::Duration;
 use crate::aws::poll::{wait_until, Probe, Wait};
 use crate::aws::{Cloud, CommandStatus, Invocation, PingStatus, ShellCommand};
 use crate::error::{Error, Result};
-use crate::pipeline::script::{commands_for, Command};
+use crate::pipeline::first_line;
+use crate::pipeline::output::{append, LogTail};
+use crate::pipeline::script::{builder_log, commands_for, Command};
 use crate::plan::{Plan, Step};
 use crate::report::{Phase, Reporter};
 
@@ -54,59 +56,120 @@ pub struct StepRunner<'a> {
 }
 
 impl StepRunner<'_> {
-    /// Runs every command of one step and waits for each; writes outputs to the log folder.
-    /// Returns the last line of the step's output.
+    /// Runs every command of one step and waits for each; keeps the complete output in the log
+    /// folder. Returns the last line of the step's output.
     pub async fn run(&self, index: usize, step: &Step, phase: &Phase) -> Result<String> {
-        let log_path = self
-            .log_dir
-            .join(format!("{:02}-{}.log", index + 1, slug(&step.name)));
-        let mut log = String::new();
+        let name = format!("{:02}-{}", index + 1, slug(&step.name));
+        let log_path = self.log_dir.join(format!("{name}.log"));
+        std::fs::write(&log_path, "").map_err(|e| Error::io("write the step log", &log_path, e))?;
+        let remote = builder_log(self.build_id, &name);
         let mut summary = String::new();
-        for command in commands_for(step, self.build_id) {
-            let (command_id, invocation) = self.execute(step, &command, phase).await?;
-            let stdout = self.plan.redact(&invocation.stdout);
+        for command in commands_for(step, self.build_id, &remote) {
+            let command_id = self.send(step, &command).await?;
+            append(
+                &log_path,
+                &format!("== {} (command {command_id})\n", command.label),
+            )?;
+            let (invocation, output, streamed) = match &command.log {
+                Some(remote) => {
+                    let tail = LogTail::new(
+                        self.cloud,
+                        self.reporter,
+                        self.plan,
+                        phase,
+                        self.instance_id,
+                        remote,
+                        &log_path,
+                    );
+                    self.follow_streaming(step, &command_id, phase, tail)
+                        .await?
+                }
+                None => {
+                    let invocation = self.follow(step, &command_id, phase).await?;
+                    let stdout = self.plan.redact(&invocation.stdout);
+                    append(&log_path, &stdout)?;
+                    (invocation, stdout, false)
+                }
+            };
             let stderr = self.plan.redact(&invocation.stderr);
-            log.push_str(&format!(
-                "== {} (command {command_id}) status {} exit {}\n-- stdout\n{stdout}\n-- stderr\n{stderr}\n",
-                command.label,
-                invocation.status,
-                invocation.exit_code.unwrap_or(-1)
-            ));
-            std::fs::write(&log_path, &log)
-                .map_err(|e| Error::io("write the step log", &log_path, e))?;
-            self.reporter.step_output(&step.name, &stdout, &stderr);
+            append(&log_path, &end_of_command(&invocation, &stderr))?;
+            self.reporter
+                .step_output(&step.name, &output, &stderr, streamed);
             if invocation.status != CommandStatus::Success {
                 return Err(Error::StepFailed {
                     step: step.name.clone(),
                     instance: self.instance_id.to_owned(),
                     status: invocation.describe_status(),
                     exit_code: invocation.exit_code,
-                    stdout_tail: tail(&stdout, TAIL_LINES),
+                    stdout_tail: tail(&output, TAIL_LINES),
                     stderr_tail: tail(&stderr, TAIL_LINES),
                     log: log_path.display().to_string(),
                 });
             }
-            summary = last_line(&stdout);
+            summary = last_line(&output);
         }
         Ok(summary)
     }
 
-    /// Sends one command and follows it to its end; cancels it when the wait times out.
-    async fn execute(
-        &self,
-        step: &Step,
-        command: &Command,
-        phase: &Phase,
-    ) -> Result<(String, Invocation)> {
-        let (cloud, instance_id) = (self.cloud, self.instance_id);
-        let command_id = cloud
+    /// Sends one command of a step; returns its id.
+    async fn send(&self, step: &Step, command: &Command) -> Result<String> {
+        self.cloud
             .send_command(&ShellCommand {
-                instance_id: instance_id.to_owned(),
+                instance_id: self.instance_id.to_owned(),
                 script: command.script.clone(),
                 execution_timeout_secs: step.timeout.as_secs() + 30,
                 comment: format!("kiln {} {}: {}", self.build_id, step.name, command.label),
             })
-            .await?;
+            .await
+    }
+
+    /// Follows a run command while reading its log on the builder; returns the invocation, the
+    /// complete output and whether it was streamed. When the log cannot be read, the output is
+    /// what SSM kept, with a warning.
+    async fn follow_streaming(
+        &self,
+        step: &Step,
+        command_id: &str,
+        phase: &Phase,
+        mut tail: LogTail<'_>,
+    ) -> Result<(Invocation, String, bool)> {
+        let started = tokio::time::Instant::now();
+        let follow = self.follow(step, command_id, phase);
+        tokio::pin!(follow);
+        let mut streaming = true;
+        let invocation = loop {
+            let pause = LogTail::next_read_in(started.elapsed());
+            tokio::select! {
+                done = &mut follow => break done?,
+                _ = tokio::time::sleep(pause), if streaming => {
+                    if let Err(e) = tail.read_new().await {
+                        self.log_unreadable(step, &e);
+                        streaming = false;
+                    }
+                }
+            }
+        };
+        match tail.finish(&invocation.stdout).await {
+            Ok(output) => Ok((invocation, output, true)),
+            Err(e) => {
+                self.log_unreadable(step, &e);
+                let stdout = self.plan.redact(&invocation.stdout);
+                Ok((invocation, stdout, false))
+            }
+        }
+    }
+
+    fn log_unreadable(&self, step: &Step, error: &Error) {
+        self.reporter.warning(&format!(
+            "step `{}`: {}; its output is what SSM kept (the first 24,000 characters)",
+            step.name,
+            first_line(&error.to_string())
+        ));
+    }
+
+    /// Follows one command to its end; cancels it when the wait times out.
+    async fn follow(&self, step: &Step, command_id: &str, phase: &Phase) -> Result<Invocation> {
+        let (cloud, instance_id) = (self.cloud, self.instance_id);
         let wait = Wait {
             phase: "running a step",
             resource: &format!("step `{}` (command {command_id} on {instance_id})", step.name),
@@ -118,7 +181,7 @@ impl StepRunner<'_> {
             wait,
             |state| self.reporter.phase_progress(phase, state),
             || async {
-                Ok(match cloud.invocation(&command_id, instance_id).await? {
+                Ok(match cloud.invocation(command_id, instance_id).await? {
                     Some(inv) if inv.is_finished() => Probe::Done(inv),
                     Some(inv) => Probe::Pending(inv.status.to_string()),
                     None => Probe::Pending("Pending".into()),
@@ -126,16 +189,24 @@ impl StepRunner<'_> {
             },
         )
         .await;
-        match outcome {
-            Ok(invocation) => Ok((command_id, invocation)),
-            Err(e) => {
-                if matches!(e, Error::Timeout { .. }) {
-                    let _ = cloud.cancel_command(&command_id, instance_id).await;
-                }
-                Err(e)
-            }
+        if matches!(outcome, Err(Error::Timeout { .. })) {
+            let _ = cloud.cancel_command(command_id, instance_id).await;
         }
+        outcome
     }
+}
+
+/// The log's line after a command: its status, exit code and SSM's stderr.
+fn end_of_command(invocation: &Invocation, stderr: &str) -> String {
+    let mut text = format!(
+        "== status {} exit {}\n",
+        invocation.status,
+        invocation.exit_code.unwrap_or(-1)
+    );
+    if !stderr.trim().is_empty() {
+        text.push_str(&format!("-- stderr\n{}\n", stderr.trim_end()));
+    }
+    text
 }
 
 /// The last non-empty line of `text`, at most 100 characters.

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use base64::Engine as _;
 use tokio::time::Instant;
 
 use super::world::{refuse, Answer, CommandRecord, Here, RefreshRecord, World};
@@ -14,8 +15,86 @@ use crate::aws::model::{
 /// SSM's execution timeout when a command gives none.
 const DEFAULT_EXECUTION_TIMEOUT: Duration = Duration::from_secs(3600);
 
+/// SSM keeps the first this many characters of a command's stdout in `GetCommandInvocation`.
+const STDOUT_LIMIT: usize = 24_000;
+/// ... and of its stderr.
+const STDERR_LIMIT: usize = 8_000;
+/// How much of the end of its log the run wrapper prints.
+const WRAPPER_TAIL: usize = 20_000;
+/// How long a read of a builder log takes.
+const LOG_READ_TIME: Duration = Duration::from_millis(500);
+/// Raw bytes a read command returns at most.
+const LOG_READ_CHUNK: usize = 16_000;
+
+/// The first `limit` characters of `text`.
+fn truncated(text: &str, limit: usize) -> String {
+    text.chars().take(limit).collect()
+}
+
+/// The builder log a script names (`kiln_log='PATH'`): the run wrapper writes it, a read
+/// command reads it.
+fn named_log(script: &str) -> Option<String> {
+    let rest = script.split_once("kiln_log='")?.1;
+    Some(rest.split_once('\'')?.0.to_owned())
+}
+
+/// A read command's log and offset (`kiln_log='PATH'; kiln_from=N` after `# kiln read-log`).
+fn read_request(script: &str) -> Option<(String, usize)> {
+    if !script.contains("# kiln read-log") {
+        return None;
+    }
+    let from = script.split_once("kiln_from=")?.1;
+    let digits: String = from.chars().take_while(char::is_ascii_digit).collect();
+    Some((named_log(script)?, digits.parse().ok()?))
+}
+
 impl CommandRecord {
+    /// What the script has written to its log by `now`: the outcome's stdout then stderr, line
+    /// by line, evenly over the time the command runs (all of it once it has ended).
+    fn log_at(&self, now: Instant) -> String {
+        let full = match &self.outcome {
+            CommandOutcome::Success { stdout } => stdout.clone(),
+            CommandOutcome::Failed { stdout, stderr, .. } => format!("{stdout}{stderr}"),
+            CommandOutcome::TimedOut => String::new(),
+        };
+        let until = self.cancelled.map_or(now, |at| at.min(now));
+        if until >= self.ends {
+            return full;
+        }
+        let lines: Vec<&str> = full.split_inclusive('\n').collect();
+        let elapsed = until.saturating_duration_since(self.sent).as_millis();
+        let takes = self
+            .ends
+            .saturating_duration_since(self.sent)
+            .as_millis()
+            .max(1);
+        let shown = (lines.len() as u128 * elapsed / takes) as usize;
+        lines[..shown.min(lines.len())].concat()
+    }
+
+    /// What the run wrapper prints once the script ended: the log's size and its end.
+    fn wrapper_stdout(&self, now: Instant) -> String {
+        let log = self.log_at(now);
+        let mut start = log.len().saturating_sub(WRAPPER_TAIL);
+        while !log.is_char_boundary(start) {
+            start += 1;
+        }
+        format!("kiln-log-size {}\n{}", log.len(), &log[start..])
+    }
+
     fn invocation(&self, now: Instant) -> Invocation {
+        let mut invocation = self.raw_invocation(now);
+        if self.log.is_some() && invocation.is_finished() {
+            // The wrapper sent the script's output to the log, and prints its end.
+            invocation.stdout = self.wrapper_stdout(now);
+            invocation.stderr = String::new();
+        }
+        invocation.stdout = truncated(&invocation.stdout, STDOUT_LIMIT);
+        invocation.stderr = truncated(&invocation.stderr, STDERR_LIMIT);
+        invocation
+    }
+
+    fn raw_invocation(&self, now: Instant) -> Invocation {
         let (status, details, exit_code, stdout, stderr) = match &self.outcome {
             _ if self.cancelled.is_some() => (CommandStatus::Cancelled, "Cancelled", None, "", ""),
             _ if now < self.ends => (CommandStatus::InProgress, "InProgress", None, "", ""),
@@ -123,6 +202,37 @@ impl World {
         }
     }
 
+    /// A read of a builder log: its size and up to a chunk of bytes from the offset, as the
+    /// read command prints them; `Failed` when no command wrote that log on the instance.
+    fn read_log(
+        &mut self,
+        here: &Here,
+        instance_id: &str,
+        log: &str,
+        from: usize,
+    ) -> CommandOutcome {
+        let writer = self
+            .region(&here.region)
+            .commands
+            .values()
+            .filter(|c| c.instance_id == instance_id && c.log.as_deref() == Some(log))
+            .max_by_key(|c| c.sent);
+        let Some(writer) = writer else {
+            return CommandOutcome::Failed {
+                exit_code: 1,
+                stdout: String::new(),
+                stderr: format!("no log {log}\n"),
+            };
+        };
+        let content = writer.log_at(here.now).into_bytes();
+        let start = from.min(content.len());
+        let chunk = &content[start..(start + LOG_READ_CHUNK).min(content.len())];
+        let encoded = base64::engine::general_purpose::STANDARD.encode(chunk);
+        CommandOutcome::Success {
+            stdout: format!("kiln-log {}\n{encoded}\n", content.len()),
+        }
+    }
+
     pub fn send_command(&mut self, here: &Here, command: &ShellCommand) -> Answer<String> {
         if self.agent_status(here, &command.instance_id)? != Some(PingStatus::Online) {
             return refuse(
@@ -133,7 +243,16 @@ impl World {
                 ),
             );
         }
-        let (takes, outcome) = self.plan_command(command);
+        let (takes, outcome, log) = match read_request(&command.script) {
+            Some((log, from)) => {
+                let outcome = self.read_log(here, &command.instance_id, &log, from);
+                (LOG_READ_TIME, outcome, None)
+            }
+            None => {
+                let (takes, outcome) = self.plan_command(command);
+                (takes, outcome, named_log(&command.script))
+            }
+        };
         let id = self.new_uuid();
         let record = CommandRecord {
             id: id.clone(),
@@ -143,6 +262,7 @@ impl World {
             ends: here.now + takes,
             outcome,
             cancelled: None,
+            log,
         };
         self.region(&here.region)
             .commands

@@ -146,6 +146,8 @@ pub(super) struct CommandRecord {
     pub ends: Instant,
     pub outcome: CommandOutcome,
     pub cancelled: Option<Instant>,
+    /// The log on the builder this command writes (a run wrapper's `kiln_log`), if any.
+    pub log: Option<String>,
 }
 
 pub(super) struct RefreshRecord {
