@@ -46,7 +46,7 @@ const PATIENCE: Duration = Duration::from_secs(900);
 impl Backend {
     pub async fn fake() -> Backend {
         let fake = kiln::aws::fake::Fake::seeded(crate::support::REGION);
-        Backend::from_seeded(Arc::new(fake), None).await
+        Backend::from_seeded(Arc::new(fake.clone()), Some(Box::new(fake))).await
     }
 
     pub async fn emulator() -> Backend {
@@ -94,6 +94,76 @@ impl Backend {
             run_id: format!("conf-{}-{}", std::process::id(), unique()),
             _guard: guard,
         }
+    }
+
+    /// Launches an instance and waits until its SSM agent is online.
+    async fn launch_online(&self, token: &str) -> String {
+        let id = self.launch(token).await;
+        self.wait_state(&id, InstanceState::Running).await;
+        let cloud = self.cloud.as_ref();
+        poll("the SSM agent", || async {
+            Ok(cloud.agent_status(&id).await? == Some(PingStatus::Online))
+        })
+        .await;
+        id
+    }
+
+    /// Makes a script containing `marker` print `stdout` and `stderr` on the fake and the
+    /// emulator, which run no script; a real instance runs the script itself.
+    fn script_output(&self, marker: &str, stdout: &str, stderr: &str) {
+        let guard = self._guard.as_deref();
+        if let Some(fake) = guard.and_then(|g| g.downcast_ref::<kiln::aws::fake::Fake>()) {
+            fake.command_rule(kiln::aws::fake::CommandRule {
+                matching: marker.into(),
+                in_progress_for: Duration::from_secs(1),
+                outcome: kiln::aws::fake::CommandOutcome::Success {
+                    stdout: stdout.into(),
+                },
+            });
+            assert!(
+                stderr.is_empty(),
+                "the fake's successful commands print no stderr"
+            );
+        } else if let Some(emulator) =
+            guard.and_then(|g| g.downcast_ref::<crate::support::Emulator>())
+        {
+            emulator.behaviour(serde_json::json!({"commands": [
+                {"match": marker, "status": "Success", "stdout": stdout, "stderr": stderr}
+            ]}));
+        }
+    }
+
+    /// Sends `script` to `instance` and follows it to its end.
+    async fn run_to_end(&self, instance: &str, script: String) -> kiln::aws::Invocation {
+        let cloud = self.cloud.as_ref();
+        let command_id = cloud
+            .send_command(&ShellCommand {
+                instance_id: instance.to_owned(),
+                script,
+                execution_timeout_secs: 60,
+                comment: "kiln conformance".into(),
+            })
+            .await
+            .expect("SendCommand");
+        let wait = Wait {
+            phase: "conformance",
+            resource: "the command",
+            region: "-",
+            timeout: PATIENCE,
+            hint: "",
+        };
+        wait_until(
+            wait,
+            |_| {},
+            || async {
+                Ok(match cloud.invocation(&command_id, instance).await? {
+                    Some(inv) if inv.is_finished() => Probe::Done(inv),
+                    _ => Probe::Pending("not yet".into()),
+                })
+            },
+        )
+        .await
+        .expect("the command finishes")
     }
 
     fn launch_request(&self, token: &str) -> LaunchRequest {
@@ -565,12 +635,7 @@ pub async fn template_versions_behave_as_kiln_expects(b: Backend) {
 /// `Success` (an `InvocationDoesNotExist` right after sending is `None`, not an error).
 pub async fn commands_run_once_the_agent_is_online(b: Backend) {
     let cloud = b.cloud.as_ref();
-    let id = b.launch("ssm").await;
-    b.wait_state(&id, InstanceState::Running).await;
-    poll("the SSM agent", || async {
-        Ok(cloud.agent_status(&id).await? == Some(PingStatus::Online))
-    })
-    .await;
+    let id = b.launch_online("ssm").await;
     let command_id = cloud
         .send_command(&ShellCommand {
             instance_id: id.clone(),
@@ -590,6 +655,57 @@ pub async fn commands_run_once_the_agent_is_online(b: Backend) {
         })
     })
     .await;
+    b.terminate(&id).await;
+}
+
+/// Run Command output: an invocation keeps only the first 24,000 characters of stdout; kiln's run wrapper keeps the whole output in a log on the instance, prints
+/// its size and its end, and read commands return it byte for byte from any offset.
+pub async fn command_output_is_cut_and_the_run_log_is_read_whole(b: Backend) {
+    use kiln::pipeline::script::{self, LOG_READ_CHUNK};
+    let id = b.launch_online("output").await;
+    let marker = format!("kiln-conformance-long-{}", b.run_id);
+    let stdout = format!("{}\n", "x".repeat(30_000));
+    b.script_output(&marker, &stdout, "");
+    let print = format!("# {marker}\nhead -c 30000 /dev/zero | tr '\\0' x; echo\n");
+    let plain = b.run_to_end(&id, format!("#!/bin/bash\n{print}")).await;
+    assert_eq!(
+        plain.status,
+        CommandStatus::Success,
+        "{}",
+        plain.describe_status()
+    );
+    assert_eq!(plain.stdout, "x".repeat(24_000));
+
+    let log = format!("/var/log/kiln/{}/01-long.log", b.run_id);
+    let wrapped = b
+        .run_to_end(&id, script::run_command(&print, &b.run_id, "long", &log))
+        .await;
+    assert_eq!(
+        wrapped.status,
+        CommandStatus::Success,
+        "{}",
+        wrapped.describe_status()
+    );
+    let (size, tail) = script::parse_wrapper_output(&wrapped.stdout).expect("the wrapper's output");
+    assert_eq!(size, stdout.len() as u64);
+    assert_eq!(
+        tail,
+        &stdout.as_bytes()[stdout.len() - script::WRAPPER_TAIL_BYTES..]
+    );
+    let mut read = Vec::new();
+    while read.len() < stdout.len() {
+        let answer = b
+            .run_to_end(&id, script::read_log_command(&log, read.len() as u64))
+            .await;
+        let chunk = script::parse_log_read(&answer.stdout).expect("a read answer");
+        assert!(!chunk.bytes.is_empty() && chunk.bytes.len() <= LOG_READ_CHUNK);
+        read.extend(chunk.bytes);
+    }
+    assert_eq!(read, stdout.as_bytes());
+    let missing = b
+        .run_to_end(&id, script::read_log_command("/var/log/kiln/none.log", 0))
+        .await;
+    assert_eq!(missing.status, CommandStatus::Failed);
     b.terminate(&id).await;
 }
 
@@ -663,6 +779,7 @@ conformance!(
     lifecycle_settings_show_and_references_name_what_uses_an_image,
     template_versions_behave_as_kiln_expects,
     commands_run_once_the_agent_is_online,
+    command_output_is_cut_and_the_run_log_is_read_whole,
     parameters_are_versioned,
     regions_are_separate,
 );
