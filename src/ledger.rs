@@ -90,6 +90,9 @@ pub enum Event {
     Kept,
     /// Gone (terminated, deregistered, deleted).
     Removed,
+    /// A builder left running on purpose after a failure (`--on-error=abort`): not torn down;
+    /// `kiln gc` spares it until `--older-than`.
+    KeptOnError,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -161,6 +164,11 @@ impl Ledger {
     /// Marks a created resource as a finished product of the build.
     pub fn kept(&self, resource: Resource) -> Result<()> {
         self.append(resource, Event::Kept)
+    }
+
+    /// Marks a builder as left running on purpose after a failure.
+    pub fn kept_on_error(&self, resource: Resource) -> Result<()> {
+        self.append(resource, Event::KeptOnError)
     }
 
     pub fn removed(&self, resource: Resource) -> Result<()> {

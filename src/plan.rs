@@ -67,6 +67,13 @@ pub struct Plan {
     pub secrets: Vec<String>,
     /// Hex sha256 of the canonical description of the image, see [`DigestInput`].
     pub digest: String,
+    /// Hex sha256 of each step's canonical form (its part of the digest), in step order: what
+    /// `kiln build --resume` compares with the steps that already ran.
+    #[serde(skip)]
+    pub step_digests: Vec<String>,
+    /// Hex sha256 of the builder settings and the source spec (their part of the digest).
+    #[serde(skip)]
+    pub builder_digest: String,
 }
 
 /// Where the builder instance's root image comes from.
@@ -469,10 +476,25 @@ pub(crate) struct DigestImage {
 impl DigestInput {
     /// Hex sha256 of the canonical JSON.
     pub(crate) fn digest(&self) -> String {
-        let json = serde_json::to_vec(self)
-            .expect("digest input holds only strings, numbers and string-keyed maps");
-        sha256_hex(&json)
+        digest_of(self)
     }
+
+    /// Each step's digest, in order.
+    pub(crate) fn step_digests(&self) -> Vec<String> {
+        self.steps.iter().map(digest_of).collect()
+    }
+
+    /// The digest of the builder settings and the source spec.
+    pub(crate) fn builder_digest(&self) -> String {
+        digest_of(&(&self.builder, &self.source))
+    }
+}
+
+/// Hex sha256 of a part of the digest input, in its canonical JSON.
+fn digest_of(part: &impl Serialize) -> String {
+    let json = serde_json::to_vec(part)
+        .expect("digest input holds only strings, numbers and string-keyed maps");
+    sha256_hex(&json)
 }
 
 /// Hex sha256 of `bytes`.
@@ -568,6 +590,8 @@ mod tests {
             timeouts: Timeouts::default(),
             secrets: vec!["hunter2".into()],
             digest: "ab".repeat(32),
+            step_digests: Vec::new(),
+            builder_digest: String::new(),
         }
     }
 

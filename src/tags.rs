@@ -9,6 +9,11 @@ pub const SOURCE_IMAGE: &str = "kiln:source-image";
 pub const CREATED_BY: &str = "kiln:created-by";
 pub const ROLE: &str = "kiln:role";
 pub const ROLE_BUILDER: &str = "builder";
+/// On a builder left running on purpose after a failure (`--on-error=abort`): `on-error`.
+pub const KEPT: &str = "kiln:kept";
+pub const KEPT_ON_ERROR: &str = "on-error";
+/// On an image made by `kiln build --resume`: the build it continued.
+pub const RESUMED_FROM: &str = "kiln:resumed-from";
 
 /// kiln's own version, written into `kiln:created-by`.
 pub const KILN_VERSION: &str = concat!("kiln/", env!("CARGO_PKG_VERSION"));

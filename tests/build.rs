@@ -385,3 +385,86 @@ fn a_long_step_streams_its_output_with_v_and_keeps_it_whole() {
         saved.len()
     );
 }
+
+#[test]
+fn on_error_abort_keeps_the_builder_gc_spares_it_and_resume_finishes_the_build() {
+    let emulator = Emulator::seeded();
+    emulator.behaviour(json!({"commands": [{"match": "broken-step", "status": "Failed", "stderr": "no such package\n", "exit_code": 1}]}));
+    let aws = emulator.aws();
+    let kiln = Kiln::new(&emulator);
+    let steps =
+        "  - name: first\n    run: echo first-step\n  - name: second\n    run: echo broken-step";
+    let path = kiln.write("app.yaml", &recipe(steps));
+    let path = path.to_str().unwrap();
+
+    // CI is set in these tests: abort is refused unless forced.
+    let refused = kiln.run(&["build", path, "--on-error=abort"]);
+    refused.assert_code(2);
+    assert!(
+        refused.stderr.contains("--keep-in-ci"),
+        "{}",
+        refused.stderr
+    );
+    assert!(aws.builders().is_empty());
+
+    let failed = kiln.run(&["build", path, "--on-error=abort", "--keep-in-ci", "--json"]);
+    failed.assert_code(1);
+    let report = failed.json();
+    let build_id = report["build_id"].as_str().unwrap().to_owned();
+    let kept = &report["cleanup"]["kept_builder"];
+    let instance = kept["instance_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        kept["session_command"],
+        json!(format!(
+            "aws ssm start-session --target {instance} --region us-east-1"
+        ))
+    );
+    assert!(kept["resume_command"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("--resume {build_id}")));
+    assert!(
+        kept["log"]
+            .as_str()
+            .unwrap()
+            .ends_with("steps/02-second.log"),
+        "{kept}"
+    );
+    assert!(
+        failed
+            .stderr
+            .contains("aws ec2 terminate-instances --instance-ids"),
+        "{}",
+        failed.stderr
+    );
+    assert_eq!(aws.live_builders().len(), 1);
+
+    let gc = kiln.run(&["gc", "--json"]);
+    gc.assert_code(0);
+    let spared = gc.json()["leftovers"].to_string();
+    assert!(
+        spared.contains("kept on purpose by `kiln build --on-error=abort`"),
+        "{spared}"
+    );
+    assert_eq!(aws.live_builders().len(), 1);
+
+    let fixed = kiln.write(
+        "app.yaml",
+        &recipe(&steps.replace("broken-step", "fixed-step")),
+    );
+    emulator.clear_requests();
+    let resumed = kiln.run(&[
+        "build",
+        fixed.to_str().unwrap(),
+        "--resume",
+        &build_id,
+        "--json",
+    ]);
+    resumed.assert_code(0);
+    let actions = emulator.kiln_actions();
+    assert!(!actions.iter().any(|a| a == "RunInstances"), "{actions:?}");
+    let images = aws.kiln_images();
+    assert_eq!(images.len(), 1);
+    assert_eq!(images[0].tags.get("kiln:resumed-from"), Some(&build_id));
+    assert!(aws.live_builders().is_empty());
+}

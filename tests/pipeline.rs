@@ -16,7 +16,7 @@ use kiln::aws::fake::{
 use kiln::aws::{Cloud, ImageState, InstanceState};
 use kiln::error::Error;
 use kiln::ledger::{Event, Ledger, Resource};
-use kiln::pipeline::build::{self, BuildOptions, Interrupts, Manifest};
+use kiln::pipeline::build::{self, BuildOptions, Interrupts, Manifest, OnError};
 use kiln::pipeline::{gc, Context};
 use kiln::plan::Plan;
 use kiln::recipe::{load_plan, LoadOptions};
@@ -160,6 +160,8 @@ fn options(build_id: &str) -> BuildOptions {
         force: false,
         release: true,
         refresh: true,
+        on_error: OnError::Cleanup,
+        resume: None,
     }
 }
 
@@ -948,4 +950,177 @@ async fn a_long_step_is_streamed_while_it_runs_kept_whole_and_its_end_shown_on_f
         (10..=40).contains(&reads),
         "{reads} log reads for a 60 s step"
     );
+}
+
+const THREE_STEPS: &str = "  - name: a\n    run: echo step-a\n  - name: b\n    run: echo STEP_B\n  - name: c\n    run: echo step-c";
+
+impl Harness {
+    /// Builds with these options (a build id, `--on-error`, `--resume`).
+    async fn build_with(&self, plan: &Plan, options: &BuildOptions) -> Result<Manifest, Error> {
+        let (_tx, mut interrupts) = Interrupts::new();
+        build::run(&self.context(), plan, options, &mut interrupts).await
+    }
+
+    /// The scripts of the step commands sent so far (not the log reads).
+    fn step_scripts(&self) -> Vec<String> {
+        self.fake
+            .sent_commands()
+            .into_iter()
+            .map(|(_, script)| script)
+            .filter(|script| !script.contains("# kiln read-log"))
+            .collect()
+    }
+
+    /// Build b1 of `THREE_STEPS` with step b broken, keeping its builder.
+    async fn fail_at_b_and_keep(&self) -> Error {
+        self.fake.command_rule(CommandRule {
+            matching: "step-b-broken".into(),
+            in_progress_for: Duration::from_secs(2),
+            outcome: CommandOutcome::Failed {
+                exit_code: 1,
+                stdout: String::new(),
+                stderr: "b is broken\n".into(),
+            },
+        });
+        let broken = self.plan("b1", &THREE_STEPS.replace("STEP_B", "step-b-broken"));
+        let keep = BuildOptions {
+            on_error: OnError::Abort,
+            ..options("b1")
+        };
+        self.build_with(&broken, &keep)
+            .await
+            .expect_err("step b fails")
+    }
+}
+
+fn resume_of(build_id: &str, from: &str) -> BuildOptions {
+    BuildOptions {
+        resume: Some(from.to_owned()),
+        ..options(build_id)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_kept_builder_is_resumed_after_a_fix_without_running_the_earlier_steps_again() {
+    let h = Harness::new();
+    let err = h.fail_at_b_and_keep().await.to_string();
+    for expected in [
+        "kept builder i-",
+        "aws ssm start-session --target i-",
+        "--resume b1",
+        "aws ec2 terminate-instances --instance-ids i-",
+        "steps/02-b.log",
+    ] {
+        assert!(err.contains(expected), "{expected} in {err}");
+    }
+    let kept = h.live_builders();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(
+        kept[0].tags.get("kiln:kept").map(String::as_str),
+        Some("on-error")
+    );
+    assert!(h
+        .journal("b1")
+        .iter()
+        .any(|(r, e)| matches!(r, Resource::Instance { .. }) && *e == Event::KeptOnError));
+    let sent_before = h.step_scripts().len();
+
+    let fixed = h.plan("b2", &THREE_STEPS.replace("STEP_B", "step-b-fixed"));
+    let manifest = h
+        .build_with(&fixed, &resume_of("b2", "b1"))
+        .await
+        .expect("resumed");
+    let resumed: Vec<String> = h.step_scripts().split_off(sent_before);
+    assert_eq!(resumed.len(), 2, "{resumed:?}");
+    assert!(resumed[0].contains("step-b-fixed") && resumed[1].contains("step-c"));
+    assert!(!resumed.iter().any(|s| s.contains("step-a")));
+    assert_eq!(resumed.len(), 2);
+    assert_eq!(h.fake.count("RunInstances"), 1);
+    // The image is the recipe's as if built from scratch, and says where it came from.
+    assert_eq!(
+        manifest.fingerprint,
+        fixed.fingerprint(&manifest.source_image).to_string()
+    );
+    let image = &h.kiln_images()[0];
+    assert_eq!(
+        image.tags.get("kiln:resumed-from").map(String::as_str),
+        Some("b1")
+    );
+    assert_eq!(image.id, manifest.images[0].image_id);
+    assert!(h.live_builders().is_empty(), "{:?}", h.live_builders());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resume_is_refused_when_an_earlier_step_changed_or_the_builder_is_gone() {
+    let h = Harness::new();
+    h.fail_at_b_and_keep().await;
+    let changed = h.plan(
+        "b2",
+        &THREE_STEPS
+            .replace("step-a", "step-a-changed")
+            .replace("STEP_B", "step-b-fixed"),
+    );
+    let err = h
+        .build_with(&changed, &resume_of("b2", "b1"))
+        .await
+        .expect_err("refused")
+        .to_string();
+    assert!(err.contains("cannot resume build b1"), "{err}");
+    assert!(err.contains("step 1 `a`: changed"), "{err}");
+    assert_eq!(h.fake.count("RunInstances"), 1);
+
+    let builder = h.live_builders()[0].id.clone();
+    h.fake
+        .terminate_instance(&builder)
+        .await
+        .expect("terminate");
+    let fixed = h.plan("b3", &THREE_STEPS.replace("STEP_B", "step-b-fixed"));
+    let err = h
+        .build_with(&fixed, &resume_of("b3", "b1"))
+        .await
+        .expect_err("refused")
+        .to_string();
+    assert!(err.contains(&format!("its builder {builder}")), "{err}");
+    assert!(err.contains("without --resume"), "{err}");
+    assert_eq!(h.fake.count("RunInstances"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resume_after_a_kill_during_the_image_wait_makes_no_second_image() {
+    let h = Harness::new();
+    slow(&h.fake, |t| t.image_available = Duration::from_secs(600));
+    let plan = h.plan("b1", THREE_STEPS);
+    {
+        // SIGKILL: the build stops where it is, with no cleanup.
+        let build = h.build(&plan, "b1");
+        tokio::pin!(build);
+        loop {
+            tokio::select! {
+                r = &mut build => panic!("the build finished: {r:?}"),
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                    if h.fake.count("CreateImage") == 1 {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    // The state folder is gone too, as on a lost CI runner: AWS is all there is.
+    std::fs::remove_dir_all(h.state_dir()).expect("remove the state folder");
+    let again = h.plan("b2", THREE_STEPS);
+    let manifest = h
+        .build_with(&again, &resume_of("b2", "b1"))
+        .await
+        .expect("resumed");
+    assert_eq!(h.fake.count("CreateImage"), 1);
+    assert_eq!(h.fake.count("RunInstances"), 1);
+    let images = h.kiln_images();
+    assert_eq!(images.len(), 1);
+    assert_eq!(manifest.images[0].image_id, images[0].id);
+    assert_eq!(
+        images[0].tags.get("kiln:resumed-from").map(String::as_str),
+        Some("b1")
+    );
+    assert!(h.live_builders().is_empty(), "{:?}", h.live_builders());
+    assert_eq!(h.default_image().1.as_deref(), Some(images[0].id.as_str()));
 }

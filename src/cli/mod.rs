@@ -14,7 +14,7 @@ use std::sync::Arc;
 use crate::aws::sdk::{ConnectOptions, Sdk};
 use crate::aws::Cloud;
 use crate::error::{exit, Error, Result};
-use crate::pipeline::build::{BuildOptions, Interrupts};
+use crate::pipeline::build::{BuildOptions, Interrupts, OnError};
 use crate::pipeline::rollback::Target;
 use crate::pipeline::{self, Context};
 use crate::plan::Plan;
@@ -103,6 +103,17 @@ enum Command {
         /// Print only the manifest JSON on stdout
         #[arg(long)]
         json: bool,
+        /// On failure: `cleanup` removes everything; `abort` leaves the builder running for
+        /// inspection and --resume (refused when CI is set, unless --keep-in-ci)
+        #[arg(long, value_enum, default_value_t = OnErrorArg::Cleanup)]
+        on_error: OnErrorArg,
+        /// Allow --on-error=abort when CI is set
+        #[arg(long)]
+        keep_in_ci: bool,
+        /// Continue build BUILD_ID: on its kept builder after its last good step, or by
+        /// waiting for its image
+        #[arg(long, value_name = "BUILD_ID")]
+        resume: Option<String>,
     },
     /// Launch template versions, their images and builds, newest first
     History {
@@ -243,6 +254,30 @@ fn progress(global: &Global, json: bool) -> Progress {
     Progress::new(mode, global.verbose > 0)
 }
 
+/// `--on-error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OnErrorArg {
+    Cleanup,
+    Abort,
+}
+
+impl OnErrorArg {
+    /// The pipeline's value; `abort` is refused in CI (it would leak builders) unless forced.
+    fn checked(self, keep_in_ci: bool) -> Result<OnError> {
+        match self {
+            OnErrorArg::Cleanup => Ok(OnError::Cleanup),
+            OnErrorArg::Abort if std::env::var_os("CI").is_some() && !keep_in_ci => {
+                Err(Error::Usage(
+                    "--on-error=abort leaves the builder running, and CI is set: a pipeline would leak builders. \
+                     Use the default --on-error=cleanup, or add --keep-in-ci if a later job removes the builder"
+                        .into(),
+                ))
+            }
+            OnErrorArg::Abort => Ok(OnError::Abort),
+        }
+    }
+}
+
 /// A fresh build id: UTC time plus randomness, sortable by start time.
 pub fn new_build_id() -> String {
     // Milliseconds, so that builds started in the same second still sort by start time.
@@ -334,12 +369,17 @@ async fn run(cli: Cli) -> Result<i32> {
             no_refresh,
             manifest,
             json,
+            on_error,
+            keep_in_ci,
+            resume,
         } => {
             let options = BuildOptions {
                 build_id: new_build_id(),
                 force,
                 release: !no_release,
                 refresh: !no_refresh,
+                on_error: on_error.checked(keep_in_ci)?,
+                resume,
             };
             build(global, &recipe, options, manifest.as_deref(), json).await
         }

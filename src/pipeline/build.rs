@@ -19,10 +19,11 @@ use crate::aws::{Cloud, CopyImageRequest, CreateImageRequest, Image, ImageQuery,
 use crate::aws::{InstanceState, LaunchRequest, RootVolume, Tags, TemplateRef};
 use crate::error::{Error, Result};
 use crate::ledger::{Ledger, Resource};
-use crate::pipeline::failure::{CleanupReport, Failed, FailureReport, PhaseTracker};
+use crate::pipeline::failure::{CleanupReport, Failed, FailureReport, KeptBuilder, PhaseTracker};
 use crate::pipeline::images::{self, find_by_fingerprint, resolve_source};
 use crate::pipeline::instances::{terminate_and_wait, wait_for_state};
 use crate::pipeline::release::{self, LaunchTemplateRelease, RefreshOutcome};
+use crate::pipeline::resume::{self, Resumption, Start, StepRecord};
 use crate::pipeline::steps::{wait_agent_online, StepRunner};
 use crate::pipeline::teardown::tear_down;
 use crate::pipeline::{now_rfc3339, Context, PhaseResult};
@@ -43,6 +44,20 @@ pub struct BuildOptions {
     pub release: bool,
     /// Start an instance refresh (when the recipe names an auto scaling group).
     pub refresh: bool,
+    /// What a failure does with the builder.
+    pub on_error: OnError,
+    /// `--resume BUILD_ID`: continue that build ([`resume`]).
+    pub resume: Option<String>,
+}
+
+/// `--on-error`: what a failed build does with its builder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnError {
+    /// Tear everything down (the default).
+    #[default]
+    Cleanup,
+    /// Leave the builder running for inspection and `--resume`; tear down the rest.
+    Abort,
 }
 
 /// Interrupt signals, as a stream of names ("SIGINT", "SIGTERM").
@@ -120,6 +135,8 @@ struct Job<'a> {
     options: &'a BuildOptions,
     source: Image,
     tags: BuildTags,
+    /// Where a resumed build starts.
+    resume: Option<Resumption>,
 }
 
 impl Job<'_> {
@@ -133,8 +150,17 @@ impl Job<'_> {
     }
 
     fn image_tags(&self) -> Tags {
-        self.tags
-            .image(&self.plan.image.tags, &self.plan.image.name)
+        let mut tags = self
+            .tags
+            .image(&self.plan.image.tags, &self.plan.image.name);
+        tags.extend(self.resumed_from_tag());
+        tags
+    }
+
+    /// `kiln:resumed-from` when this build continues another.
+    fn resumed_from_tag(&self) -> Option<(String, String)> {
+        let from = self.resume.as_ref()?.from.clone();
+        Some((tags::RESUMED_FROM.to_owned(), from))
     }
 
     fn image_description(&self) -> String {
@@ -234,9 +260,17 @@ async fn build(
 ) -> Result<Manifest> {
     let started_at = now_rfc3339();
     let cloud = ctx.cloud.as_ref();
-    let source = ctx
-        .phase(Phase::ResolveSource, resolve_source(cloud, &plan.source))
-        .await?;
+    let (source, resume) = match &options.resume {
+        Some(from) => {
+            let found = resume::prepare(cloud, &ctx.state_dir, plan, from);
+            let resumption = ctx.phase(Phase::ResolveSource, found).await?;
+            (resumption.source.clone(), Some(resumption))
+        }
+        None => {
+            let found = resolve_source(cloud, &plan.source);
+            (ctx.phase(Phase::ResolveSource, found).await?, None)
+        }
+    };
     let tags = BuildTags {
         build_id: options.build_id.clone(),
         recipe: plan.name.clone(),
@@ -249,9 +283,10 @@ async fn build(
         options,
         source,
         tags,
+        resume,
     };
     let mut manifest = job.manifest(started_at);
-    if !options.force {
+    if !options.force && job.resume.is_none() {
         if let Some(image) = find_by_fingerprint(cloud, &job.tags.fingerprint).await? {
             return reuse(ctx, &job, manifest, image).await;
         }
@@ -294,6 +329,11 @@ async fn clean_up(
         notes: done.clone(),
         ..CleanupReport::default()
     };
+    let interrupted = matches!(primary, Error::Interrupted { .. });
+    if options.on_error == OnError::Abort && !interrupted {
+        report.kept_builder = keep_builder(ctx, plan, options, ledger, &primary).await;
+    }
+    let kept_lines = report.kept_builder.as_ref().map(KeptBuilder::lines);
     let lines = tokio::select! {
         teardown = tear_down(ctx.cloud.as_ref(), ledger, template) => {
             if teardown.is_complete() {
@@ -319,9 +359,56 @@ async fn clean_up(
     };
     let error = Error::Build {
         primary: Box::new(primary),
-        cleanup: done.into_iter().chain(lines).collect(),
+        cleanup: done
+            .into_iter()
+            .chain(lines)
+            .chain(kept_lines.into_iter().flatten())
+            .collect(),
     };
     (error, report)
+}
+
+/// `--on-error=abort`: takes the builder out of the teardown, journals and tags it as kept.
+async fn keep_builder(
+    ctx: &Context<'_>,
+    plan: &Plan,
+    options: &BuildOptions,
+    ledger: &Ledger,
+    primary: &Error,
+) -> Option<KeptBuilder> {
+    let builder = ledger
+        .to_tear_down()
+        .into_iter()
+        .find(|resource| matches!(resource, Resource::Instance { .. }))?;
+    let Resource::Instance { id, region } = &builder else {
+        return None;
+    };
+    if let Err(e) = ledger.kept_on_error(builder.clone()) {
+        ctx.reporter
+            .warning(&format!("could not journal {builder} as kept: {e}"));
+    }
+    let kept = vec![(tags::KEPT.to_owned(), tags::KEPT_ON_ERROR.to_owned())];
+    if let Err(e) = ctx.cloud.create_tags(std::slice::from_ref(id), &kept).await {
+        ctx.reporter
+            .warning(&format!("could not tag {builder} as kept: {e}"));
+    }
+    let log = match primary {
+        Error::StepFailed { log, .. } => log.clone(),
+        _ => ledger
+            .journal_path()
+            .parent()
+            .unwrap_or(Path::new("."))
+            .display()
+            .to_string(),
+    };
+    let recipe = plan.recipe_path.display().to_string();
+    Some(KeptBuilder::new(
+        id,
+        region,
+        &log,
+        &recipe,
+        &options.build_id,
+    ))
 }
 
 /// The skip path: an image with this fingerprint exists; make sure it is released.
@@ -378,12 +465,25 @@ async fn bake(
     build_dir: &Path,
     manifest: &mut Manifest,
 ) -> Result<()> {
-    let builder = launch_builder(ctx, job, ledger).await?;
-    wait_for_builder(ctx, job, &builder).await?;
-    run_steps(ctx, job, &builder, build_dir).await?;
-    stop_builder(ctx, job, &builder).await?;
-    let image = create_image(ctx, job, &builder, ledger).await?;
-    terminate_builder(ctx, job, &builder, ledger).await?;
+    let (builder, image) = match job.resume.as_ref().map(|r| &r.start) {
+        Some(Start::Image { image_id, builder }) => {
+            if let Some(builder) = builder {
+                ledger.created(instance_resource(ctx, builder))?;
+            }
+            (
+                builder.clone(),
+                reattach_image(ctx, job, image_id, ledger).await?,
+            )
+        }
+        _ => {
+            let builder = prepare_builder(ctx, job, ledger, build_dir).await?;
+            let image = create_image(ctx, job, &builder, ledger).await?;
+            (Some(builder), image)
+        }
+    };
+    if let Some(builder) = &builder {
+        terminate_builder(ctx, job, builder, ledger).await?;
+    }
     let built = distribute(ctx, job, image, ledger, manifest).await?;
     if let Some(spec) = job.release_spec() {
         let image_id = &built[0].1.id;
@@ -393,6 +493,34 @@ async fn bake(
         publish_and_refresh(ctx, job, manifest).await?;
     }
     Ok(())
+}
+
+/// A builder that has run every step and is stopped: launched, or the kept one of a resumed
+/// build, which continues after the steps that already ran there.
+async fn prepare_builder(
+    ctx: &Context<'_>,
+    job: &Job<'_>,
+    ledger: &Ledger,
+    build_dir: &Path,
+) -> Result<String> {
+    let (builder, first) = match job.resume.as_ref().map(|r| &r.start) {
+        Some(Start::Steps { builder, first }) => {
+            ledger.created(instance_resource(ctx, builder))?;
+            (builder.clone(), *first)
+        }
+        _ => (launch_builder(ctx, job, ledger).await?, 0),
+    };
+    wait_for_builder(ctx, job, &builder).await?;
+    run_steps(ctx, job, &builder, build_dir, first).await?;
+    stop_builder(ctx, job, &builder).await?;
+    Ok(builder)
+}
+
+fn instance_resource(ctx: &Context<'_>, id: &str) -> Resource {
+    Resource::Instance {
+        id: id.to_owned(),
+        region: ctx.cloud.region().to_owned(),
+    }
 }
 
 async fn launch_builder(ctx: &Context<'_>, job: &Job<'_>, ledger: &Ledger) -> Result<String> {
@@ -500,11 +628,13 @@ async fn wait_for_builder(ctx: &Context<'_>, job: &Job<'_>, builder: &str) -> Re
     refuse_concurrent_build(ctx.cloud.as_ref(), job, builder).await
 }
 
+/// Runs the steps from `first` on, recording each that succeeds for `--resume`.
 async fn run_steps(
     ctx: &Context<'_>,
     job: &Job<'_>,
     builder: &str,
     build_dir: &Path,
+    first: usize,
 ) -> Result<()> {
     let plan = job.plan;
     if plan.steps.is_empty() {
@@ -528,8 +658,17 @@ async fn run_steps(
         build_id: job.build_id(),
         log_dir: &log_dir,
     };
+    let mut record = StepRecord {
+        builder: builder.to_owned(),
+        region: cloud.region().to_owned(),
+        source_image: job.source.id.clone(),
+        builder_digest: plan.builder_digest.clone(),
+        done: Vec::new(),
+    };
+    (0..first).for_each(|index| record.step_done(plan, index));
+    record.save(build_dir)?;
     let total = plan.steps.len();
-    for (index, step) in plan.steps.iter().enumerate() {
+    for (index, step) in plan.steps.iter().enumerate().skip(first) {
         let phase = Phase::Step {
             index,
             total,
@@ -537,6 +676,8 @@ async fn run_steps(
         };
         ctx.phase(phase.clone(), runner.run(index, step, &phase))
             .await?;
+        record.step_done(plan, index);
+        record.save(build_dir)?;
     }
     Ok(())
 }
@@ -580,11 +721,42 @@ async fn create_image(
             Ok(id)
         })
         .await?;
+    finish_image(ctx, job, &image_id, ledger).await
+}
+
+/// A resumed build takes over the earlier build's image instead of making one: marks it
+/// `kiln:resumed-from`, waits for it and tags its snapshots like it.
+async fn reattach_image(
+    ctx: &Context<'_>,
+    job: &Job<'_>,
+    image_id: &str,
+    ledger: &Ledger,
+) -> Result<Image> {
+    let cloud = ctx.cloud.as_ref();
+    ledger.created(Resource::Image {
+        id: image_id.to_owned(),
+        region: cloud.region().to_owned(),
+    })?;
+    let resumed: Tags = job.resumed_from_tag().into_iter().collect();
+    cloud.create_tags(&[image_id.to_owned()], &resumed).await?;
+    finish_image(ctx, job, image_id, ledger).await
+}
+
+/// Waits for the image (its snapshots were tagged by `CreateImage`), records its snapshots and
+/// applies the image settings.
+async fn finish_image(
+    ctx: &Context<'_>,
+    job: &Job<'_>,
+    image_id: &str,
+    ledger: &Ledger,
+) -> Result<Image> {
+    let cloud = ctx.cloud.as_ref();
+    let region = cloud.region().to_owned();
     let timeout = job.plan.timeouts.image_available;
     let image = ctx
         .phase(
             Phase::WaitImage,
-            images::wait_available(cloud, &image_id, timeout, ctx.progress(&Phase::WaitImage)),
+            images::wait_available(cloud, image_id, timeout, ctx.progress(&Phase::WaitImage)),
         )
         .await?;
     record_snapshots(ledger, &region, &image)?;
@@ -929,7 +1101,7 @@ async fn refuse_concurrent_build(
         .find_instances(&query)
         .await?
         .into_iter()
-        .filter(|i| i.id != own_instance)
+        .filter(|i| i.id != own_instance && !i.tags.contains_key(tags::KEPT))
         .filter_map(|i| Some((i.tags.get(tags::BUILD_ID)?.clone(), i.id)))
         .filter(|(build, _)| build.as_str() < job.build_id())
         .min();

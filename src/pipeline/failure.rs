@@ -48,6 +48,51 @@ pub struct CleanupReport {
     /// What else happened: a phase's own undo (a refresh rolled back), a failed search for
     /// leftovers, a cleanup abandoned after a second signal.
     pub notes: Vec<String>,
+    /// The builder left running on purpose (`--on-error=abort`), with what to do with it.
+    pub kept_builder: Option<KeptBuilder>,
+}
+
+/// A builder left running after a failure, and the commands that use or remove it.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeptBuilder {
+    pub instance_id: String,
+    pub region: String,
+    /// The failed step's log (or the build folder).
+    pub log: String,
+    pub session_command: String,
+    pub resume_command: String,
+    pub remove_command: String,
+}
+
+impl KeptBuilder {
+    pub fn new(instance_id: &str, region: &str, log: &str, recipe: &str, build_id: &str) -> Self {
+        KeptBuilder {
+            instance_id: instance_id.to_owned(),
+            region: region.to_owned(),
+            log: log.to_owned(),
+            session_command: format!(
+                "aws ssm start-session --target {instance_id} --region {region}"
+            ),
+            resume_command: format!("kiln build {recipe} --resume {build_id} --region {region}"),
+            remove_command: format!(
+                "aws ec2 terminate-instances --instance-ids {instance_id} --region {region}"
+            ),
+        }
+    }
+
+    /// The lines the error message shows.
+    pub fn lines(&self) -> Vec<String> {
+        vec![
+            format!(
+                "kept builder {} ({}) running on purpose (--on-error=abort); `kiln gc` removes it once it is older than --older-than",
+                self.instance_id, self.region
+            ),
+            format!("  connect:  {}", self.session_command),
+            format!("  log:      {}", self.log),
+            format!("  resume:   {}", self.resume_command),
+            format!("  remove:   {}", self.remove_command),
+        ]
+    }
 }
 
 impl FailureReport {

@@ -47,6 +47,8 @@ struct Candidate {
     build_id: String,
     resource: Resource,
     created: Option<SystemTime>,
+    /// A builder left running on purpose (`kiln build --on-error=abort`).
+    kept: bool,
 }
 
 pub async fn gc(
@@ -73,10 +75,12 @@ pub async fn gc(
         let outcome = if ledger::is_running(&build_dir) {
             Outcome::Spared("the build is still running on this machine".into())
         } else if age.is_some_and(|a| a < older_than) {
-            Outcome::Spared(format!(
-                "younger than {}",
-                humantime::format_duration(older_than)
-            ))
+            let kept = if candidate.kept {
+                "kept on purpose by `kiln build --on-error=abort`; removed once older than"
+            } else {
+                "younger than"
+            };
+            Outcome::Spared(format!("{kept} {}", humantime::format_duration(older_than)))
         } else if dry_run {
             Outcome::WouldRemove
         } else {
@@ -107,6 +111,7 @@ async fn tagged_candidates(cloud: &dyn Cloud) -> Result<Vec<Candidate>> {
     for instance in cloud.find_instances(&builders).await? {
         found.push(Candidate {
             build_id: build_of(&instance.tags),
+            kept: instance.tags.contains_key(tags::KEPT),
             resource: Resource::Instance {
                 id: instance.id,
                 region: region.clone(),
@@ -122,6 +127,7 @@ async fn tagged_candidates(cloud: &dyn Cloud) -> Result<Vec<Candidate>> {
         found.push(Candidate {
             build_id: build_of(&image.tags),
             created: parse_creation_date(&image.creation_date),
+            kept: false,
             resource: Resource::Image {
                 id: image.id,
                 region: region.clone(),
@@ -159,6 +165,7 @@ fn journal_candidates(state_dir: &Path, region: &str) -> Vec<Candidate> {
                     build_id: build_id.clone(),
                     resource,
                     created,
+                    kept: false,
                 }),
         );
     }

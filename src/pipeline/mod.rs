@@ -15,6 +15,7 @@ pub mod instances;
 pub mod output;
 pub mod prune;
 pub mod release;
+pub mod resume;
 pub mod rollback;
 pub mod script;
 pub mod steps;

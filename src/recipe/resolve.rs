@@ -404,6 +404,8 @@ impl Draft {
             timeouts: self.timeouts,
             secrets,
             digest: digest_input.digest(),
+            step_digests: digest_input.step_digests(),
+            builder_digest: digest_input.builder_digest(),
         })
     }
 }
