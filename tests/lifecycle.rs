@@ -562,4 +562,22 @@ fn only_this_accounts_snapshots_count_as_an_images_snapshots() {
         .expect("snapshots");
     assert_eq!(found.len(), 1, "{found:?}");
     assert!(!found.contains(&foreign), "{found:?}");
+
+fn history_limit_keeps_the_newest_and_debug_logs_have_no_colours_in_ci() {
+    let emulator = Emulator::seeded();
+    let kiln = Kiln::new(&emulator);
+    let recipe = app_recipe(&kiln, "", "");
+    let built = build(&kiln, &recipe, &[]);
+    let all = kiln.run(&["history", &recipe, "--json"]);
+    assert!(all.json()["versions"].as_array().unwrap().len() >= 2);
+    let newest = kiln.run(&["history", &recipe, "--limit", "1", "--json"]);
+    newest.assert_code(0);
+    let versions = newest.json()["versions"].as_array().unwrap().clone();
+    assert_eq!(versions.len(), 1);
+    assert_eq!(versions[0]["image_id"], built["images"][0]["image_id"]);
+    // -vv logs every request; CI is set and stderr is a pipe: plain text, no ANSI escapes.
+    let debug = kiln.run(&["-vv", "history", &recipe]);
+    debug.assert_code(0);
+    assert!(debug.stderr.contains("DEBUG"), "{}", debug.stderr);
+    assert!(!debug.stderr.contains('\u{1b}'), "{}", debug.stderr);
 }

@@ -1124,3 +1124,32 @@ async fn a_resume_after_a_kill_during_the_image_wait_makes_no_second_image() {
     assert!(h.live_builders().is_empty(), "{:?}", h.live_builders());
     assert_eq!(h.default_image().1.as_deref(), Some(images[0].id.as_str()));
 }
+
+#[tokio::test(start_paused = true)]
+async fn after_an_interrupt_the_running_phase_ends_before_cleanup_starts() {
+    use kiln::report::Event as Report;
+    let h = Harness::new();
+    h.fake.command_rule(CommandRule {
+        matching: "step-hold".into(),
+        in_progress_for: Duration::from_secs(120),
+        outcome: CommandOutcome::Success {
+            stdout: String::new(),
+        },
+    });
+    let plan = h.plan("b1", "  - name: hold\n    run: echo step-hold");
+    h.build_interrupted(&plan, "b1", |fake| fake.count("SendCommand") >= 1)
+        .await
+        .expect_err("interrupted");
+    let events = h.recorder.events();
+    let interrupted = events.iter().position(|e| {
+        matches!(e, Report::Failed(Phase::Step { name, .. }, message)
+            if name == "hold" && message == "interrupted by SIGINT")
+    });
+    let cleanup = events
+        .iter()
+        .position(|e| *e == Report::Started(Phase::Cleanup));
+    assert!(
+        matches!((interrupted, cleanup), (Some(i), Some(c)) if i < c),
+        "{events:?}"
+    );
+}

@@ -119,6 +119,9 @@ enum Command {
     History {
         #[command(flatten)]
         recipe: RecipeArgs,
+        /// Show only the newest N versions
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
         #[arg(long)]
         json: bool,
     },
@@ -230,8 +233,15 @@ fn init_tracing(verbose: u8) {
             .with_target("kiln", level)
             .with_default(tracing::Level::ERROR)
     };
+    // Colours only on a terminal, and never in CI: logs must stay plain text there.
+    use std::io::IsTerminal;
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
     let _ = tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(ansi),
+        )
         .with(targets)
         .try_init();
 }
@@ -383,7 +393,11 @@ async fn run(cli: Cli) -> Result<i32> {
             };
             build(global, &recipe, options, manifest.as_deref(), json).await
         }
-        Command::History { recipe, json } => history(global, &recipe, json).await,
+        Command::History {
+            recipe,
+            limit,
+            json,
+        } => history(global, &recipe, limit, json).await,
         Command::Rollback {
             recipe,
             to,
@@ -467,13 +481,22 @@ async fn build(
     Ok(exit::OK)
 }
 
-async fn history(global: &Global, recipe: &RecipeArgs, json: bool) -> Result<i32> {
+async fn history(
+    global: &Global,
+    recipe: &RecipeArgs,
+    limit: Option<usize>,
+    json: bool,
+) -> Result<i32> {
     let plan = load(recipe, None)?;
     let spec = pipeline::history::release_spec(&plan, "history")?;
-    let found = interruptible(async {
+    let mut found = interruptible(async {
         pipeline::history::history(connect(global).await?.as_ref(), spec).await
     })
     .await?;
+    // Newest first: the limit keeps the newest.
+    if let Some(limit) = limit {
+        found.versions.truncate(limit);
+    }
     print_result(json, &found, render::history)?;
     Ok(exit::OK)
 }

@@ -230,6 +230,9 @@ pub async fn run_reporting(
         Err(primary) => primary,
     };
     let culprit = tracker.culprit();
+    if let Error::Interrupted { signal } = &primary {
+        tracker.interrupted(signal);
+    }
     let (error, cleanup, log_dir) = match ledger.get() {
         Some(ledger) => {
             let (error, cleanup) = clean_up(ctx, plan, options, ledger, primary, interrupts).await;

@@ -162,6 +162,16 @@ impl<'a> PhaseTracker<'a> {
         failed.or_else(|| lock(&self.running).last().cloned())
     }
 
+    /// A signal stopped the build: finishes every phase still running as interrupted, so its
+    /// progress line ends before the cleanup lines.
+    pub fn interrupted(&self, signal: &str) {
+        let running = std::mem::take(&mut *lock(&self.running));
+        for phase in running.iter().rev() {
+            self.inner
+                .phase_failed(phase, &format!("interrupted by {signal}"));
+        }
+    }
+
     fn ended(&self, phase: &Phase) {
         lock(&self.running).retain(|running| running != phase);
     }

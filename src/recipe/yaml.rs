@@ -74,7 +74,7 @@ fn describe_load_error(session: &Session, file: FileId, err: &LoadError) -> (Pos
         }
         LoadError::ScanError(marker, scan) => (
             Pos::from_marker(marker),
-            format!("YAML syntax error: {}", scan.info()),
+            format!("YAML syntax error: {}{}", scan.info(), syntax_hint(scan.info())),
         ),
         LoadError::DuplicateKey(inner) => {
             let first = inner.prev_key.span().start().map(Pos::from_marker);
@@ -554,6 +554,23 @@ pub(crate) fn parse_duration_within(
     Ok(duration)
 }
 
+/// A hint for the YAML syntax errors whose usual cause is indentation or tabs (or an unquoted
+/// `: `); empty for the others.
+fn syntax_hint(info: &str) -> &'static str {
+    if info.contains("tab") {
+        " (hint: YAML indents with spaces only: replace the tab by spaces)"
+    } else if info.contains("did not find expected key")
+        || info.contains("did not find expected '-'")
+        || info.contains("bad indentation")
+    {
+        " (hint: check the indentation: the entries of one mapping or list must start in the same column, with spaces, not tabs)"
+    } else if info.contains("mapping values are not allowed") {
+        " (hint: a value that contains `: ` must be quoted, or written as a block with `|`)"
+    } else {
+        ""
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -575,7 +592,7 @@ mod tests {
         assert!(node.is_none());
         assert_eq!(
             messages(&session),
-            ["x.yaml:1:5: YAML syntax error: mapping values are not allowed in this context"]
+            ["x.yaml:1:5: YAML syntax error: mapping values are not allowed in this context (hint: a value that contains `: ` must be quoted, or written as a block with `|`)"]
         );
     }
 
