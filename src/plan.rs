@@ -74,6 +74,9 @@ pub struct Plan {
     /// Hex sha256 of the builder settings and the source spec (their part of the digest).
     #[serde(skip)]
     pub builder_digest: String,
+    /// What the loader found odd but not wrong (`path:line:col: warning: …`).
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 /// Where the builder instance's root image comes from.
@@ -592,6 +595,7 @@ mod tests {
             digest: "ab".repeat(32),
             step_digests: Vec::new(),
             builder_digest: String::new(),
+            warnings: Vec::new(),
         }
     }
 

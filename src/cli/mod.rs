@@ -304,7 +304,11 @@ fn load(recipe: &RecipeArgs, build_id: Option<&str>) -> Result<Plan> {
     if let Some(build_id) = build_id {
         options.build_id = build_id.to_owned();
     }
-    load_plan(&recipe.recipe, &options).map_err(Error::Recipe)
+    let plan = load_plan(&recipe.recipe, &options).map_err(Error::Recipe)?;
+    for warning in &plan.warnings {
+        eprintln!("{warning}");
+    }
+    Ok(plan)
 }
 
 async fn connect(global: &Global) -> Result<Arc<dyn Cloud>> {

@@ -51,6 +51,7 @@ pub(crate) fn resolve(
         vars,
         report_unknown_vars: tree.complete,
         public_field: None,
+        used: Default::default(),
     };
     let mut resolver = Resolver {
         session,
@@ -62,7 +63,27 @@ pub(crate) fn resolve(
     if !resolver.session.problems.is_empty() {
         return None;
     }
-    draft.into_plan(recipe_path, tree.files.clone(), &resolver.context)
+    let mut plan = draft.into_plan(recipe_path, tree.files.clone(), &resolver.context)?;
+    plan.warnings = unused_vars(resolver.session, &merged, &resolver.context);
+    Some(plan)
+}
+
+/// A warning, with its position, for each declared variable no template uses.
+fn unused_vars(session: &Session, merged: &MergedRecipe, context: &TemplateContext) -> Vec<String> {
+    let used = context.used.borrow();
+    merged
+        .vars
+        .iter()
+        .filter(|(name, _)| !used.contains(*name))
+        .map(|(name, declaration)| {
+            let pos = declaration.name.pos;
+            let path = session.file(pos.file).path.clone();
+            let message = format!(
+                "warning: variable `{name}` is declared but no template uses it (use it as `{{{{ vars.{name} }}}}`, or remove it)"
+            );
+            Diagnostic::at(path, pos.line, pos.column, message).to_string()
+        })
+        .collect()
 }
 
 /// Applies `--var K=V`: `version` overrides the recipe version, any other `K` must be declared.
@@ -405,6 +426,7 @@ impl Draft {
             secrets,
             digest: digest_input.digest(),
             step_digests: digest_input.step_digests(),
+            warnings: Vec::new(),
             builder_digest: digest_input.builder_digest(),
         })
     }

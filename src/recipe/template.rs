@@ -80,6 +80,8 @@ pub(crate) struct TemplateContext {
     /// When set, the text ends up in AWS metadata (this names the field) and must not use
     /// secret variables: redaction cannot reach values stored there.
     pub public_field: Option<String>,
+    /// The variables templates referred to so far (for the warning about unused ones).
+    pub used: std::cell::RefCell<std::collections::BTreeSet<String>>,
 }
 
 /// A rendered template: the build's text and the digest's text.
@@ -250,6 +252,7 @@ fn evaluate(
 }
 
 fn variable(var_name: &str, context: &TemplateContext) -> Result<Option<Rendered>, String> {
+    context.used.borrow_mut().insert(var_name.to_owned());
     let Some(variable) = context.vars.get(var_name) else {
         if !context.report_unknown_vars {
             return Ok(None);
@@ -373,6 +376,7 @@ mod tests {
             vars,
             report_unknown_vars: true,
             public_field: None,
+            used: Default::default(),
         }
     }
 

@@ -829,3 +829,27 @@ fn every_template_variable_renders_in_every_templated_field_without_a_build() {
         load_ok(&recipe, &build);
     }
 }
+
+#[test]
+fn declared_vars_that_no_template_uses_are_warned_about() {
+    let scratch = Scratch::new();
+    scratch.write("app.conf.tmpl", "port={{ vars.in_file }}\n");
+    let recipe = scratch.write(
+        "x.yaml",
+        format!("{HEADER}vars:\n  in_file: \"1\"\n  in_script: \"2\"\n  forgotten: \"3\"\nsteps:\n  - name: a\n    run: echo {{{{ vars.in_script }}}}\n  - name: f\n    file: {{ source: app.conf.tmpl, destination: /etc/app.conf, template: true }}\n"),
+    );
+    let plan = load_ok(&recipe, &options());
+    assert_eq!(
+        plan.warnings,
+        [format!(
+            "{}:8:3: warning: variable `forgotten` is declared but no template uses it (use it as `{{{{ vars.forgotten }}}}`, or remove it)",
+            scratch.shown("x.yaml")
+        )]
+    );
+    for good in ["minimal.yaml", "filter-source.yaml", "full/main.yaml"] {
+        assert!(
+            load_ok(&good(good), &options()).warnings.is_empty(),
+            "{good}"
+        );
+    }
+}
