@@ -846,10 +846,10 @@ fn declared_vars_that_no_template_uses_are_warned_about() {
             scratch.shown("x.yaml")
         )]
     );
-    for good in ["minimal.yaml", "filter-source.yaml", "full/main.yaml"] {
+    for recipe in ["minimal.yaml", "filter-source.yaml", "full/main.yaml"] {
         assert!(
-            load_ok(&good(good), &options()).warnings.is_empty(),
-            "{good}"
+            load_ok(&good(recipe), &options()).warnings.is_empty(),
+            "{recipe}"
         );
     }
 }
