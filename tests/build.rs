@@ -468,3 +468,71 @@ fn on_error_abort_keeps_the_builder_gc_spares_it_and_resume_finishes_the_build()
     assert_eq!(images[0].tags.get("kiln:resumed-from"), Some(&build_id));
     assert!(aws.live_builders().is_empty());
 }
+
+#[test]
+fn a_build_ends_with_its_summary_and_writes_its_events_as_ndjson() {
+    let emulator = Emulator::seeded();
+    emulator.behaviour(json!({"image_pending_seconds": 1}));
+    let kiln = Kiln::new(&emulator);
+    let recipe = kiln.write(
+        "app.yaml",
+        &recipe("  - name: install\n    run: echo install"),
+    );
+    emulator.clear_requests();
+    let run = kiln.run(&[
+        "build",
+        recipe.to_str().unwrap(),
+        "--events",
+        "events.ndjson",
+    ]);
+    run.assert_code(0);
+    // The summary: a row per phase, and the calls per service.
+    assert!(
+        run.stdout.contains("PHASE") && run.stdout.contains("step 1/1: install"),
+        "{}",
+        run.stdout
+    );
+    let sent = emulator.kiln_requests().len();
+    let calls = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("AWS requests: EC2 "))
+        .expect("requests line");
+    assert!(calls.contains("SSM "), "{calls}");
+    let total: usize = calls
+        .rsplit_once('(')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("a total");
+    // Nothing is retried here: the emulator saw exactly the calls kiln counted.
+    assert_eq!(total, sent, "{calls}");
+
+    let text = read(&kiln.path("events.ndjson"));
+    let events: Vec<Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
+        .collect();
+    let started: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == json!("started"))
+        .map(|e| e["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        started.first(),
+        Some(&"resolve source image"),
+        "{started:?}"
+    );
+    assert!(started.contains(&"step 1/1: install"), "{started:?}");
+    let step_end = events
+        .iter()
+        .find(|e| e["event"] == json!("finished") && e["step"] == json!("install"))
+        .expect("the step's end");
+    assert_eq!(step_end["index"], json!(1));
+    assert!(events
+        .iter()
+        .all(|e| e["at"].as_str().is_some_and(|at| at.ends_with('Z'))));
+    assert!(
+        events.iter().any(|e| e["event"] == json!("progress")),
+        "{text}"
+    );
+}

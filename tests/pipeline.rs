@@ -1153,3 +1153,47 @@ async fn after_an_interrupt_the_running_phase_ends_before_cleanup_starts() {
         "{events:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_summary_times_every_phase_and_counts_every_call_per_service() {
+    let h = Harness::new();
+    let manifest = h
+        .build(&h.plan("b1", TWO_STEPS), "b1")
+        .await
+        .expect("build");
+    let summary = manifest.summary.expect("a summary");
+    let phases: Vec<&str> = summary.phases.iter().map(|p| p.phase.as_str()).collect();
+    for expected in [
+        "resolve source image",
+        "launch builder",
+        "wait for image",
+        "release to launch template",
+    ] {
+        assert!(phases.contains(&expected), "{expected} in {phases:?}");
+    }
+    let wait_image = summary
+        .phases
+        .iter()
+        .find(|p| p.phase == "wait for image")
+        .unwrap();
+    assert!(wait_image.seconds >= 1.0, "{wait_image:?}");
+    let calls = h.fake.calls();
+    let ssm = [
+        "DescribeInstanceInformation",
+        "SendCommand",
+        "GetCommandInvocation",
+        "CancelCommand",
+        "PutParameter",
+    ];
+    let ssm_calls = calls.iter().filter(|c| ssm.contains(&c.operation)).count() as u64;
+    let count = |name: &str| {
+        summary
+            .requests
+            .iter()
+            .find(|(service, _)| service.to_string() == name)
+            .map_or(0, |(_, n)| *n)
+    };
+    assert_eq!(count("SSM"), ssm_calls);
+    assert_eq!(count("EC2"), calls.len() as u64 - ssm_calls);
+    assert_eq!(summary.total_requests, calls.len() as u64);
+}

@@ -9,6 +9,7 @@
 //! Every failure is an [`Error::Aws`](crate::error::Error::Aws) naming the operation, the resource
 //! and the region. This layer decides nothing about builds: the pipeline does.
 
+pub mod counting;
 pub mod fake;
 pub mod model;
 pub mod poll;

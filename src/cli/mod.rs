@@ -1,6 +1,7 @@
 //! The command line: clap arguments in, a validated call into the library out, an exit code back.
 //! clap types stop here; the pipeline never sees them.
 
+mod events;
 mod progress;
 mod render;
 
@@ -114,6 +115,9 @@ enum Command {
         /// waiting for its image
         #[arg(long, value_name = "BUILD_ID")]
         resume: Option<String>,
+        /// Also write every phase's start, state changes and end to FILE as NDJSON
+        #[arg(long, value_name = "FILE")]
+        events: Option<PathBuf>,
     },
     /// Launch template versions, their images and builds, newest first
     History {
@@ -386,6 +390,7 @@ async fn run(cli: Cli) -> Result<i32> {
             on_error,
             keep_in_ci,
             resume,
+            events,
         } => {
             let options = BuildOptions {
                 build_id: new_build_id(),
@@ -395,7 +400,12 @@ async fn run(cli: Cli) -> Result<i32> {
                 on_error: on_error.checked(keep_in_ci)?,
                 resume,
             };
-            build(global, &recipe, options, manifest.as_deref(), json).await
+            let outputs = Outputs {
+                manifest: manifest.as_deref(),
+                events: events.as_deref(),
+                json,
+            };
+            build(global, &recipe, options, outputs).await
         }
         Command::History {
             recipe,
@@ -448,15 +458,35 @@ fn validate(recipe: &RecipeArgs, json: bool) -> Result<i32> {
     Ok(exit::OK)
 }
 
+/// Where a build's results go besides the terminal.
+struct Outputs<'a> {
+    manifest: Option<&'a Path>,
+    events: Option<&'a Path>,
+    json: bool,
+}
+
 async fn build(
     global: &Global,
     recipe: &RecipeArgs,
     options: BuildOptions,
-    manifest: Option<&Path>,
-    json: bool,
+    outputs: Outputs<'_>,
 ) -> Result<i32> {
+    let Outputs {
+        manifest,
+        events,
+        json,
+    } = outputs;
     let plan = load(recipe, Some(&options.build_id))?;
-    let reporter = progress(global, json);
+    let progress = progress(global, json);
+    let events = events.map(events::Events::create).transpose()?;
+    let both;
+    let reporter: &dyn crate::report::Reporter = match &events {
+        Some(events) => {
+            both = events::Both(&progress, events);
+            &both
+        }
+        None => &progress,
+    };
     let mut interrupts = listen_for_signals()?;
     let cloud = tokio::select! {
         r = connect(global) => r?,
@@ -464,7 +494,7 @@ async fn build(
     };
     let ctx = Context {
         cloud,
-        reporter: &reporter,
+        reporter,
         state_dir: global.state_dir.clone(),
     };
     let result = match pipeline::build::run_reporting(&ctx, &plan, &options, &mut interrupts).await

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use serde_json::json;
 
 use crate::pipeline::build::Manifest;
+use crate::pipeline::failure::BuildSummary;
 use crate::pipeline::gc::GcReport;
 use crate::pipeline::history::History;
 use crate::pipeline::prune::PruneReport;
@@ -173,6 +174,48 @@ pub fn manifest_summary(m: &Manifest) -> String {
         );
     }
     let _ = writeln!(out, "build {} fingerprint {}", m.build_id, m.fingerprint);
+    if let Some(summary) = &m.summary {
+        out.push_str(&build_summary(summary));
+    }
+    out
+}
+
+/// The phase table (each phase's time and share, the longest marked) and the API calls.
+pub fn build_summary(summary: &BuildSummary) -> String {
+    let mut out = String::new();
+    let total: f64 = summary.phases.iter().map(|p| p.seconds).sum();
+    let longest = summary
+        .phases
+        .iter()
+        .map(|p| p.seconds)
+        .fold(0.0_f64, f64::max);
+    let _ = writeln!(out, "{:<48} {:>9} {:>6}", "PHASE", "SECONDS", "SHARE");
+    for phase in &summary.phases {
+        let share = if total > 0.0 {
+            phase.seconds * 100.0 / total
+        } else {
+            0.0
+        };
+        let mark = if phase.seconds == longest && total > 0.0 {
+            "  <- most time"
+        } else {
+            ""
+        };
+        let name: String = phase.phase.chars().take(48).collect();
+        let _ = writeln!(out, "{name:<48} {:>9.1} {share:>5.0}%{mark}", phase.seconds);
+    }
+    let _ = writeln!(out, "{:<48} {total:>9.1}", "total");
+    let per_service: Vec<String> = summary
+        .requests
+        .iter()
+        .map(|(service, count)| format!("{service} {count}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "AWS requests: {} ({} in all)",
+        per_service.join(", "),
+        summary.total_requests
+    );
     out
 }
 

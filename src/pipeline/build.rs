@@ -15,11 +15,14 @@ use std::sync::{Arc, OnceLock};
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
 
+use crate::aws::counting::{Counting, Counts};
 use crate::aws::{Cloud, CopyImageRequest, CreateImageRequest, Image, ImageQuery, InstanceQuery};
 use crate::aws::{InstanceState, LaunchRequest, RootVolume, Tags, TemplateRef};
 use crate::error::{Error, Result};
 use crate::ledger::{Ledger, Resource};
-use crate::pipeline::failure::{CleanupReport, Failed, FailureReport, KeptBuilder, PhaseTracker};
+use crate::pipeline::failure::{
+    BuildSummary, CleanupReport, Failed, FailureReport, KeptBuilder, PhaseTracker,
+};
 use crate::pipeline::images::{self, find_by_fingerprint, resolve_source};
 use crate::pipeline::instances::{terminate_and_wait, wait_for_state};
 use crate::pipeline::release::{self, LaunchTemplateRelease, RefreshOutcome};
@@ -119,6 +122,8 @@ pub struct Manifest {
     /// The build's folder (journal, step logs, manifest); absent when skipped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_dir: Option<String>,
+    /// Where the time and the API calls went (set once the build has ended).
+    pub summary: Option<BuildSummary>,
 }
 
 /// An SSM parameter kiln wrote the image id to.
@@ -190,6 +195,7 @@ impl Job<'_> {
             started_at,
             finished_at: String::new(),
             log_dir: None,
+            summary: None,
         }
     }
 }
@@ -215,8 +221,9 @@ pub async fn run_reporting(
     interrupts: &mut Interrupts,
 ) -> std::result::Result<Manifest, Box<Failed>> {
     let tracker = PhaseTracker::new(ctx.reporter);
+    let counts = Counts::default();
     let ctx = &Context {
-        cloud: ctx.cloud.clone(),
+        cloud: Arc::new(Counting::new(ctx.cloud.clone(), counts.clone())),
         reporter: &tracker,
         state_dir: ctx.state_dir.clone(),
     };
@@ -225,8 +232,12 @@ pub async fn run_reporting(
         r = build(ctx, plan, options, &ledger) => r,
         signal = interrupts.next() => Err(Error::Interrupted { signal }),
     };
+    let summary = || BuildSummary::new(tracker.phase_times(), counts.snapshot());
     let primary = match outcome {
-        Ok(manifest) => return Ok(manifest),
+        Ok(mut manifest) => {
+            manifest.summary = Some(summary());
+            return Ok(manifest);
+        }
         Err(primary) => primary,
     };
     let culprit = tracker.culprit();
@@ -249,7 +260,8 @@ pub async fn run_reporting(
         plan.name.as_str(),
         plan.version.as_str(),
     );
-    let report = FailureReport::new(identity, &error, culprit, log_dir, cleanup);
+    let mut report = FailureReport::new(identity, &error, culprit, log_dir, cleanup);
+    report.summary = summary();
     Err(Box::new(Failed { error, report }))
 }
 

@@ -6,9 +6,13 @@
 //! [`PhaseTracker`] is a [`Reporter`] that passes every event on and remembers which phase
 //! failed; `build::run` puts it in front of the caller's reporter.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::aws::counting::Service;
 
 use crate::error::Error;
 use crate::pipeline::teardown::Cleanup;
@@ -34,6 +38,8 @@ pub struct FailureReport {
     /// anything.
     pub log_dir: Option<String>,
     pub cleanup: CleanupReport,
+    /// Where the time and the API calls went, up to the failure and through cleanup.
+    pub summary: BuildSummary,
 }
 
 /// What teardown did after the failure.
@@ -128,6 +134,7 @@ impl FailureReport {
             error: primary.to_string(),
             log_dir,
             cleanup,
+            summary: BuildSummary::default(),
         }
     }
 }
@@ -143,8 +150,38 @@ pub struct Failed {
 /// that started and has not ended (the one a signal interrupted). Cleanup is not a build phase.
 pub struct PhaseTracker<'a> {
     inner: &'a dyn Reporter,
-    running: Mutex<Vec<Phase>>,
+    running: Mutex<Vec<(Phase, Instant)>>,
     failed: Mutex<Option<Phase>>,
+    /// How long each phase that ended took, in the order they ended.
+    took: Mutex<Vec<PhaseTime>>,
+}
+
+/// How long one phase took (for the end-of-build summary).
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseTime {
+    pub phase: String,
+    pub seconds: f64,
+}
+
+/// Where a build's time and API calls went.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BuildSummary {
+    /// Every phase that ended, in the order it ended.
+    pub phases: Vec<PhaseTime>,
+    /// kiln's calls per AWS service (`EC2`, `SSM`, `Auto Scaling`).
+    pub requests: BTreeMap<Service, u64>,
+    pub total_requests: u64,
+}
+
+impl BuildSummary {
+    pub fn new(phases: Vec<PhaseTime>, requests: BTreeMap<Service, u64>) -> BuildSummary {
+        let total_requests = requests.values().sum();
+        BuildSummary {
+            phases,
+            requests,
+            total_requests,
+        }
+    }
 }
 
 impl<'a> PhaseTracker<'a> {
@@ -153,27 +190,41 @@ impl<'a> PhaseTracker<'a> {
             inner,
             running: Mutex::new(Vec::new()),
             failed: Mutex::new(None),
+            took: Mutex::new(Vec::new()),
         }
     }
 
     /// The phase to blame: the first that failed, else the newest still running.
     pub fn culprit(&self) -> Option<Phase> {
         let failed = lock(&self.failed).clone();
-        failed.or_else(|| lock(&self.running).last().cloned())
+        failed.or_else(|| lock(&self.running).last().map(|(phase, _)| phase.clone()))
     }
 
     /// A signal stopped the build: finishes every phase still running as interrupted, so its
     /// progress line ends before the cleanup lines.
     pub fn interrupted(&self, signal: &str) {
-        let running = std::mem::take(&mut *lock(&self.running));
+        let running: Vec<Phase> = lock(&self.running).iter().map(|(p, _)| p.clone()).collect();
         for phase in running.iter().rev() {
+            self.ended(phase);
             self.inner
                 .phase_failed(phase, &format!("interrupted by {signal}"));
         }
     }
 
+    /// How long each phase that ended took.
+    pub fn phase_times(&self) -> Vec<PhaseTime> {
+        lock(&self.took).clone()
+    }
+
     fn ended(&self, phase: &Phase) {
-        lock(&self.running).retain(|running| running != phase);
+        let mut running = lock(&self.running);
+        if let Some(at) = running.iter().position(|(running, _)| running == phase) {
+            let (phase, started) = running.remove(at);
+            lock(&self.took).push(PhaseTime {
+                phase: phase.to_string(),
+                seconds: started.elapsed().as_secs_f64(),
+            });
+        }
     }
 }
 
@@ -185,9 +236,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Reporter for PhaseTracker<'_> {
     fn phase_started(&self, phase: &Phase) {
-        if *phase != Phase::Cleanup {
-            lock(&self.running).push(phase.clone());
-        }
+        lock(&self.running).push((phase.clone(), Instant::now()));
         self.inner.phase_started(phase);
     }
     fn phase_progress(&self, phase: &Phase, state: &str) {
@@ -198,8 +247,8 @@ impl Reporter for PhaseTracker<'_> {
         self.inner.phase_finished(phase, result);
     }
     fn phase_failed(&self, phase: &Phase, message: &str) {
+        self.ended(phase);
         if *phase != Phase::Cleanup {
-            self.ended(phase);
             lock(&self.failed).get_or_insert_with(|| phase.clone());
         }
         self.inner.phase_failed(phase, message);
