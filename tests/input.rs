@@ -241,3 +241,22 @@ fn validate_renders_build_time_values_and_refuses_an_empty_secret() {
     kiln.run(&["validate", allowed.to_str().unwrap()])
         .assert_code(0);
 }
+
+#[test]
+fn init_writes_a_starter_recipe_that_validates_and_never_overwrites() {
+    let kiln = Kiln::offline();
+    let init = kiln.run(&["init", "my-app"]);
+    init.assert_code(0);
+    assert!(init.stdout.contains("wrote my-app.yaml"), "{}", init.stdout);
+    let validate = kiln.run(&["validate", "my-app.yaml", "--json"]);
+    validate.assert_code(0);
+    assert_eq!(
+        validate.json()["plan"]["release"]["launch_template"],
+        serde_json::json!("my-app")
+    );
+    assert!(validate.stderr.is_empty(), "{}", validate.stderr);
+    let again = kiln.run(&["init", "my-app"]);
+    again.assert_code(2);
+    assert!(again.stderr.contains("already exists"), "{}", again.stderr);
+    kiln.run(&["init", "Bad_Name"]).assert_code(2);
+}

@@ -176,6 +176,11 @@ enum Command {
         #[command(flatten)]
         recipe: RecipeArgs,
     },
+    /// Write a starter recipe NAME.yaml (and its files/) that validates as written
+    Init {
+        /// The recipe's name, also its launch template's
+        name: String,
+    },
 }
 
 fn parse_var(text: &str) -> std::result::Result<(String, String), String> {
@@ -438,12 +443,30 @@ async fn run(cli: Cli) -> Result<i32> {
             dry_run,
             json,
         } => gc(global, older_than, dry_run, json).await,
+        Command::Init { name } => init(&name),
         Command::IamPolicy { recipe } => {
             let plan = load(&recipe, None)?;
             println!("{}", to_json(&crate::iam::policy(&plan))?);
             Ok(exit::OK)
         }
     }
+}
+
+/// `kiln init NAME`: writes the starter recipe, refusing to overwrite anything.
+fn init(name: &str) -> Result<i32> {
+    let files = crate::recipe::starter::starter(name).map_err(Error::Usage)?;
+    if let Some((path, _)) = files.iter().find(|(path, _)| path.exists()) {
+        return Err(Error::Usage(format!(
+            "{} already exists: kiln init writes new files only (remove it, or pick another name)",
+            path.display()
+        )));
+    }
+    for (path, text) in &files {
+        write_file(path, text)?;
+        println!("wrote {}", path.display());
+    }
+    println!("next: kiln validate {name}.yaml, then kiln build {name}.yaml");
+    Ok(exit::OK)
 }
 
 fn validate(recipe: &RecipeArgs, json: bool) -> Result<i32> {

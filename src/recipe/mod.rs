@@ -28,6 +28,7 @@ mod include;
 mod merge;
 mod resolve;
 mod source;
+pub mod starter;
 mod step;
 mod template;
 mod yaml;
