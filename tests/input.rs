@@ -260,3 +260,29 @@ fn init_writes_a_starter_recipe_that_validates_and_never_overwrites() {
     assert!(again.stderr.contains("already exists"), "{}", again.stderr);
     kiln.run(&["init", "Bad_Name"]).assert_code(2);
 }
+
+#[test]
+fn shell_completions_and_the_man_page_come_from_the_command_line_definition() {
+    let kiln = Kiln::offline();
+    for (shell, marker) in [
+        ("bash", "_kiln()"),
+        ("zsh", "#compdef kiln"),
+        ("fish", "complete -c kiln"),
+    ] {
+        let run = kiln.run(&["completions", shell]);
+        run.assert_code(0);
+        assert!(run.stdout.contains(marker), "{shell}: {}", run.stdout);
+        assert!(
+            run.stdout.contains("--on-error") && run.stdout.contains("validate"),
+            "{shell}"
+        );
+    }
+    kiln.run(&["completions", "tcsh"]).assert_code(2);
+    let man = kiln.run(&["man"]);
+    man.assert_code(0);
+    assert!(
+        man.stdout.contains(".TH kiln 1") && man.stdout.contains("iam\\-policy"),
+        "{}",
+        man.stdout
+    );
+}

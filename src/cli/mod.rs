@@ -181,6 +181,21 @@ enum Command {
         /// The recipe's name, also its launch template's
         name: String,
     },
+    /// Print the shell completion script for bash, zsh or fish
+    Completions {
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Print kiln's man page (roff): `kiln man > kiln.1`
+    Man,
+}
+
+/// The shells `kiln completions` writes for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Shell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 fn parse_var(text: &str) -> std::result::Result<(String, String), String> {
@@ -444,6 +459,23 @@ async fn run(cli: Cli) -> Result<i32> {
             json,
         } => gc(global, older_than, dry_run, json).await,
         Command::Init { name } => init(&name),
+        Command::Completions { shell } => {
+            let shell = match shell {
+                Shell::Bash => clap_complete::Shell::Bash,
+                Shell::Zsh => clap_complete::Shell::Zsh,
+                Shell::Fish => clap_complete::Shell::Fish,
+            };
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "kiln", &mut std::io::stdout());
+            Ok(exit::OK)
+        }
+        Command::Man => {
+            let command = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(command)
+                .render(&mut std::io::stdout())
+                .map_err(|e| Error::io("write", "the man page", e))?;
+            Ok(exit::OK)
+        }
         Command::IamPolicy { recipe } => {
             let plan = load(&recipe, None)?;
             println!("{}", to_json(&crate::iam::policy(&plan))?);
