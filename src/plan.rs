@@ -77,6 +77,9 @@ pub struct Plan {
     /// What the loader found odd but not wrong (`path:line:col: warning: …`).
     #[serde(skip)]
     pub warnings: Vec<String>,
+    /// Each variable's hex sha256 of its value; `*` for a secret (named, never compared).
+    #[serde(skip)]
+    pub var_digests: BTreeMap<String, String>,
 }
 
 /// Where the builder instance's root image comes from.
@@ -596,6 +599,7 @@ mod tests {
             step_digests: Vec::new(),
             builder_digest: String::new(),
             warnings: Vec::new(),
+            var_digests: BTreeMap::new(),
         }
     }
 

@@ -1197,3 +1197,112 @@ async fn the_summary_times_every_phase_and_counts_every_call_per_service() {
     assert_eq!(count("EC2"), calls.len() as u64 - ssm_calls);
     assert_eq!(summary.total_requests, calls.len() as u64);
 }
+
+/// A recipe whose parts the test changes one by one.
+fn why_recipe(
+    version: &str,
+    flavour: &str,
+    step_b: &str,
+    instance_type: &str,
+    source: &str,
+) -> String {
+    format!(
+        "name: why-app\nversion: \"{version}\"\nvars:\n  flavour: {flavour}\n  token: {{ value: t0k3n, secret: true }}\n\
+         source: {source}\nbuilder: {{ instance_type: {instance_type}, iam_instance_profile: kiln-builder }}\n\
+         steps:\n  - name: a\n    run: echo {{{{ vars.flavour }}}} {{{{ vars.token }}}}\n  - name: b\n    run: echo {step_b}\n\
+         image:\n  name: \"why-app-{{{{ build_id }}}}\"\n"
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rebuild_names_what_changed_since_the_newest_image() {
+    let h = Harness::new();
+    let filter = "{ filter: { name: \"al2023-ami-2023.*-x86_64\", owners: [\"amazon\"], architecture: x86_64 } }";
+    let base = why_recipe("1.0", "vanilla", "b", "t3.micro", filter);
+    let mut n = 0;
+    let mut rebuild = |recipe: String| {
+        n += 1;
+        let id = format!("w{n}");
+        let h = &h;
+        async move {
+            let plan = h.plan_of(&id, &recipe, &[]);
+            let manifest = h
+                .build_with(
+                    &plan,
+                    &BuildOptions {
+                        release: false,
+                        ..options(&id)
+                    },
+                )
+                .await
+                .expect("build");
+            assert!(!manifest.skipped);
+            let notices: Vec<String> = h
+                .recorder
+                .events()
+                .into_iter()
+                .filter_map(|e| match e {
+                    kiln::report::Event::Notice(text) if text.starts_with("rebuilding") => {
+                        Some(text)
+                    }
+                    _ => None,
+                })
+                .collect();
+            (
+                notices.len(),
+                notices.last().cloned().unwrap_or_default(),
+                manifest,
+            )
+        }
+    };
+    let (count, _, first) = rebuild(base.clone()).await;
+    assert_eq!(count, 0, "a first build has nothing to compare with");
+
+    let (_, why, _) = rebuild(why_recipe("1.1", "vanilla", "b", "t3.micro", filter)).await;
+    assert!(why.contains("the version: 1.0 → 1.1"), "{why}");
+    assert!(!why.contains("steps") && !why.contains("vars"), "{why}");
+
+    let (_, why, _) = rebuild(why_recipe("1.1", "chocolate", "b", "t3.micro", filter)).await;
+    assert!(
+        why.contains("vars: flavour") && !why.contains("token"),
+        "{why}"
+    );
+    assert!(why.contains("1 `a`") && !why.contains("2 `b`"), "{why}");
+
+    let (_, why, _) = rebuild(why_recipe("1.1", "chocolate", "b2", "t3.micro", filter)).await;
+    assert!(
+        why.contains("steps (their script, file or check): 2 `b`"),
+        "{why}"
+    );
+    assert!(!why.contains("vars") && !why.contains("version"), "{why}");
+
+    let (_, why, _) = rebuild(why_recipe("1.1", "chocolate", "b2", "t3.small", filter)).await;
+    assert_eq!(
+        why.split(": ").nth(2),
+        Some("the `builder` or `source` settings"),
+        "{why}"
+    );
+
+    let older = h
+        .fake
+        .find_images(&kiln::aws::ImageQuery {
+            owners: vec!["amazon".to_owned()],
+            ..Default::default()
+        })
+        .await
+        .expect("images")
+        .into_iter()
+        .filter(|i| i.name.ends_with("x86_64") && i.id != first.source_image)
+        .map(|i| i.id)
+        .next()
+        .expect("an older AL2023");
+    let fixed = format!("{{ image: {older} }}");
+    let (_, why, _) = rebuild(why_recipe("1.1", "chocolate", "b2", "t3.small", &fixed)).await;
+    assert!(
+        why.contains(&format!(
+            "the source image: {} → {older}",
+            first.source_image
+        )),
+        "{why}"
+    );
+}

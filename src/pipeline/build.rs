@@ -16,6 +16,7 @@ use futures::stream::{self, StreamExt};
 use serde::Serialize;
 
 use crate::aws::counting::{Counting, Counts};
+use crate::aws::ImageState;
 use crate::aws::{Cloud, CopyImageRequest, CreateImageRequest, Image, ImageQuery, InstanceQuery};
 use crate::aws::{InstanceState, LaunchRequest, RootVolume, Tags, TemplateRef};
 use crate::error::{Error, Result};
@@ -29,7 +30,7 @@ use crate::pipeline::release::{self, LaunchTemplateRelease, RefreshOutcome};
 use crate::pipeline::resume::{self, Resumption, Start, StepRecord};
 use crate::pipeline::steps::{wait_agent_online, StepRunner};
 use crate::pipeline::teardown::tear_down;
-use crate::pipeline::{now_rfc3339, Context, PhaseResult};
+use crate::pipeline::{now_rfc3339, why, Context, PhaseResult};
 use crate::plan::{Plan, ReleaseSpec};
 use crate::report::Phase;
 use crate::tags::{self, BuildTags};
@@ -158,6 +159,7 @@ impl Job<'_> {
         let mut tags = self
             .tags
             .image(&self.plan.image.tags, &self.plan.image.name);
+        tags.extend(why::part_tags(self.plan));
         tags.extend(self.resumed_from_tag());
         tags
     }
@@ -305,6 +307,7 @@ async fn build(
         if let Some(image) = find_by_fingerprint(cloud, &job.tags.fingerprint).await? {
             return reuse(ctx, &job, manifest, image).await;
         }
+        say_why_it_rebuilds(ctx, &job).await?;
     }
     // A release target that does not exist should fail the build before it costs a builder.
     if let Some(spec) = job.release_spec() {
@@ -424,6 +427,33 @@ async fn keep_builder(
         &recipe,
         &options.build_id,
     ))
+}
+
+/// Names what changed since the recipe's newest image (nothing to say on a first build).
+async fn say_why_it_rebuilds(ctx: &Context<'_>, job: &Job<'_>) -> Result<()> {
+    let query = ImageQuery::own().tagged(tags::RECIPE, &job.plan.name);
+    let newest = ctx
+        .cloud
+        .find_images(&query)
+        .await?
+        .into_iter()
+        .filter(|image| image.state == ImageState::Available)
+        .max_by(|a, b| a.creation_date.cmp(&b.creation_date));
+    let Some(newest) = newest else {
+        return Ok(());
+    };
+    let reasons = why::explain(job.plan, &job.source.id, &newest);
+    let what = if reasons.is_empty() {
+        "the image settings (name, description, tags, regions, sharing) or kiln's recipe format"
+            .to_owned()
+    } else {
+        reasons.join("; ")
+    };
+    ctx.reporter.notice(&format!(
+        "rebuilding: changed since the newest image {} ({}): {what}",
+        newest.id, newest.name
+    ));
+    Ok(())
 }
 
 /// The skip path: an image with this fingerprint exists; make sure it is released.

@@ -20,6 +20,7 @@ pub mod rollback;
 pub mod script;
 pub mod steps;
 pub mod teardown;
+pub mod why;
 
 use std::path::PathBuf;
 use std::sync::Arc;

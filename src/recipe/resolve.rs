@@ -427,6 +427,18 @@ impl Draft {
             digest: digest_input.digest(),
             step_digests: digest_input.step_digests(),
             warnings: Vec::new(),
+            var_digests: context
+                .vars
+                .iter()
+                .map(|(name, var)| {
+                    let digest = if var.secret {
+                        "*".to_owned()
+                    } else {
+                        crate::plan::sha256_hex(var.value.as_bytes())
+                    };
+                    (name.clone(), digest)
+                })
+                .collect(),
             builder_digest: digest_input.builder_digest(),
         })
     }
