@@ -562,7 +562,9 @@ fn only_this_accounts_snapshots_count_as_an_images_snapshots() {
         .expect("snapshots");
     assert_eq!(found.len(), 1, "{found:?}");
     assert!(!found.contains(&foreign), "{found:?}");
+}
 
+#[test]
 fn history_limit_keeps_the_newest_and_debug_logs_have_no_colours_in_ci() {
     let emulator = Emulator::seeded();
     let kiln = Kiln::new(&emulator);

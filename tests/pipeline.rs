@@ -868,6 +868,8 @@ async fn lifecycle_settings_go_on_every_region_and_protection_only_on_kept_image
     assert_eq!(
         h.fake.count("EnableImageDeregistrationProtection"),
         protected
+    );
+}
 
 /// Records when (virtual time since its creation) each streamed line arrived.
 struct Timed {

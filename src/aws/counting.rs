@@ -98,6 +98,31 @@ impl Cloud for Counting {
         self.inner.deregister_image(image_id).await
     }
 
+    async fn require_imdsv2(&self, image_id: &str) -> Result<()> {
+        self.counts.add(Service::Ec2);
+        self.inner.require_imdsv2(image_id).await
+    }
+
+    async fn deprecate_image(&self, image_id: &str, at: SystemTime) -> Result<()> {
+        self.counts.add(Service::Ec2);
+        self.inner.deprecate_image(image_id, at).await
+    }
+
+    async fn protect_image(&self, image_id: &str) -> Result<()> {
+        self.counts.add(Service::Ec2);
+        self.inner.protect_image(image_id).await
+    }
+
+    async fn unprotect_image(&self, image_id: &str) -> Result<()> {
+        self.counts.add(Service::Ec2);
+        self.inner.unprotect_image(image_id).await
+    }
+
+    async fn image_references(&self, image_ids: &[String]) -> Result<Option<Vec<ImageReference>>> {
+        self.counts.add(Service::Ec2);
+        self.inner.image_references(image_ids).await
+    }
+
     async fn share_image(
         &self,
         image_id: &str,
