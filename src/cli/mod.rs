@@ -188,6 +188,8 @@ enum Command {
     },
     /// Print kiln's man page (roff): `kiln man > kiln.1`
     Man,
+    /// Print the JSON Schema of recipes (shipped as schema/recipe.schema.json)
+    Schema,
 }
 
 /// The shells `kiln completions` writes for.
@@ -467,6 +469,10 @@ async fn run(cli: Cli) -> Result<i32> {
             };
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "kiln", &mut std::io::stdout());
+            Ok(exit::OK)
+        }
+        Command::Schema => {
+            println!("{}", to_json(&crate::recipe::recipe_schema())?);
             Ok(exit::OK)
         }
         Command::Man => {

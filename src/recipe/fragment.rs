@@ -19,7 +19,7 @@ use super::template::TemplateText;
 use super::yaml::{describe, is_null, node_pos, Entry, MapReader};
 use crate::plan::{BuilderSpec, ReleaseSpec, SourceSpec, Timeouts, DEFAULT_KEEP};
 
-const TOP_LEVEL_FIELDS: &[&str] = &[
+pub(super) const TOP_LEVEL_FIELDS: &[&str] = &[
     "name",
     "version",
     "include",
@@ -32,9 +32,9 @@ const TOP_LEVEL_FIELDS: &[&str] = &[
     "release",
     "timeouts",
 ];
-const SOURCE_FIELDS: &[&str] = &["image", "filter"];
-const FILTER_FIELDS: &[&str] = &["name", "owners", "architecture"];
-const BUILDER_FIELDS: &[&str] = &[
+pub(super) const SOURCE_FIELDS: &[&str] = &["image", "filter"];
+pub(super) const FILTER_FIELDS: &[&str] = &["name", "owners", "architecture"];
+pub(super) const BUILDER_FIELDS: &[&str] = &[
     "instance_type",
     "iam_instance_profile",
     "subnet_id",
@@ -45,7 +45,7 @@ const BUILDER_FIELDS: &[&str] = &[
     "associate_public_ip",
     "kms_key_id",
 ];
-const IMAGE_FIELDS: &[&str] = &[
+pub(super) const IMAGE_FIELDS: &[&str] = &[
     "name",
     "description",
     "tags",
@@ -59,8 +59,8 @@ const IMAGE_FIELDS: &[&str] = &[
 /// AWS deprecates an image at most ten years ahead (years of 365.25 days, as durations read).
 const MAX_DEPRECATE_AFTER: Duration = Duration::from_secs(10 * 31_557_600);
 /// The fields of an `image.regions` entry written as a mapping.
-const REGION_FIELDS: &[&str] = &["region", "kms_key_id"];
-const RELEASE_FIELDS: &[&str] = &[
+pub(super) const REGION_FIELDS: &[&str] = &["region", "kms_key_id"];
+pub(super) const RELEASE_FIELDS: &[&str] = &[
     "launch_template",
     "set_default",
     "auto_scaling_group",
@@ -68,8 +68,8 @@ const RELEASE_FIELDS: &[&str] = &[
     "rollback_on_failure",
     "refresh",
 ];
-const REFRESH_FIELDS: &[&str] = &["min_healthy_percentage", "instance_warmup"];
-const TIMEOUT_FIELDS: &[&str] = &[
+pub(super) const REFRESH_FIELDS: &[&str] = &["min_healthy_percentage", "instance_warmup"];
+pub(super) const TIMEOUT_FIELDS: &[&str] = &[
     "instance_running",
     "ssm_online",
     "instance_stopped",
@@ -320,7 +320,7 @@ fn read_vars(session: &mut Session, top: &MapReader<'_>) -> Vec<VarDecl> {
 }
 
 /// The fields of a variable declared as a mapping.
-const VAR_FIELDS: &[&str] = &["value", "secret", "allow_empty"];
+pub(super) const VAR_FIELDS: &[&str] = &["value", "secret", "allow_empty"];
 
 fn read_var(session: &mut Session, vars: &MapReader<'_>, var: Entry<'_>) -> Option<VarDecl> {
     let name = At {

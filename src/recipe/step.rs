@@ -32,9 +32,10 @@ use super::yaml::{describe, node_pos, Entry, MapReader};
 use crate::plan::{DigestStep, Step, StepKeyword, StepKind};
 
 /// The fields of a step: `name`, the key of every kind, `timeout`.
-const STEP_FIELDS: [&str; StepKeyword::ALL.len() + 2] = step_fields();
-const FILE_FIELDS: &[&str] = &["source", "destination", "mode", "owner", "template"];
-const CHECK_FIELDS: &[&str] = &["url", "expect_status", "expect_body", "timeout", "interval"];
+pub(super) const STEP_FIELDS: [&str; StepKeyword::ALL.len() + 2] = step_fields();
+pub(super) const FILE_FIELDS: &[&str] = &["source", "destination", "mode", "owner", "template"];
+pub(super) const CHECK_FIELDS: &[&str] =
+    &["url", "expect_status", "expect_body", "timeout", "interval"];
 
 const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 const DEFAULT_FILE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
