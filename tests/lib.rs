@@ -15,3 +15,4 @@ mod iam;
 mod input;
 mod lifecycle;
 mod pipeline;
+mod settings;

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::aws::poll::{wait_until, Probe, Wait};
+use crate::aws::poll::{wait_until_from, Probe, Wait, SSM_POLL_MIN};
 use crate::aws::{Cloud, CommandStatus, Invocation, PingStatus, ShellCommand};
 use crate::error::{Error, Result};
 use crate::pipeline::script::{commands_for, Command};
@@ -32,7 +32,7 @@ pub async fn wait_agent_online(
         hint: "the usual causes: the instance profile lacks AmazonSSMManagedInstanceCore, the subnet has no route to the SSM endpoints \
                (NAT gateway or VPC endpoints ssm, ssmmessages, ec2messages), or the source image has no SSM agent",
     };
-    wait_until(wait, on_state, || async {
+    wait_until_from(SSM_POLL_MIN, wait, on_state, || async {
         Ok(match cloud.agent_status(instance_id).await? {
             Some(PingStatus::Online) => Probe::Done(()),
             Some(status) => Probe::Pending(format!("agent {status}")),
@@ -114,7 +114,8 @@ impl StepRunner<'_> {
             timeout: step.timeout + STEP_GRACE,
             hint: "raise the step's `timeout`, or look at the command in the SSM console (Run Command history)",
         };
-        let outcome = wait_until(
+        let outcome = wait_until_from(
+            SSM_POLL_MIN,
             wait,
             |state| self.reporter.phase_progress(phase, state),
             || async {
