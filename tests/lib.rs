@@ -14,5 +14,6 @@ mod faults;
 mod iam;
 mod input;
 mod lifecycle;
+mod limits;
 mod pipeline;
 mod settings;

@@ -15,6 +15,10 @@ moto 5.2.5 gaps, and how this module covers each:
   joined with newlines): InProgress for in_progress_seconds, then the rule's status,
   stdout, stderr and exit code (default 0 for Success, 1 for Failed, -1 otherwise).
   No matching rule: Success, exit code 0, no output.
+- SendCommand accepts commands of any size. -> MaxDocumentSizeExceeded when the
+  `commands` parameter (lines joined with newlines, UTF-8) is larger than 64 KB, AWS's
+  documented document size limit (AWS counts the document around the parameters too; kiln
+  keeps 4 KiB of room for it, the emulator counts the parameter alone).
 - GetCommandInvocation answers InvalidCommandId for an unknown command (AWS:
   InvocationDoesNotExist) and always reports Success. -> reimplemented.
 - ListCommandInvocations and CancelCommand are not implemented (500). -> implemented
@@ -38,6 +42,7 @@ MOTO_TARGETS = Command._get_instance_ids_from_targets
 MOTO_SEND = SimpleSystemManagerBackend.send_command
 MOTO_RESPONSE_OBJECT = Command.response_object
 MOTO_SEND_RESPONSE = SSM.send_command
+DOCUMENT_MAX_BYTES = 64 * 1024
 NO_CLOUDWATCH = {"CloudWatchLogGroupName": "", "CloudWatchOutputEnabled": False}
 
 
@@ -156,6 +161,13 @@ def send_command_response(self):
         raise service_error(
             "InvalidInstanceId",
             f"Instances [[{', '.join(offline)}]] not in a valid state for account {self.current_account}",
+        )
+    commands = (self._get_param("Parameters") or {}).get("commands", [])
+    size = len("\n".join(str(line) for line in commands).encode())
+    if size > DOCUMENT_MAX_BYTES:
+        raise service_error(
+            "MaxDocumentSizeExceeded",
+            f"The document with its parameters is {size} bytes; the size limit of a document is 64 KB.",
         )
     result = MOTO_SEND_RESPONSE(self)
     result.result["Command"].update(Status="Pending", StatusDetails="Pending", CompletedCount=0, ErrorCount=0)

@@ -8,11 +8,15 @@ use std::time::Duration;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
+use crate::limits::SSM_COMMAND_BUDGET_BYTES;
 use crate::plan::{Step, StepKind};
 
-/// Raw bytes per upload command (base64 makes them a third larger), well under SSM's limit on
-/// command parameters.
-pub const UPLOAD_CHUNK: usize = 24 * 1024;
+/// Raw bytes per upload command: base64 makes them a third larger (45,056 bytes become 60,076),
+/// which with the command around them stays under [`SSM_COMMAND_BUDGET_BYTES`], close to SSM's
+/// 64 KB document limit, so a file takes as few commands as SSM allows.
+pub const UPLOAD_CHUNK: usize = 44 * 1024;
+/// The step name in a run command's comment line is cut to this many characters.
+const COMMENT_MAX_CHARS: usize = 100;
 
 /// One SSM command of a step, with a label for logs.
 pub struct Command {
@@ -71,7 +75,11 @@ fn heredoc_delimiter(text: &str, build_id: &str) -> String {
 /// that reads stdin cannot swallow the rest of the script), whatever shell SSM starts.
 pub fn run_command(script: &str, build_id: &str, step_name: &str) -> String {
     let delimiter = heredoc_delimiter(script, build_id);
-    let comment = step_name.replace('\n', " ");
+    let comment: String = step_name
+        .replace('\n', " ")
+        .chars()
+        .take(COMMENT_MAX_CHARS)
+        .collect();
     format!(
         "#!/bin/bash\n# kiln build {build_id}, step: {comment}\nkiln_step=$(mktemp /tmp/kiln-step.XXXXXX)\n\
          cat > \"$kiln_step\" <<'{delimiter}'\n{script}{newline}{delimiter}\n\
@@ -205,6 +213,36 @@ mod tests {
             "echo 'installed /etc/app/conf ({} bytes, sha256 {digest})'\n",
             content.len()
         )));
+    }
+
+    /// The longest build id kiln makes (`20261125t214628123z-9dede2`), with room to spare.
+    const LONG_BUILD_ID: &str = "20261125t214628123z-9dede2-0000000000";
+
+    #[test]
+    fn every_command_fits_ssms_document_limit() {
+        use crate::limits::RUN_SCRIPT_MAX_BYTES;
+        let content: Vec<u8> = (0..UPLOAD_CHUNK * 3).map(|i| (i * 7 % 256) as u8).collect();
+        let owner = Some("some-long-user-name:some-long-group-name");
+        let destination = format!("/opt/{}/file.bin", "d".repeat(200));
+        let uploads = upload_commands(&content, &destination, 0o644, owner, LONG_BUILD_ID);
+        assert_eq!(uploads.len(), 3);
+        for command in &uploads {
+            let size = command.script.len();
+            assert!(
+                size <= SSM_COMMAND_BUDGET_BYTES,
+                "{}: {size}",
+                command.label
+            );
+            // Near the limit: not hundreds of small commands for a large file.
+            assert!(
+                size >= SSM_COMMAND_BUDGET_BYTES - 2048,
+                "{}: {size}",
+                command.label
+            );
+        }
+        let script = "x".repeat(RUN_SCRIPT_MAX_BYTES);
+        let run = run_command(&script, LONG_BUILD_ID, &"n".repeat(500));
+        assert!(run.len() <= SSM_COMMAND_BUDGET_BYTES, "{}", run.len());
     }
 
     #[test]
