@@ -8,11 +8,11 @@ use std::time::Duration;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
-use crate::limits::SSM_COMMAND_BUDGET_BYTES;
 use crate::plan::{Step, StepKind};
 
 /// Raw bytes per upload command: base64 makes them a third larger (45,056 bytes become 60,076),
-/// which with the command around them stays under [`SSM_COMMAND_BUDGET_BYTES`], close to SSM's
+/// which with the command around them stays under
+/// [`SSM_COMMAND_BUDGET_BYTES`](crate::limits::SSM_COMMAND_BUDGET_BYTES), close to SSM's
 /// 64 KB document limit, so a file takes as few commands as SSM allows.
 pub const UPLOAD_CHUNK: usize = 44 * 1024;
 /// The step name in a run command's comment line is cut to this many characters.
@@ -220,7 +220,7 @@ mod tests {
 
     #[test]
     fn every_command_fits_ssms_document_limit() {
-        use crate::limits::RUN_SCRIPT_MAX_BYTES;
+        use crate::limits::{RUN_SCRIPT_MAX_BYTES, SSM_COMMAND_BUDGET_BYTES};
         let content: Vec<u8> = (0..UPLOAD_CHUNK * 3).map(|i| (i * 7 % 256) as u8).collect();
         let owner = Some("some-long-user-name:some-long-group-name");
         let destination = format!("/opt/{}/file.bin", "d".repeat(200));
