@@ -5,7 +5,7 @@
 //! - `emulator::*`: the SDK implementation ([`kiln::aws::sdk::Sdk`]) against the local emulator
 //!   (moto + kiln's behaviour layer), through the real AWS SDK;
 //! - `aws::*`: the SDK implementation against a real account, only when `KILN_TEST_AWS=1`
-//!   (otherwise each test prints one line saying it was skipped). It launches t3.micro
+//!   (otherwise one line for the whole run says they were skipped). It launches t3.micro
 //!   instances from the newest Amazon Linux 2023 image and removes everything it created; see
 //!   the README ("Conformance against a real account") for the variables and the cost.
 //!
@@ -40,27 +40,49 @@ pub struct Backend {
     _guard: Option<Box<dyn std::any::Any>>,
 }
 
+/// A script that runs for an hour (the fake and the emulator are told so; a real builder runs it).
+const LONG_COMMAND: &str = "sleep 3600";
+
 /// How long a conformance wait may take: long enough for a real account.
 const PATIENCE: Duration = Duration::from_secs(900);
 
 impl Backend {
     pub async fn fake() -> Backend {
         let fake = kiln::aws::fake::Fake::seeded(crate::support::REGION);
+        fake.command_rule(kiln::aws::fake::CommandRule {
+            matching: LONG_COMMAND.into(),
+            in_progress_for: Duration::from_secs(3600),
+            outcome: kiln::aws::fake::CommandOutcome::Success {
+                stdout: String::new(),
+            },
+        });
         Backend::from_seeded(Arc::new(fake), None).await
     }
 
     pub async fn emulator() -> Backend {
         let emulator = crate::support::Emulator::seeded();
         // As on AWS, a deregistered image's snapshots stay in use for a moment.
-        emulator.behaviour(serde_json::json!({ "snapshot_in_use_seconds": 1 }));
+        emulator.behaviour(serde_json::json!({
+            "snapshot_in_use_seconds": 1,
+            "commands": [{"match": LONG_COMMAND, "in_progress_seconds": 3600}]
+        }));
         let cloud = crate::support::kiln_sdk(&emulator.url).await;
         Backend::from_seeded(Arc::new(cloud), Some(Box::new(emulator))).await
     }
 
-    /// A real account, when `KILN_TEST_AWS=1`; `None` (after saying so) otherwise.
-    pub async fn aws(test: &str) -> Option<Backend> {
+    /// A real account, when `KILN_TEST_AWS=1`; `None` otherwise, after one line (for the
+    /// whole run, written past the test harness's capture so it shows) saying how to run them.
+    pub async fn aws() -> Option<Backend> {
+        static SAID: std::sync::Once = std::sync::Once::new();
         if std::env::var("KILN_TEST_AWS").as_deref() != Ok("1") {
-            eprintln!("skipped {test}: set KILN_TEST_AWS=1 (and a profile/region) to run it against a real account");
+            SAID.call_once(|| {
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "skipped the real-account conformance tests (conformance::aws::*): set KILN_TEST_AWS=1, \
+                     KILN_TEST_INSTANCE_PROFILE and a profile/region to run them (README: \"Conformance against a real account\")"
+                );
+            });
             return None;
         }
         Some(crate::support::real_account::backend().await)
@@ -593,6 +615,45 @@ pub async fn commands_run_once_the_agent_is_online(b: Backend) {
     b.terminate(&id).await;
 }
 
+/// A command still running can be cancelled, and then ends `Cancelled`.
+pub async fn a_running_command_can_be_cancelled(b: Backend) {
+    let cloud = b.cloud.as_ref();
+    let id = b.launch("cancel").await;
+    b.wait_state(&id, InstanceState::Running).await;
+    poll("the SSM agent", || async {
+        Ok(cloud.agent_status(&id).await? == Some(PingStatus::Online))
+    })
+    .await;
+    let command_id = cloud
+        .send_command(&ShellCommand {
+            instance_id: id.clone(),
+            script: format!("#!/bin/bash\n{LONG_COMMAND}\n"),
+            execution_timeout_secs: 3600,
+            comment: "kiln conformance cancel".into(),
+        })
+        .await
+        .expect("SendCommand");
+    poll("the command to start", || async {
+        Ok(cloud.invocation(&command_id, &id).await?.is_some())
+    })
+    .await;
+    cloud
+        .cancel_command(&command_id, &id)
+        .await
+        .expect("CancelCommand");
+    poll("the command to end cancelled", || async {
+        Ok(match cloud.invocation(&command_id, &id).await? {
+            Some(inv) if inv.is_finished() => {
+                assert_eq!(inv.status, CommandStatus::Cancelled, "{inv:?}");
+                true
+            }
+            _ => false,
+        })
+    })
+    .await;
+    b.terminate(&id).await;
+}
+
 /// String parameters keep versions: each write is the next version.
 pub async fn parameters_are_versioned(b: Backend) {
     let cloud = b.cloud.as_ref();
@@ -645,7 +706,7 @@ macro_rules! conformance {
             $(
                 #[tokio::test]
                 async fn $name() {
-                    if let Some(backend) = super::Backend::aws(stringify!($name)).await {
+                    if let Some(backend) = super::Backend::aws().await {
                         super::$name(backend).await;
                     }
                 }
@@ -663,6 +724,7 @@ conformance!(
     lifecycle_settings_show_and_references_name_what_uses_an_image,
     template_versions_behave_as_kiln_expects,
     commands_run_once_the_agent_is_online,
+    a_running_command_can_be_cancelled,
     parameters_are_versioned,
     regions_are_separate,
 );

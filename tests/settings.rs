@@ -124,3 +124,33 @@ fn the_users_retry_settings_replace_kilns_default() {
         run.stderr
     );
 }
+
+#[test]
+fn a_retry_setting_the_sdk_cannot_use_is_a_usage_error() {
+    let emulator = Emulator::seeded();
+    let kiln = Kiln::new(&emulator);
+    let path = kiln.write("app.yaml", &recipe("  - name: install\n    run: echo hi"));
+    for (variable, value) in [("AWS_RETRY_MODE", "legacy"), ("AWS_MAX_ATTEMPTS", "0")] {
+        let out = kiln
+            .command(&["build", path.to_str().unwrap()])
+            .env(variable, value)
+            .output()
+            .expect("run kiln");
+        let run = Run::from(out);
+        run.assert_code(2);
+        assert!(
+            run.stderr.contains(&format!("{variable} is `{value}`")),
+            "{}",
+            run.stderr
+        );
+    }
+    kiln.write(".aws/config", "[default]\nretry_mode = sometimes\n");
+    let run = kiln.run(&["build", path.to_str().unwrap()]);
+    run.assert_code(2);
+    assert!(
+        run.stderr
+            .contains("`retry_mode` in the profile is `sometimes`"),
+        "{}",
+        run.stderr
+    );
+}

@@ -92,7 +92,7 @@ impl Sdk {
         if let Some(profile) = &options.profile {
             loader = loader.profile_name(profile);
         }
-        if !retries_configured(options.profile.as_deref()).await {
+        if !retries_configured(options.profile.as_deref()).await? {
             loader = loader.retry_config(
                 RetryConfig::standard()
                     .with_max_attempts(RETRY_MAX_ATTEMPTS)
@@ -218,26 +218,55 @@ fn credentials_failure(cause: Option<&(dyn std::error::Error + 'static)>) -> Opt
 
 /// Whether the user configured the SDK's retries: `AWS_RETRY_MODE` or `AWS_MAX_ATTEMPTS` in the
 /// environment, or `retry_mode` / `max_attempts` in the selected profile. Then the standard
-/// chain's settings apply; otherwise kiln's defaults do.
-async fn retries_configured(profile: Option<&str>) -> bool {
-    const ENV: [&str; 2] = ["AWS_RETRY_MODE", "AWS_MAX_ATTEMPTS"];
-    const PROFILE: [&str; 2] = ["retry_mode", "max_attempts"];
-    if ENV.iter().any(|name| std::env::var_os(name).is_some()) {
-        return true;
-    }
+/// chain's settings apply; otherwise kiln's defaults do. A value the SDK would reject (it
+/// panics on them) is a usage error here.
+async fn retries_configured(profile: Option<&str>) -> Result<bool> {
     let profiles = aws_config::profile::load(
         &aws_types::os_shim_internal::Fs::real(),
         &aws_types::os_shim_internal::Env::real(),
         &Default::default(),
         profile.map(|p| std::borrow::Cow::Owned(p.to_owned())),
     )
-    .await;
-    let Ok(profiles) = profiles else {
-        return false;
+    .await
+    .ok();
+    let selected = profiles
+        .as_ref()
+        .and_then(|p| p.get_profile(p.selected_profile()));
+    let mut configured = false;
+    for (variable, key) in [
+        ("AWS_RETRY_MODE", "retry_mode"),
+        ("AWS_MAX_ATTEMPTS", "max_attempts"),
+    ] {
+        let value = match std::env::var(variable) {
+            Ok(value) => Some((value, variable.to_owned())),
+            Err(_) => selected
+                .and_then(|p| p.get(key))
+                .map(|value| (value.to_owned(), format!("`{key}` in the profile"))),
+        };
+        if let Some((value, source)) = value {
+            check_retry_setting(key, &value, &source)?;
+            configured = true;
+        }
+    }
+    Ok(configured)
+}
+
+/// Refuses a retry setting the SDK cannot use.
+fn check_retry_setting(key: &str, value: &str, source: &str) -> Result<()> {
+    let valid = match key {
+        "retry_mode" => value.parse::<aws_config::retry::RetryMode>().is_ok(),
+        _ => value.trim().parse::<u32>().is_ok_and(|n| n >= 1),
     };
-    profiles
-        .get_profile(profiles.selected_profile())
-        .is_some_and(|p| PROFILE.iter().any(|key| p.get(key).is_some()))
+    if valid {
+        return Ok(());
+    }
+    let expected = match key {
+        "retry_mode" => "`standard` or `adaptive`",
+        _ => "a whole number of attempts, at least 1",
+    };
+    Err(Error::Usage(format!(
+        "{source} is `{value}`: expected {expected} (or unset it to use kiln's default, standard mode with {RETRY_MAX_ATTEMPTS} attempts)"
+    )))
 }
 
 /// See [`Sdk::fail`].
