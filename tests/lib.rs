@@ -15,5 +15,6 @@ mod iam;
 mod input;
 mod lifecycle;
 mod limits;
+mod paging;
 mod pipeline;
 mod settings;

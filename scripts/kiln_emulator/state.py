@@ -23,6 +23,8 @@ DEFAULT_BEHAVIOUR = {
     "ssm_online_after_seconds": 0,
     "commands": [],
     "refresh": {"status": "Successful", "seconds": 1},
+    # Launch templates and their versions per Describe page when the request sets no MaxResults.
+    "page_size": 15,
 }
 COMMAND_STATUSES = ("Success", "Failed", "TimedOut", "Cancelled")
 REFRESH_STATUSES = ("Successful", "Failed", "Cancelled")
@@ -100,6 +102,12 @@ def _refresh(key, value):
     return refresh
 
 
+def _page_size(value):
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 200:
+        raise BadRequest("page_size must be an integer from 1 to 200")
+    return value
+
+
 # behaviour key -> check(key, value) returning the value to keep
 BEHAVIOUR_CHECKS = {
     **{key: lambda key, value: number(value, key) for key in DEFAULT_BEHAVIOUR if key.endswith("_seconds")},
@@ -109,6 +117,7 @@ BEHAVIOUR_CHECKS = {
     "ssm_agent": _ssm_agent,
     "commands": _commands,
     "refresh": _refresh,
+    "page_size": lambda key, value: _page_size(value),
 }
 
 
