@@ -9,6 +9,7 @@
 mod support;
 
 mod build;
+mod builders;
 mod conformance;
 mod faults;
 mod iam;

@@ -837,3 +837,38 @@ async fn lifecycle_settings_go_on_every_region_and_protection_only_on_kept_image
         protected
     );
 }
+
+/// SSM may take minutes to hand a command to the agent: a step's timeout counts from delivery.
+#[tokio::test(start_paused = true)]
+async fn a_steps_timeout_counts_from_delivery_not_from_send_command() {
+    let h = Harness::new();
+    h.fake.set_timings(Timings {
+        command_delivery: Duration::from_secs(200),
+        ..h.fake.timings()
+    });
+    let plan = h.plan(
+        "b-slow-delivery",
+        "  - name: quick\n    run: echo hi\n    timeout: 30s",
+    );
+    h.build(&plan, "b-slow-delivery")
+        .await
+        .expect("delivered late, then quick: within the step's 30 s");
+    assert!(h.live_builders().is_empty());
+}
+
+/// Right after the agent reports Online, SendCommand may still answer InvalidInstanceId.
+#[tokio::test(start_paused = true)]
+async fn send_command_is_retried_while_ssm_does_not_know_the_agent_yet() {
+    let h = Harness::new();
+    h.fake.set_timings(Timings {
+        send_command_ready: Duration::from_secs(20),
+        ..h.fake.timings()
+    });
+    let plan = h.plan("b-not-ready", TWO_STEPS);
+    h.build(&plan, "b-not-ready").await.expect("build");
+    // Two commands, each sent once: more calls were refused and retried.
+    assert!(
+        h.fake.count("SendCommand") > 2,
+        "SendCommand was never refused: the test shows nothing"
+    );
+}

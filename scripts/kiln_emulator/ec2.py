@@ -10,6 +10,10 @@ moto 5.2.5 gaps, and how this module covers each:
 - RunInstances never runs out of capacity. -> instance_type_errors maps instance types to
   the error RunInstances answers for them: `InsufficientInstanceCapacity` (no capacity in
   the zone now) or `Unsupported` (the zone does not offer the type), with AWS's messages.
+- Instances never fail to start. -> instance_launch_failure (an EC2 state reason code such
+  as `Client.InternalError`, which AWS gives when the instance cannot use its volume's KMS
+  key): instances launched while it is set go to `shutting-down`, then `terminated`, with
+  that StateReason.
 - RunInstances ignores ClientToken: a retry launches a second instance.
   -> a call whose token was seen in the region returns the original reservation.
   DescribeInstances' `client-token` filter is not implemented (500). -> added.
@@ -134,12 +138,22 @@ def run_instances(self):
         raise service_error(code, CAPACITY_MESSAGES[code].format(instance_type))
     token = self._get_param("ClientToken")
     if not token:
-        return MOTO_RUN_INSTANCES(self)
+        return _failing_launch(MOTO_RUN_INSTANCES(self))
     with _run_lock:
         for reservation in self.ec2_backend.reservations.values():
             if any(i.client_token == token for i in reservation.instances):
                 return ActionResult(reservation)
-        return MOTO_RUN_INSTANCES(self)
+        return _failing_launch(MOTO_RUN_INSTANCES(self))
+
+
+def _failing_launch(result):
+    """With instance_launch_failure set, the new instances terminate with that state reason."""
+    code = STATE.setting("instance_launch_failure")
+    if code:
+        for instance in result.result.instances:
+            instance.terminate()
+            instance.state_reason = instances.StateReason(f"{code}: Client error on launch", code)
+    return result
 
 
 def _patch_instances():

@@ -19,8 +19,10 @@ DEFAULT_BEHAVIOUR = {
     "snapshot_in_use_seconds": 0,
     "instance_type_errors": {},
     "image_references": True,
+    "instance_launch_failure": "",
     "ssm_agent": "online",
     "ssm_online_after_seconds": 0,
+    "ssm_send_ready_after_seconds": 0,
     "commands": [],
     "refresh": {"status": "Successful", "seconds": 1},
     # Launch templates and their versions per Describe page when the request sets no MaxResults.
@@ -28,7 +30,7 @@ DEFAULT_BEHAVIOUR = {
 }
 COMMAND_STATUSES = ("Success", "Failed", "TimedOut", "Cancelled")
 REFRESH_STATUSES = ("Successful", "Failed", "Cancelled")
-COMMAND_RULE_KEYS = {"match", "status", "in_progress_seconds", "stdout", "stderr", "exit_code"}
+COMMAND_RULE_KEYS = {"match", "status", "pending_seconds", "in_progress_seconds", "stdout", "stderr", "exit_code"}
 
 
 def _exit_code(rule, status):
@@ -58,6 +60,7 @@ def command_rule(rule):
     return {
         "match": rule["match"],
         "status": status,
+        "pending_seconds": number(rule.get("pending_seconds", 0), "pending_seconds"),
         "in_progress_seconds": number(rule.get("in_progress_seconds", 0), "in_progress_seconds"),
         "stdout": str(rule.get("stdout", "")),
         "stderr": str(rule.get("stderr", "")),
@@ -102,6 +105,12 @@ def _refresh(key, value):
     return refresh
 
 
+def _string(key, value):
+    if not isinstance(value, str):
+        raise BadRequest(f"{key} must be a string")
+    return value
+
+
 def _page_size(value):
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 200:
         raise BadRequest("page_size must be an integer from 1 to 200")
@@ -118,6 +127,7 @@ BEHAVIOUR_CHECKS = {
     "commands": _commands,
     "refresh": _refresh,
     "page_size": lambda key, value: _page_size(value),
+    "instance_launch_failure": lambda key, value: _string(key, value),
 }
 
 

@@ -417,6 +417,10 @@ pub struct NewTemplateVersion {
     pub client_token: String,
 }
 
+/// How long Systems Manager may take to deliver a command to the agent (`SendCommand`'s
+/// `TimeoutSeconds`); a command still not started then ends `DeliveryTimedOut`.
+pub const COMMAND_DELIVERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// One shell script for Run Command (`AWS-RunShellScript`) on one instance.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ShellCommand {

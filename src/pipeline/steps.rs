@@ -5,8 +5,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::aws::poll::{wait_until_from, Probe, Wait, SSM_POLL_MIN};
-use crate::aws::{Cloud, CommandStatus, Invocation, PingStatus, ShellCommand};
+use crate::aws::poll::{jittered, wait_until_from, Probe, Wait, SSM_POLL_MIN};
+use crate::aws::{
+    Cloud, CommandStatus, Invocation, PingStatus, ShellCommand, COMMAND_DELIVERY_TIMEOUT,
+};
 use crate::error::{Error, Result};
 use crate::pipeline::script::{commands_for, Command};
 use crate::plan::{Plan, Step};
@@ -14,6 +16,8 @@ use crate::report::{Phase, Reporter};
 
 /// Extra time kiln gives SSM beyond a step's own timeout before it cancels the command.
 pub const STEP_GRACE: Duration = Duration::from_secs(60);
+/// How long `SendCommand`'s `InvalidInstanceId` is retried (the agent just came online).
+pub const SEND_RETRY_WINDOW: Duration = Duration::from_secs(60);
 /// How much of a failed step's output goes into the error message.
 const TAIL_LINES: usize = 20;
 
@@ -91,51 +95,112 @@ impl StepRunner<'_> {
         Ok(summary)
     }
 
-    /// Sends one command and follows it to its end; cancels it when the wait times out.
+    /// Sends one command and follows it to its end; cancels it when a wait times out.
     async fn execute(
         &self,
         step: &Step,
         command: &Command,
         phase: &Phase,
     ) -> Result<(String, Invocation)> {
-        let (cloud, instance_id) = (self.cloud, self.instance_id);
-        let command_id = cloud
-            .send_command(&ShellCommand {
-                instance_id: instance_id.to_owned(),
+        let command_id = self
+            .send(&ShellCommand {
+                instance_id: self.instance_id.to_owned(),
                 script: command.script.clone(),
                 execution_timeout_secs: step.timeout.as_secs() + 30,
                 comment: format!("kiln {} {}: {}", self.build_id, step.name, command.label),
             })
             .await?;
-        let wait = Wait {
-            phase: "running a step",
-            resource: &format!("step `{}` (command {command_id} on {instance_id})", step.name),
-            region: cloud.region(),
-            timeout: step.timeout + STEP_GRACE,
-            hint: "raise the step's `timeout`, or look at the command in the SSM console (Run Command history)",
-        };
-        let outcome = wait_until_from(
-            SSM_POLL_MIN,
-            wait,
-            |state| self.reporter.phase_progress(phase, state),
-            || async {
-                Ok(match cloud.invocation(&command_id, instance_id).await? {
-                    Some(inv) if inv.is_finished() => Probe::Done(inv),
-                    Some(inv) => Probe::Pending(inv.status.to_string()),
-                    None => Probe::Pending("Pending".into()),
-                })
-            },
-        )
-        .await;
-        match outcome {
+        match self.follow(step, &command_id, phase).await {
             Ok(invocation) => Ok((command_id, invocation)),
             Err(e) => {
                 if matches!(e, Error::Timeout { .. }) {
-                    let _ = cloud.cancel_command(&command_id, instance_id).await;
+                    let _ = self
+                        .cloud
+                        .cancel_command(&command_id, self.instance_id)
+                        .await;
                 }
                 Err(e)
             }
         }
+    }
+
+    /// `SendCommand`, retrying `InvalidInstanceId` for up to [`SEND_RETRY_WINDOW`]: SSM may
+    /// refuse commands for a while after the agent first reports `Online`. A builder that is
+    /// gone fails at once, with its state reason.
+    async fn send(&self, command: &ShellCommand) -> Result<String> {
+        let started = tokio::time::Instant::now();
+        loop {
+            let err = match self.cloud.send_command(command).await {
+                Ok(id) => return Ok(id),
+                Err(e) if e.aws_code() == Some("InvalidInstanceId") => e,
+                Err(e) => return Err(e),
+            };
+            if let Some(instance) = self.cloud.instance(self.instance_id).await? {
+                if instance.state.is_gone() {
+                    return Err(Error::BadState {
+                        phase: "running a step",
+                        resource: self.instance_id.to_owned(),
+                        region: self.cloud.region().to_owned(),
+                        state: instance.state.to_string(),
+                        reason: died_reason(&instance.state_reason),
+                    });
+                }
+            }
+            if started.elapsed() >= SEND_RETRY_WINDOW {
+                return Err(err);
+            }
+            tokio::time::sleep(jittered(SSM_POLL_MIN)).await;
+        }
+    }
+
+    /// Follows a sent command: first until the agent has it (`InProgress`), within SSM's
+    /// delivery timeout, then for the step's own timeout (plus [`STEP_GRACE`]) from delivery.
+    async fn follow(&self, step: &Step, command_id: &str, phase: &Phase) -> Result<Invocation> {
+        let (cloud, instance_id) = (self.cloud, self.instance_id);
+        let resource = format!(
+            "step `{}` (command {command_id} on {instance_id})",
+            step.name
+        );
+        let look = |until_started: bool| async move {
+            Ok(match cloud.invocation(command_id, instance_id).await? {
+                Some(inv) if inv.is_finished() => Probe::Done(inv),
+                Some(inv) if until_started && inv.status == CommandStatus::InProgress => {
+                    Probe::Done(inv)
+                }
+                Some(inv) => Probe::Pending(inv.status.to_string()),
+                None => Probe::Pending("Pending".into()),
+            })
+        };
+        let progress = |state: &str| self.reporter.phase_progress(phase, state);
+        let delivery = Wait {
+            phase: "delivering a step's command",
+            resource: &resource,
+            region: cloud.region(),
+            timeout: COMMAND_DELIVERY_TIMEOUT + STEP_GRACE,
+            hint: "SSM could not hand the command to the builder's agent: check that the agent is still online (Fleet Manager) and the instance is running",
+        };
+        let started = wait_until_from(SSM_POLL_MIN, delivery, progress, || look(true)).await?;
+        if started.is_finished() {
+            return Ok(started);
+        }
+        let wait = Wait {
+            phase: "running a step",
+            resource: &resource,
+            region: cloud.region(),
+            timeout: step.timeout + STEP_GRACE,
+            hint: "raise the step's `timeout`, or look at the command in the SSM console (Run Command history)",
+        };
+        wait_until_from(SSM_POLL_MIN, wait, progress, || look(false)).await
+    }
+}
+
+/// Why a builder is gone, for the error.
+fn died_reason(state_reason: &str) -> String {
+    let died = "the builder stopped existing during the build";
+    if state_reason.is_empty() {
+        died.to_owned()
+    } else {
+        format!("{died}: {state_reason}")
     }
 }
 

@@ -143,6 +143,8 @@ pub(super) struct CommandRecord {
     pub instance_id: String,
     pub script: String,
     pub sent: Instant,
+    /// When the agent starts the script (`Pending` until then).
+    pub delivered: Instant,
     pub ends: Instant,
     pub outcome: CommandOutcome,
     pub cancelled: Option<Instant>,
