@@ -872,3 +872,59 @@ async fn send_command_is_retried_while_ssm_does_not_know_the_agent_yet() {
         "SendCommand was never refused: the test shows nothing"
     );
 }
+
+/// A dead build's builder terminated meanwhile: gc says so (dry run or not) without terminating
+/// it again, writes what it removed back to the journal, retires the journal once the build
+/// holds nothing, and the next gc finds nothing.
+#[tokio::test(start_paused = true)]
+async fn gc_records_what_it_removed_and_does_not_repeat_itself() {
+    let h = Harness::new();
+    slow(&h.fake, |t| t.image_available = Duration::from_secs(600));
+    let plan = h.plan("b1", TWO_STEPS);
+    let crashed = tokio::time::timeout(Duration::from_secs(120), h.build(&plan, "b1")).await;
+    assert!(crashed.is_err(), "the build should still be waiting");
+    let builder = h.live_builders()[0].id.clone();
+    let cloud = h.fake.clone();
+    cloud.terminate_instance(&builder).await.expect("terminate");
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let outcome_of = |report: &gc::GcReport, what: &str| -> Vec<String> {
+        report
+            .leftovers
+            .iter()
+            .filter(|l| l.resource.contains(what))
+            .map(|l| l.outcome.to_string())
+            .collect()
+    };
+
+    let dry = gc::gc(&cloud, &h.state_dir(), Duration::ZERO, true)
+        .await
+        .expect("gc");
+    assert_eq!(outcome_of(&dry, &builder), ["already gone"], "{dry:?}");
+    let terminations = h.fake.count("TerminateInstances");
+    let first = gc::gc(&cloud, &h.state_dir(), Duration::ZERO, false)
+        .await
+        .expect("gc");
+    assert!(!first.has_failures(), "{first:?}");
+    assert_eq!(outcome_of(&first, &builder), ["already gone"], "{first:?}");
+    let image = outcome_of(&first, "image");
+    assert!(
+        image.len() == 1 && image[0].starts_with("removed"),
+        "{first:?}"
+    );
+    assert_eq!(h.fake.count("TerminateInstances"), terminations);
+    let build_dir = h.state_dir().join("builds").join("b1");
+    assert!(
+        !build_dir.join("journal.jsonl").exists(),
+        "the journal was not retired"
+    );
+    let retired = Ledger::read_journal(&build_dir.join("journal.retired.jsonl")).expect("retired");
+    assert!(
+        retired.iter().all(|(_, e)| *e == Event::Removed),
+        "{retired:?}"
+    );
+
+    let again = gc::gc(&cloud, &h.state_dir(), Duration::ZERO, false)
+        .await
+        .expect("gc");
+    assert!(again.leftovers.is_empty(), "{again:?}");
+}

@@ -28,6 +28,8 @@ pub enum Outcome {
     WouldRemove,
     /// Left alone on purpose, with the reason.
     Spared(String),
+    /// Already gone when looked at (a terminated instance, a deregistered image): nothing to do.
+    AlreadyGone,
     /// Removing it failed, with the first line of the error.
     Failed(String),
 }
@@ -48,6 +50,7 @@ impl fmt::Display for Outcome {
             Outcome::KeptAsDefault => f.write_str("kept: it is the default version"),
             Outcome::WouldRemove => f.write_str("would remove"),
             Outcome::Spared(reason) => write!(f, "spared: {reason}"),
+            Outcome::AlreadyGone => f.write_str("already gone"),
             Outcome::Failed(error) => write!(f, "FAILED: {error}"),
         }
     }
@@ -81,6 +84,7 @@ impl fmt::Display for Cleanup {
             Outcome::KeptAsDefault => write!(f, "kept {resource}: it is the default version"),
             Outcome::WouldRemove => write!(f, "would remove {resource}"),
             Outcome::Spared(reason) => write!(f, "spared {resource}: {reason}"),
+            Outcome::AlreadyGone => write!(f, "{resource} was already gone"),
             Outcome::Failed(error) => write!(
                 f,
                 "FAILED to remove {resource}: {error} (remove it by hand, or run `kiln gc`)"
