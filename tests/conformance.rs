@@ -162,7 +162,7 @@ impl Backend {
     }
 
     async fn terminate(&self, id: &str) {
-        kiln::pipeline::instances::terminate_and_wait(self.cloud.as_ref(), id, PATIENCE)
+        kiln::pipeline::instances::terminate_and_wait(self.cloud.as_ref(), id, "", PATIENCE)
             .await
             .expect("terminate");
     }
@@ -242,6 +242,25 @@ pub async fn launches_are_visible_and_idempotent(b: Backend) {
     let query = InstanceQuery::live().tagged("kiln:build-id", &b.run_id);
     let found = b.cloud.find_instances(&query).await.expect("find");
     assert_eq!(found.iter().filter(|i| i.id == id).count(), 1);
+    // By client token (how kiln confirms a builder is gone when its id answers NotFound).
+    let token = b.launch_request("one").client_token;
+    let by_token = InstanceQuery::live().launched_with(&token);
+    let found = b
+        .cloud
+        .find_instances(&by_token)
+        .await
+        .expect("find by token");
+    assert_eq!(
+        found.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+        [id.as_str()]
+    );
+    let other = InstanceQuery::live().launched_with(&format!("{token}-other"));
+    assert!(b
+        .cloud
+        .find_instances(&other)
+        .await
+        .expect("find")
+        .is_empty());
     b.terminate(&id).await;
     let gone = b.cloud.instance(&id).await.expect("describe");
     assert!(gone.is_none_or(|i| i.state == InstanceState::Terminated));
@@ -264,7 +283,8 @@ pub async fn a_root_mapping_without_a_size_is_refused(b: Backend) {
     assert_eq!(err.aws_code(), Some("MissingParameter"), "{err}");
 }
 
-/// Unknown ids: `None` or absent where the trait says so, and removing what is gone succeeds.
+/// Unknown ids: `None` or absent where the trait says so, removing what is gone succeeds, and
+/// terminating an unknown instance answers `InvalidInstanceID.NotFound` (never read as gone).
 pub async fn unknown_ids_are_absent_and_removing_them_succeeds(b: Backend) {
     let cloud = b.cloud.as_ref();
     assert!(cloud
@@ -289,10 +309,11 @@ pub async fn unknown_ids_are_absent_and_removing_them_succeeds(b: Backend) {
         .delete_snapshot("snap-0123456789abcdef0")
         .await
         .expect("delete gone");
-    cloud
+    let err = cloud
         .terminate_instance("i-0123456789abcdef0")
         .await
-        .expect("terminate gone");
+        .expect_err("terminate an unknown instance");
+    assert_eq!(err.aws_code(), Some("InvalidInstanceID.NotFound"), "{err}");
     let err = cloud
         .launch_template(&TemplateRef::Name(format!("{}-missing", b.run_id)))
         .await

@@ -928,3 +928,31 @@ async fn gc_records_what_it_removed_and_does_not_repeat_itself() {
         .expect("gc");
     assert!(again.leftovers.is_empty(), "{again:?}");
 }
+
+/// New ids answer NotFound for a while (AWS's eventual consistency): tagging the new snapshots
+/// waits for them, and a builder interrupted right after its launch is still terminated.
+#[tokio::test(start_paused = true)]
+async fn new_ids_not_visible_yet_are_waited_for_not_taken_as_gone() {
+    let h = Harness::new();
+    slow(&h.fake, |t| t.invisible = Duration::from_secs(20));
+    h.build(&h.plan("b-visible", TWO_STEPS), "b-visible")
+        .await
+        .expect("tags the snapshots once they are visible");
+    let tagged = h.kiln_images()[0].snapshot_ids.clone();
+    assert!(!tagged.is_empty());
+
+    let plan = h.plan("b-gone", "  - name: other\n    run: echo another image");
+    let err = h
+        .build_interrupted(&plan, "b-gone", |fake| fake.count("RunInstances") >= 2)
+        .await
+        .expect_err("interrupted");
+    assert!(
+        matches!(err, Error::Interrupted { .. }) || err.to_string().contains("interrupted"),
+        "{err}"
+    );
+    assert!(
+        h.live_builders().is_empty(),
+        "{err}\n{:?}",
+        h.live_builders()
+    );
+}

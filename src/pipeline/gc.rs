@@ -141,7 +141,7 @@ async fn decide(
     if dry_run {
         return Outcome::WouldRemove;
     }
-    teardown::remove(cloud, &candidate.resource)
+    teardown::remove(cloud, &candidate.resource, &candidate.build_id)
         .await
         .unwrap_or_else(|e| Outcome::Failed(first_line(&e.to_string())))
 }

@@ -139,7 +139,7 @@ pub async fn tear_down(cloud: &dyn Cloud, ledger: &Ledger, template: Option<&str
     }
     todo.sort_by_key(Resource::teardown_rank);
     for resource in todo {
-        let outcome = match remove(cloud, &resource).await {
+        let outcome = match remove(cloud, &resource, ledger.build_id()).await {
             Ok(outcome) => {
                 let _ = ledger.removed(resource.clone());
                 outcome
@@ -194,7 +194,8 @@ async fn find_tagged_leftovers(
 }
 
 /// Removes one resource (in its own region).
-pub async fn remove(home: &dyn Cloud, resource: &Resource) -> Result<Outcome> {
+/// `build_id` is the client token of the build's builder (empty when unknown).
+pub async fn remove(home: &dyn Cloud, resource: &Resource, build_id: &str) -> Result<Outcome> {
     let cloud = home.in_region(resource.region());
     let cloud = cloud.as_ref();
     match resource {
@@ -223,7 +224,7 @@ pub async fn remove(home: &dyn Cloud, resource: &Resource) -> Result<Outcome> {
             Ok(Outcome::Removed { with: Vec::new() })
         }
         Resource::Instance { id, .. } => {
-            terminate_and_wait(cloud, id, TERMINATE_WAIT).await?;
+            terminate_and_wait(cloud, id, build_id, TERMINATE_WAIT).await?;
             Ok(Outcome::Removed { with: Vec::new() })
         }
     }

@@ -85,6 +85,10 @@ pub struct Timings {
     pub send_command_ready: Duration,
     /// How long a sent command stays `Pending` before the agent starts it (`InProgress`).
     pub command_delivery: Duration,
+    /// How long a new instance, image or snapshot is unknown to calls naming its id
+    /// (`*.NotFound` from DescribeInstances, DescribeImages, CreateTags, TerminateInstances,
+    /// DeleteSnapshot): AWS's eventual consistency.
+    pub invisible: Duration,
 }
 
 impl Default for Timings {
@@ -99,6 +103,7 @@ impl Default for Timings {
             snapshot_release: Duration::from_secs(2),
             send_command_ready: Duration::ZERO,
             command_delivery: Duration::ZERO,
+            invisible: Duration::ZERO,
         }
     }
 }
@@ -116,6 +121,7 @@ impl Timings {
             snapshot_release: Duration::ZERO,
             send_command_ready: Duration::ZERO,
             command_delivery: Duration::ZERO,
+            invisible: Duration::ZERO,
         }
     }
 }
