@@ -63,6 +63,7 @@ from moto.ec2.utils import parse_user_data
 from . import amis
 from .common import service_error
 from .state import STATE
+from .visibility import note_born
 
 MOTO_RUN_INSTANCES = InstanceResponse.run_instances
 MOTO_CREATE_IMAGE = AmiBackend.create_image
@@ -147,7 +148,9 @@ def run_instances(self):
 
 
 def _failing_launch(result):
-    """With instance_launch_failure set, the new instances terminate with that state reason."""
+    """Notes the new instances' ids (visibility.py); with instance_launch_failure set, they
+    terminate with that state reason."""
+    note_born(STATE, *(instance.id for instance in result.result.instances))
     code = STATE.setting("instance_launch_failure")
     if code:
         for instance in result.result.instances:
@@ -191,6 +194,8 @@ def _ami_state_reason(ami):
 
 
 def _start_clock(ami):
+    snapshot = getattr(ami, "ebs_snapshot", None)
+    note_born(STATE, ami.id, *([snapshot.id] if snapshot is not None else []))
     ami.__dict__["_kiln_ready_at"] = time.time() + STATE.setting("image_pending_seconds")
     ami.__dict__["_kiln_fail"] = STATE.setting("image_fail")
     return ami

@@ -27,6 +27,8 @@ DEFAULT_BEHAVIOUR = {
     "refresh": {"status": "Successful", "seconds": 1},
     # Launch templates and their versions per Describe page when the request sets no MaxResults.
     "page_size": 15,
+    # New ids unknown to calls naming them for this long, per kind (visibility.py).
+    "invisible_seconds": {"instance": 0, "image": 0, "snapshot": 0},
 }
 COMMAND_STATUSES = ("Success", "Failed", "TimedOut", "Cancelled")
 REFRESH_STATUSES = ("Successful", "Failed", "Cancelled")
@@ -105,6 +107,13 @@ def _refresh(key, value):
     return refresh
 
 
+def _invisible(value):
+    kinds = DEFAULT_BEHAVIOUR["invisible_seconds"]
+    if not isinstance(value, dict) or set(value) - set(kinds):
+        raise BadRequest(f"invisible_seconds must be an object with keys among {sorted(kinds)}")
+    return dict(kinds, **{kind: number(seconds, f"invisible_seconds.{kind}") for kind, seconds in value.items()})
+
+
 def _string(key, value):
     if not isinstance(value, str):
         raise BadRequest(f"{key} must be a string")
@@ -128,6 +137,7 @@ BEHAVIOUR_CHECKS = {
     "refresh": _refresh,
     "page_size": lambda key, value: _page_size(value),
     "instance_launch_failure": lambda key, value: _string(key, value),
+    "invisible_seconds": lambda key, value: _invisible(value),
 }
 
 
@@ -157,6 +167,7 @@ class State:
             self.faults = Faults()
             self.requests = []
             self.refreshes = {}  # (account, region, group) -> [Refresh], newest first
+            self.born = {}  # resource id -> creation time (visibility.py)
 
     def setting(self, key):
         with self.lock:
