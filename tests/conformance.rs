@@ -18,7 +18,7 @@ use std::time::Duration;
 use kiln::aws::poll::{wait_until, Probe, Wait};
 use kiln::aws::InstanceQuery;
 use kiln::aws::{Cloud, CopyImageRequest, CreateImageRequest, ImageQuery, ImageState};
-use kiln::aws::{CommandStatus, PingStatus, TemplateRef};
+use kiln::aws::{CommandStatus, Invocation, PingStatus, TemplateRef};
 use kiln::aws::{InstanceState, LaunchRequest, NewTemplateVersion, RootVolume, ShellCommand};
 use kiln::error::Result;
 use kiln::pipeline::images::Deletion;
@@ -159,6 +159,18 @@ impl Backend {
         )
         .await
         .unwrap_or_else(|e| panic!("{id} never reached {target}: {e}"));
+    }
+
+    /// A launched instance, running, whose SSM agent is online.
+    async fn online_builder(&self, token: &str) -> String {
+        let cloud = self.cloud.as_ref();
+        let id = self.launch(token).await;
+        self.wait_state(&id, InstanceState::Running).await;
+        poll("the SSM agent", || async {
+            Ok(cloud.agent_status(&id).await? == Some(PingStatus::Online))
+        })
+        .await;
+        id
     }
 
     async fn terminate(&self, id: &str) {
@@ -608,12 +620,7 @@ pub async fn template_versions_behave_as_kiln_expects(b: Backend) {
 /// `Success` (an `InvocationDoesNotExist` right after sending is `None`, not an error).
 pub async fn commands_run_once_the_agent_is_online(b: Backend) {
     let cloud = b.cloud.as_ref();
-    let id = b.launch("ssm").await;
-    b.wait_state(&id, InstanceState::Running).await;
-    poll("the SSM agent", || async {
-        Ok(cloud.agent_status(&id).await? == Some(PingStatus::Online))
-    })
-    .await;
+    let id = b.online_builder("ssm").await;
     let command_id = cloud
         .send_command(&ShellCommand {
             instance_id: id.clone(),
@@ -623,28 +630,15 @@ pub async fn commands_run_once_the_agent_is_online(b: Backend) {
         })
         .await
         .expect("SendCommand");
-    poll("the command", || async {
-        Ok(match cloud.invocation(&command_id, &id).await? {
-            Some(inv) if inv.is_finished() => {
-                assert_eq!(inv.status, CommandStatus::Success, "{inv:?}");
-                true
-            }
-            _ => false,
-        })
-    })
-    .await;
+    let inv = finished_invocation(cloud, &command_id, &id).await;
+    assert_eq!(inv.status, CommandStatus::Success, "{inv:?}");
     b.terminate(&id).await;
 }
 
 /// A command still running can be cancelled, and then ends `Cancelled`.
 pub async fn a_running_command_can_be_cancelled(b: Backend) {
     let cloud = b.cloud.as_ref();
-    let id = b.launch("cancel").await;
-    b.wait_state(&id, InstanceState::Running).await;
-    poll("the SSM agent", || async {
-        Ok(cloud.agent_status(&id).await? == Some(PingStatus::Online))
-    })
-    .await;
+    let id = b.online_builder("cancel").await;
     let command_id = cloud
         .send_command(&ShellCommand {
             instance_id: id.clone(),
@@ -662,17 +656,25 @@ pub async fn a_running_command_can_be_cancelled(b: Backend) {
         .cancel_command(&command_id, &id)
         .await
         .expect("CancelCommand");
-    poll("the command to end cancelled", || async {
-        Ok(match cloud.invocation(&command_id, &id).await? {
-            Some(inv) if inv.is_finished() => {
-                assert_eq!(inv.status, CommandStatus::Cancelled, "{inv:?}");
-                true
-            }
-            _ => false,
-        })
+    let inv = finished_invocation(cloud, &command_id, &id).await;
+    assert_eq!(inv.status, CommandStatus::Cancelled, "{inv:?}");
+    b.terminate(&id).await;
+}
+
+/// Polls a command's invocation until it has finished; returns it.
+async fn finished_invocation(cloud: &dyn Cloud, command_id: &str, id: &str) -> Invocation {
+    poll("the command", || async {
+        Ok(cloud
+            .invocation(command_id, id)
+            .await?
+            .is_some_and(|inv| inv.is_finished()))
     })
     .await;
-    b.terminate(&id).await;
+    cloud
+        .invocation(command_id, id)
+        .await
+        .expect("GetCommandInvocation")
+        .expect("a finished invocation")
 }
 
 /// String parameters keep versions: each write is the next version.

@@ -30,6 +30,20 @@ fn build(kiln: &Kiln, recipe: &str, extra: &[&str]) -> Value {
     run.json()
 }
 
+/// `kiln prune --keep N --json`: the report and the ids of the images it deleted.
+pub(crate) fn prune(kiln: &Kiln, recipe: &str, keep: u32) -> (Value, Vec<String>) {
+    let run = kiln.run(&["prune", recipe, "--keep", &keep.to_string(), "--json"]);
+    run.assert_code(0);
+    let report = run.json();
+    let deleted = report["deleted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["image_id"].as_str().unwrap().to_owned())
+        .collect();
+    (report, deleted)
+}
+
 /// Builds versions 1.0.0 ..= N.0.0 of `recipe`; returns their image ids, oldest first.
 pub(crate) fn build_versions(kiln: &Kiln, recipe: &str, n: usize) -> Vec<String> {
     (1..=n)

@@ -20,11 +20,7 @@ fn a_large_file_goes_up_in_commands_near_ssms_limit() {
     emulator.clear_requests();
     let run = kiln.run(&["build", path.to_str().unwrap(), "--no-release"]);
     run.assert_code(0);
-    let sends = emulator
-        .kiln_actions()
-        .iter()
-        .filter(|a| *a == "SendCommand")
-        .count();
+    let sends = emulator.kiln_action_count("SendCommand");
     // 1 MiB in 44 KiB parts: 24 commands (24 KiB parts took 43).
     assert_eq!(sends, 24, "{:?}", emulator.kiln_actions());
 }

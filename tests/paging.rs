@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use crate::lifecycle::{app_recipe, build_versions};
+use crate::lifecycle::{app_recipe, build_versions, prune};
 use crate::support::*;
 
 fn paged_emulator() -> Emulator {
@@ -61,16 +61,8 @@ fn prune_protects_what_later_pages_reference() {
         )
         .expect("create a template");
     }
-    let report = kiln.run(&["prune", &recipe, "--keep", "1", "--json"]);
-    report.assert_code(0);
-    let report = report.json();
-    let deleted: Vec<&str> = report["deleted"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["image_id"].as_str().unwrap())
-        .collect();
-    assert_eq!(deleted, vec![ids[2].as_str()], "{report}");
+    let (report, deleted) = prune(&kiln, &recipe, 1);
+    assert_eq!(deleted, vec![ids[2].clone()], "{report}");
     let text = report.to_string();
     assert!(text.contains("the latest version"), "{text}");
     assert!(text.contains("used by launch template zzz-last"), "{text}");

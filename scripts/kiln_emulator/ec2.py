@@ -316,20 +316,7 @@ def create_launch_template_version(self):
     token = self._get_param("ClientToken")
     self.error_on_dryrun()
     version = _version_for_token(self, template, data, token)
-    return ActionResult(
-        {
-            "LaunchTemplateVersion": {
-                "CreateTime": version.create_time,
-                "CreatedBy": f"arn:{self.partition}:iam::{self.current_account}:root",
-                "DefaultVersion": template.is_default(version),
-                "LaunchTemplateData": version.data,
-                "LaunchTemplateId": template.id,
-                "LaunchTemplateName": template.name,
-                "VersionDescription": version.description,
-                "VersionNumber": version.number,
-            }
-        }
-    )
+    return ActionResult({"LaunchTemplateVersion": _version_item(self, template, version)})
 
 
 def _delete_version(template, requested):

@@ -64,11 +64,18 @@ fn waiting_for(target: &InstanceState) -> &'static str {
 }
 
 fn terminated_reason(state_reason: &str) -> String {
-    let outside = "the builder was terminated outside kiln (or failed to start)";
+    with_state_reason(
+        "the builder was terminated outside kiln (or failed to start)",
+        state_reason,
+    )
+}
+
+/// `what`, followed by AWS's state reason when there is one.
+pub fn with_state_reason(what: &str, state_reason: &str) -> String {
     if state_reason.is_empty() {
-        outside.to_owned()
+        what.to_owned()
     } else {
-        format!("{outside}: {state_reason}")
+        format!("{what}: {state_reason}")
     }
 }
 

@@ -10,6 +10,7 @@ use crate::aws::{
     Cloud, CommandStatus, Invocation, PingStatus, ShellCommand, COMMAND_DELIVERY_TIMEOUT,
 };
 use crate::error::{Error, Result};
+use crate::pipeline::instances::with_state_reason;
 use crate::pipeline::script::{commands_for, Command};
 use crate::plan::{Plan, Step};
 use crate::report::{Phase, Reporter};
@@ -142,7 +143,10 @@ impl StepRunner<'_> {
                         resource: self.instance_id.to_owned(),
                         region: self.cloud.region().to_owned(),
                         state: instance.state.to_string(),
-                        reason: died_reason(&instance.state_reason),
+                        reason: with_state_reason(
+                            "the builder stopped existing during the build",
+                            &instance.state_reason,
+                        ),
                     });
                 }
             }
@@ -191,16 +195,6 @@ impl StepRunner<'_> {
             hint: "raise the step's `timeout`, or look at the command in the SSM console (Run Command history)",
         };
         wait_until_from(SSM_POLL_MIN, wait, progress, || look(false)).await
-    }
-}
-
-/// Why a builder is gone, for the error.
-fn died_reason(state_reason: &str) -> String {
-    let died = "the builder stopped existing during the build";
-    if state_reason.is_empty() {
-        died.to_owned()
-    } else {
-        format!("{died}: {state_reason}")
     }
 }
 
