@@ -27,6 +27,19 @@ ACCEPTED = {
 }
 
 
+# Actions newer than parliament's list of actions -> why they are real.
+NEWER_THAN_LINTER = {
+    "ec2:DescribeImageReferences": "an EC2 API from 2025 (prune asks it what uses an image), after parliament 1.6.4's action list",
+}
+
+
+def accepted(issue, sid, action, finding):
+    """Whether a finding is expected (listed above, with its reason)."""
+    if (issue, sid, action) in ACCEPTED:
+        return True
+    return issue == "UNKNOWN_ACTION" and any(a in str(finding.detail) for a in NEWER_THAN_LINTER)
+
+
 def findings(policy):
     """(issue, sid, action, finding) for every finding, per statement and then whole."""
     found = []
@@ -48,8 +61,7 @@ def main(paths):
         with open(path, encoding="utf-8") as f:
             policy = json.load(f)
         for issue, sid, action, finding in findings(policy):
-            key = (issue, sid, action)
-            if key in ACCEPTED:
+            if accepted(issue, sid, action, finding):
                 continue
             failed += 1
             print(f"{path}: {issue} in {sid or 'the policy'} ({action or '-'}): {finding.title}: {finding.detail}")

@@ -2,8 +2,8 @@
 //!
 //! Pure: built from the plan (and the builder's role, when the caller names it). Mutating
 //! actions are scoped to kiln's own resources where IAM allows it: builders by their `kiln:role`
-//! tag, images and their snapshots by their `kiln:recipe` tag, tags only at creation (or only
-//! kiln's tags on images and snapshots), the recipe's launch template and SSM parameter; describe
+//! tag, images and their snapshots by their `kiln:recipe` tag, tags only in the call that
+//! creates a resource, the recipe's launch template and SSM parameter; describe
 //! calls cannot be scoped and use `*`.
 //!
 //! Every action a policy names is in [`ACTIONS`] with the `Cloud` operation that calls it, so
@@ -28,10 +28,15 @@ pub const ACTIONS: &[(&str, &str)] = &[
         "ec2:DescribeLaunchTemplateVersions",
         "default_template_version, template_versions",
     ),
+    ("ec2:DescribeImageReferences", "image_references"),
+    (
+        "ssm:DescribeParameters",
+        "image_references (AWS checks the SSM parameters it looks at)",
+    ),
     ("ec2:RunInstances", "launch_instance"),
     (
         "ec2:CreateTags",
-        "launch_instance, create_image, copy_image (tags at creation), create_tags",
+        "launch_instance, create_image, copy_image (tags in the creating call)",
     ),
     ("ec2:StopInstances", "stop_instance"),
     ("ec2:TerminateInstances", "terminate_instance"),
@@ -63,6 +68,27 @@ pub const ACTIONS: &[(&str, &str)] = &[
     (
         "iam:PassRole",
         "launch_instance (RunInstances with an instance profile passes its role)",
+    ),
+    (
+        "kms:DescribeKey",
+        "launch_instance, copy_image with a customer managed key",
+    ),
+    (
+        "kms:CreateGrant",
+        "launch_instance, copy_image with a customer managed key",
+    ),
+    (
+        "kms:GenerateDataKeyWithoutPlaintext",
+        "launch_instance, copy_image with a customer managed key",
+    ),
+    (
+        "kms:ReEncryptFrom",
+        "copy_image with a customer managed key",
+    ),
+    ("kms:ReEncryptTo", "copy_image with a customer managed key"),
+    (
+        "kms:Decrypt",
+        "launch_instance, copy_image with a customer managed key",
     ),
 ];
 
@@ -144,56 +170,39 @@ fn build_statements(recipe: &str) -> Vec<Value> {
             "Resource": ["arn:aws:ec2:*::image/*", "arn:aws:ec2:*:*:snapshot/*"]
         }),
     ];
-    statements.extend(tag_statements(recipe));
+    statements.extend(tag_statements());
     statements.extend(own_image_statements(recipe));
     statements.extend(run_command_statements());
     statements
 }
 
-/// Tags: on anything only in the call that creates it, so the policy cannot tag an existing
-/// instance `kiln:role=builder` and then drive it; afterwards only on images and snapshots, and
-/// only with this recipe's `kiln:recipe` tag (kiln tags snapshots and copies once they exist).
-fn tag_statements(recipe: &str) -> Vec<Value> {
-    vec![
-        json!({
-            "Sid": "KilnTagOnCreate",
-            "Effect": "Allow",
-            "Action": ["ec2:CreateTags"],
-            "Resource": ["arn:aws:ec2:*:*:instance/*", "arn:aws:ec2:*:*:volume/*", "arn:aws:ec2:*::image/*", "arn:aws:ec2:*:*:snapshot/*"],
-            "Condition": { "StringEquals": { "ec2:CreateAction": ["RunInstances", "CreateImage", "CopyImage"] } }
-        }),
-        json!({
-            "Sid": "KilnTagOwnImages",
-            "Effect": "Allow",
-            "Action": ["ec2:CreateTags"],
-            "Resource": ["arn:aws:ec2:*::image/*", "arn:aws:ec2:*:*:snapshot/*"],
-            "Condition": { "StringEquals": { format!("aws:RequestTag/{}", tags::RECIPE): recipe } }
-        }),
-    ]
+/// Tags only in the call that creates the resource (kiln tags everything it makes that way), so
+/// the policy cannot tag an existing instance `kiln:role=builder` and then drive it, nor tag
+/// someone else's image as this recipe's and then deregister it.
+fn tag_statements() -> Vec<Value> {
+    vec![json!({
+        "Sid": "KilnTagOnCreate",
+        "Effect": "Allow",
+        "Action": ["ec2:CreateTags"],
+        "Resource": ["arn:aws:ec2:*:*:instance/*", "arn:aws:ec2:*:*:volume/*", "arn:aws:ec2:*::image/*", "arn:aws:ec2:*:*:snapshot/*"],
+        "Condition": { "StringEquals": { "ec2:CreateAction": ["RunInstances", "CreateImage", "CopyImage"] } }
+    })]
 }
 
-/// Deregistering, sharing and deleting: only images and snapshots of this recipe.
+/// Deregistering, deleting, sharing and image settings: only images and snapshots tagged as
+/// this recipe's (kiln tags them in CreateImage and CopyImage, so even a pending image's
+/// snapshots carry the tag).
 fn own_image_statements(recipe: &str) -> Vec<Value> {
-    vec![
-        json!({
-            "Sid": "KilnManageOwnImages",
-            "Effect": "Allow",
-            "Action": [
-                "ec2:DeregisterImage", "ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute",
-                "ec2:EnableImageDeprecation", "ec2:EnableImageDeregistrationProtection", "ec2:DisableImageDeregistrationProtection"
-            ],
-            "Resource": ["arn:aws:ec2:*::image/*", "arn:aws:ec2:*:*:snapshot/*"],
-            "Condition": { "StringEquals": { format!("ec2:ResourceTag/{}", tags::RECIPE): recipe } }
-        }),
-        json!({
-            // Not scoped by tag: a build that fails while its image is pending deletes the
-            // image's snapshots before kiln could tag them.
-            "Sid": "KilnDeleteSnapshots",
-            "Effect": "Allow",
-            "Action": ["ec2:DeleteSnapshot"],
-            "Resource": "arn:aws:ec2:*:*:snapshot/*"
-        }),
-    ]
+    vec![json!({
+        "Sid": "KilnManageOwnImages",
+        "Effect": "Allow",
+        "Action": [
+            "ec2:DeregisterImage", "ec2:DeleteSnapshot", "ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute",
+            "ec2:EnableImageDeprecation", "ec2:EnableImageDeregistrationProtection", "ec2:DisableImageDeregistrationProtection"
+        ],
+        "Resource": ["arn:aws:ec2:*::image/*", "arn:aws:ec2:*:*:snapshot/*"],
+        "Condition": { "StringEquals": { format!("ec2:ResourceTag/{}", tags::RECIPE): recipe } }
+    })]
 }
 
 /// Run Command: the shell document, on builders only.
@@ -350,7 +359,7 @@ mod tests {
     }
 
     #[test]
-    fn tags_on_existing_resources_never_reach_instances() {
+    fn tags_only_at_creation_and_changes_only_to_the_recipes_images() {
         let policy = policy(
             &full_plan(),
             Some("arn:aws:iam::123456789012:role/builders/r"),
