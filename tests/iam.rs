@@ -15,6 +15,10 @@ const NOT_RECORDED: &[(&str, &str)] = &[
         "checked by IAM inside RunInstances with an instance profile, not a call of its own",
     ),
     (
+        "ec2:CreateTags",
+        "authorised by IAM for the tags in RunInstances, CreateImage and CopyImage; kiln tags nothing afterwards",
+    ),
+    (
         "ssm:DescribeParameters",
         "checked by IAM inside DescribeImageReferences when it looks at SSM parameters",
     ),
