@@ -213,6 +213,7 @@ source:
   image: {source_id}
 builder:
   instance_type: {INSTANCE_TYPE}
+  default_host_management: true  # like Packer here: no instance profile
   volume_size_gb: {VOLUME_GB}
 steps: []
 image:

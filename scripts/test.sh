@@ -25,4 +25,7 @@ cargo test --all-targets "$@"
 echo "== kiln iam-policy allows every AWS action the suite recorded"
 cargo test --test integration -- --ignored --exact iam::policy_allows_every_action_the_suite_recorded
 
+echo "== kiln iam-policy passes the IAM policy linter (parliament)"
+scripts/iam-lint target/debug/kiln
+
 echo "== all checks passed in $((SECONDS - started)) s"

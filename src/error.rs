@@ -93,8 +93,11 @@ impl AwsError {
                 "the caller is not allowed to call {}; `kiln iam-policy RECIPE` prints the policy kiln needs",
                 self.operation
             ),
-            "ExpiredToken" | "ExpiredTokenException" | "RequestExpired" | "InvalidClientTokenId" | "UnrecognizedClientException" => {
-                "the credentials are missing or expired: refresh them (aws sso login, or new keys) and retry".into()
+            "ExpiredToken" | "ExpiredTokenException" | "RequestExpired" | "InvalidClientTokenId" | "UnrecognizedClientException"
+            | "CredentialsNotLoaded" => {
+                "the credentials are missing or expired: pick a profile (--profile or AWS_PROFILE), run `aws sso login` for an SSO profile, \
+                 or export fresh AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN); `aws sts get-caller-identity` \
+                 shows whether they work. Not retried: waiting does not fix credentials".into()
             }
             c if c.ends_with(".NotFound") || c.ends_with("NotFoundException") || c == "InvalidInstanceId" => format!(
                 "check that {} exists in region {} and that the account is the right one",

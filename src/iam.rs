@@ -1,23 +1,110 @@
 //! `kiln iam-policy`: the least-privilege IAM policy the caller of kiln needs for a recipe.
 //!
-//! Pure: built from the plan alone. Mutating actions are scoped to kiln's own resources where
-//! IAM allows it (builders by their `kiln:role` tag, the recipe's launch template, the recipe's
-//! SSM parameter); describe calls cannot be scoped and use `*`.
+//! Pure: built from the plan (and the builder's role, when the caller names it). Mutating
+//! actions are scoped to kiln's own resources where IAM allows it: builders by their `kiln:role`
+//! tag, images and their snapshots by their `kiln:recipe` tag, tags only in the call that
+//! creates a resource, the recipe's launch template and SSM parameter; describe
+//! calls cannot be scoped and use `*`.
+//!
+//! Every action a policy names is in [`ACTIONS`] with the `Cloud` operation that calls it, so
+//! the policy never grants what kiln does not do.
 
 use serde_json::{json, Value};
 
 use crate::plan::Plan;
 use crate::tags;
 
+/// Every action kiln's policies may name, with the [`Cloud`](crate::aws::Cloud) operation that
+/// needs it.
+pub const ACTIONS: &[(&str, &str)] = &[
+    ("ec2:DescribeImages", "images, find_images"),
+    ("ec2:DescribeInstances", "instance, find_instances"),
+    ("ec2:DescribeSnapshots", "snapshots_of_image"),
+    (
+        "ec2:DescribeLaunchTemplates",
+        "launch_template, launch_templates",
+    ),
+    (
+        "ec2:DescribeLaunchTemplateVersions",
+        "default_template_version, template_versions",
+    ),
+    ("ec2:DescribeImageReferences", "image_references"),
+    (
+        "ssm:DescribeParameters",
+        "image_references (AWS checks the SSM parameters it looks at)",
+    ),
+    ("ec2:RunInstances", "launch_instance"),
+    (
+        "ec2:CreateTags",
+        "launch_instance, create_image, copy_image (tags in the creating call)",
+    ),
+    ("ec2:StopInstances", "stop_instance"),
+    ("ec2:TerminateInstances", "terminate_instance"),
+    ("ec2:CreateImage", "create_image"),
+    ("ec2:CopyImage", "copy_image"),
+    ("ec2:DeregisterImage", "deregister_image"),
+    ("ec2:DeleteSnapshot", "delete_snapshot"),
+    ("ec2:ModifyImageAttribute", "share_image, require_imdsv2"),
+    ("ec2:EnableImageDeprecation", "deprecate_image"),
+    ("ec2:EnableImageDeregistrationProtection", "protect_image"),
+    (
+        "ec2:DisableImageDeregistrationProtection",
+        "unprotect_image",
+    ),
+    ("ec2:ModifySnapshotAttribute", "share_image"),
+    ("ec2:CreateLaunchTemplateVersion", "create_template_version"),
+    ("ec2:ModifyLaunchTemplate", "set_default_version"),
+    (
+        "ec2:DeleteLaunchTemplateVersions",
+        "delete_template_version",
+    ),
+    ("ssm:DescribeInstanceInformation", "agent_status"),
+    ("ssm:SendCommand", "send_command"),
+    ("ssm:GetCommandInvocation", "invocation"),
+    ("ssm:CancelCommand", "cancel_command"),
+    ("ssm:PutParameter", "put_parameter"),
+    ("autoscaling:StartInstanceRefresh", "start_refresh"),
+    ("autoscaling:DescribeInstanceRefreshes", "refresh"),
+    (
+        "iam:PassRole",
+        "launch_instance (RunInstances with an instance profile passes its role)",
+    ),
+    (
+        "kms:DescribeKey",
+        "launch_instance, copy_image with a customer managed key",
+    ),
+    (
+        "kms:CreateGrant",
+        "launch_instance, copy_image with a customer managed key",
+    ),
+    (
+        "kms:GenerateDataKeyWithoutPlaintext",
+        "launch_instance, copy_image with a customer managed key",
+    ),
+    (
+        "kms:ReEncryptFrom",
+        "copy_image with a customer managed key",
+    ),
+    ("kms:ReEncryptTo", "copy_image with a customer managed key"),
+    (
+        "kms:Decrypt",
+        "launch_instance, copy_image with a customer managed key",
+    ),
+];
+
 /// The policy document for building, releasing, rolling back, pruning and collecting garbage
-/// for `plan`.
-pub fn policy(plan: &Plan) -> Value {
-    let mut statements = build_statements();
+/// for `plan`. `builder_role` is the role inside the builder's instance profile (a name or an
+/// ARN); without it the role is guessed to have the profile's name (see [`builder_role_note`]).
+pub fn policy(plan: &Plan, builder_role: Option<&str>) -> Value {
+    let mut statements = build_statements(&plan.name);
     if let Some(profile) = &plan.builder.iam_instance_profile {
-        statements.push(pass_role(profile));
+        statements.push(pass_role(builder_role.unwrap_or(profile)));
     }
     if let Some(release) = &plan.release {
         statements.extend(release_statements(release));
+    }
+    if let Some(statement) = kms_statement(plan) {
+        statements.push(statement);
     }
     if let Some(parameter) = &plan.image.ssm_parameter {
         statements.push(json!({
@@ -30,9 +117,23 @@ pub fn policy(plan: &Plan) -> Value {
     json!({ "Version": "2012-10-17", "Statement": statements })
 }
 
-/// What every build needs: describe, launch, tag, drive the builder, images, Run Command.
-fn build_statements() -> Vec<Value> {
-    vec![
+/// What to tell the caller when the policy's `iam:PassRole` names a guessed role.
+pub fn builder_role_note(plan: &Plan, builder_role: Option<&str>) -> Option<String> {
+    let profile = plan.builder.iam_instance_profile.as_deref()?;
+    if builder_role.is_some() {
+        return None;
+    }
+    let name = profile.rsplit('/').next().unwrap_or(profile);
+    Some(format!(
+        "note: iam:PassRole names the role `{name}`, a guess: AWS checks PassRole on the role inside the instance profile \
+         `{profile}`, whose name may differ. Find it with\n  aws iam get-instance-profile --instance-profile-name {name} \
+         --query 'InstanceProfile.Roles[0].RoleName' --output text\nand run `kiln iam-policy RECIPE --builder-role ROLE`"
+    ))
+}
+
+/// Describe calls, launching and driving the builder, tags and images.
+fn build_statements(recipe: &str) -> Vec<Value> {
+    let mut statements = vec![
         json!({
             "Sid": "KilnDescribe",
             "Effect": "Allow",
@@ -41,7 +142,7 @@ fn build_statements() -> Vec<Value> {
                 "ec2:DescribeLaunchTemplates", "ec2:DescribeLaunchTemplateVersions",
                 // DescribeImageReferences also needs to describe what it checks (SSM parameters).
                 "ec2:DescribeImageReferences", "ssm:DescribeParameters",
-                "ssm:DescribeInstanceInformation", "ssm:GetCommandInvocation", "ssm:ListCommandInvocations"
+                "ssm:DescribeInstanceInformation", "ssm:GetCommandInvocation"
             ],
             "Resource": "*"
         }),
@@ -55,12 +156,6 @@ fn build_statements() -> Vec<Value> {
             ]
         }),
         json!({
-            "Sid": "KilnTag",
-            "Effect": "Allow",
-            "Action": ["ec2:CreateTags"],
-            "Resource": ["arn:aws:ec2:*:*:instance/*", "arn:aws:ec2:*:*:volume/*", "arn:aws:ec2:*::image/*", "arn:aws:ec2:*:*:snapshot/*"]
-        }),
-        json!({
             "Sid": "KilnDriveBuilder",
             "Effect": "Allow",
             "Action": ["ec2:StopInstances", "ec2:TerminateInstances", "ec2:CreateImage"],
@@ -68,20 +163,56 @@ fn build_statements() -> Vec<Value> {
             "Condition": { "StringEquals": { format!("ec2:ResourceTag/{}", tags::ROLE): tags::ROLE_BUILDER } }
         }),
         json!({
-            "Sid": "KilnImages",
+            "Sid": "KilnCreateImages",
             "Effect": "Allow",
-            "Action": [
-                "ec2:CreateImage", "ec2:CopyImage", "ec2:DeregisterImage", "ec2:DeleteSnapshot", "ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute",
-                "ec2:EnableImageDeprecation", "ec2:EnableImageDeregistrationProtection", "ec2:DisableImageDeregistrationProtection"
-            ],
+            "Action": ["ec2:CreateImage", "ec2:CopyImage"],
             // Image ARNs have no account; snapshot ARNs do.
             "Resource": ["arn:aws:ec2:*::image/*", "arn:aws:ec2:*:*:snapshot/*"]
         }),
+    ];
+    statements.extend(tag_statements());
+    statements.extend(own_image_statements(recipe));
+    statements.extend(run_command_statements());
+    statements
+}
+
+/// Tags only in the call that creates the resource (kiln tags everything it makes that way), so
+/// the policy cannot tag an existing instance `kiln:role=builder` and then drive it, nor tag
+/// someone else's image as this recipe's and then deregister it.
+fn tag_statements() -> Vec<Value> {
+    vec![json!({
+        "Sid": "KilnTagOnCreate",
+        "Effect": "Allow",
+        "Action": ["ec2:CreateTags"],
+        "Resource": ["arn:aws:ec2:*:*:instance/*", "arn:aws:ec2:*:*:volume/*", "arn:aws:ec2:*::image/*", "arn:aws:ec2:*:*:snapshot/*"],
+        "Condition": { "StringEquals": { "ec2:CreateAction": ["RunInstances", "CreateImage", "CopyImage"] } }
+    })]
+}
+
+/// Deregistering, deleting, sharing and image settings: only images and snapshots tagged as
+/// this recipe's (kiln tags them in CreateImage and CopyImage, so even a pending image's
+/// snapshots carry the tag).
+fn own_image_statements(recipe: &str) -> Vec<Value> {
+    vec![json!({
+        "Sid": "KilnManageOwnImages",
+        "Effect": "Allow",
+        "Action": [
+            "ec2:DeregisterImage", "ec2:DeleteSnapshot", "ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute",
+            "ec2:EnableImageDeprecation", "ec2:EnableImageDeregistrationProtection", "ec2:DisableImageDeregistrationProtection"
+        ],
+        "Resource": ["arn:aws:ec2:*::image/*", "arn:aws:ec2:*:*:snapshot/*"],
+        "Condition": { "StringEquals": { format!("ec2:ResourceTag/{}", tags::RECIPE): recipe } }
+    })]
+}
+
+/// Run Command: the shell document, on builders only.
+fn run_command_statements() -> Vec<Value> {
+    vec![
         json!({
             "Sid": "KilnRunCommandDocument",
             "Effect": "Allow",
             "Action": ["ssm:SendCommand"],
-            "Resource": "arn:aws:ssm:*::document/AWS-RunShellScript"
+            "Resource": "arn:aws:ssm:*:*:document/AWS-RunShellScript"
         }),
         json!({
             "Sid": "KilnRunCommandOnBuilders",
@@ -100,14 +231,52 @@ fn build_statements() -> Vec<Value> {
     ]
 }
 
-/// Passing the builder's role to EC2.
-fn pass_role(profile: &str) -> Value {
-    let role = profile.rsplit('/').next().unwrap_or(profile);
+/// The customer managed keys the recipe names (the builder's volume, each copy region's), used
+/// through EC2 only: what EBS needs of the caller to encrypt, copy and re-encrypt with them.
+fn kms_statement(plan: &Plan) -> Option<Value> {
+    let mut keys: Vec<&String> = plan.builder.kms_key_id.iter().collect();
+    keys.extend(plan.image.region_kms_keys.values());
+    keys.sort();
+    keys.dedup();
+    if keys.is_empty() {
+        return None;
+    }
+    let resources: Vec<String> = keys
+        .iter()
+        .map(|key| {
+            if key.starts_with("arn:") {
+                (*key).clone()
+            } else {
+                // A key id or alias: IAM needs the key's ARN; any region and account.
+                "arn:aws:kms:*:*:key/*".to_owned()
+            }
+        })
+        .collect();
+    Some(json!({
+        "Sid": "KilnUseKmsKeys",
+        "Effect": "Allow",
+        "Action": [
+            "kms:DescribeKey", "kms:CreateGrant", "kms:GenerateDataKeyWithoutPlaintext",
+            "kms:ReEncryptFrom", "kms:ReEncryptTo", "kms:Decrypt"
+        ],
+        "Resource": resources,
+        "Condition": { "StringLike": { "kms:ViaService": "ec2.*.amazonaws.com" } }
+    }))
+}
+
+/// Passing the builder's role (a name or an ARN) to EC2, and to nothing else.
+fn pass_role(role: &str) -> Value {
+    let resource = if role.starts_with("arn:") {
+        role.to_owned()
+    } else {
+        let name = role.rsplit('/').next().unwrap_or(role);
+        format!("arn:aws:iam::*:role/{name}")
+    };
     json!({
         "Sid": "KilnPassBuilderRole",
         "Effect": "Allow",
         "Action": ["iam:PassRole"],
-        "Resource": format!("arn:aws:iam::*:role/{role}"),
+        "Resource": resource,
         "Condition": { "StringEquals": { "iam:PassedToService": "ec2.amazonaws.com" } }
     })
 }
@@ -129,7 +298,7 @@ fn release_statements(release: &crate::plan::ReleaseSpec) -> Vec<Value> {
         statements.push(json!({
             "Sid": "KilnInstanceRefresh",
             "Effect": "Allow",
-            "Action": ["autoscaling:StartInstanceRefresh", "autoscaling:CancelInstanceRefresh"],
+            "Action": ["autoscaling:StartInstanceRefresh"],
             "Resource": format!("arn:aws:autoscaling:*:*:autoScalingGroup:*:autoScalingGroupName/{group}")
         }));
         statements.push(json!({
@@ -140,4 +309,90 @@ fn release_statements(release: &crate::plan::ReleaseSpec) -> Vec<Value> {
         }));
     }
     statements
+}
+
+/// Every action named in `policy`.
+pub fn actions(policy: &Value) -> Vec<String> {
+    let mut actions: Vec<String> = policy["Statement"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["Action"].as_array().cloned().unwrap_or_default())
+        .filter_map(|a| a.as_str().map(str::to_owned))
+        .collect();
+    actions.sort();
+    actions.dedup();
+    actions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recipe::{load_plan, LoadOptions};
+
+    fn full_plan() -> Plan {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let options = LoadOptions {
+            vars: Vec::new(),
+            now: std::time::SystemTime::UNIX_EPOCH,
+            build_id: "b".into(),
+        };
+        load_plan(&root.join("tests/recipes/full-featured.yaml"), &options).expect("loads")
+    }
+
+    #[test]
+    fn the_policy_names_exactly_the_actions_kiln_has_an_operation_for() {
+        let named = actions(&policy(&full_plan(), None));
+        let known: Vec<String> = ACTIONS.iter().map(|(a, _)| a.to_string()).collect();
+        for action in &named {
+            assert!(
+                known.contains(action),
+                "{action} has no operation in ACTIONS"
+            );
+        }
+        for action in &known {
+            assert!(
+                named.contains(action),
+                "{action} is in ACTIONS but in no statement"
+            );
+        }
+    }
+
+    #[test]
+    fn tags_only_at_creation_and_changes_only_to_the_recipes_images() {
+        let policy = policy(
+            &full_plan(),
+            Some("arn:aws:iam::123456789012:role/builders/r"),
+        );
+        let statements = policy["Statement"].as_array().unwrap();
+        for statement in statements
+            .iter()
+            .filter(|s| s["Action"] == json!(["ec2:CreateTags"]))
+        {
+            let condition = &statement["Condition"]["StringEquals"];
+            let on_create = condition.get("ec2:CreateAction").is_some();
+            let instances = statement["Resource"].to_string().contains(":instance/");
+            assert!(on_create || !instances, "{statement}");
+            assert!(
+                on_create || condition.get("aws:RequestTag/kiln:recipe").is_some(),
+                "{statement}"
+            );
+        }
+        let manage = statements
+            .iter()
+            .find(|s| s["Sid"] == "KilnManageOwnImages")
+            .unwrap();
+        assert_eq!(
+            manage["Condition"]["StringEquals"]["ec2:ResourceTag/kiln:recipe"],
+            json!(full_plan().name)
+        );
+        let pass = statements
+            .iter()
+            .find(|s| s["Sid"] == "KilnPassBuilderRole")
+            .unwrap();
+        assert_eq!(
+            pass["Resource"],
+            json!("arn:aws:iam::123456789012:role/builders/r")
+        );
+    }
 }

@@ -114,6 +114,57 @@ pub struct Ledger {
 
 /// The name of the lock file in a build's folder.
 pub const LOCK_FILE: &str = "lock";
+/// The journal of a build, in its folder.
+pub const JOURNAL_FILE: &str = "journal.jsonl";
+/// What a journal is renamed to once its build holds nothing more to clean up.
+pub const RETIRED_JOURNAL_FILE: &str = "journal.retired.jsonl";
+
+/// Appends one event to a journal file.
+fn append_line(journal: &Path, resource: &Resource, event: Event) -> Result<()> {
+    let line = Line {
+        at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+        event,
+        resource: resource.clone(),
+    };
+    let mut text = serde_json::to_string(&line)
+        .map_err(|e| Error::Internal(format!("could not encode a journal entry: {e}")))?;
+    text.push('\n');
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(journal)
+        .map_err(|e| Error::io("open the journal", journal, e))?;
+    file.write_all(text.as_bytes())
+        .and_then(|_| file.sync_data())
+        .map_err(|e| Error::io("write the journal", journal, e))
+}
+
+/// Records, in the journal of a build that is not running (a dead build `kiln gc` cleaned up
+/// after), that `resource` is gone. Nothing when the build has no journal here.
+pub fn record_removed(build_dir: &Path, resource: &Resource) -> Result<()> {
+    let journal = build_dir.join(JOURNAL_FILE);
+    if !journal.exists() || is_running(build_dir) {
+        return Ok(());
+    }
+    append_line(&journal, resource, Event::Removed)
+}
+
+/// Retires the journal of a build that is not running and holds nothing to clean up (every
+/// resource kept or removed): it is renamed, so `kiln gc` no longer reads it; the build's logs
+/// and manifest stay. Returns whether it was retired.
+pub fn retire_if_done(build_dir: &Path) -> Result<bool> {
+    let journal = build_dir.join(JOURNAL_FILE);
+    if !journal.exists() || is_running(build_dir) {
+        return Ok(false);
+    }
+    let entries = Ledger::read_journal(&journal)?;
+    if entries.iter().any(|(_, event)| *event == Event::Created) {
+        return Ok(false);
+    }
+    let retired = build_dir.join(RETIRED_JOURNAL_FILE);
+    std::fs::rename(&journal, &retired)
+        .map_err(|e| Error::io("retire the journal", &journal, e))?;
+    Ok(true)
+}
 
 /// Whether the build whose folder is `build_dir` is running in some process on this machine.
 pub fn is_running(build_dir: &Path) -> bool {
@@ -128,7 +179,7 @@ impl Ledger {
     pub fn create(build_dir: &Path, build_id: &str) -> Result<Ledger> {
         std::fs::create_dir_all(build_dir)
             .map_err(|e| Error::io("create the state folder", build_dir, e))?;
-        let journal = build_dir.join("journal.jsonl");
+        let journal = build_dir.join(JOURNAL_FILE);
         std::fs::File::create(&journal)
             .map_err(|e| Error::io("create the journal", &journal, e))?;
         let lock_path = build_dir.join(LOCK_FILE);
@@ -176,21 +227,7 @@ impl Ledger {
     }
 
     fn append(&self, resource: Resource, event: Event) -> Result<()> {
-        let line = Line {
-            at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-            event,
-            resource: resource.clone(),
-        };
-        let mut text = serde_json::to_string(&line)
-            .map_err(|e| Error::Internal(format!("could not encode a journal entry: {e}")))?;
-        text.push('\n');
-        let mut file = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&self.journal)
-            .map_err(|e| Error::io("open the journal", &self.journal, e))?;
-        file.write_all(text.as_bytes())
-            .and_then(|_| file.sync_data())
-            .map_err(|e| Error::io("write the journal", &self.journal, e))?;
+        append_line(&self.journal, &resource, event)?;
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         match entries.iter_mut().find(|(r, _)| *r == resource) {
             Some(entry) => entry.1 = event,

@@ -15,6 +15,7 @@ pub mod cli;
 pub mod error;
 pub mod iam;
 pub mod ledger;
+pub mod limits;
 pub mod pipeline;
 pub mod plan;
 pub mod recipe;

@@ -115,6 +115,11 @@ pub struct BuilderSpec {
     /// default EBS key. Left out of the digest when unset, so older digests stay as they were.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kms_key_id: Option<String>,
+    /// No instance profile: the account's Default Host Management Configuration gives the
+    /// builder its SSM role. Serialized (plan and digest) only when set, so recipes without it
+    /// keep their digest.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub default_host_management: bool,
 }
 
 /// One provisioning step.
@@ -559,6 +564,7 @@ mod tests {
                 encrypted: true,
                 associate_public_ip: None,
                 kms_key_id: None,
+                default_host_management: false,
             },
             steps: vec![
                 Step {

@@ -5,7 +5,7 @@
 //! - `emulator::*`: the SDK implementation ([`kiln::aws::sdk::Sdk`]) against the local emulator
 //!   (moto + kiln's behaviour layer), through the real AWS SDK;
 //! - `aws::*`: the SDK implementation against a real account, only when `KILN_TEST_AWS=1`
-//!   (otherwise each test prints one line saying it was skipped). It launches t3.micro
+//!   (otherwise one line for the whole run says they were skipped). It launches t3.micro
 //!   instances from the newest Amazon Linux 2023 image and removes everything it created; see
 //!   the README ("Conformance against a real account") for the variables and the cost.
 //!
@@ -18,7 +18,7 @@ use std::time::Duration;
 use kiln::aws::poll::{wait_until, Probe, Wait};
 use kiln::aws::InstanceQuery;
 use kiln::aws::{Cloud, CopyImageRequest, CreateImageRequest, ImageQuery, ImageState};
-use kiln::aws::{CommandStatus, PingStatus, TemplateRef};
+use kiln::aws::{CommandStatus, Invocation, PingStatus, TemplateRef};
 use kiln::aws::{InstanceState, LaunchRequest, NewTemplateVersion, RootVolume, ShellCommand};
 use kiln::error::Result;
 use kiln::pipeline::images::Deletion;
@@ -40,27 +40,49 @@ pub struct Backend {
     _guard: Option<Box<dyn std::any::Any>>,
 }
 
+/// A script that runs for an hour (the fake and the emulator are told so; a real builder runs it).
+const LONG_COMMAND: &str = "sleep 3600";
+
 /// How long a conformance wait may take: long enough for a real account.
 const PATIENCE: Duration = Duration::from_secs(900);
 
 impl Backend {
     pub async fn fake() -> Backend {
         let fake = kiln::aws::fake::Fake::seeded(crate::support::REGION);
+        fake.command_rule(kiln::aws::fake::CommandRule {
+            matching: LONG_COMMAND.into(),
+            in_progress_for: Duration::from_secs(3600),
+            outcome: kiln::aws::fake::CommandOutcome::Success {
+                stdout: String::new(),
+            },
+        });
         Backend::from_seeded(Arc::new(fake.clone()), Some(Box::new(fake))).await
     }
 
     pub async fn emulator() -> Backend {
         let emulator = crate::support::Emulator::seeded();
         // As on AWS, a deregistered image's snapshots stay in use for a moment.
-        emulator.behaviour(serde_json::json!({ "snapshot_in_use_seconds": 1 }));
+        emulator.behaviour(serde_json::json!({
+            "snapshot_in_use_seconds": 1,
+            "commands": [{"match": LONG_COMMAND, "in_progress_seconds": 3600}]
+        }));
         let cloud = crate::support::kiln_sdk(&emulator.url).await;
         Backend::from_seeded(Arc::new(cloud), Some(Box::new(emulator))).await
     }
 
-    /// A real account, when `KILN_TEST_AWS=1`; `None` (after saying so) otherwise.
-    pub async fn aws(test: &str) -> Option<Backend> {
+    /// A real account, when `KILN_TEST_AWS=1`; `None` otherwise, after one line (for the
+    /// whole run, written past the test harness's capture so it shows) saying how to run them.
+    pub async fn aws() -> Option<Backend> {
+        static SAID: std::sync::Once = std::sync::Once::new();
         if std::env::var("KILN_TEST_AWS").as_deref() != Ok("1") {
-            eprintln!("skipped {test}: set KILN_TEST_AWS=1 (and a profile/region) to run it against a real account");
+            SAID.call_once(|| {
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "skipped the real-account conformance tests (conformance::aws::*): set KILN_TEST_AWS=1, \
+                     KILN_TEST_INSTANCE_PROFILE and a profile/region to run them (README: \"Conformance against a real account\")"
+                );
+            });
             return None;
         }
         Some(crate::support::real_account::backend().await)
@@ -94,18 +116,6 @@ impl Backend {
             run_id: format!("conf-{}-{}", std::process::id(), unique()),
             _guard: guard,
         }
-    }
-
-    /// Launches an instance and waits until its SSM agent is online.
-    async fn launch_online(&self, token: &str) -> String {
-        let id = self.launch(token).await;
-        self.wait_state(&id, InstanceState::Running).await;
-        let cloud = self.cloud.as_ref();
-        poll("the SSM agent", || async {
-            Ok(cloud.agent_status(&id).await? == Some(PingStatus::Online))
-        })
-        .await;
-        id
     }
 
     /// Makes a script containing `marker` print `stdout` and `stderr` on the fake and the
@@ -145,25 +155,7 @@ impl Backend {
             })
             .await
             .expect("SendCommand");
-        let wait = Wait {
-            phase: "conformance",
-            resource: "the command",
-            region: "-",
-            timeout: PATIENCE,
-            hint: "",
-        };
-        wait_until(
-            wait,
-            |_| {},
-            || async {
-                Ok(match cloud.invocation(&command_id, instance).await? {
-                    Some(inv) if inv.is_finished() => Probe::Done(inv),
-                    _ => Probe::Pending("not yet".into()),
-                })
-            },
-        )
-        .await
-        .expect("the command finishes")
+        finished_invocation(cloud, &command_id, instance).await
     }
 
     fn launch_request(&self, token: &str) -> LaunchRequest {
@@ -209,8 +201,20 @@ impl Backend {
         .unwrap_or_else(|e| panic!("{id} never reached {target}: {e}"));
     }
 
+    /// A launched instance, running, whose SSM agent is online.
+    async fn online_builder(&self, token: &str) -> String {
+        let cloud = self.cloud.as_ref();
+        let id = self.launch(token).await;
+        self.wait_state(&id, InstanceState::Running).await;
+        poll("the SSM agent", || async {
+            Ok(cloud.agent_status(&id).await? == Some(PingStatus::Online))
+        })
+        .await;
+        id
+    }
+
     async fn terminate(&self, id: &str) {
-        kiln::pipeline::instances::terminate_and_wait(self.cloud.as_ref(), id, PATIENCE)
+        kiln::pipeline::instances::terminate_and_wait(self.cloud.as_ref(), id, "", PATIENCE)
             .await
             .expect("terminate");
     }
@@ -290,6 +294,25 @@ pub async fn launches_are_visible_and_idempotent(b: Backend) {
     let query = InstanceQuery::live().tagged("kiln:build-id", &b.run_id);
     let found = b.cloud.find_instances(&query).await.expect("find");
     assert_eq!(found.iter().filter(|i| i.id == id).count(), 1);
+    // By client token (how kiln confirms a builder is gone when its id answers NotFound).
+    let token = b.launch_request("one").client_token;
+    let by_token = InstanceQuery::live().launched_with(&token);
+    let found = b
+        .cloud
+        .find_instances(&by_token)
+        .await
+        .expect("find by token");
+    assert_eq!(
+        found.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+        [id.as_str()]
+    );
+    let other = InstanceQuery::live().launched_with(&format!("{token}-other"));
+    assert!(b
+        .cloud
+        .find_instances(&other)
+        .await
+        .expect("find")
+        .is_empty());
     b.terminate(&id).await;
     let gone = b.cloud.instance(&id).await.expect("describe");
     assert!(gone.is_none_or(|i| i.state == InstanceState::Terminated));
@@ -312,7 +335,8 @@ pub async fn a_root_mapping_without_a_size_is_refused(b: Backend) {
     assert_eq!(err.aws_code(), Some("MissingParameter"), "{err}");
 }
 
-/// Unknown ids: `None` or absent where the trait says so, and removing what is gone succeeds.
+/// Unknown ids: `None` or absent where the trait says so, removing what is gone succeeds, and
+/// terminating an unknown instance answers `InvalidInstanceID.NotFound` (never read as gone).
 pub async fn unknown_ids_are_absent_and_removing_them_succeeds(b: Backend) {
     let cloud = b.cloud.as_ref();
     assert!(cloud
@@ -337,10 +361,11 @@ pub async fn unknown_ids_are_absent_and_removing_them_succeeds(b: Backend) {
         .delete_snapshot("snap-0123456789abcdef0")
         .await
         .expect("delete gone");
-    cloud
+    let err = cloud
         .terminate_instance("i-0123456789abcdef0")
         .await
-        .expect("terminate gone");
+        .expect_err("terminate an unknown instance");
+    assert_eq!(err.aws_code(), Some("InvalidInstanceID.NotFound"), "{err}");
     let err = cloud
         .launch_template(&TemplateRef::Name(format!("{}-missing", b.run_id)))
         .await
@@ -635,7 +660,7 @@ pub async fn template_versions_behave_as_kiln_expects(b: Backend) {
 /// `Success` (an `InvocationDoesNotExist` right after sending is `None`, not an error).
 pub async fn commands_run_once_the_agent_is_online(b: Backend) {
     let cloud = b.cloud.as_ref();
-    let id = b.launch_online("ssm").await;
+    let id = b.online_builder("ssm").await;
     let command_id = cloud
         .send_command(&ShellCommand {
             instance_id: id.clone(),
@@ -645,16 +670,34 @@ pub async fn commands_run_once_the_agent_is_online(b: Backend) {
         })
         .await
         .expect("SendCommand");
-    poll("the command", || async {
-        Ok(match cloud.invocation(&command_id, &id).await? {
-            Some(inv) if inv.is_finished() => {
-                assert_eq!(inv.status, CommandStatus::Success, "{inv:?}");
-                true
-            }
-            _ => false,
+    let inv = finished_invocation(cloud, &command_id, &id).await;
+    assert_eq!(inv.status, CommandStatus::Success, "{inv:?}");
+    b.terminate(&id).await;
+}
+
+/// A command still running can be cancelled, and then ends `Cancelled`.
+pub async fn a_running_command_can_be_cancelled(b: Backend) {
+    let cloud = b.cloud.as_ref();
+    let id = b.online_builder("cancel").await;
+    let command_id = cloud
+        .send_command(&ShellCommand {
+            instance_id: id.clone(),
+            script: format!("#!/bin/bash\n{LONG_COMMAND}\n"),
+            execution_timeout_secs: 3600,
+            comment: "kiln conformance cancel".into(),
         })
+        .await
+        .expect("SendCommand");
+    poll("the command to start", || async {
+        Ok(cloud.invocation(&command_id, &id).await?.is_some())
     })
     .await;
+    cloud
+        .cancel_command(&command_id, &id)
+        .await
+        .expect("CancelCommand");
+    let inv = finished_invocation(cloud, &command_id, &id).await;
+    assert_eq!(inv.status, CommandStatus::Cancelled, "{inv:?}");
     b.terminate(&id).await;
 }
 
@@ -662,7 +705,7 @@ pub async fn commands_run_once_the_agent_is_online(b: Backend) {
 /// its size and its end, and read commands return it byte for byte from any offset.
 pub async fn command_output_is_cut_and_the_run_log_is_read_whole(b: Backend) {
     use kiln::pipeline::script::{self, LOG_READ_CHUNK};
-    let id = b.launch_online("output").await;
+    let id = b.online_builder("output").await;
     let marker = format!("kiln-conformance-long-{}", b.run_id);
     let stdout = format!("{}\n", "x".repeat(30_000));
     b.script_output(&marker, &stdout, "");
@@ -707,6 +750,22 @@ pub async fn command_output_is_cut_and_the_run_log_is_read_whole(b: Backend) {
         .await;
     assert_eq!(missing.status, CommandStatus::Failed);
     b.terminate(&id).await;
+}
+
+/// Polls a command's invocation until it has finished; returns it.
+async fn finished_invocation(cloud: &dyn Cloud, command_id: &str, id: &str) -> Invocation {
+    poll("the command", || async {
+        Ok(cloud
+            .invocation(command_id, id)
+            .await?
+            .is_some_and(|inv| inv.is_finished()))
+    })
+    .await;
+    cloud
+        .invocation(command_id, id)
+        .await
+        .expect("GetCommandInvocation")
+        .expect("a finished invocation")
 }
 
 /// String parameters keep versions: each write is the next version.
@@ -761,7 +820,7 @@ macro_rules! conformance {
             $(
                 #[tokio::test]
                 async fn $name() {
-                    if let Some(backend) = super::Backend::aws(stringify!($name)).await {
+                    if let Some(backend) = super::Backend::aws().await {
                         super::$name(backend).await;
                     }
                 }
@@ -780,6 +839,7 @@ conformance!(
     template_versions_behave_as_kiln_expects,
     commands_run_once_the_agent_is_online,
     command_output_is_cut_and_the_run_log_is_read_whole,
+    a_running_command_can_be_cancelled,
     parameters_are_versioned,
     regions_are_separate,
 );

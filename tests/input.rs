@@ -165,7 +165,7 @@ fn bad_command_lines_exit_2_without_aws_requests() {
 fn validate_prints_the_plan_and_a_stable_fingerprint_without_aws() {
     let kiln = Kiln::offline();
     kiln.write("files/a.conf", "x=1\n");
-    let text = "name: app\nversion: \"2\"\nsource: { image: ami-0123456789abcdef0 }\nbuilder: { instance_type: t3.micro }\nsteps:\n  - name: conf\n    file: { source: files/a.conf, destination: /etc/a.conf }\n";
+    let text = "name: app\nversion: \"2\"\nsource: { image: ami-0123456789abcdef0 }\nbuilder: { instance_type: t3.micro, iam_instance_profile: kiln-builder }\nsteps:\n  - name: conf\n    file: { source: files/a.conf, destination: /etc/a.conf }\n";
     let path = kiln.write("app.yaml", text);
     let first = kiln.run(&["validate", path.to_str().unwrap()]);
     first.assert_code(0);

@@ -9,9 +9,13 @@
 mod support;
 
 mod build;
+mod builders;
 mod conformance;
 mod faults;
 mod iam;
 mod input;
 mod lifecycle;
+mod limits;
+mod paging;
 mod pipeline;
+mod settings;

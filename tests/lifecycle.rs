@@ -11,7 +11,7 @@ const ONE_STEP: &str = "  - name: install\n    run: echo install {{ vars.flavour
 
 /// The test recipe with a var, and an image name unique per build: these tests build several
 /// images of one version within a second, and AMI names must be unique.
-fn app_recipe(kiln: &Kiln, extra_release: &str, extra_image: &str) -> String {
+pub(crate) fn app_recipe(kiln: &Kiln, extra_release: &str, extra_image: &str) -> String {
     let text = recipe(ONE_STEP)
         .replace("steps:\n", "vars: { flavour: vanilla }\nsteps:\n")
         .replace(
@@ -30,8 +30,22 @@ fn build(kiln: &Kiln, recipe: &str, extra: &[&str]) -> Value {
     run.json()
 }
 
+/// `kiln prune --keep N --json`: the report and the ids of the images it deleted.
+pub(crate) fn prune(kiln: &Kiln, recipe: &str, keep: u32) -> (Value, Vec<String>) {
+    let run = kiln.run(&["prune", recipe, "--keep", &keep.to_string(), "--json"]);
+    run.assert_code(0);
+    let report = run.json();
+    let deleted = report["deleted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["image_id"].as_str().unwrap().to_owned())
+        .collect();
+    (report, deleted)
+}
+
 /// Builds versions 1.0.0 ..= N.0.0 of `recipe`; returns their image ids, oldest first.
-fn build_versions(kiln: &Kiln, recipe: &str, n: usize) -> Vec<String> {
+pub(crate) fn build_versions(kiln: &Kiln, recipe: &str, n: usize) -> Vec<String> {
     (1..=n)
         .map(|v| {
             build(kiln, recipe, &["--var", &format!("version={v}.0.0")])["images"][0]["image_id"]

@@ -1308,3 +1308,122 @@ async fn a_rebuild_names_what_changed_since_the_newest_image() {
         "{why}"
     );
 }
+
+/// SSM may take minutes to hand a command to the agent: a step's timeout counts from delivery.
+#[tokio::test(start_paused = true)]
+async fn a_steps_timeout_counts_from_delivery_not_from_send_command() {
+    let h = Harness::new();
+    h.fake.set_timings(Timings {
+        command_delivery: Duration::from_secs(200),
+        ..h.fake.timings()
+    });
+    let plan = h.plan(
+        "b-slow-delivery",
+        "  - name: quick\n    run: echo hi\n    timeout: 30s",
+    );
+    h.build(&plan, "b-slow-delivery")
+        .await
+        .expect("delivered late, then quick: within the step's 30 s");
+    assert!(h.live_builders().is_empty());
+}
+
+/// Right after the agent reports Online, SendCommand may still answer InvalidInstanceId.
+#[tokio::test(start_paused = true)]
+async fn send_command_is_retried_while_ssm_does_not_know_the_agent_yet() {
+    let h = Harness::new();
+    h.fake.set_timings(Timings {
+        send_command_ready: Duration::from_secs(20),
+        ..h.fake.timings()
+    });
+    let plan = h.plan("b-not-ready", TWO_STEPS);
+    h.build(&plan, "b-not-ready").await.expect("build");
+    // Two commands, each sent once: more calls were refused and retried.
+    assert!(
+        h.fake.count("SendCommand") > 2,
+        "SendCommand was never refused: the test shows nothing"
+    );
+}
+
+/// A dead build's builder terminated meanwhile: gc says so (dry run or not) without terminating
+/// it again, writes what it removed back to the journal, retires the journal once the build
+/// holds nothing, and the next gc finds nothing.
+#[tokio::test(start_paused = true)]
+async fn gc_records_what_it_removed_and_does_not_repeat_itself() {
+    let h = Harness::new();
+    slow(&h.fake, |t| t.image_available = Duration::from_secs(600));
+    let plan = h.plan("b1", TWO_STEPS);
+    let crashed = tokio::time::timeout(Duration::from_secs(120), h.build(&plan, "b1")).await;
+    assert!(crashed.is_err(), "the build should still be waiting");
+    let builder = h.live_builders()[0].id.clone();
+    let cloud = h.fake.clone();
+    cloud.terminate_instance(&builder).await.expect("terminate");
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let outcome_of = |report: &gc::GcReport, what: &str| -> Vec<String> {
+        report
+            .leftovers
+            .iter()
+            .filter(|l| l.resource.contains(what))
+            .map(|l| l.outcome.to_string())
+            .collect()
+    };
+
+    let dry = gc::gc(&cloud, &h.state_dir(), Duration::ZERO, true)
+        .await
+        .expect("gc");
+    assert_eq!(outcome_of(&dry, &builder), ["already gone"], "{dry:?}");
+    let terminations = h.fake.count("TerminateInstances");
+    let first = gc::gc(&cloud, &h.state_dir(), Duration::ZERO, false)
+        .await
+        .expect("gc");
+    assert!(!first.has_failures(), "{first:?}");
+    assert_eq!(outcome_of(&first, &builder), ["already gone"], "{first:?}");
+    let image = outcome_of(&first, "image");
+    assert!(
+        image.len() == 1 && image[0].starts_with("removed"),
+        "{first:?}"
+    );
+    assert_eq!(h.fake.count("TerminateInstances"), terminations);
+    let build_dir = h.state_dir().join("builds").join("b1");
+    assert!(
+        !build_dir.join("journal.jsonl").exists(),
+        "the journal was not retired"
+    );
+    let retired = Ledger::read_journal(&build_dir.join("journal.retired.jsonl")).expect("retired");
+    assert!(
+        retired.iter().all(|(_, e)| *e == Event::Removed),
+        "{retired:?}"
+    );
+
+    let again = gc::gc(&cloud, &h.state_dir(), Duration::ZERO, false)
+        .await
+        .expect("gc");
+    assert!(again.leftovers.is_empty(), "{again:?}");
+}
+
+/// New ids answer NotFound for a while (AWS's eventual consistency): tagging the new snapshots
+/// waits for them, and a builder interrupted right after its launch is still terminated.
+#[tokio::test(start_paused = true)]
+async fn new_ids_not_visible_yet_are_waited_for_not_taken_as_gone() {
+    let h = Harness::new();
+    slow(&h.fake, |t| t.invisible = Duration::from_secs(20));
+    h.build(&h.plan("b-visible", TWO_STEPS), "b-visible")
+        .await
+        .expect("tags the snapshots once they are visible");
+    let tagged = h.kiln_images()[0].snapshot_ids.clone();
+    assert!(!tagged.is_empty());
+
+    let plan = h.plan("b-gone", "  - name: other\n    run: echo another image");
+    let err = h
+        .build_interrupted(&plan, "b-gone", |fake| fake.count("RunInstances") >= 2)
+        .await
+        .expect_err("interrupted");
+    assert!(
+        matches!(err, Error::Interrupted { .. }) || err.to_string().contains("interrupted"),
+        "{err}"
+    );
+    assert!(
+        h.live_builders().is_empty(),
+        "{err}\n{:?}",
+        h.live_builders()
+    );
+}

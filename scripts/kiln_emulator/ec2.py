@@ -10,6 +10,10 @@ moto 5.2.5 gaps, and how this module covers each:
 - RunInstances never runs out of capacity. -> instance_type_errors maps instance types to
   the error RunInstances answers for them: `InsufficientInstanceCapacity` (no capacity in
   the zone now) or `Unsupported` (the zone does not offer the type), with AWS's messages.
+- Instances never fail to start. -> instance_launch_failure (an EC2 state reason code such
+  as `Client.InternalError`, which AWS gives when the instance cannot use its volume's KMS
+  key): instances launched while it is set go to `shutting-down`, then `terminated`, with
+  that StateReason.
 - RunInstances ignores ClientToken: a retry launches a second instance.
   -> a call whose token was seen in the region returns the original reservation.
   DescribeInstances' `client-token` filter is not implemented (500). -> added.
@@ -21,6 +25,11 @@ moto 5.2.5 gaps, and how this module covers each:
 - DeleteLaunchTemplateVersions is not implemented (500), and version lookups go by list
   position, so they would break once a version is gone. -> implemented; versions are
   looked up by number and new numbers never reuse a deleted one.
+- DescribeLaunchTemplateVersions (all versions of one template) and DescribeLaunchTemplates
+  return at most MaxResults (default 15) items and no NextToken, so later items are simply
+  missing. -> AWS's paging: at most MaxResults items (1 to 200 for versions, 5 to 200 for
+  templates; InvalidParameterValue otherwise), the behaviour's page_size (default 15) without
+  it, and a NextToken while more remain.
 - Images are `available` at once after CreateImage / CopyImage and never fail.
   -> `pending` for image_pending_seconds, then `available`, or `failed` with a
   StateReason when image_fail is set.
@@ -54,6 +63,7 @@ from moto.ec2.utils import parse_user_data
 from . import amis
 from .common import service_error
 from .state import STATE
+from .visibility import note_born
 
 MOTO_RUN_INSTANCES = InstanceResponse.run_instances
 MOTO_CREATE_IMAGE = AmiBackend.create_image
@@ -129,12 +139,24 @@ def run_instances(self):
         raise service_error(code, CAPACITY_MESSAGES[code].format(instance_type))
     token = self._get_param("ClientToken")
     if not token:
-        return MOTO_RUN_INSTANCES(self)
+        return _failing_launch(MOTO_RUN_INSTANCES(self))
     with _run_lock:
         for reservation in self.ec2_backend.reservations.values():
             if any(i.client_token == token for i in reservation.instances):
                 return ActionResult(reservation)
-        return MOTO_RUN_INSTANCES(self)
+        return _failing_launch(MOTO_RUN_INSTANCES(self))
+
+
+def _failing_launch(result):
+    """Notes the new instances' ids (visibility.py); with instance_launch_failure set, they
+    terminate with that state reason."""
+    note_born(STATE, *(instance.id for instance in result.result.instances))
+    code = STATE.setting("instance_launch_failure")
+    if code:
+        for instance in result.result.instances:
+            instance.terminate()
+            instance.state_reason = instances.StateReason(f"{code}: Client error on launch", code)
+    return result
 
 
 def _patch_instances():
@@ -172,6 +194,8 @@ def _ami_state_reason(ami):
 
 
 def _start_clock(ami):
+    snapshot = getattr(ami, "ebs_snapshot", None)
+    note_born(STATE, ami.id, *([snapshot.id] if snapshot is not None else []))
     ami.__dict__["_kiln_ready_at"] = time.time() + STATE.setting("image_pending_seconds")
     ami.__dict__["_kiln_fail"] = STATE.setting("image_fail")
     return ami
@@ -292,20 +316,7 @@ def create_launch_template_version(self):
     token = self._get_param("ClientToken")
     self.error_on_dryrun()
     version = _version_for_token(self, template, data, token)
-    return ActionResult(
-        {
-            "LaunchTemplateVersion": {
-                "CreateTime": version.create_time,
-                "CreatedBy": f"arn:{self.partition}:iam::{self.current_account}:root",
-                "DefaultVersion": template.is_default(version),
-                "LaunchTemplateData": version.data,
-                "LaunchTemplateId": template.id,
-                "LaunchTemplateName": template.name,
-                "VersionDescription": version.description,
-                "VersionNumber": version.number,
-            }
-        }
-    )
+    return ActionResult({"LaunchTemplateVersion": _version_item(self, template, version)})
 
 
 def _delete_version(template, requested):
@@ -335,7 +346,85 @@ def delete_launch_template_versions(self):
     )
 
 
+MOTO_DESCRIBE_VERSIONS = LaunchTemplates.describe_launch_template_versions
+
+
+def _page(response, items, lowest):
+    """(items of the requested page, NextToken or None), as AWS pages Describe answers."""
+    max_results = response._get_int_param("MaxResults")
+    if max_results is None:
+        max_results = STATE.setting("page_size")
+    elif not lowest <= max_results <= 200:
+        raise service_error("InvalidParameterValue", f"MaxResults must be between {lowest} and 200")
+    token = response._get_param("NextToken")
+    try:
+        start = int(token[len("kiln-page-") :]) if token else 0
+        if token and not token.startswith("kiln-page-"):
+            raise ValueError(token)
+    except ValueError:
+        raise service_error("InvalidParameterValue", f"Invalid NextToken: {token}") from None
+    end = start + max_results
+    return items[start:end], (f"kiln-page-{end}" if end < len(items) else None)
+
+
+def _version_item(response, template, version):
+    return {
+        "CreateTime": version.create_time,
+        "CreatedBy": f"arn:{response.partition}:iam::{response.current_account}:root",
+        "DefaultVersion": template.is_default(version),
+        "LaunchTemplateData": version.data,
+        "LaunchTemplateId": template.id,
+        "LaunchTemplateName": template.name,
+        "VersionDescription": version.description,
+        "VersionNumber": version.number,
+    }
+
+
+def describe_launch_template_versions(self):
+    """Every version of one template, paged; other forms (Versions, Min/MaxVersion) are moto's."""
+    plain = not any(self._get_param(p) for p in ("Versions", "MinVersion", "MaxVersion"))
+    if not plain or not (self._get_param("LaunchTemplateId") or self._get_param("LaunchTemplateName")):
+        return MOTO_DESCRIBE_VERSIONS(self)
+    template = _find_template(self)
+    self.error_on_dryrun()
+    page, token = _page(self, list(template.versions), 1)
+    result = {"LaunchTemplateVersions": [_version_item(self, template, v) for v in page]}
+    if token:
+        result["NextToken"] = token
+    return ActionResult(result)
+
+
+def describe_launch_templates(self):
+    """moto's DescribeLaunchTemplates, paged."""
+    templates = self.ec2_backend.describe_launch_templates(
+        template_names=self._get_param("LaunchTemplateNames", []),
+        template_ids=self._get_param("LaunchTemplateIds", []),
+        filters=self._filters_from_querystring(),
+    )
+    self.error_on_dryrun()
+    page, token = _page(self, list(templates), 5)
+    result = {
+        "LaunchTemplates": [
+            {
+                "CreateTime": t.create_time,
+                "CreatedBy": f"arn:{self.partition}:iam::{self.current_account}:root",
+                "DefaultVersionNumber": t.default_version_number,
+                "LatestVersionNumber": t.latest_version_number,
+                "LaunchTemplateId": t.id,
+                "LaunchTemplateName": t.name,
+                "Tags": t.tags,
+            }
+            for t in page
+        ]
+    }
+    if token:
+        result["NextToken"] = token
+    return ActionResult(result)
+
+
 def _patch_launch_templates():
+    LaunchTemplates.describe_launch_template_versions = describe_launch_template_versions
+    LaunchTemplates.describe_launch_templates = describe_launch_templates
     LaunchTemplate.create_version = create_version
     LaunchTemplate.get_version = get_version
     LaunchTemplate.default_version = default_version

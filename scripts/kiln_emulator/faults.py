@@ -17,6 +17,7 @@ import uuid
 from urllib.parse import parse_qs
 
 from .common import BadRequest, buffer_body, number, rate
+from .visibility import not_visible
 
 FAULTS = ("throttle", "500", "503", "drop", "drop_after", "delay")
 CONFIG_KEYS = {"seed", "throttle_rate", "error_rate", "drop_rate", "latency_ms", "rules"}
@@ -214,6 +215,9 @@ class AwsLayer:
             time.sleep(latency / 1000)
         if fault in ("throttle", "500", "503"):
             return self._error_answer(record, protocol, fault, start_response)
+        unseen = not_visible(self.state, action, body) if service == "ec2" else None
+        if unseen:
+            return self._not_found_answer(record, unseen, start_response)
         if fault == "drop":
             drop(environ)
         if fault == "delay":  # let moto do the work, then hold the answer back for a while
@@ -243,6 +247,18 @@ class AwsLayer:
         _set_status(record, status)
         payload = text.encode()
         start_response(status, headers + [("Content-Length", str(len(payload)))])
+        return [payload]
+
+    def _not_found_answer(self, record, error, start_response):
+        """An EC2 `*.NotFound` answer for an id not visible yet (visibility.py)."""
+        code, message = error
+        status = "400 Bad Request"
+        _set_status(record, status)
+        payload = (
+            f"<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors>"
+            f"<RequestID>{uuid.uuid4()}</RequestID></Response>"
+        ).encode()
+        start_response(status, [("Content-Type", "text/xml;charset=UTF-8"), ("Content-Length", str(len(payload)))])
         return [payload]
 
     def _moto_answer(self, environ, record):

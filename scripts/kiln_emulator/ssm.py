@@ -8,13 +8,20 @@ moto 5.2.5 gaps, and how this module covers each:
   ssm_agent is "never"); InstanceIds / PingStatus filters in both filter syntaxes.
 - SendCommand with InstanceIds targets every instance of the region (an empty Targets
   list acts as a match-all EC2 filter), and accepts instances that are not online.
-  -> only the listed instances; InvalidInstanceId for one that is not online in SSM.
+  -> only the listed instances; InvalidInstanceId for one that is not online in SSM, or
+  online for less than ssm_send_ready_after_seconds (AWS refuses commands for a short
+  while after the agent first reports Online).
   The response keeps moto's shape, with Status Pending as AWS answers.
 - Every command is Success at once with empty output. -> each command takes the first
   behaviour `commands` rule whose regex is found in its `commands` parameter (lines
-  joined with newlines): InProgress for in_progress_seconds, then the rule's status,
+  joined with newlines): Pending for pending_seconds (delivery), InProgress for
+  in_progress_seconds, then the rule's status,
   stdout, stderr and exit code (default 0 for Success, 1 for Failed, -1 otherwise).
   No matching rule: Success, exit code 0, no output.
+- SendCommand accepts commands of any size. -> MaxDocumentSizeExceeded when the
+  `commands` parameter (lines joined with newlines, UTF-8) is larger than 64 KB, AWS's
+  documented document size limit (AWS counts the document around the parameters too; kiln
+  keeps 4 KiB of room for it, the emulator counts the parameter alone).
 - GetCommandInvocation answers InvalidCommandId for an unknown command (AWS:
   InvocationDoesNotExist) and always reports Success. -> reimplemented, keeping the first
   24,000 characters of stdout and 8,000 of stderr, as AWS does.
@@ -47,6 +54,7 @@ MOTO_TARGETS = Command._get_instance_ids_from_targets
 MOTO_SEND = SimpleSystemManagerBackend.send_command
 MOTO_RESPONSE_OBJECT = Command.response_object
 MOTO_SEND_RESPONSE = SSM.send_command
+DOCUMENT_MAX_BYTES = 64 * 1024
 NO_CLOUDWATCH = {"CloudWatchLogGroupName": "", "CloudWatchOutputEnabled": False}
 
 
@@ -61,12 +69,13 @@ def patch():
     SSM.describe_instance_information = describe_instance_information
 
 
-def ssm_online_instances(account_id, region):
-    """EC2 instances the emulated SSM agent has registered: running long enough."""
+def ssm_online_instances(account_id, region, extra_seconds=0):
+    """EC2 instances the emulated SSM agent has registered: running long enough (and online
+    for `extra_seconds` more)."""
     with STATE.lock:
         if STATE.behaviour["ssm_agent"] == "never":
             return []
-        after = STATE.behaviour["ssm_online_after_seconds"]
+        after = STATE.behaviour["ssm_online_after_seconds"] + extra_seconds
     now = time.time()
     online = []
     for instance in get_backend("ec2")[account_id][region].all_instances():
@@ -113,11 +122,14 @@ class CommandRun:
 
     def outcome(self, instance_id):
         now = time.time()
-        done_at = self.sent_at + self.rule["in_progress_seconds"]
+        started_at = self.sent_at + self.rule["pending_seconds"]
+        done_at = started_at + self.rule["in_progress_seconds"]
         cancelled_at = self.cancelled_at.get(instance_id)
         result = {"start": self.sent_at, "end": None, "stdout": "", "stderr": "", "code": -1}
         if cancelled_at is not None and cancelled_at < done_at:
             return dict(result, status="Cancelled", details="Cancelled", end=cancelled_at)
+        if now < started_at:
+            return dict(result, status="Pending", details="Pending")
         if now < done_at:
             return dict(result, status="InProgress", details="InProgress")
         status = self.rule["status"]
@@ -211,12 +223,20 @@ def response_object(self):
 
 
 def send_command_response(self):
-    online = {i.id for i in ssm_online_instances(self.current_account, self.region)}
+    ready_after = STATE.setting("ssm_send_ready_after_seconds")
+    online = {i.id for i in ssm_online_instances(self.current_account, self.region, ready_after)}
     offline = [i for i in self._get_param("InstanceIds", []) if i not in online]
     if offline:
         raise service_error(
             "InvalidInstanceId",
             f"Instances [[{', '.join(offline)}]] not in a valid state for account {self.current_account}",
+        )
+    commands = (self._get_param("Parameters") or {}).get("commands", [])
+    size = len("\n".join(str(line) for line in commands).encode())
+    if size > DOCUMENT_MAX_BYTES:
+        raise service_error(
+            "MaxDocumentSizeExceeded",
+            f"The document with its parameters is {size} bytes; the size limit of a document is 64 KB.",
         )
     result = MOTO_SEND_RESPONSE(self)
     result.result["Command"].update(Status="Pending", StatusDetails="Pending", CompletedCount=0, ErrorCount=0)

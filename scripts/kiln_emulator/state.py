@@ -19,14 +19,20 @@ DEFAULT_BEHAVIOUR = {
     "snapshot_in_use_seconds": 0,
     "instance_type_errors": {},
     "image_references": True,
+    "instance_launch_failure": "",
     "ssm_agent": "online",
     "ssm_online_after_seconds": 0,
+    "ssm_send_ready_after_seconds": 0,
     "commands": [],
     "refresh": {"status": "Successful", "seconds": 1},
+    # Launch templates and their versions per Describe page when the request sets no MaxResults.
+    "page_size": 15,
+    # New ids unknown to calls naming them for this long, per kind (visibility.py).
+    "invisible_seconds": {"instance": 0, "image": 0, "snapshot": 0},
 }
 COMMAND_STATUSES = ("Success", "Failed", "TimedOut", "Cancelled")
 REFRESH_STATUSES = ("Successful", "Failed", "Cancelled")
-COMMAND_RULE_KEYS = {"match", "status", "in_progress_seconds", "stdout", "stderr", "exit_code"}
+COMMAND_RULE_KEYS = {"match", "status", "pending_seconds", "in_progress_seconds", "stdout", "stderr", "exit_code"}
 
 
 def _exit_code(rule, status):
@@ -56,6 +62,7 @@ def command_rule(rule):
     return {
         "match": rule["match"],
         "status": status,
+        "pending_seconds": number(rule.get("pending_seconds", 0), "pending_seconds"),
         "in_progress_seconds": number(rule.get("in_progress_seconds", 0), "in_progress_seconds"),
         "stdout": str(rule.get("stdout", "")),
         "stderr": str(rule.get("stderr", "")),
@@ -100,6 +107,25 @@ def _refresh(key, value):
     return refresh
 
 
+def _invisible(value):
+    kinds = DEFAULT_BEHAVIOUR["invisible_seconds"]
+    if not isinstance(value, dict) or set(value) - set(kinds):
+        raise BadRequest(f"invisible_seconds must be an object with keys among {sorted(kinds)}")
+    return dict(kinds, **{kind: number(seconds, f"invisible_seconds.{kind}") for kind, seconds in value.items()})
+
+
+def _string(key, value):
+    if not isinstance(value, str):
+        raise BadRequest(f"{key} must be a string")
+    return value
+
+
+def _page_size(value):
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 200:
+        raise BadRequest("page_size must be an integer from 1 to 200")
+    return value
+
+
 # behaviour key -> check(key, value) returning the value to keep
 BEHAVIOUR_CHECKS = {
     **{key: lambda key, value: number(value, key) for key in DEFAULT_BEHAVIOUR if key.endswith("_seconds")},
@@ -109,6 +135,9 @@ BEHAVIOUR_CHECKS = {
     "ssm_agent": _ssm_agent,
     "commands": _commands,
     "refresh": _refresh,
+    "page_size": lambda key, value: _page_size(value),
+    "instance_launch_failure": lambda key, value: _string(key, value),
+    "invisible_seconds": lambda key, value: _invisible(value),
 }
 
 
@@ -138,6 +167,7 @@ class State:
             self.faults = Faults()
             self.requests = []
             self.refreshes = {}  # (account, region, group) -> [Refresh], newest first
+            self.born = {}  # resource id -> creation time (visibility.py)
 
     def setting(self, key):
         with self.lock:

@@ -29,8 +29,9 @@ use crate::error::{AwsError, Error, Result};
 /// Conventions every implementation keeps:
 /// - listings return every page;
 /// - "not there" is `Ok(None)` (or an absent entry) where the method says so, an error elsewhere;
-/// - removing something that is already gone succeeds (`deregister_image`, `delete_snapshot`,
-///   `terminate_instance`);
+/// - removing something that is already gone succeeds (`deregister_image`, `delete_snapshot`);
+///   `terminate_instance` answers AWS's `InvalidInstanceID.NotFound` as an error, since AWS also
+///   gives it for an instance launched a moment ago (the pipeline confirms by client token);
 /// - a response without a field kiln needs is an error naming the operation and the field.
 #[async_trait]
 pub trait Cloud: Send + Sync {
@@ -87,6 +88,7 @@ pub trait Cloud: Send + Sync {
     /// Instances matching `query`, every page.
     async fn find_instances(&self, query: &InstanceQuery) -> Result<Vec<Instance>>;
     async fn stop_instance(&self, instance_id: &str) -> Result<()>;
+    /// `InvalidInstanceID.NotFound` for an id AWS does not know (yet, or any more).
     async fn terminate_instance(&self, instance_id: &str) -> Result<()>;
 
     // --- launch templates (EC2) ---

@@ -293,6 +293,8 @@ pub struct InstanceQuery {
     pub tags: Tags,
     /// Empty: any state.
     pub states: Vec<InstanceState>,
+    /// Only the instances launched with this `ClientToken` (kiln's builders: the build id).
+    pub client_token: Option<String>,
 }
 
 impl InstanceQuery {
@@ -301,7 +303,14 @@ impl InstanceQuery {
         InstanceQuery {
             tags: Vec::new(),
             states: InstanceState::LIVE.to_vec(),
+            client_token: None,
         }
+    }
+
+    /// Only instances launched with `token` as their `ClientToken`.
+    pub fn launched_with(mut self, token: &str) -> InstanceQuery {
+        self.client_token = Some(token.to_owned());
+        self
     }
 
     pub fn tagged(mut self, key: &str, value: &str) -> InstanceQuery {
@@ -416,6 +425,10 @@ pub struct NewTemplateVersion {
     pub description: String,
     pub client_token: String,
 }
+
+/// How long Systems Manager may take to deliver a command to the agent (`SendCommand`'s
+/// `TimeoutSeconds`); a command still not started then ends `DeliveryTimedOut`.
+pub const COMMAND_DELIVERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// One shell script for Run Command (`AWS-RunShellScript`) on one instance.
 #[derive(Debug, Clone, PartialEq)]

@@ -6,6 +6,7 @@
 //! tenth of it), so a 20-minute snapshot is not polled every 200 ms. Throttling and other transient
 //! failures double the interval instead of failing the wait.
 //!
+//! Every pause is jittered by ±[`JITTER`], so builds started together do not poll in step.
 //! Time is tokio's, so tests on the in-memory fake run every wait on a paused, virtual clock.
 
 use std::future::Future;
@@ -17,6 +18,12 @@ use crate::error::{Error, Result};
 
 /// The first poll interval.
 pub const POLL_MIN: Duration = Duration::from_millis(250);
+/// The first poll interval of SSM waits (agent registration, command invocations): Run Command
+/// is never done within a second, and eight builds starting steps together should not burst
+/// dozens of requests a second at SSM.
+pub const SSM_POLL_MIN: Duration = Duration::from_secs(1);
+/// Each pause is the computed interval times a random factor in `1 ± JITTER`.
+pub const JITTER: f64 = 0.2;
 /// The interval never grows beyond this.
 pub const POLL_MAX: Duration = Duration::from_secs(15);
 /// The interval is about this fraction of the time already waited.
@@ -44,8 +51,22 @@ pub struct Wait<'a> {
 }
 
 /// Polls `probe` until it answers `Done`, fails with a non-transient error, or the wait's timeout
-/// passes. `on_state` is told of every new state.
+/// passes. `on_state` is told of every new state. The first pause is [`POLL_MIN`].
 pub async fn wait_until<T, F, Fut>(
+    wait: Wait<'_>,
+    on_state: impl FnMut(&str),
+    probe: F,
+) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Probe<T>>>,
+{
+    wait_until_from(POLL_MIN, wait, on_state, probe).await
+}
+
+/// [`wait_until`] whose pauses start at `first` (at least) instead of [`POLL_MIN`].
+pub async fn wait_until_from<T, F, Fut>(
+    first: Duration,
     wait: Wait<'_>,
     mut on_state: impl FnMut(&str),
     mut probe: F,
@@ -89,9 +110,8 @@ where
                 hint: wait.hint.to_owned(),
             });
         }
-        let interval = next_interval(waited)
-            .max(penalty)
-            .min(wait.timeout - waited);
+        let interval =
+            jittered(next_interval(waited).max(first).max(penalty)).min(wait.timeout - waited);
         tokio::time::sleep(interval).await;
     }
 }
@@ -101,9 +121,60 @@ pub fn next_interval(waited: Duration) -> Duration {
     (waited / POLL_FRACTION).clamp(POLL_MIN, POLL_MAX)
 }
 
+/// `interval` times a random factor in `1 ± JITTER`.
+pub fn jittered(interval: Duration) -> Duration {
+    interval.mul_f64(1.0 - JITTER + 2.0 * JITTER * fastrand::f64())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pauses_are_jittered_within_a_fifth() {
+        let base = Duration::from_secs(10);
+        let pauses: Vec<Duration> = (0..200).map(|_| jittered(base)).collect();
+        assert!(pauses
+            .iter()
+            .all(|p| *p >= base.mul_f64(0.8) && *p <= base.mul_f64(1.2)));
+        let distinct: std::collections::BTreeSet<_> = pauses.iter().collect();
+        assert!(
+            distinct.len() > 100,
+            "not random: {} distinct pauses",
+            distinct.len()
+        );
+        assert!(pauses.iter().any(|p| *p < base.mul_f64(0.95)));
+        assert!(pauses.iter().any(|p| *p > base.mul_f64(1.05)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ssm_waits_first_look_again_after_about_a_second() {
+        let mut looks = Vec::new();
+        let started = Instant::now();
+        let mut n = 0;
+        wait_until_from(
+            SSM_POLL_MIN,
+            five_seconds(),
+            |_| {},
+            || {
+                looks.push(started.elapsed());
+                n += 1;
+                std::future::ready(Ok(if n == 3 {
+                    Probe::Done(())
+                } else {
+                    Probe::Pending("p".into())
+                }))
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(looks.len(), 3);
+        let first_pause = looks[1] - looks[0];
+        assert!(
+            first_pause >= Duration::from_millis(800) && first_pause <= Duration::from_millis(1200),
+            "{first_pause:?}"
+        );
+    }
 
     #[test]
     fn interval_starts_short_and_grows_with_the_wait() {

@@ -175,6 +175,10 @@ enum Command {
     IamPolicy {
         #[command(flatten)]
         recipe: RecipeArgs,
+        /// The role inside the builder's instance profile (name or ARN), which iam:PassRole is
+        /// checked on; without it the role is guessed to have the profile's name
+        #[arg(long, value_name = "ROLE")]
+        builder_role: Option<String>,
     },
     /// Write a starter recipe NAME.yaml (and its files/) that validates as written
     Init {
@@ -482,9 +486,16 @@ async fn run(cli: Cli) -> Result<i32> {
                 .map_err(|e| Error::io("write", "the man page", e))?;
             Ok(exit::OK)
         }
-        Command::IamPolicy { recipe } => {
+        Command::IamPolicy {
+            recipe,
+            builder_role,
+        } => {
             let plan = load(&recipe, None)?;
-            println!("{}", to_json(&crate::iam::policy(&plan))?);
+            let role = builder_role.as_deref();
+            println!("{}", to_json(&crate::iam::policy(&plan, role))?);
+            if let Some(note) = crate::iam::builder_role_note(&plan, role) {
+                eprintln!("{note}");
+            }
             Ok(exit::OK)
         }
     }

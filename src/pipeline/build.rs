@@ -854,7 +854,7 @@ async fn terminate_builder(
     let cloud = ctx.cloud.as_ref();
     let timeout = job.plan.timeouts.instance_terminated;
     ctx.phase(Phase::TerminateBuilder, async {
-        terminate_and_wait(cloud, builder, timeout).await?;
+        terminate_and_wait(cloud, builder, job.build_id(), timeout).await?;
         ledger.removed(Resource::Instance {
             id: builder.to_owned(),
             region: cloud.region().to_owned(),

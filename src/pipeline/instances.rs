@@ -7,8 +7,9 @@
 use std::time::Duration;
 
 use crate::aws::poll::{wait_until, Probe, Wait};
-use crate::aws::{Cloud, InstanceState};
+use crate::aws::{Cloud, InstanceQuery, InstanceState};
 use crate::error::{Error, Result};
+use crate::pipeline::consistency::{is_not_found, until_visible};
 
 /// How long teardown waits for a builder to be gone before it reports and moves on.
 pub const TERMINATE_WAIT: Duration = Duration::from_secs(600);
@@ -63,16 +64,50 @@ fn waiting_for(target: &InstanceState) -> &'static str {
 }
 
 fn terminated_reason(state_reason: &str) -> String {
-    let outside = "the builder was terminated outside kiln (or failed to start)";
+    with_state_reason(
+        "the builder was terminated outside kiln (or failed to start)",
+        state_reason,
+    )
+}
+
+/// `what`, followed by AWS's state reason when there is one.
+pub fn with_state_reason(what: &str, state_reason: &str) -> String {
     if state_reason.is_empty() {
-        outside.to_owned()
+        what.to_owned()
     } else {
-        format!("{outside}: {state_reason}")
+        format!("{what}: {state_reason}")
     }
 }
 
 /// Terminates an instance and waits until it is `terminated`.
-pub async fn terminate_and_wait(cloud: &dyn Cloud, id: &str, timeout: Duration) -> Result<()> {
-    cloud.terminate_instance(id).await?;
-    wait_for_state(cloud, id, InstanceState::Terminated, timeout, |_| {}).await
+///
+/// `InvalidInstanceID.NotFound` is never taken as "already gone" at once: right after a launch
+/// it means "not visible yet", so the call is tried again for a while; if AWS still does not know
+/// the id, the instances launched with `client_token` (a builder's is its build id) are looked
+/// up by that token, and any still alive is terminated. With no token, the answer stands.
+pub async fn terminate_and_wait(
+    cloud: &dyn Cloud,
+    id: &str,
+    client_token: &str,
+    timeout: Duration,
+) -> Result<()> {
+    match until_visible(|| cloud.terminate_instance(id)).await {
+        Ok(()) => wait_for_state(cloud, id, InstanceState::Terminated, timeout, |_| {}).await,
+        Err(e) if is_not_found(&e) && !client_token.is_empty() => {
+            let query = InstanceQuery::live().launched_with(client_token);
+            for instance in cloud.find_instances(&query).await? {
+                cloud.terminate_instance(&instance.id).await?;
+                wait_for_state(
+                    cloud,
+                    &instance.id,
+                    InstanceState::Terminated,
+                    timeout,
+                    |_| {},
+                )
+                .await?;
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
 }

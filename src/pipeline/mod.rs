@@ -7,6 +7,7 @@
 //! folder. No clap, no terminal handling here: the CLI layer owns those.
 
 pub mod build;
+pub mod consistency;
 pub mod failure;
 pub mod gc;
 pub mod history;

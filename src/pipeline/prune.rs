@@ -332,6 +332,7 @@ async fn scanned_references(
     let query = InstanceQuery {
         tags: Vec::new(),
         states,
+        client_token: None,
     };
     for instance in cloud.find_instances(&query).await? {
         let reason = format!("used by instance {} ({})", instance.id, instance.state);

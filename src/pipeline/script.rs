@@ -10,9 +10,13 @@ use sha2::{Digest, Sha256};
 
 use crate::plan::{Step, StepKind};
 
-/// Raw bytes per upload command (base64 makes them a third larger), well under SSM's limit on
-/// command parameters.
-pub const UPLOAD_CHUNK: usize = 24 * 1024;
+/// Raw bytes per upload command: base64 makes them a third larger (45,056 bytes become 60,076),
+/// which with the command around them stays under
+/// [`SSM_COMMAND_BUDGET_BYTES`](crate::limits::SSM_COMMAND_BUDGET_BYTES), close to SSM's
+/// 64 KB document limit, so a file takes as few commands as SSM allows.
+pub const UPLOAD_CHUNK: usize = 44 * 1024;
+/// The step name in a run command's comment line is cut to this many characters.
+const COMMENT_MAX_CHARS: usize = 100;
 
 /// How much of the end of a run step's log the wrapper prints: SSM keeps only the first 24,000
 /// characters of a command's stdout, so this tail (plus one header line) always arrives whole.
@@ -97,7 +101,11 @@ pub fn builder_log(build_id: &str, file_name: &str) -> String {
 /// [`WRAPPER_TAIL_BYTES`], so a short output needs no read at all ([`parse_wrapper_output`]).
 pub fn run_command(script: &str, build_id: &str, step_name: &str, log: &str) -> String {
     let delimiter = heredoc_delimiter(script, build_id);
-    let comment = step_name.replace('\n', " ");
+    let comment: String = step_name
+        .replace('\n', " ")
+        .chars()
+        .take(COMMENT_MAX_CHARS)
+        .collect();
     format!(
         "#!/bin/bash\n# kiln build {build_id}, step: {comment}\nkiln_log={log}\n\
          mkdir -p \"$(dirname \"$kiln_log\")\" && : > \"$kiln_log\" || exit 125\n\
@@ -282,6 +290,37 @@ mod tests {
             "echo 'installed /etc/app/conf ({} bytes, sha256 {digest})'\n",
             content.len()
         )));
+    }
+
+    /// The longest build id kiln makes (`20261125t214628123z-9dede2`), with room to spare.
+    const LONG_BUILD_ID: &str = "20261125t214628123z-9dede2-0000000000";
+
+    #[test]
+    fn every_command_fits_ssms_document_limit() {
+        use crate::limits::{RUN_SCRIPT_MAX_BYTES, SSM_COMMAND_BUDGET_BYTES};
+        let content: Vec<u8> = (0..UPLOAD_CHUNK * 3).map(|i| (i * 7 % 256) as u8).collect();
+        let owner = Some("some-long-user-name:some-long-group-name");
+        let destination = format!("/opt/{}/file.bin", "d".repeat(200));
+        let uploads = upload_commands(&content, &destination, 0o644, owner, LONG_BUILD_ID);
+        assert_eq!(uploads.len(), 3);
+        for command in &uploads {
+            let size = command.script.len();
+            assert!(
+                size <= SSM_COMMAND_BUDGET_BYTES,
+                "{}: {size}",
+                command.label
+            );
+            // Near the limit: not hundreds of small commands for a large file.
+            assert!(
+                size >= SSM_COMMAND_BUDGET_BYTES - 2048,
+                "{}: {size}",
+                command.label
+            );
+        }
+        let script = "x".repeat(RUN_SCRIPT_MAX_BYTES);
+        let log = builder_log(LONG_BUILD_ID, &format!("01-{}", "n".repeat(48)));
+        let run = run_command(&script, LONG_BUILD_ID, &"n".repeat(500), &log);
+        assert!(run.len() <= SSM_COMMAND_BUDGET_BYTES, "{}", run.len());
     }
 
     #[test]

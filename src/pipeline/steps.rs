@@ -5,10 +5,13 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::aws::poll::{wait_until, Probe, Wait};
-use crate::aws::{Cloud, CommandStatus, Invocation, PingStatus, ShellCommand};
+use crate::aws::poll::{jittered, wait_until_from, Probe, Wait, SSM_POLL_MIN};
+use crate::aws::{
+    Cloud, CommandStatus, Invocation, PingStatus, ShellCommand, COMMAND_DELIVERY_TIMEOUT,
+};
 use crate::error::{Error, Result};
 use crate::pipeline::first_line;
+use crate::pipeline::instances::with_state_reason;
 use crate::pipeline::output::{append, LogTail};
 use crate::pipeline::script::{builder_log, commands_for, Command};
 use crate::plan::{Plan, Step};
@@ -16,6 +19,8 @@ use crate::report::{Phase, Reporter};
 
 /// Extra time kiln gives SSM beyond a step's own timeout before it cancels the command.
 pub const STEP_GRACE: Duration = Duration::from_secs(60);
+/// How long `SendCommand`'s `InvalidInstanceId` is retried (the agent just came online).
+pub const SEND_RETRY_WINDOW: Duration = Duration::from_secs(60);
 /// How much of a failed step's output goes into the error message.
 const TAIL_LINES: usize = 20;
 
@@ -34,7 +39,7 @@ pub async fn wait_agent_online(
         hint: "the usual causes: the instance profile lacks AmazonSSMManagedInstanceCore, the subnet has no route to the SSM endpoints \
                (NAT gateway or VPC endpoints ssm, ssmmessages, ec2messages), or the source image has no SSM agent",
     };
-    wait_until(wait, on_state, || async {
+    wait_until_from(SSM_POLL_MIN, wait, on_state, || async {
         Ok(match cloud.agent_status(instance_id).await? {
             Some(PingStatus::Online) => Probe::Done(()),
             Some(status) => Probe::Pending(format!("agent {status}")),
@@ -111,16 +116,42 @@ impl StepRunner<'_> {
         Ok(summary)
     }
 
-    /// Sends one command of a step; returns its id.
+    /// `SendCommand`, retrying `InvalidInstanceId` for up to [`SEND_RETRY_WINDOW`]: SSM may
+    /// refuse commands for a while after the agent first reports `Online`. A builder that is
+    /// gone fails at once, with its state reason.
     async fn send(&self, step: &Step, command: &Command) -> Result<String> {
-        self.cloud
-            .send_command(&ShellCommand {
-                instance_id: self.instance_id.to_owned(),
-                script: command.script.clone(),
-                execution_timeout_secs: step.timeout.as_secs() + 30,
-                comment: format!("kiln {} {}: {}", self.build_id, step.name, command.label),
-            })
-            .await
+        let command = &ShellCommand {
+            instance_id: self.instance_id.to_owned(),
+            script: command.script.clone(),
+            execution_timeout_secs: step.timeout.as_secs() + 30,
+            comment: format!("kiln {} {}: {}", self.build_id, step.name, command.label),
+        };
+        let started = tokio::time::Instant::now();
+        loop {
+            let err = match self.cloud.send_command(command).await {
+                Ok(id) => return Ok(id),
+                Err(e) if e.aws_code() == Some("InvalidInstanceId") => e,
+                Err(e) => return Err(e),
+            };
+            if let Some(instance) = self.cloud.instance(self.instance_id).await? {
+                if instance.state.is_gone() {
+                    return Err(Error::BadState {
+                        phase: "running a step",
+                        resource: self.instance_id.to_owned(),
+                        region: self.cloud.region().to_owned(),
+                        state: instance.state.to_string(),
+                        reason: with_state_reason(
+                            "the builder stopped existing during the build",
+                            &instance.state_reason,
+                        ),
+                    });
+                }
+            }
+            if started.elapsed() >= SEND_RETRY_WINDOW {
+                return Err(err);
+            }
+            tokio::time::sleep(jittered(SSM_POLL_MIN)).await;
+        }
     }
 
     /// Follows a run command while reading its log on the builder; returns the invocation, the
@@ -167,32 +198,61 @@ impl StepRunner<'_> {
         ));
     }
 
-    /// Follows one command to its end; cancels it when the wait times out.
+    /// Follows a sent command: first until the agent has it (`InProgress`), within SSM's
+    /// delivery timeout, then for the step's own timeout (plus [`STEP_GRACE`]) from delivery.
+    /// Cancels the command when a wait times out.
     async fn follow(&self, step: &Step, command_id: &str, phase: &Phase) -> Result<Invocation> {
+        let outcome = self.follow_to_end(step, command_id, phase).await;
+        if matches!(outcome, Err(Error::Timeout { .. })) {
+            let _ = self
+                .cloud
+                .cancel_command(command_id, self.instance_id)
+                .await;
+        }
+        outcome
+    }
+
+    async fn follow_to_end(
+        &self,
+        step: &Step,
+        command_id: &str,
+        phase: &Phase,
+    ) -> Result<Invocation> {
         let (cloud, instance_id) = (self.cloud, self.instance_id);
+        let resource = format!(
+            "step `{}` (command {command_id} on {instance_id})",
+            step.name
+        );
+        let look = |until_started: bool| async move {
+            Ok(match cloud.invocation(command_id, instance_id).await? {
+                Some(inv) if inv.is_finished() => Probe::Done(inv),
+                Some(inv) if until_started && inv.status == CommandStatus::InProgress => {
+                    Probe::Done(inv)
+                }
+                Some(inv) => Probe::Pending(inv.status.to_string()),
+                None => Probe::Pending("Pending".into()),
+            })
+        };
+        let progress = |state: &str| self.reporter.phase_progress(phase, state);
+        let delivery = Wait {
+            phase: "delivering a step's command",
+            resource: &resource,
+            region: cloud.region(),
+            timeout: COMMAND_DELIVERY_TIMEOUT + STEP_GRACE,
+            hint: "SSM could not hand the command to the builder's agent: check that the agent is still online (Fleet Manager) and the instance is running",
+        };
+        let started = wait_until_from(SSM_POLL_MIN, delivery, progress, || look(true)).await?;
+        if started.is_finished() {
+            return Ok(started);
+        }
         let wait = Wait {
             phase: "running a step",
-            resource: &format!("step `{}` (command {command_id} on {instance_id})", step.name),
+            resource: &resource,
             region: cloud.region(),
             timeout: step.timeout + STEP_GRACE,
             hint: "raise the step's `timeout`, or look at the command in the SSM console (Run Command history)",
         };
-        let outcome = wait_until(
-            wait,
-            |state| self.reporter.phase_progress(phase, state),
-            || async {
-                Ok(match cloud.invocation(command_id, instance_id).await? {
-                    Some(inv) if inv.is_finished() => Probe::Done(inv),
-                    Some(inv) => Probe::Pending(inv.status.to_string()),
-                    None => Probe::Pending("Pending".into()),
-                })
-            },
-        )
-        .await;
-        if matches!(outcome, Err(Error::Timeout { .. })) {
-            let _ = cloud.cancel_command(command_id, instance_id).await;
-        }
-        outcome
+        wait_until_from(SSM_POLL_MIN, wait, progress, || look(false)).await
     }
 }
 

@@ -28,6 +28,8 @@ pub enum Outcome {
     WouldRemove,
     /// Left alone on purpose, with the reason.
     Spared(String),
+    /// Already gone when looked at (a terminated instance, a deregistered image): nothing to do.
+    AlreadyGone,
     /// Removing it failed, with the first line of the error.
     Failed(String),
 }
@@ -48,6 +50,7 @@ impl fmt::Display for Outcome {
             Outcome::KeptAsDefault => f.write_str("kept: it is the default version"),
             Outcome::WouldRemove => f.write_str("would remove"),
             Outcome::Spared(reason) => write!(f, "spared: {reason}"),
+            Outcome::AlreadyGone => f.write_str("already gone"),
             Outcome::Failed(error) => write!(f, "FAILED: {error}"),
         }
     }
@@ -81,6 +84,7 @@ impl fmt::Display for Cleanup {
             Outcome::KeptAsDefault => write!(f, "kept {resource}: it is the default version"),
             Outcome::WouldRemove => write!(f, "would remove {resource}"),
             Outcome::Spared(reason) => write!(f, "spared {resource}: {reason}"),
+            Outcome::AlreadyGone => write!(f, "{resource} was already gone"),
             Outcome::Failed(error) => write!(
                 f,
                 "FAILED to remove {resource}: {error} (remove it by hand, or run `kiln gc`)"
@@ -138,7 +142,7 @@ pub async fn tear_down(cloud: &dyn Cloud, ledger: &Ledger, template: Option<&str
     }
     todo.sort_by_key(Resource::teardown_rank);
     for resource in todo {
-        let outcome = match remove(cloud, &resource).await {
+        let outcome = match remove(cloud, &resource, ledger.build_id()).await {
             Ok(outcome) => {
                 let _ = ledger.removed(resource.clone());
                 outcome
@@ -193,7 +197,8 @@ async fn find_tagged_leftovers(
 }
 
 /// Removes one resource (in its own region).
-pub async fn remove(home: &dyn Cloud, resource: &Resource) -> Result<Outcome> {
+/// `build_id` is the client token of the build's builder (empty when unknown).
+pub async fn remove(home: &dyn Cloud, resource: &Resource, build_id: &str) -> Result<Outcome> {
     let cloud = home.in_region(resource.region());
     let cloud = cloud.as_ref();
     match resource {
@@ -222,7 +227,7 @@ pub async fn remove(home: &dyn Cloud, resource: &Resource) -> Result<Outcome> {
             Ok(Outcome::Removed { with: Vec::new() })
         }
         Resource::Instance { id, .. } => {
-            terminate_and_wait(cloud, id, TERMINATE_WAIT).await?;
+            terminate_and_wait(cloud, id, build_id, TERMINATE_WAIT).await?;
             Ok(Outcome::Removed { with: Vec::new() })
         }
     }

@@ -44,6 +44,7 @@ pub(super) const BUILDER_FIELDS: &[&str] = &[
     "encrypted",
     "associate_public_ip",
     "kms_key_id",
+    "default_host_management",
 ];
 pub(super) const IMAGE_FIELDS: &[&str] = &[
     "name",
@@ -479,7 +480,20 @@ fn read_builder(session: &mut Session, top: &MapReader<'_>) -> Option<BuilderSpe
             .map(|flag| flag.value),
         kms_key_id: checked_string(session, &builder, "kms_key_id", checks::kms_key_id)
             .map(|key| key.value),
+        default_host_management: flag(session, &builder, "default_host_management", false),
     };
+    if spec.iam_instance_profile.is_none()
+        && !spec.default_host_management
+        && !builder.has("iam_instance_profile")
+    {
+        session.deferred_error_at(
+            builder.at(),
+            "`builder` has no `iam_instance_profile`: without one the builder's SSM agent cannot register, and kiln \
+             cannot run steps. Name a profile whose role has AmazonSSMManagedInstanceCore, or set \
+             `default_host_management: true` if Systems Manager's Default Host Management Configuration is on in this \
+             account and region",
+        );
+    }
     let mut types = instance_types?.into_iter();
     Some(BuilderSpec {
         instance_type: types.next()?,

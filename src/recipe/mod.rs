@@ -97,6 +97,9 @@ pub fn load_plan(path: &Path, opts: &LoadOptions) -> Result<Plan, Vec<Diagnostic
         let merged = merge::merge(fragments)?;
         resolve::resolve(&mut session, &tree, merged, path.to_path_buf(), opts)
     });
+    if session.problems.is_empty() {
+        session.problems = std::mem::take(&mut session.deferred);
+    }
     match plan {
         Some(plan) if session.problems.is_empty() => Ok(plan),
         _ if session.problems.is_empty() => Err(vec![Diagnostic::in_file(

@@ -63,6 +63,9 @@ pub(crate) struct SourceFile {
 pub(crate) struct Session {
     pub files: Vec<SourceFile>,
     pub problems: Vec<Diagnostic>,
+    /// Problems reported only when nothing else is wrong: a consequence of an incomplete
+    /// recipe (a section not written yet) that would crowd out the problem to fix first.
+    pub deferred: Vec<Diagnostic>,
 }
 
 impl Session {
@@ -87,6 +90,13 @@ impl Session {
     pub(crate) fn error_in(&mut self, file: FileId, message: impl Into<String>) {
         let path = self.file(file).path.clone();
         self.problems.push(Diagnostic::in_file(path, message));
+    }
+
+    /// Records a problem at `pos` that is reported only if the recipe has no other problem.
+    pub(crate) fn deferred_error_at(&mut self, pos: Pos, message: impl Into<String>) {
+        let path = self.file(pos.file).path.clone();
+        self.deferred
+            .push(Diagnostic::at(path, pos.line, pos.column, message));
     }
 
     /// Records a problem that is already a diagnostic.

@@ -27,8 +27,9 @@ use super::fragment::{check_value, checked_string, flag, MAX_WAIT, NONZERO};
 use super::include::shown_parent;
 use super::resolve::{Exposure, Resolver};
 use super::source::{decode_utf8, read_limited, At, FileId, Pos, Session, MAX_FILE_SOURCE_BYTES};
-use super::template::TemplateText;
+use super::template::{Origin, TemplateText};
 use super::yaml::{describe, node_pos, Entry, MapReader};
+use crate::limits::{RUN_SCRIPT_MAX_BYTES, SSM_DOCUMENT_MAX_BYTES};
 use crate::plan::{DigestStep, Step, StepKeyword, StepKind};
 
 /// The fields of a step: `name`, the key of every kind, `timeout`.
@@ -356,7 +357,20 @@ impl Resolver<'_> {
     }
 
     fn resolve_run(&mut self, step: &StepDecl, script: &TemplateText) -> Option<ResolvedAction> {
+        let text = script;
         let script = self.render(script)?;
+        let size = script.actual.len();
+        if size > RUN_SCRIPT_MAX_BYTES {
+            let message = format!(
+                "`run` script is {size} bytes once rendered; SSM Run Command takes at most {SSM_DOCUMENT_MAX_BYTES} bytes per \
+                 command, so kiln allows {RUN_SCRIPT_MAX_BYTES}: move the bulk into a `file` step (uploaded in parts) and run it"
+            );
+            match text.origin {
+                Origin::Yaml(pos) => self.session.error_at(pos, message),
+                Origin::Content(file) => self.session.error_in(file, message),
+            }
+            return None;
+        }
         Some(ResolvedAction {
             actual: StepKind::Run {
                 script: script.actual,

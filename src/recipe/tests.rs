@@ -103,7 +103,7 @@ impl Scratch {
     }
 }
 
-const HEADER: &str = "name: web\nversion: \"1.0\"\nsource: { image: ami-0123456789abcdef0 }\nbuilder: { instance_type: t3.large }\n";
+const HEADER: &str = "name: web\nversion: \"1.0\"\nsource: { image: ami-0123456789abcdef0 }\nbuilder: { instance_type: t3.large, iam_instance_profile: kiln-builder }\n";
 
 fn step_names(plan: &Plan) -> Vec<&str> {
     plan.steps.iter().map(|step| step.name.as_str()).collect()
@@ -133,6 +133,39 @@ fn minimal_recipe_gets_every_default() {
     assert!(plan.release.is_none());
     assert!(plan.secrets.is_empty());
     assert_eq!(plan.digest.len(), 64);
+}
+
+#[test]
+fn a_builder_without_an_instance_profile_needs_the_default_host_management_opt_out() {
+    let scratch = Scratch::new();
+    let base = "name: web\nversion: \"1.0\"\nsource: { image: ami-0123456789abcdef0 }\n";
+    let refused = scratch.write(
+        "refused.yaml",
+        format!("{base}builder: {{ instance_type: t3.large }}\n"),
+    );
+    let problems = load_err(&refused, &options());
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].contains("refused.yaml:4:1: `builder` has no `iam_instance_profile`"),
+        "{problems:?}"
+    );
+    let opted_out = scratch.write(
+        "dhmc.yaml",
+        format!("{base}builder: {{ instance_type: t3.large, default_host_management: true }}\n"),
+    );
+    let plan = load_ok(&opted_out, &options());
+    assert!(plan.builder.default_host_management);
+    assert_eq!(plan.builder.iam_instance_profile, None);
+    // Only set, it enters the digest: recipes without it keep theirs.
+    let with_profile = scratch.write(
+        "profile.yaml",
+        format!("{base}builder: {{ instance_type: t3.large, iam_instance_profile: p }}\n"),
+    );
+    assert!(
+        !load_ok(&with_profile, &options())
+            .builder
+            .default_host_management
+    );
 }
 
 #[test]
@@ -273,7 +306,7 @@ fn an_instance_type_list_is_tried_in_order_and_keys_change_the_digest() {
     let dir = tempfile::tempdir().unwrap();
     let recipe = |builder: &str| {
         format!(
-            "name: web\nversion: \"1.0\"\nsource:\n  image: ami-0123456789abcdef0\nbuilder:\n{builder}"
+            "name: web\nversion: \"1.0\"\nsource:\n  image: ami-0123456789abcdef0\nbuilder:\n  iam_instance_profile: kiln-builder\n{builder}"
         )
     };
     let load = |name: &str, text: String| {
@@ -527,7 +560,7 @@ mod digest {
 
         fn yaml(&self) -> String {
             format!(
-                "name: web\nversion: \"{}\"\nsource: {{ image: {} }}\nbuilder: {{ instance_type: t3.large }}\n\
+                "name: web\nversion: \"{}\"\nsource: {{ image: {} }}\nbuilder: {{ instance_type: t3.large, iam_instance_profile: kiln-builder }}\n\
                  vars:\n  greeting: {}\n  token: {{ value: \"\", secret: true, allow_empty: true }}\n\
                  steps:\n  - name: a\n    run: \"{}\"\n  - name: f\n    file: {{ source: files/app.conf, destination: /etc/app.conf, template: true }}\n  \
                  - name: c\n    check: {{ url: \"http://127.0.0.1/\" }}\n\
@@ -564,7 +597,7 @@ mod digest {
         // The digest decides whether an image is rebuilt: its bytes must not change.
         assert_eq!(
             baseline(),
-            "d721f06e4715c007adf665cec07e4a9dfd72b5ca2be7f842d9a460fddb4c65f2"
+            "8f50f1561156329a19233a9a06c6683a3cfbe5a54a7ca34c1a496834b90ad3b0"
         );
     }
 
@@ -579,11 +612,11 @@ mod digest {
             [
                 (
                     "minimal.yaml",
-                    "8aae31fe9439b2aefa5c3e0208565efa2271494a80e398df32351fd8d72b26f0".to_owned()
+                    "a16c54ff99deee28e7ea46f2b17bd9e3557b4a786e28812bcc5fe12227c0bb5d".to_owned()
                 ),
                 (
                     "filter-source.yaml",
-                    "c657556dabf284c014531ba4746f0c89d099b706ce66086b128deed85310cffd".to_owned()
+                    "12c93eb3ff148e8d486723a8739676cc8395af104b880c2dde6406df66e847b4".to_owned()
                 ),
                 (
                     "full/main.yaml",

@@ -144,6 +144,11 @@ impl Emulator {
             .collect()
     }
 
+    /// How many times kiln called `action`.
+    pub fn kiln_action_count(&self, action: &str) -> usize {
+        self.kiln_actions().iter().filter(|a| *a == action).count()
+    }
+
     pub fn clear_requests(&self) {
         self.control("DELETE", "requests", None);
     }

@@ -168,8 +168,16 @@ impl World {
     }
 
     pub fn describe_images(&mut self, here: &Here, ids: &[String]) -> Answer<Vec<Image>> {
+        // Ids not visible yet are absent, as for any unknown id.
+        let visible: Vec<&String> = ids
+            .iter()
+            .filter(|id| !self.invisible(id, here.now))
+            .collect();
         let images = self.registered_images(here);
-        Ok(images.into_iter().filter(|i| ids.contains(&i.id)).collect())
+        Ok(images
+            .into_iter()
+            .filter(|i| visible.contains(&&i.id))
+            .collect())
     }
 
     pub fn find_images(&mut self, here: &Here, query: &ImageQuery) -> Answer<Vec<Image>> {
@@ -207,6 +215,8 @@ impl World {
     ) -> String {
         let id = self.new_id("ami");
         let snapshot_id = self.new_id("snap");
+        self.note_born(&id, here.now);
+        self.note_born(&snapshot_id, here.now);
         let (after, failure) = match &self.image_outcome {
             ImageOutcome::Available => (ImageState::Available, String::new()),
             ImageOutcome::Failed { reason } => (ImageState::Failed, reason.clone()),
@@ -464,6 +474,9 @@ impl World {
     }
 
     pub fn delete_snapshot(&mut self, here: &Here, snapshot_id: &str) -> Answer<()> {
+        if self.invisible(snapshot_id, here.now) {
+            return snapshot_not_found(snapshot_id);
+        }
         let region = self.region(&here.region);
         // A deregistered image holds its snapshots for a while, as on AWS.
         let user = region.images.values().find(|r| {
@@ -485,6 +498,13 @@ impl World {
 
     /// Tags instances, images and snapshots; nothing is tagged when one id is unknown.
     pub fn create_tags(&mut self, here: &Here, ids: &[String], tags: &Tags) -> Answer<()> {
+        if let Some(id) = ids.iter().find(|id| self.invisible(id, here.now)) {
+            return match id.split('-').next() {
+                Some("i") => instance_not_found(id),
+                Some("snap") => snapshot_not_found(id),
+                _ => image_not_found(id),
+            };
+        }
         let region = self.region(&here.region);
         for id in ids {
             match id.split('-').next() {
@@ -532,6 +552,7 @@ impl World {
             return image_not_found(&request.image_id);
         };
         let id = self.new_id("i");
+        self.note_born(&id, here.now);
         let takes = self.timings.instance_start;
         let record = InstanceRecord {
             id: id.clone(),
@@ -635,6 +656,9 @@ impl World {
     }
 
     pub fn describe_instance(&mut self, here: &Here, id: &str) -> Answer<Option<Instance>> {
+        if self.invisible(id, here.now) {
+            return Ok(None);
+        }
         Ok(self
             .region(&here.region)
             .instances
@@ -643,9 +667,20 @@ impl World {
     }
 
     pub fn find_instances(&mut self, here: &Here, query: &InstanceQuery) -> Answer<Vec<Instance>> {
+        let region = self.region(&here.region);
+        let token_of = |id: &str| region.instances.get(id).map(|r| r.client_token.clone());
+        let tokens: BTreeMap<String, Option<String>> = region
+            .instances
+            .keys()
+            .map(|id| (id.clone(), token_of(id)))
+            .collect();
         let instances = self.all_instances(here);
         Ok(instances
             .into_iter()
+            .filter(|i| {
+                query.client_token.is_none()
+                    || tokens.get(&i.id).cloned().flatten() == query.client_token
+            })
             .filter(|i| has_tags(&i.tags, &query.tags))
             .filter(|i| query.states.is_empty() || query.states.contains(&i.state))
             .collect())
@@ -686,6 +721,10 @@ impl World {
     }
 
     pub fn terminate_instance(&mut self, here: &Here, id: &str) -> Answer<()> {
+        let known = self.region(&here.region).instances.contains_key(id);
+        if !known || self.invisible(id, here.now) {
+            return instance_not_found(id);
+        }
         self.shut(
             here,
             id,

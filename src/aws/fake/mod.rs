@@ -81,6 +81,14 @@ pub struct Timings {
     pub refresh: Duration,
     /// After `DeregisterImage`, how long its snapshots still answer `InvalidSnapshot.InUse`.
     pub snapshot_release: Duration,
+    /// How long SendCommand still answers `InvalidInstanceId` once the agent is `Online`.
+    pub send_command_ready: Duration,
+    /// How long a sent command stays `Pending` before the agent starts it (`InProgress`).
+    pub command_delivery: Duration,
+    /// How long a new instance, image or snapshot is unknown to calls naming its id
+    /// (`*.NotFound` from DescribeInstances, DescribeImages, CreateTags, TerminateInstances,
+    /// DeleteSnapshot): AWS's eventual consistency.
+    pub invisible: Duration,
 }
 
 impl Default for Timings {
@@ -93,6 +101,9 @@ impl Default for Timings {
             image_available: Duration::from_secs(5),
             refresh: Duration::from_secs(5),
             snapshot_release: Duration::from_secs(2),
+            send_command_ready: Duration::ZERO,
+            command_delivery: Duration::ZERO,
+            invisible: Duration::ZERO,
         }
     }
 }
@@ -108,6 +119,9 @@ impl Timings {
             image_available: Duration::ZERO,
             refresh: Duration::ZERO,
             snapshot_release: Duration::ZERO,
+            send_command_ready: Duration::ZERO,
+            command_delivery: Duration::ZERO,
+            invisible: Duration::ZERO,
         }
     }
 }

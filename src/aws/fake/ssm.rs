@@ -97,6 +97,7 @@ impl CommandRecord {
     fn raw_invocation(&self, now: Instant) -> Invocation {
         let (status, details, exit_code, stdout, stderr) = match &self.outcome {
             _ if self.cancelled.is_some() => (CommandStatus::Cancelled, "Cancelled", None, "", ""),
+            _ if now < self.delivered => (CommandStatus::Pending, "Pending", None, "", ""),
             _ if now < self.ends => (CommandStatus::InProgress, "InProgress", None, "", ""),
             CommandOutcome::Success { stdout } => (
                 CommandStatus::Success,
@@ -234,7 +235,18 @@ impl World {
     }
 
     pub fn send_command(&mut self, here: &Here, command: &ShellCommand) -> Answer<String> {
-        if self.agent_status(here, &command.instance_id)? != Some(PingStatus::Online) {
+        let ready = Here {
+            region: here.region.clone(),
+            now: here
+                .now
+                .checked_sub(self.timings.send_command_ready)
+                .unwrap_or(here.now),
+        };
+        let online_long_enough = self.timings.send_command_ready.is_zero()
+            || self.agent_status(&ready, &command.instance_id)? == Some(PingStatus::Online);
+        if !online_long_enough
+            || self.agent_status(here, &command.instance_id)? != Some(PingStatus::Online)
+        {
             return refuse(
                 "InvalidInstanceId",
                 format!(
@@ -254,12 +266,14 @@ impl World {
             }
         };
         let id = self.new_uuid();
+        let delivered = here.now + self.timings.command_delivery;
         let record = CommandRecord {
             id: id.clone(),
             instance_id: command.instance_id.clone(),
             script: command.script.clone(),
             sent: here.now,
-            ends: here.now + takes,
+            delivered,
+            ends: delivered + takes,
             outcome,
             cancelled: None,
             log,

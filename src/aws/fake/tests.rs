@@ -150,9 +150,12 @@ async fn instances_change_state_with_virtual_time() {
     assert!(started.elapsed() >= Duration::from_secs(6));
 
     fake.terminate_instance(&id).await.unwrap();
-    fake.terminate_instance("i-00000000000000bad")
+    // As AWS: an unknown id is NotFound (the pipeline decides whether that means gone).
+    let err = fake
+        .terminate_instance("i-00000000000000bad")
         .await
-        .unwrap();
+        .unwrap_err();
+    assert_eq!(err.aws_code(), Some("InvalidInstanceID.NotFound"));
     assert_eq!(fake.instance("i-00000000000000bad").await.unwrap(), None);
     let live = fake.find_instances(&InstanceQuery::live()).await.unwrap();
     assert!(live.is_empty());

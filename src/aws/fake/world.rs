@@ -143,6 +143,8 @@ pub(super) struct CommandRecord {
     pub instance_id: String,
     pub script: String,
     pub sent: Instant,
+    /// When the agent starts the script (`Pending` until then).
+    pub delivered: Instant,
     pub ends: Instant,
     pub outcome: CommandOutcome,
     pub cancelled: Option<Instant>,
@@ -223,9 +225,23 @@ pub(super) struct World {
     pub image_references_offered: bool,
     /// Instance types RunInstances refuses, and how.
     pub refused_types: BTreeMap<String, super::TypeRefusal>,
+    /// When each instance, image and snapshot kiln made was created (for
+    /// [`Timings::invisible`]).
+    pub born: BTreeMap<String, Instant>,
 }
 
 impl World {
+    /// Records that `id` was created now.
+    pub fn note_born(&mut self, id: &str, now: Instant) {
+        self.born.insert(id.to_owned(), now);
+    }
+
+    /// Whether `id` is still too new to be seen by id ([`Timings::invisible`]).
+    pub fn invisible(&self, id: &str, now: Instant) -> bool {
+        let window = self.timings.invisible;
+        !window.is_zero() && self.born.get(id).is_some_and(|born| now < *born + window)
+    }
+
     pub fn new(now: Instant) -> World {
         World {
             origin: now,
@@ -240,6 +256,7 @@ impl World {
             image_outcome: ImageOutcome::Available,
             refused_types: BTreeMap::new(),
             image_references_offered: true,
+            born: BTreeMap::new(),
         }
     }
 

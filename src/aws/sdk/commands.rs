@@ -5,13 +5,13 @@ use aws_sdk_ssm::types::{InstanceInformationStringFilter, ParameterType};
 
 use super::common::{absent_on, truncate};
 use super::Sdk;
-use crate::aws::model::{CommandStatus, Invocation, PingStatus, ShellCommand};
+use crate::aws::model::{
+    CommandStatus, Invocation, PingStatus, ShellCommand, COMMAND_DELIVERY_TIMEOUT,
+};
 use crate::error::Result;
 
 /// The document every shell step runs through.
 pub const RUN_SHELL_DOCUMENT: &str = "AWS-RunShellScript";
-/// How long SSM may take to deliver a command to the agent.
-const DELIVERY_TIMEOUT_SECS: i32 = 600;
 /// SSM keeps at most this many characters of a command's comment.
 const MAX_COMMENT: usize = 100;
 
@@ -66,7 +66,7 @@ pub async fn send_command(sdk: &Sdk, command: &ShellCommand) -> Result<String> {
             "executionTimeout",
             vec![command.execution_timeout_secs.max(1).to_string()],
         )
-        .timeout_seconds(DELIVERY_TIMEOUT_SECS)
+        .timeout_seconds(COMMAND_DELIVERY_TIMEOUT.as_secs() as i32)
         .comment(truncate(&command.comment, MAX_COMMENT))
         .send()
         .await

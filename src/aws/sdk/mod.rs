@@ -33,8 +33,10 @@ use crate::aws::model::{
 use crate::aws::{missing, Cloud};
 use crate::error::{AwsError, Error, Result};
 
-/// SDK-level attempts per call. Throttling and 5xx are retried with jittered exponential backoff
-/// from [`RETRY_INITIAL_BACKOFF`]; wait loops add their own time-bounded patience on top.
+/// SDK-level attempts per call when nothing else is configured (`AWS_RETRY_MODE`,
+/// `AWS_MAX_ATTEMPTS`, or the profile's `retry_mode` / `max_attempts` win over it). Throttling
+/// and 5xx are retried with jittered exponential backoff from [`RETRY_INITIAL_BACKOFF`]; wait
+/// loops add their own time-bounded patience on top.
 pub const RETRY_MAX_ATTEMPTS: u32 = 8;
 pub const RETRY_INITIAL_BACKOFF: Duration = Duration::from_millis(200);
 /// One HTTP attempt may take this long before it is retried (a dropped connection is noticed here
@@ -78,11 +80,6 @@ impl Sdk {
             .build_https();
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .http_client(http_client)
-            .retry_config(
-                RetryConfig::standard()
-                    .with_max_attempts(RETRY_MAX_ATTEMPTS)
-                    .with_initial_backoff(RETRY_INITIAL_BACKOFF),
-            )
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(CONNECT_TIMEOUT)
@@ -94,6 +91,13 @@ impl Sdk {
         }
         if let Some(profile) = &options.profile {
             loader = loader.profile_name(profile);
+        }
+        if !retries_configured(options.profile.as_deref()).await? {
+            loader = loader.retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(RETRY_MAX_ATTEMPTS)
+                    .with_initial_backoff(RETRY_INITIAL_BACKOFF),
+            );
         }
         if let Some(url) = &options.endpoint_url {
             loader = loader.endpoint_url(url);
@@ -186,6 +190,85 @@ impl Sdk {
     }
 }
 
+/// The error code kiln gives a failure to load credentials (the SDK's credentials provider
+/// failed before any request was sent); never transient.
+pub const CREDENTIALS_ERROR: &str = "CredentialsNotLoaded";
+
+/// The credentials provider's own message when `cause` (or anything it was caused by) is a
+/// failure to load credentials: none in the chain, an expired SSO session, a failing
+/// `credential_process`.
+fn credentials_failure(cause: Option<&(dyn std::error::Error + 'static)>) -> Option<String> {
+    let mut current = cause;
+    while let Some(e) = current {
+        if let Some(failure) =
+            e.downcast_ref::<aws_credential_types::provider::error::CredentialsError>()
+        {
+            let mut text = failure.to_string();
+            let mut cause = std::error::Error::source(failure);
+            while let Some(c) = cause {
+                text.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            return Some(text);
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// Whether the user configured the SDK's retries: `AWS_RETRY_MODE` or `AWS_MAX_ATTEMPTS` in the
+/// environment, or `retry_mode` / `max_attempts` in the selected profile. Then the standard
+/// chain's settings apply; otherwise kiln's defaults do. A value the SDK would reject (it
+/// panics on them) is a usage error here.
+async fn retries_configured(profile: Option<&str>) -> Result<bool> {
+    let profiles = aws_config::profile::load(
+        &aws_types::os_shim_internal::Fs::real(),
+        &aws_types::os_shim_internal::Env::real(),
+        &Default::default(),
+        profile.map(|p| std::borrow::Cow::Owned(p.to_owned())),
+    )
+    .await
+    .ok();
+    let selected = profiles
+        .as_ref()
+        .and_then(|p| p.get_profile(p.selected_profile()));
+    let mut configured = false;
+    for (variable, key) in [
+        ("AWS_RETRY_MODE", "retry_mode"),
+        ("AWS_MAX_ATTEMPTS", "max_attempts"),
+    ] {
+        let value = match std::env::var(variable) {
+            Ok(value) => Some((value, variable.to_owned())),
+            Err(_) => selected
+                .and_then(|p| p.get(key))
+                .map(|value| (value.to_owned(), format!("`{key}` in the profile"))),
+        };
+        if let Some((value, source)) = value {
+            check_retry_setting(key, &value, &source)?;
+            configured = true;
+        }
+    }
+    Ok(configured)
+}
+
+/// Refuses a retry setting the SDK cannot use.
+fn check_retry_setting(key: &str, value: &str, source: &str) -> Result<()> {
+    let valid = match key {
+        "retry_mode" => value.parse::<aws_config::retry::RetryMode>().is_ok(),
+        _ => value.trim().parse::<u32>().is_ok_and(|n| n >= 1),
+    };
+    if valid {
+        return Ok(());
+    }
+    let expected = match key {
+        "retry_mode" => "`standard` or `adaptive`",
+        _ => "a whole number of attempts, at least 1",
+    };
+    Err(Error::Usage(format!(
+        "{source} is `{value}`: expected {expected} (or unset it to use kiln's default, standard mode with {RETRY_MAX_ATTEMPTS} attempts)"
+    )))
+}
+
 /// See [`Sdk::fail`].
 pub fn aws_error<E, R>(
     operation: &'static str,
@@ -197,6 +280,15 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug,
 {
+    if let Some(detail) = credentials_failure(std::error::Error::source(&err)) {
+        return Error::Aws(AwsError {
+            operation,
+            resource: resource.into(),
+            region: region.to_owned(),
+            code: Some(CREDENTIALS_ERROR.to_owned()),
+            message: format!("no usable AWS credentials: {detail}"),
+        });
+    }
     let code = err.code().map(str::to_owned);
     let message = match (&err, err.message()) {
         (_, Some(m)) => m.to_owned(),
