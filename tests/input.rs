@@ -213,7 +213,7 @@ fn the_shipped_recipe_validates_with_both_components() {
 #[test]
 fn validate_renders_build_time_values_and_refuses_an_empty_secret() {
     let kiln = Kiln::offline();
-    let text = "name: app\nversion: \"2\"\nsource: { image: ami-0123456789abcdef0 }\nbuilder: { instance_type: t3.micro }\nvars:\n  api_key: { value: \"\", secret: true }\nsteps:\n  - name: key\n    run: echo {{ vars.api_key }}\nimage:\n  name: \"app-{{ build_id }}-{{ timestamp }}\"\n  ssm_parameter: \"/app/{{ build_id }}\"\n";
+    let text = "name: app\nversion: \"2\"\nsource: { image: ami-0123456789abcdef0 }\nbuilder: { instance_type: t3.micro, iam_instance_profile: kiln-builder }\nvars:\n  api_key: { value: \"\", secret: true }\nsteps:\n  - name: key\n    run: echo {{ vars.api_key }}\nimage:\n  name: \"app-{{ build_id }}-{{ timestamp }}\"\n  ssm_parameter: \"/app/{{ build_id }}\"\n";
     let path = kiln.write("app.yaml", text);
     let path = path.to_str().unwrap();
     let empty = kiln.run(&["validate", path]);
