@@ -68,6 +68,14 @@ impl Progress {
         ));
     }
 
+    /// Changes the text of a phase's spinner, if it has one.
+    fn set_bar_message(&self, phase: &Phase, message: String) {
+        let bars = self.bars.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((bar, _)) = bars.get(phase) {
+            bar.set_message(message);
+        }
+    }
+
     /// Replaces a phase's spinner by a final line: `text` and the time the phase took.
     fn finish_bar(&self, phase: &Phase, text: &str) {
         let removed = self
@@ -121,14 +129,7 @@ impl Reporter for Progress {
     fn phase_progress(&self, phase: &Phase, state: &str) {
         match self.mode {
             Mode::Bars => {
-                if let Some((bar, _)) = self
-                    .bars
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(phase)
-                {
-                    bar.set_message(format!("{phase} ({state})"));
-                }
+                self.set_bar_message(phase, format!("{phase} ({state})"));
             }
             Mode::Plain if self.verbose => self.plain(&format!("{phase}: {state}")),
             _ => {}
@@ -166,15 +167,8 @@ impl Reporter for Progress {
     fn step_line(&self, phase: &Phase, line: &str) {
         match self.mode {
             Mode::Bars => {
-                if let Some((bar, _)) = self
-                    .bars
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(phase)
-                {
-                    let line: String = line.chars().take(LATEST_LINE_CHARS).collect();
-                    bar.set_message(format!("{phase} │ {line}"));
-                }
+                let line: String = line.chars().take(LATEST_LINE_CHARS).collect();
+                self.set_bar_message(phase, format!("{phase} │ {line}"));
             }
             Mode::Plain if self.verbose => self.plain(&format!("  │ {line}")),
             _ => {}

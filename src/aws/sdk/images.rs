@@ -171,18 +171,14 @@ pub async fn find_images(sdk: &Sdk, query: &ImageQuery) -> Result<Vec<Image>> {
 /// `CreateImage` without reboot, the image and its snapshots tagged in the same call.
 pub async fn create_image(sdk: &Sdk, request: &CreateImageRequest) -> Result<String> {
     let resource = format!("image {} from {}", request.name, request.instance_id);
-    let mut call = sdk
+    let call = sdk
         .ec2
         .create_image()
         .instance_id(&request.instance_id)
         .name(&request.name)
         .set_description(request.description.clone())
-        .no_reboot(true);
-    if !request.tags.is_empty() {
-        call = call
-            .tag_specifications(tag_spec(ResourceType::Image, &request.tags))
-            .tag_specifications(tag_spec(ResourceType::Snapshot, &request.tags));
-    }
+        .no_reboot(true)
+        .set_tag_specifications(image_tag_specs(&request.tags));
     let out = call
         .send()
         .await
@@ -191,11 +187,21 @@ pub async fn create_image(sdk: &Sdk, request: &CreateImageRequest) -> Result<Str
     Ok(id.to_owned())
 }
 
+/// Tag specifications for a new image and its snapshots; none when there are no tags.
+fn image_tag_specs(tags: &crate::aws::Tags) -> Option<Vec<aws_sdk_ec2::types::TagSpecification>> {
+    (!tags.is_empty()).then(|| {
+        vec![
+            tag_spec(ResourceType::Image, tags),
+            tag_spec(ResourceType::Snapshot, tags),
+        ]
+    })
+}
+
 /// `CopyImage` from another region into this one, encrypted with the request's key and tagged
 /// in the same call (the new id may not be visible to `CreateTags` yet).
 pub async fn copy_image(sdk: &Sdk, request: &CopyImageRequest) -> Result<String> {
     let resource = format!("{} from {}", request.source_image_id, request.source_region);
-    let mut call = sdk
+    let call = sdk
         .ec2
         .copy_image()
         .source_region(&request.source_region)
@@ -204,12 +210,8 @@ pub async fn copy_image(sdk: &Sdk, request: &CopyImageRequest) -> Result<String>
         .set_description(request.description.clone())
         .client_token(&request.client_token)
         .encrypted(request.encrypted)
-        .set_kms_key_id(request.kms_key_id.clone());
-    if !request.tags.is_empty() {
-        call = call
-            .tag_specifications(tag_spec(ResourceType::Image, &request.tags))
-            .tag_specifications(tag_spec(ResourceType::Snapshot, &request.tags));
-    }
+        .set_kms_key_id(request.kms_key_id.clone())
+        .set_tag_specifications(image_tag_specs(&request.tags));
     let out = call
         .send()
         .await
