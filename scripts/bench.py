@@ -17,6 +17,11 @@ both see the same, slowly growing, emulator state):
            time; overshoot = wall time minus the emulated pending time.
   nightly  kiln: the same recipe again with nothing changed (it finds the image by fingerprint and
            launches nothing). Packer has no such check: its plain build is the comparison.
+  release  kiln only: the seed's layout (launch template and auto scaling group desired = max = 1
+           behind a target group, new targets healthy after RELEASE_HEALTHY_AFTER s), one release
+           per round with each strategy (`verified`, `default-then-refresh` with
+           min_healthy_percentage 0); the emulator's record of healthy targets gives the seconds
+           the target group had no healthy target.
   scale    N distinct recipes / templates x M regions started together, under the slow behaviour,
            against one recipe / template x M regions alone: together / alone. Each builds in
            us-east-1 and copies its image to the M-1 other regions (--regions, default 2; 1 = no
@@ -81,7 +86,14 @@ RUN_TIMEOUT = 900  # seconds; Packer's default waiters poll every 15 s
 ACCESS_KEY = "testing"
 SECRET_KEY = "testing"
 
-JOBS = ("plain", "slow", "nightly", "scale")
+JOBS = ("plain", "slow", "nightly", "scale", "release")
+# release job: how long a new target stays `initial` in the emulator (a boot plus the first
+# passing /health, scaled down), and the strategies compared (recipe lines under `release:`)
+RELEASE_HEALTHY_AFTER = 3.0
+RELEASE_STRATEGIES = (
+    ("verified", ""),
+    ("default-then-refresh", "  strategy: default-then-refresh\n  refresh: { min_healthy_percentage: 0 }\n"),
+)
 
 
 class SetupError(Exception):
@@ -222,6 +234,14 @@ image:
     job: {job}
 {regions}"""
         )
+    return path
+
+
+def release_recipe(folder, strategy, source_id, lines):
+    """kiln_recipe, released to the seed's launch template and group with `lines` under `release`."""
+    path = kiln_recipe(folder, f"bench-release-{strategy}", "release", source_id)
+    with open(path, "a", encoding="utf-8") as out:
+        out.write(f"release:\n  launch_template: rudder-dataplane\n  auto_scaling_group: rudder-dataplane\n{lines}")
     return path
 
 
@@ -373,7 +393,7 @@ class Bench:
 
     # ---- tool commands ----
 
-    def kiln_run(self, emu, recipe, version, state_dir, label, job):
+    def kiln_run(self, emu, recipe, version, state_dir, label, job, release=False):
         env = clean_env(
             {
                 "AWS_ENDPOINT_URL": emu.url,
@@ -384,7 +404,9 @@ class Bench:
                 "KILN_STATE_DIR": state_dir,
             }
         )
-        cmd = [self.kiln, "build", recipe, "--no-release", "--json", "--var", f"version={version}"]
+        cmd = [self.kiln, "build", recipe, "--json", "--var", f"version={version}"]
+        if not release:
+            cmd.insert(3, "--no-release")
         return Run("kiln", cmd, env, self.logdir(job), label)
 
     def packer_run(self, template, label, job):
@@ -622,6 +644,32 @@ class Bench:
                 self.progress(f"  {job:8} round {rnd}  {tool:6} {wall:7.3f} s  {len(log):4d} requests ({what})")
         return {"job": job, "samples": samples}
 
+    def job_release(self):
+        job = "release"
+        samples = {}
+        for strategy, lines in RELEASE_STRATEGIES:
+            # Each strategy on its own seeded world: a verified release leaves the group on a
+            # version number, which default-then-refresh refuses (its refresh would replace nothing).
+            behaviour = {"target_health": {"healthy_after_seconds": RELEASE_HEALTHY_AFTER}}
+            emu, _, source_id, _, folder, state = self.setup_job(job, behaviour)
+            emu.seed()
+            recipe = release_recipe(folder, strategy, source_id, lines)
+            samples[strategy] = []
+            for rnd in range(1, self.args.rounds + 1):
+                emu.control("DELETE", "/_kiln/target-health")
+                label = self.label(job, "kiln", rnd, f"-{strategy}")
+                run = self.kiln_run(emu, recipe, f"{rnd}.0.0", state, label, job, release=True)
+                wall = run_together([run], folder, emu)
+                if run.rc != 0:
+                    return self.fail(job, [f"{label}: kiln exited {run.rc}\n{run.tail()}"])
+                record = emu.control("GET", "/_kiln/target-health") or {}
+                gaps = [g["seconds_without_healthy"] for g in record.values()]
+                if not gaps:
+                    return self.fail(job, [f"{label}: no target group in the emulator's record"])
+                samples[strategy].append({"wall": wall, "gap": max(gaps)})
+                self.progress(f"  {job:8} round {rnd}  {strategy:21} {wall:7.3f} s  {max(gaps):6.3f} s without a healthy target")
+        return {"job": job, "samples": samples}
+
     def job_scale(self):
         job = "scale"
         n = self.args.scale
@@ -722,6 +770,8 @@ class Bench:
             return self.job_build("slow", SLOW_BEHAVIOUR)
         if job == "nightly":
             return self.job_nightly()
+        if job == "release":
+            return self.job_release()
         return self.job_scale()
 
 
@@ -867,6 +917,17 @@ def report(results, args, kiln_version, packer_version):
         krn, prn = med(k, "requests_n"), med(scale["samples"]["packer"], "requests_n")
         rows.append([label, fmt_s(kwn), fmt_s(pwn), f"{ratio(kwn, pwn):.2f}", fmt_n(krn), fmt_n(prn), f"{ratio(krn, prn):.2f}"])
 
+    release = results.get("release")
+    release_rows = []
+    if release:
+        for strategy, samples in release["samples"].items():
+            gaps = [s["gap"] for s in samples]
+            release_rows.append([strategy, fmt_s(med(samples, "wall")), fmt_s(statistics.median(gaps)), fmt_s(max(gaps))])
+        verified = release["samples"].get("verified", [])
+        if verified:
+            worst = max(s["gap"] for s in verified)
+            targets.append((worst == 0, f"release: verified leaves no second without a healthy target (worst {fmt_s(worst)})"))
+
     if rows:
         out.append(table(rows, header))
     if slow_rows:
@@ -893,6 +954,13 @@ def report(results, args, kiln_version, packer_version):
                 ["tool", "1 alone", f"{scale['n']} together", f"{scale['n']} x 1", "together/alone", "req 1", f"req {scale['n']}"],
             )
         )
+    if release_rows:
+        out.append("")
+        out.append(
+            f"release: the seed's group (desired = max = 1) behind a target group, new targets healthy after "
+            f"{RELEASE_HEALTHY_AFTER:g} s; seconds with no healthy target, from the emulator's record"
+        )
+        out.append(table(release_rows, ["strategy", "kiln wall", "no healthy target (median)", "worst"]))
     if targets:
         out.append("")
         out.append("targets")

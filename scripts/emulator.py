@@ -31,13 +31,16 @@ through moto's usual dispatch, wrapped by three layers:
                            the request list (lets one emulator serve several tests)
    POST /_kiln/shared_snapshot  {owner, description, shared_with, region?}: a snapshot of
                            another account shared with `shared_with`; answers {snapshot_id}
+   GET  /_kiln/target-health  per target group ARN: {samples: [[time, healthy targets]]
+                           (changes only), seconds_without_healthy}; DELETE clears it
 2. Recording and fault injection for every other path (moto's own /moto-api/
    dashboard excepted): service and region from the SigV4 credential scope, action
    from `Action=` (query protocols) or `X-Amz-Target` (JSON protocols).
 3. Patches on moto's classes, applied once at start-up, for moto 5.2.5's gaps. Each
    service module lists the gaps it covers, and how: kiln_emulator/ec2.py (instances,
    images, launch templates), kiln_emulator/amis.py (image encryption and sharing, image
-   settings, image references, snapshots), kiln_emulator/ssm.py, kiln_emulator/autoscaling.py.
+   settings, image references, snapshots), kiln_emulator/ssm.py, kiln_emulator/autoscaling.py,
+   kiln_emulator/elbv2.py (target health).
 
 This file is the command; the code is the package next to it, scripts/kiln_emulator/
 (its __init__ lists the modules).

@@ -36,7 +36,7 @@ pub const ACTIONS: &[(&str, &str)] = &[
     ("ec2:RunInstances", "launch_instance"),
     (
         "ec2:CreateTags",
-        "launch_instance, create_image, copy_image (tags in the creating call)",
+        "launch_instance, create_image, copy_image (tags in the creating call); create_tags (the release hold, kiln:test on an image that failed its test)",
     ),
     ("ec2:StopInstances", "stop_instance"),
     ("ec2:TerminateInstances", "terminate_instance"),
@@ -65,6 +65,13 @@ pub const ACTIONS: &[(&str, &str)] = &[
     ("ssm:PutParameter", "put_parameter"),
     ("autoscaling:StartInstanceRefresh", "start_refresh"),
     ("autoscaling:DescribeInstanceRefreshes", "refresh"),
+    ("autoscaling:RollbackInstanceRefresh", "rollback_refresh"),
+    ("autoscaling:DescribeAutoScalingGroups", "auto_scaling_group"),
+    ("elasticloadbalancing:DescribeTargetHealth", "target_health"),
+    (
+        "ec2:DeleteTags",
+        "delete_tags (the release hold on launch templates)",
+    ),
     (
         "iam:PassRole",
         "launch_instance (RunInstances with an instance profile passes its role)",
@@ -105,6 +112,9 @@ pub fn policy(plan: &Plan, builder_role: Option<&str>) -> Value {
     }
     if let Some(statement) = kms_statement(plan) {
         statements.push(statement);
+    }
+    if !plan.test.is_empty() {
+        statements.extend(tester_statements(&plan.name, plan.release.is_some()));
     }
     if let Some(parameter) = &plan.image.ssm_parameter {
         statements.push(json!({
@@ -264,6 +274,48 @@ fn kms_statement(plan: &Plan) -> Option<Value> {
     }))
 }
 
+/// The test phase: launch the tester (from the release launch template when there is one), run
+/// the test steps on it and terminate it, scoped by its `kiln:role=tester` tag. The launch
+/// template's own instance role must also be passable (`iam:PassRole`): it is not in the recipe.
+fn tester_statements(recipe: &str, from_template: bool) -> Vec<Value> {
+    let mut statements = vec![
+        json!({
+            // kiln:test=failed on the recipe's image, sent with its kiln:recipe tag.
+            "Sid": "KilnMarkFailedTest",
+            "Effect": "Allow",
+            "Action": ["ec2:CreateTags"],
+            "Resource": "arn:aws:ec2:*::image/*",
+            "Condition": {
+                "StringEquals": { format!("aws:RequestTag/{}", tags::RECIPE): recipe },
+                "ForAllValues:StringEquals": { "aws:TagKeys": [tags::TEST, tags::RECIPE] }
+            }
+        }),
+        json!({
+            "Sid": "KilnDriveTester",
+            "Effect": "Allow",
+            "Action": ["ec2:TerminateInstances"],
+            "Resource": "arn:aws:ec2:*:*:instance/*",
+            "Condition": { "StringEquals": { format!("ec2:ResourceTag/{}", tags::ROLE): tags::ROLE_TESTER } }
+        }),
+        json!({
+            "Sid": "KilnRunCommandOnTesters",
+            "Effect": "Allow",
+            "Action": ["ssm:SendCommand"],
+            "Resource": "arn:aws:ec2:*:*:instance/*",
+            "Condition": { "StringEquals": { format!("ssm:resourceTag/{}", tags::ROLE): tags::ROLE_TESTER } }
+        }),
+    ];
+    if from_template {
+        statements.push(json!({
+            "Sid": "KilnLaunchTesterFromTemplate",
+            "Effect": "Allow",
+            "Action": ["ec2:RunInstances"],
+            "Resource": "arn:aws:ec2:*:*:launch-template/*"
+        }));
+    }
+    statements
+}
+
 /// Passing the builder's role (a name or an ARN) to EC2, and to nothing else.
 fn pass_role(role: &str) -> Value {
     let resource = if role.starts_with("arn:") {
@@ -294,17 +346,27 @@ fn release_statements(release: &crate::plan::ReleaseSpec) -> Vec<Value> {
             "arn:aws:ec2:*:*:launch-template/*".to_owned()
         }
     })];
+    // The release hold (`kiln rollback` / `kiln release`): only the kiln:hold tag, only on
+    // launch templates.
+    statements.push(json!({
+        "Sid": "KilnReleaseHold",
+        "Effect": "Allow",
+        "Action": ["ec2:CreateTags", "ec2:DeleteTags"],
+        "Resource": "arn:aws:ec2:*:*:launch-template/*",
+        "Condition": { "ForAllValues:StringEquals": { "aws:TagKeys": ["kiln:hold"] } }
+    }));
     if let Some(group) = &release.auto_scaling_group {
         statements.push(json!({
             "Sid": "KilnInstanceRefresh",
             "Effect": "Allow",
-            "Action": ["autoscaling:StartInstanceRefresh"],
+            "Action": ["autoscaling:StartInstanceRefresh", "autoscaling:RollbackInstanceRefresh"],
             "Resource": format!("arn:aws:autoscaling:*:*:autoScalingGroup:*:autoScalingGroupName/{group}")
         }));
         statements.push(json!({
             "Sid": "KilnFollowRefresh",
             "Effect": "Allow",
-            "Action": ["autoscaling:DescribeInstanceRefreshes"],
+            // Describe actions of these services take no resource narrower than "*".
+            "Action": ["autoscaling:DescribeInstanceRefreshes", "autoscaling:DescribeAutoScalingGroups", "elasticloadbalancing:DescribeTargetHealth"],
             "Resource": "*"
         }));
     }

@@ -35,17 +35,24 @@ pub enum Resource {
         version: i64,
         region: String,
     },
+    /// An instance refresh onto a version that is not the default yet: rolled back on teardown.
+    Refresh {
+        group: String,
+        refresh_id: String,
+        region: String,
+    },
 }
 
 impl Resource {
-    /// Where the resource comes in a teardown: launch template versions first, then images,
-    /// snapshots, and instances last (the reverse of creation).
+    /// Where the resource comes in a teardown: instance refreshes first, launch template
+    /// versions, then images, snapshots, and instances last (the reverse of creation).
     pub fn teardown_rank(&self) -> u8 {
         match self {
-            Resource::TemplateVersion { .. } => 0,
-            Resource::Image { .. } => 1,
-            Resource::Snapshot { .. } => 2,
-            Resource::Instance { .. } => 3,
+            Resource::Refresh { .. } => 0,
+            Resource::TemplateVersion { .. } => 1,
+            Resource::Image { .. } => 2,
+            Resource::Snapshot { .. } => 3,
+            Resource::Instance { .. } => 4,
         }
     }
 
@@ -55,7 +62,8 @@ impl Resource {
             Resource::Instance { region, .. }
             | Resource::Image { region, .. }
             | Resource::Snapshot { region, .. }
-            | Resource::TemplateVersion { region, .. } => region,
+            | Resource::TemplateVersion { region, .. }
+            | Resource::Refresh { region, .. } => region,
         }
     }
 }
@@ -66,6 +74,11 @@ impl std::fmt::Display for Resource {
             Resource::Instance { id, region } => write!(f, "instance {id} ({region})"),
             Resource::Image { id, region } => write!(f, "image {id} ({region})"),
             Resource::Snapshot { id, region } => write!(f, "snapshot {id} ({region})"),
+            Resource::Refresh {
+                group,
+                refresh_id,
+                region,
+            } => write!(f, "instance refresh {refresh_id} of {group} ({region})"),
             Resource::TemplateVersion {
                 template_id,
                 version,

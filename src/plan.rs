@@ -56,6 +56,12 @@ pub struct Plan {
     pub builder: BuilderSpec,
     /// The provisioning steps, in execution order.
     pub steps: Vec<Step>,
+    /// The `test` steps, run on a new instance launched from the new image (with the release
+    /// launch template's settings) before anything is released. Not part of the digest: they
+    /// do not change the image.
+    pub test: Vec<Step>,
+    /// Overrides of the tester's launch (`tester:`); the rest comes from the launch template.
+    pub tester: TesterSpec,
     /// What the resulting AMI is called, tagged with and shared to.
     pub image: ImageSpec,
     /// How the image is rolled out, when the recipe has a `release` section.
@@ -80,6 +86,13 @@ pub struct Plan {
     /// Each variable's hex sha256 of its value; `*` for a secret (named, never compared).
     #[serde(skip)]
     pub var_digests: BTreeMap<String, String>,
+}
+
+/// What the test phase's instance overrides of the launch template's settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TesterSpec {
+    pub instance_type: Option<String>,
+    pub subnet_id: Option<String>,
 }
 
 /// Where the builder instance's root image comes from.
@@ -289,9 +302,57 @@ pub struct ReleaseSpec {
     /// How many images (and launch template versions) to keep ([`DEFAULT_KEEP`] unless set).
     pub keep: u32,
     pub rollback_on_failure: bool,
+    /// How the group is moved onto a new version (meaningful with `auto_scaling_group`).
+    pub strategy: ReleaseStrategy,
+    /// `default-then-refresh` only: the refresh's `MinHealthyPercentage`
+    /// ([`DEFAULT_MIN_HEALTHY_PERCENTAGE`] unless set).
     pub min_healthy_percentage: i32,
     #[serde(serialize_with = "serialize_duration")]
     pub instance_warmup: Duration,
+    /// `verified` only: how long the refresh watches the alarms after the last replacement.
+    #[serde(serialize_with = "serialize_optional_duration")]
+    pub bake_time: Option<Duration>,
+    /// `verified` only: CloudWatch alarms whose alarm state fails (and rolls back) the refresh.
+    pub alarms: Vec<String>,
+}
+
+/// AWS's own default `MinHealthyPercentage`: a refresh never takes more than a tenth of the group
+/// out at once.
+pub const DEFAULT_MIN_HEALTHY_PERCENTAGE: i32 = 90;
+/// The `verified` strategy's refresh: keep every instance until its replacement is healthy...
+pub const VERIFIED_MIN_HEALTHY_PERCENTAGE: i32 = 100;
+/// ...which needs room for one more instance than the group's size (desired = max = 1 → 2).
+pub const VERIFIED_MAX_HEALTHY_PERCENTAGE: i32 = 200;
+
+/// How a release moves an auto scaling group onto the new launch template version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReleaseStrategy {
+    /// Create the version without making it the default, refresh the group onto exactly that
+    /// version (launch before terminate, AutoRollback), and make it the default only once the new
+    /// instances are healthy in every target group.
+    Verified,
+    /// Make the version the default, then start a refresh of the group (kiln's first behaviour).
+    DefaultThenRefresh,
+}
+
+impl ReleaseStrategy {
+    pub const NAMES: &'static [&'static str] = &["verified", "default-then-refresh"];
+
+    pub fn parse(text: &str) -> Option<ReleaseStrategy> {
+        match text {
+            "verified" => Some(ReleaseStrategy::Verified),
+            "default-then-refresh" => Some(ReleaseStrategy::DefaultThenRefresh),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ReleaseStrategy::Verified => "verified",
+            ReleaseStrategy::DefaultThenRefresh => "default-then-refresh",
+        }
+    }
 }
 
 /// Upper bounds for each waiting phase.
@@ -566,6 +627,8 @@ mod tests {
                 kms_key_id: None,
                 default_host_management: false,
             },
+            test: Vec::new(),
+            tester: TesterSpec::default(),
             steps: vec![
                 Step {
                     name: "install".into(),

@@ -23,6 +23,16 @@ pub enum Phase {
         name: String,
     },
     StopBuilder,
+    /// The test phase: a new instance of the new image.
+    LaunchTester,
+    WaitTester,
+    /// Test step `index` (0-based) of `total`.
+    TestStep {
+        index: usize,
+        total: usize,
+        name: String,
+    },
+    TerminateTester,
     CreateImage,
     WaitImage,
     /// Settings on the finished image (IMDSv2 required).
@@ -49,6 +59,12 @@ impl fmt::Display for Phase {
             Phase::WaitAgent => f.write_str("wait for SSM agent"),
             Phase::Step { index, total, name } => write!(f, "step {}/{total}: {name}", index + 1),
             Phase::StopBuilder => f.write_str("stop builder"),
+            Phase::LaunchTester => f.write_str("launch tester"),
+            Phase::WaitTester => f.write_str("wait for tester (running, SSM agent)"),
+            Phase::TestStep { index, total, name } => {
+                write!(f, "test {}/{total}: {name}", index + 1)
+            }
+            Phase::TerminateTester => f.write_str("terminate tester"),
             Phase::CreateImage => f.write_str("create image"),
             Phase::WaitImage => f.write_str("wait for image"),
             Phase::ImageSettings => f.write_str("image settings"),

@@ -14,6 +14,11 @@ pub const KEPT: &str = "kiln:kept";
 pub const KEPT_ON_ERROR: &str = "on-error";
 /// On an image made by `kiln build --resume`: the build it continued.
 pub const RESUMED_FROM: &str = "kiln:resumed-from";
+/// The instance the test phase launches from a new image.
+pub const ROLE_TESTER: &str = "tester";
+/// On an image whose test phase failed (`failed`): kept to inspect, never reused or released.
+pub const TEST: &str = "kiln:test";
+pub const TEST_FAILED: &str = "failed";
 
 /// kiln's own version, written into `kiln:created-by`.
 pub const KILN_VERSION: &str = concat!("kiln/", env!("CARGO_PKG_VERSION"));
@@ -48,6 +53,17 @@ impl BuildTags {
         tags.push((
             "Name".into(),
             format!("kiln builder {} {}", self.recipe, self.build_id),
+        ));
+        tags
+    }
+
+    /// The tester instance's tags: the common ones, its role and a readable Name.
+    pub fn tester(&self) -> Vec<(String, String)> {
+        let mut tags = self.common();
+        tags.push((ROLE.into(), ROLE_TESTER.into()));
+        tags.push((
+            "Name".into(),
+            format!("kiln tester {} {}", self.recipe, self.build_id),
         ));
         tags
     }

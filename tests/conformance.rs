@@ -19,6 +19,7 @@ use kiln::aws::poll::{wait_until, Probe, Wait};
 use kiln::aws::InstanceQuery;
 use kiln::aws::{Cloud, CopyImageRequest, CreateImageRequest, ImageQuery, ImageState};
 use kiln::aws::{CommandStatus, Invocation, PingStatus, TemplateRef};
+use kiln::aws::{DesiredVersion, RefreshRequest, RefreshStatus};
 use kiln::aws::{InstanceState, LaunchRequest, NewTemplateVersion, RootVolume, ShellCommand};
 use kiln::error::Result;
 use kiln::pipeline::images::Deletion;
@@ -34,6 +35,9 @@ pub struct Backend {
     pub template: String,
     /// The instance profile builders get (SSM needs one).
     pub instance_profile: Option<String>,
+    /// An auto scaling group on `$Default` of `template` with one instance and one target group
+    /// (the seed's layout); `None` where the backend has none (a real account).
+    pub group: Option<String>,
     /// A unique prefix for names and client tokens of this run.
     pub run_id: String,
     /// Keeps whatever serves the backend alive (the emulator process).
@@ -91,13 +95,15 @@ impl Backend {
     /// The seeded world: the newest AL2023 image and launch template `rudder-dataplane`.
     async fn from_seeded(cloud: Arc<dyn Cloud>, guard: Option<Box<dyn std::any::Any>>) -> Backend {
         let source_image = newest_al2023(cloud.as_ref()).await;
-        Backend::new(
+        let mut backend = Backend::new(
             cloud,
             source_image,
             "rudder-dataplane".into(),
             Some("kiln-builder".into()),
             guard,
-        )
+        );
+        backend.group = Some("rudder-dataplane".into());
+        backend
     }
 
     pub fn new(
@@ -113,6 +119,7 @@ impl Backend {
             root_size: source_image.1,
             template,
             instance_profile,
+            group: None,
             run_id: format!("conf-{}-{}", std::process::id(), unique()),
             _guard: guard,
         }
@@ -179,6 +186,7 @@ impl Backend {
                 ("kiln:build-id".into(), self.run_id.clone()),
             ],
             volume_tags: vec![("kiln:build-id".into(), self.run_id.clone())],
+            launch_template: None,
         }
     }
 
@@ -798,6 +806,146 @@ pub async fn regions_are_separate(b: Backend) {
     );
 }
 
+/// The verified strategy's refresh: onto an exact version, min 100 / max 200 %, AutoRollback.
+fn verified_refresh(group: &str, template_id: &str, version: i64) -> RefreshRequest {
+    RefreshRequest {
+        group: group.to_owned(),
+        min_healthy_percentage: 100,
+        max_healthy_percentage: Some(200),
+        instance_warmup_secs: 0,
+        skip_matching: true,
+        desired: Some(DesiredVersion {
+            template_id: template_id.to_owned(),
+            version,
+        }),
+        auto_rollback: true,
+        bake_time_secs: None,
+        alarms: Vec::new(),
+    }
+}
+
+/// A group reads with its template, target groups and instances (each with the version it was
+/// launched from); a refresh onto an exact version replaces the instance while the target group
+/// always has a healthy target, leaves the group on that version, and cannot be rolled back once
+/// it ended. Unknown groups are absent.
+pub async fn a_verified_refresh_replaces_instances_without_losing_a_healthy_target(b: Backend) {
+    let Some(name) = b.group.clone() else {
+        eprintln!("skipped: this backend has no auto scaling group to refresh");
+        return;
+    };
+    let cloud = b.cloud.as_ref();
+    assert_eq!(
+        cloud
+            .auto_scaling_group("kiln-no-such-group")
+            .await
+            .expect("describe"),
+        None
+    );
+    let group = cloud
+        .auto_scaling_group(&name)
+        .await
+        .expect("describe")
+        .expect("the group");
+    let uses = group.launch_template.clone().expect("a launch template");
+    assert_eq!(
+        (uses.name.as_str(), uses.version.as_str()),
+        (b.template.as_str(), "$Default")
+    );
+    assert_eq!(group.instances.len(), 1);
+    let old = group.instances[0].clone();
+    let arn = group
+        .target_group_arns
+        .first()
+        .expect("a target group")
+        .clone();
+    let healthy = |targets: &[kiln::aws::TargetHealth]| {
+        targets.iter().filter(|t| t.state == "healthy").count()
+    };
+    let targets = cloud.target_health(&arn).await.expect("target health");
+    assert_eq!((targets.len(), healthy(&targets)), (1, 1), "{targets:?}");
+    assert_eq!(targets[0].instance_id, old.id);
+
+    let version = cloud
+        .create_template_version(&NewTemplateVersion {
+            template_id: uses.id.clone(),
+            source_version: 1,
+            image_id: b.source_image.clone(),
+            description: format!("kiln build {}: conformance", b.run_id),
+            client_token: format!("{}-refresh-{}", b.run_id, unique()),
+        })
+        .await
+        .expect("new version");
+    let id = cloud
+        .start_refresh(&verified_refresh(&name, &uses.id, version))
+        .await
+        .expect("start");
+    poll("the refresh", || async {
+        let targets = cloud.target_health(&arn).await?;
+        assert!(
+            healthy(&targets) >= 1,
+            "no healthy target during the refresh: {targets:?}"
+        );
+        let refresh = cloud.refresh(&name, &id).await?.expect("visible");
+        Ok(refresh.status.is_finished())
+    })
+    .await;
+    let refresh = cloud
+        .refresh(&name, &id)
+        .await
+        .expect("describe")
+        .expect("visible");
+    assert_eq!(refresh.status, RefreshStatus::Successful, "{refresh:?}");
+    let after = cloud
+        .auto_scaling_group(&name)
+        .await
+        .expect("describe")
+        .expect("the group");
+    assert_eq!(after.instances.len(), 1);
+    assert_ne!(after.instances[0].id, old.id);
+    assert_eq!(
+        after.instances[0].template_version,
+        Some(version.to_string())
+    );
+    assert_eq!(
+        after.launch_template.expect("template").version,
+        version.to_string()
+    );
+    let err = cloud
+        .rollback_refresh(&name)
+        .await
+        .expect_err("nothing to roll back");
+    assert_eq!(err.aws_code(), Some("ActiveInstanceRefreshNotFound"));
+}
+
+/// A launch template's own tags (kiln's release hold) are written, read back with the template,
+/// and removed by key; removing a key that is not there succeeds.
+pub async fn launch_template_tags_are_set_read_and_removed(b: Backend) {
+    let cloud = b.cloud.as_ref();
+    let which = TemplateRef::parse(&b.template);
+    let id = cloud.launch_template(&which).await.expect("template").id;
+    let key = format!("kiln:conformance-{}", unique());
+    let tags = vec![(key.clone(), "image=ami-1 version=1".to_owned())];
+    cloud
+        .create_tags(std::slice::from_ref(&id), &tags)
+        .await
+        .expect("tag");
+    let tagged = cloud.launch_template(&which).await.expect("template");
+    assert_eq!(
+        tagged.tags.get(&key).map(String::as_str),
+        Some("image=ami-1 version=1")
+    );
+    cloud
+        .delete_tags(std::slice::from_ref(&id), std::slice::from_ref(&key))
+        .await
+        .expect("untag");
+    cloud
+        .delete_tags(std::slice::from_ref(&id), std::slice::from_ref(&key))
+        .await
+        .expect("again");
+    let untagged = cloud.launch_template(&which).await.expect("template");
+    assert!(!untagged.tags.contains_key(&key), "{:?}", untagged.tags);
+}
+
 macro_rules! conformance {
     ($($name:ident),+ $(,)?) => {
         mod fake {
@@ -842,4 +990,6 @@ conformance!(
     a_running_command_can_be_cancelled,
     parameters_are_versioned,
     regions_are_separate,
+    a_verified_refresh_replaces_instances_without_losing_a_healthy_target,
+    launch_template_tags_are_set_read_and_removed,
 );

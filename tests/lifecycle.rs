@@ -516,7 +516,7 @@ fn a_release_refreshes_the_group_and_a_failed_refresh_rolls_back() {
     let emulator = Emulator::seeded();
     let aws = emulator.aws();
     let kiln = Kiln::new(&emulator);
-    let recipe = app_recipe(&kiln, "  auto_scaling_group: rudder-dataplane\n  rollback_on_failure: true\n  refresh: { min_healthy_percentage: 0, instance_warmup: 5s }\n", "");
+    let recipe = app_recipe(&kiln, "  auto_scaling_group: rudder-dataplane\n  strategy: default-then-refresh\n  rollback_on_failure: true\n  refresh: { min_healthy_percentage: 0, instance_warmup: 5s }\n", "");
     let manifest = build(&kiln, &recipe, &[]);
     assert_eq!(manifest["instance_refresh"]["status"], json!("Successful"));
     assert_eq!(

@@ -223,7 +223,7 @@ async fn a_build_goes_through_every_phase_in_order_and_releases_its_image() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_unchanged_recipe_is_skipped_with_three_calls() {
+async fn an_unchanged_recipe_is_skipped_with_four_calls() {
     let h = Harness::new();
     h.build(&h.plan("b1", TWO_STEPS), "b1")
         .await
@@ -237,9 +237,11 @@ async fn an_unchanged_recipe_is_skipped_with_three_calls() {
     let operations: Vec<&str> = h.fake.calls().iter().map(|c| c.operation).collect();
     assert_eq!(
         operations,
+        // source, fingerprint, the release hold, the default version
         vec![
             "DescribeImages",
             "DescribeImages",
+            "DescribeLaunchTemplates",
             "DescribeLaunchTemplateVersions"
         ]
     );
@@ -376,11 +378,13 @@ fn points() -> Vec<Point> {
             released: false,
         },
         Point {
+            // verified: the refresh is rolled back and the new version removed; the default
+            // never moved
             name: "instance refresh",
             prepare: |f| slow(f, |t| t.refresh = Duration::from_secs(60)),
             reached: |f| f.count("StartInstanceRefresh") >= 1,
             image_kept: true,
-            released: true,
+            released: false,
         },
     ]
 }
@@ -1426,4 +1430,289 @@ async fn new_ids_not_visible_yet_are_waited_for_not_taken_as_gone() {
         "{err}\n{:?}",
         h.live_builders()
     );
+}
+
+const GROUP: &str = "  auto_scaling_group: rudder-dataplane\n";
+
+/// The position of the first call of `operation` in the call log.
+fn first_call(fake: &Fake, operation: &str) -> usize {
+    let calls = fake.calls();
+    calls
+        .iter()
+        .position(|c| c.operation == operation)
+        .unwrap_or_else(|| panic!("no {operation} call"))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_verified_release_moves_the_default_only_once_the_group_is_healthy_on_it() {
+    let h = Harness::new();
+    let plan = h.plan_with("b1", TWO_STEPS, GROUP);
+    let (before, _) = h.default_image();
+    let old = h.fake.auto_scaling_group(TEMPLATE).await.unwrap().unwrap();
+    let manifest = h.build(&plan, "b1").await.expect("build");
+
+    let released = manifest.launch_template.expect("released");
+    let version = released.created_version.expect("a new version");
+    assert_eq!(
+        (released.previous_default_version, released.default_version),
+        (before, version)
+    );
+    let requests = h.fake.refresh_requests();
+    assert_eq!(requests.len(), 1);
+    let request = &requests[0];
+    assert_eq!(request.desired.as_ref().map(|d| d.version), Some(version));
+    assert_eq!(
+        (
+            request.min_healthy_percentage,
+            request.max_healthy_percentage,
+            request.auto_rollback
+        ),
+        (100, Some(200), true)
+    );
+    // The default moved after the refresh was started and its target health read...
+    let set_default = first_call(&h.fake, "ModifyLaunchTemplate");
+    assert!(set_default > first_call(&h.fake, "StartInstanceRefresh"));
+    assert!(set_default > first_call(&h.fake, "DescribeTargetHealth"));
+    // ...and once it ran, the old instance was gone and the new one was on that version.
+    let group = h.fake.auto_scaling_group(TEMPLATE).await.unwrap().unwrap();
+    assert_eq!(group.instances.len(), 1);
+    assert_ne!(group.instances[0].id, old.instances[0].id);
+    assert_eq!(
+        group.instances[0].template_version,
+        Some(version.to_string())
+    );
+    let refresh = manifest.instance_refresh.expect("refresh outcome");
+    assert_eq!(refresh.status, kiln::aws::RefreshStatus::Successful);
+    // The refresh went through the journal and ended in it.
+    let journal = h.journal("b1");
+    assert!(journal
+        .iter()
+        .any(|(r, e)| matches!(r, Resource::Refresh { .. }) && *e == Event::Removed));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unhealthy_new_instance_leaves_the_default_and_names_the_health_reason() {
+    let h = Harness::new();
+    h.fake.unhealthy_targets(Some((
+        "Target.ResponseCodeMismatch",
+        "Health checks failed with these codes: [503]",
+    )));
+    let plan = h.plan_with("b1", TWO_STEPS, GROUP);
+    let before = h.default_image();
+    let err = h.build(&plan, "b1").await.expect_err("unhealthy");
+    assert_eq!(err.exit_code(), 1, "{err}");
+    let text = err.to_string();
+    for needle in [
+        "RollbackSuccessful",
+        "failed the health check of target group",
+        "Target.ResponseCodeMismatch",
+        "Health checks failed with these codes: [503]",
+    ] {
+        assert!(text.contains(needle), "{needle:?} not in {text}");
+    }
+    assert_eq!(h.default_image(), before);
+    let versions = h.fake.template(TEMPLATE).expect("template").versions;
+    assert_eq!(
+        versions.len(),
+        1,
+        "the unreleased version is removed: {versions:?}"
+    );
+    // The image was complete: kept for a later release, never deleted.
+    assert_eq!(h.kiln_images().len(), 1);
+    let group = h.fake.auto_scaling_group(TEMPLATE).await.unwrap().unwrap();
+    assert_eq!(group.instances[0].template_version.as_deref(), Some("1"));
+    assert_eq!(h.fake.count("ModifyLaunchTemplate"), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refresh_that_outlives_its_timeout_is_rolled_back_and_the_default_stays() {
+    let h = Harness::new();
+    slow(&h.fake, |t| t.refresh = Duration::from_secs(600));
+    let extra = format!("{GROUP}timeouts: {{ instance_refresh: 1m }}\n");
+    let plan = h.plan_with("b1", TWO_STEPS, &extra);
+    let before = h.default_image();
+    let err = h.build(&plan, "b1").await.expect_err("timeout");
+    assert_eq!(err.exit_code(), 1, "{err}");
+    assert!(err.to_string().contains("timed out"), "{err}");
+    assert!(err.to_string().contains("rolled back"), "{err}");
+    assert_eq!(h.fake.count("RollbackInstanceRefresh"), 1);
+    assert_eq!(h.default_image(), before);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_group_a_refresh_would_not_roll_out_to_is_refused_before_a_builder() {
+    let old_strategy = format!("{GROUP}  strategy: default-then-refresh\n");
+    let cases = [
+        (
+            "rudder-dataplane",
+            "3",
+            old_strategy.as_str(),
+            "pins version 3",
+        ),
+        (
+            "another-template",
+            "$Default",
+            GROUP,
+            "launches from launch template",
+        ),
+    ];
+    for (template, version, extra, needle) in cases {
+        let h = Harness::new();
+        h.fake.add_launch_template("another-template", "ami-other");
+        h.fake.group_uses(TEMPLATE, template, version, "ELB");
+        let plan = h.plan_with("b1", TWO_STEPS, extra);
+        let err = h.build(&plan, "b1").await.expect_err(needle);
+        assert!(err.to_string().contains(needle), "{needle:?} not in {err}");
+        assert_eq!(h.fake.count("RunInstances"), 0, "{needle}");
+    }
+    // verified refreshes onto an exact version: a pinned group is fine.
+    let h = Harness::new();
+    h.fake.group_uses(TEMPLATE, TEMPLATE, "1", "ELB");
+    let plan = h.plan_with("b1", TWO_STEPS, GROUP);
+    let manifest = h
+        .build(&plan, "b1")
+        .await
+        .expect("verified on a pinned group");
+    let group = h.fake.auto_scaling_group(TEMPLATE).await.unwrap().unwrap();
+    let version = manifest.launch_template.unwrap().default_version;
+    assert_eq!(
+        group.instances[0].template_version,
+        Some(version.to_string())
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_old_strategy_keeps_aws_default_min_healthy_and_warns_without_elb_checks() {
+    let h = Harness::new();
+    h.fake.group_uses(TEMPLATE, TEMPLATE, "$Default", "EC2");
+    let extra = format!("{GROUP}  strategy: default-then-refresh\n");
+    let plan = h.plan_with("b1", TWO_STEPS, &extra);
+    h.build(&plan, "b1").await.expect("build");
+    let request = &h.fake.refresh_requests()[0];
+    assert_eq!(request.min_healthy_percentage, 90);
+    assert_eq!(request.desired, None);
+    let warned = h.recorder.events().into_iter().any(
+        |e| matches!(e, kiln::report::Event::Warning(w) if w.contains("health check type EC2")),
+    );
+    assert!(warned, "{:?}", h.recorder.events());
+}
+
+const SMOKE_TEST: &str = "test:\n  - name: smoke\n    run: echo smoke-check\n";
+
+/// Instances tagged `kiln:role=tester`, any state.
+fn testers(fake: &Fake) -> Vec<kiln::aws::Instance> {
+    fake.instances()
+        .into_iter()
+        .filter(|i| i.tags.get("kiln:role").map(String::as_str) == Some("tester"))
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_test_phase_boots_the_new_image_before_the_release_and_terminates_the_tester() {
+    let h = Harness::new();
+    let plan = h.plan_with("b1", TWO_STEPS, SMOKE_TEST);
+    let manifest = h.build(&plan, "b1").await.expect("build");
+    let image = &manifest.images[0].image_id;
+    let testers = testers(&h.fake);
+    assert_eq!(testers.len(), 1);
+    assert_eq!(testers[0].image_id.as_deref(), Some(image.as_str()));
+    assert!(testers[0].state.is_gone(), "{:?}", testers[0].state);
+    assert_eq!(
+        testers[0].tags.get("kiln:build-id").map(String::as_str),
+        Some("b1")
+    );
+    let started = h.recorder.started();
+    let at = |p: &Phase| {
+        started
+            .iter()
+            .position(|s| s == p)
+            .unwrap_or_else(|| panic!("{p:?}"))
+    };
+    let smoke = Phase::TestStep {
+        index: 0,
+        total: 1,
+        name: "smoke".into(),
+    };
+    assert!(at(&Phase::TerminateBuilder) < at(&Phase::LaunchTester));
+    assert!(at(&smoke) < at(&Phase::TerminateTester));
+    assert!(at(&Phase::TerminateTester) < at(&Phase::Release));
+    assert_eq!(h.default_image().1.as_deref(), Some(image.as_str()));
+}
+
+/// The tester's RunInstances, as the fake logged it.
+fn tester_launch(fake: &Fake) -> String {
+    let calls = fake.calls();
+    let launches: Vec<&str> = calls
+        .iter()
+        .filter(|c| c.operation == "RunInstances" && c.resource.contains("launch template"))
+        .map(|c| c.resource.as_str())
+        .collect();
+    assert_eq!(launches.len(), 1, "{launches:?}");
+    launches[0].to_owned()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_tester_uses_the_launch_template_with_only_the_recipe_s_overrides() {
+    let h = Harness::new();
+    h.build(&h.plan_with("b1", TWO_STEPS, SMOKE_TEST), "b1")
+        .await
+        .expect("build");
+    let template = h.fake.template(TEMPLATE).expect("template");
+    let plain = tester_launch(&h.fake);
+    assert!(plain.starts_with("[] instance from ami-"), "{plain}");
+    assert!(
+        plain.contains(&format!("launch template {} version 1", template.id)),
+        "{plain}"
+    );
+    assert!(plain.ends_with("in subnet []"), "{plain}");
+
+    let h = Harness::new();
+    let extra =
+        format!("{SMOKE_TEST}tester: {{ instance_type: t3.small, subnet_id: subnet-0abc1234 }}\n");
+    h.build(&h.plan_with("b1", TWO_STEPS, &extra), "b1")
+        .await
+        .expect("build");
+    let overridden = tester_launch(&h.fake);
+    assert!(
+        overridden.starts_with("[t3.small] instance from"),
+        "{overridden}"
+    );
+    assert!(
+        overridden.ends_with("in subnet [subnet-0abc1234]"),
+        "{overridden}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_test_keeps_the_image_tagged_releases_nothing_and_is_never_reused() {
+    let h = Harness::new();
+    h.fake.command_rule(CommandRule {
+        matching: "smoke-check".into(),
+        in_progress_for: Duration::from_secs(2),
+        outcome: CommandOutcome::Failed {
+            exit_code: 3,
+            stdout: String::new(),
+            stderr: "rudder-server: inactive".into(),
+        },
+    });
+    let before = h.default_image();
+    let plan = h.plan_with("b1", TWO_STEPS, SMOKE_TEST);
+    let err = h.build(&plan, "b1").await.expect_err("test fails");
+    assert_eq!(err.exit_code(), 1, "{err}");
+    assert!(err.to_string().contains("kiln:test=failed"), "{err}");
+    assert!(err.to_string().contains("smoke"), "{err}");
+    let images = h.kiln_images();
+    assert_eq!(images.len(), 1, "the image is kept to inspect");
+    assert_eq!(
+        images[0].tags.get("kiln:test").map(String::as_str),
+        Some("failed")
+    );
+    assert!(testers(&h.fake).iter().all(|t| t.state.is_gone()));
+    assert_eq!(h.default_image(), before);
+    assert_eq!(h.fake.template(TEMPLATE).unwrap().versions.len(), 1);
+    // The same recipe again: the failed image is not reused; the build bakes (and tests) anew.
+    let again = h.plan_with("b2", TWO_STEPS, SMOKE_TEST);
+    let err = h.build(&again, "b2").await.expect_err("tests again");
+    assert!(err.to_string().contains("kiln:test=failed"), "{err}");
+    assert_eq!(testers(&h.fake).len(), 2);
 }

@@ -11,7 +11,8 @@ package, one module per concern:
     amis.py         patches on moto's EC2 images and snapshots: keys and sharing, image
                     settings, image references, held and shared snapshots, ResolveAlias
     ssm.py          patches on moto's SSM: the emulated agent and its commands
-    autoscaling.py  patches on moto's Auto Scaling: instance refreshes
+    autoscaling.py  patches on moto's Auto Scaling: instance refreshes that replace instances
+    elbv2.py        patches on moto's ELBv2: target health over time, the healthy-target record
     seed.py         the demo world (POST /_kiln/seed)
     common.py       helpers the others share
     process.py      starting, calling and stopping an emulator process from Python

@@ -61,6 +61,12 @@ def _reset(method, payload):
     return {"ok": True}
 
 
+def _target_health(method, payload):
+    from .elbv2 import report
+
+    return report(method)
+
+
 # path -> (methods, handler(method, payload) -> JSON answer)
 ENDPOINTS = {
     "/_kiln/health": (("GET",), _health),
@@ -70,6 +76,7 @@ ENDPOINTS = {
     "/_kiln/seed": (("POST",), _seed),
     "/_kiln/reset": (("POST",), _reset),
     "/_kiln/shared_snapshot": (("POST",), _shared_snapshot),
+    "/_kiln/target-health": (("GET", "DELETE"), _target_health),
 }
 
 

@@ -30,6 +30,8 @@ moto 5.2.5 gaps, and how this module covers each:
   missing. -> AWS's paging: at most MaxResults items (1 to 200 for versions, 5 to 200 for
   templates; InvalidParameterValue otherwise), the behaviour's page_size (default 15) without
   it, and a NextToken while more remain.
+- DescribeLaunchTemplates shows a template's tags as they were when it was created, so
+  CreateTags / DeleteTags on a template (kiln's release hold) never show. -> read live.
 - Images are `available` at once after CreateImage / CopyImage and never fail.
   -> `pending` for image_pending_seconds, then `available`, or `failed` with a
   StateReason when image_fail is set.
@@ -430,3 +432,5 @@ def _patch_launch_templates():
     LaunchTemplate.default_version = default_version
     LaunchTemplates.create_launch_template_version = create_launch_template_version
     LaunchTemplates.delete_launch_template_versions = delete_launch_template_versions
+    # DescribeLaunchTemplates answers the tags as they were at creation: read them live instead
+    LaunchTemplate.tags = property(lambda self: self.get_tags(), lambda self, value: None)

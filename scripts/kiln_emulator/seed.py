@@ -1,7 +1,7 @@
 """The demo world of POST /_kiln/seed, made directly in moto's backends (idempotent): instance
 profile and role `kiln-builder`; security group, launch template (the newest AL2023 image) and
-auto scaling group `rudder-dataplane` (desired = max = 1, on `$Default`) with, when moto can
-make it, a target group (/health on 8080). Imports moto lazily."""
+auto scaling group `rudder-dataplane` (desired = max = 1, on `$Default`, ELB health checks) with,
+when moto can make it, a target group (/health on 8080). Imports moto lazily."""
 
 import base64
 import json
@@ -147,8 +147,8 @@ def _auto_scaling_group(region, subnets, target_group_arn):
         launch_template={"LaunchTemplateName": SEED_NAME, "Version": "$Default"},
         vpc_zone_identifier=",".join(subnets),
         default_cooldown=None,
-        health_check_period=None,
-        health_check_type=None,
+        health_check_period=600,
+        health_check_type="ELB",
         load_balancers=[],
         target_group_arns=[target_group_arn] if target_group_arn else [],
         placement_group=None,

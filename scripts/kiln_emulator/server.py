@@ -46,6 +46,9 @@ def patch_moto():
     from . import autoscaling
 
     autoscaling.patch()
+    from . import elbv2
+
+    elbv2.patch()
 
 
 def parse_args(argv):

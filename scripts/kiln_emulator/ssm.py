@@ -17,6 +17,8 @@ moto 5.2.5 gaps, and how this module covers each:
   joined with newlines): Pending for pending_seconds (delivery), InProgress for
   in_progress_seconds, then the rule's status,
   stdout, stderr and exit code (default 0 for Success, 1 for Failed, -1 otherwise).
+  A rule with a `role` applies only to instances tagged `kiln:role` with that value
+  (`builder`, `tester`), so a test can fail on the tester while the build succeeded.
   No matching rule: Success, exit code 0, no output.
 - SendCommand accepts commands of any size. -> MaxDocumentSizeExceeded when the
   `commands` parameter (lines joined with newlines, UTF-8) is larger than 64 KB, AWS's
@@ -205,7 +207,12 @@ def send_command(self, **kwargs):
         return command
     with STATE.lock:
         rules = STATE.behaviour["commands"]
-    rule = next((r for r in rules if re.search(r["match"], text)), None)
+    ec2 = get_backend("ec2")[self.account_id][self.region_name]
+    roles = {ec2.tags.get(i, {}).get("kiln:role") for i in kwargs.get("instance_ids") or []}
+    rule = next(
+        (r for r in rules if re.search(r["match"], text) and (r["role"] is None or roles == {r["role"]})),
+        None,
+    )
     log = LOG_NAME.search(text)
     command.kiln = CommandRun(text, rule or command_rule({"match": ""}), log.group(1) if log else None)
     return command

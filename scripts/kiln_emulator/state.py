@@ -1,6 +1,6 @@
 """The emulator's mutable state, behind one lock: the behaviour settings (validated here; what
 each key does is told in the service module that reads it), the fault settings (faults.py), the
-recorded requests and the instance refreshes. `STATE` is the one instance;
+recorded requests, the instance refreshes, target registrations and the healthy-target record. `STATE` is the one instance;
 POST /_kiln/reset restores it."""
 
 import copy
@@ -29,10 +29,11 @@ DEFAULT_BEHAVIOUR = {
     "page_size": 15,
     # New ids unknown to calls naming them for this long, per kind (visibility.py).
     "invisible_seconds": {"instance": 0, "image": 0, "snapshot": 0},
+    "target_health": {"healthy_after_seconds": 0, "unhealthy": []},
 }
 COMMAND_STATUSES = ("Success", "Failed", "TimedOut", "Cancelled")
 REFRESH_STATUSES = ("Successful", "Failed", "Cancelled")
-COMMAND_RULE_KEYS = {"match", "status", "pending_seconds", "in_progress_seconds", "stdout", "stderr", "exit_code"}
+COMMAND_RULE_KEYS = {"match", "role", "status", "pending_seconds", "in_progress_seconds", "stdout", "stderr", "exit_code"}
 
 
 def _exit_code(rule, status):
@@ -59,8 +60,12 @@ def command_rule(rule):
     if status not in COMMAND_STATUSES:
         raise BadRequest(f"commands status must be one of {COMMAND_STATUSES}")
     exit_code = _exit_code(rule, status)
+    role = rule.get("role")
+    if role is not None and not isinstance(role, str):
+        raise BadRequest("a commands rule's role must be a string (an instance's kiln:role tag)")
     return {
         "match": rule["match"],
+        "role": role,
         "status": status,
         "pending_seconds": number(rule.get("pending_seconds", 0), "pending_seconds"),
         "in_progress_seconds": number(rule.get("in_progress_seconds", 0), "in_progress_seconds"),
@@ -126,6 +131,33 @@ def _page_size(value):
     return value
 
 
+TARGET_HEALTH_RULE_KEYS = {"image_id", "image_tagged", "reason", "description"}
+
+
+def _unhealthy_rule(rule):
+    if not isinstance(rule, dict) or set(rule) - TARGET_HEALTH_RULE_KEYS:
+        raise BadRequest(f"each target_health.unhealthy rule is an object with keys among {sorted(TARGET_HEALTH_RULE_KEYS)}")
+    if not (isinstance(rule.get("image_id"), str) or isinstance(rule.get("image_tagged"), str)):
+        raise BadRequest("a target_health.unhealthy rule needs 'image_id' or 'image_tagged'")
+    return {
+        "image_id": rule.get("image_id"),
+        "image_tagged": rule.get("image_tagged"),
+        "reason": str(rule.get("reason", "Target.ResponseCodeMismatch")),
+        "description": str(rule.get("description", "Health checks failed with these codes: [503]")),
+    }
+
+
+def _target_health(key, value):
+    if not isinstance(value, dict) or set(value) - {"healthy_after_seconds", "unhealthy"}:
+        raise BadRequest("target_health must be an object with 'healthy_after_seconds' and/or 'unhealthy'")
+    health = dict(DEFAULT_BEHAVIOUR["target_health"], **value)
+    number(health["healthy_after_seconds"], "target_health.healthy_after_seconds")
+    if not isinstance(health["unhealthy"], list):
+        raise BadRequest("target_health.unhealthy must be a list")
+    health["unhealthy"] = [_unhealthy_rule(rule) for rule in health["unhealthy"]]
+    return health
+
+
 # behaviour key -> check(key, value) returning the value to keep
 BEHAVIOUR_CHECKS = {
     **{key: lambda key, value: number(value, key) for key in DEFAULT_BEHAVIOUR if key.endswith("_seconds")},
@@ -138,6 +170,7 @@ BEHAVIOUR_CHECKS = {
     "page_size": lambda key, value: _page_size(value),
     "instance_launch_failure": lambda key, value: _string(key, value),
     "invisible_seconds": lambda key, value: _invisible(value),
+    "target_health": _target_health,
 }
 
 
@@ -168,6 +201,10 @@ class State:
             self.requests = []
             self.refreshes = {}  # (account, region, group) -> [Refresh], newest first
             self.born = {}  # resource id -> creation time (visibility.py)
+            self.registered = {}  # (target group arn, instance id) -> when registered
+            self.health_record = {}  # target group arn -> [(time, healthy targets)], changes only
+            self.health_sampling = False  # set by the first /_kiln/target-health call or refresh
+            self.instance_versions = {}  # instance id -> launch template version it was launched from
 
     def setting(self, key):
         with self.lock:

@@ -20,6 +20,8 @@ pub enum Service {
     Ssm,
     #[serde(rename = "Auto Scaling")]
     AutoScaling,
+    #[serde(rename = "Elastic Load Balancing")]
+    Elb,
 }
 
 impl std::fmt::Display for Service {
@@ -28,6 +30,7 @@ impl std::fmt::Display for Service {
             Service::Ec2 => "EC2",
             Service::Ssm => "SSM",
             Service::AutoScaling => "Auto Scaling",
+            Service::Elb => "Elastic Load Balancing",
         })
     }
 }
@@ -150,6 +153,11 @@ impl Cloud for Counting {
         self.inner.create_tags(resource_ids, tags).await
     }
 
+    async fn delete_tags(&self, resource_ids: &[String], keys: &[String]) -> Result<()> {
+        self.counts.add(Service::Ec2);
+        self.inner.delete_tags(resource_ids, keys).await
+    }
+
     async fn launch_instance(&self, request: &LaunchRequest) -> Result<String> {
         self.counts.add(Service::Ec2);
         self.inner.launch_instance(request).await
@@ -245,5 +253,20 @@ impl Cloud for Counting {
     async fn refresh(&self, group: &str, refresh_id: &str) -> Result<Option<Refresh>> {
         self.counts.add(Service::AutoScaling);
         self.inner.refresh(group, refresh_id).await
+    }
+
+    async fn rollback_refresh(&self, group: &str) -> Result<()> {
+        self.counts.add(Service::AutoScaling);
+        self.inner.rollback_refresh(group).await
+    }
+
+    async fn auto_scaling_group(&self, name: &str) -> Result<Option<AutoScalingGroup>> {
+        self.counts.add(Service::AutoScaling);
+        self.inner.auto_scaling_group(name).await
+    }
+
+    async fn target_health(&self, target_group_arn: &str) -> Result<Vec<TargetHealth>> {
+        self.counts.add(Service::Elb);
+        self.inner.target_health(target_group_arn).await
     }
 }

@@ -78,6 +78,8 @@ pub trait Cloud: Send + Sync {
     async fn snapshots_of_image(&self, image_id: &str) -> Result<Vec<String>>;
     async fn delete_snapshot(&self, snapshot_id: &str) -> Result<()>;
     async fn create_tags(&self, resource_ids: &[String], tags: &Tags) -> Result<()>;
+    /// Removes the tags with these keys (whatever their values); absent keys are fine.
+    async fn delete_tags(&self, resource_ids: &[String], keys: &[String]) -> Result<()>;
 
     // --- instances (EC2) ---
 
@@ -123,6 +125,16 @@ pub trait Cloud: Send + Sync {
     async fn start_refresh(&self, request: &RefreshRequest) -> Result<String>;
     /// One refresh of a group; `None` when it is not visible.
     async fn refresh(&self, group: &str, refresh_id: &str) -> Result<Option<Refresh>>;
+    /// `RollbackInstanceRefresh`: stops the group's active refresh and puts the instances it
+    /// replaced back on the previous configuration.
+    async fn rollback_refresh(&self, group: &str) -> Result<()>;
+    /// One auto scaling group; `None` when it does not exist.
+    async fn auto_scaling_group(&self, name: &str) -> Result<Option<AutoScalingGroup>>;
+
+    // --- Elastic Load Balancing ---
+
+    /// The health of every target registered in a target group.
+    async fn target_health(&self, target_group_arn: &str) -> Result<Vec<TargetHealth>>;
 }
 
 /// A missing field in a response: an error that names the request and the field.

@@ -273,6 +273,11 @@ pub struct LaunchRequest {
     pub client_token: String,
     pub tags: Tags,
     pub volume_tags: Tags,
+    /// Launch from this launch template version, overriding only the image and, when set, the
+    /// instance type and subnet: profile, security groups, metadata options, user data and
+    /// volumes are the template's (`iam_instance_profile`, `root_volume`, `imdsv2_required`,
+    /// `security_group_ids` and `associate_public_ip` are then not sent).
+    pub launch_template: Option<DesiredVersion>,
 }
 
 /// An instance, as kiln reads it.
@@ -398,6 +403,8 @@ pub struct LaunchTemplate {
     pub name: String,
     pub default_version: i64,
     pub latest_version: i64,
+    /// The template's own tags (not its instances').
+    pub tags: BTreeMap<String, String>,
 }
 
 /// One version of a launch template, reduced to what kiln reads.
@@ -488,8 +495,73 @@ impl Invocation {
 pub struct RefreshRequest {
     pub group: String,
     pub min_healthy_percentage: i32,
+    /// `MaxHealthyPercentage`; `None` leaves AWS's default (100).
+    pub max_healthy_percentage: Option<i32>,
     pub instance_warmup_secs: i32,
     pub skip_matching: bool,
+    /// `DesiredConfiguration`: replace onto exactly this template version (else the group's own
+    /// launch template setting).
+    pub desired: Option<DesiredVersion>,
+    /// `AutoRollback` (needs `desired`).
+    pub auto_rollback: bool,
+    /// `BakeTime` in seconds, when set.
+    pub bake_time_secs: Option<i32>,
+    /// CloudWatch alarm names whose alarm state fails the refresh (`AlarmSpecification`).
+    pub alarms: Vec<String>,
+}
+
+/// A launch template version an instance refresh replaces instances onto.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredVersion {
+    pub template_id: String,
+    pub version: i64,
+}
+
+/// An auto scaling group, as kiln reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AutoScalingGroup {
+    pub name: String,
+    /// The group's launch template (directly or in a mixed instances policy); `None` when it uses
+    /// a launch configuration.
+    pub launch_template: Option<GroupTemplate>,
+    /// `EC2` or `ELB` (or another value AWS adds).
+    pub health_check_type: String,
+    pub target_group_arns: Vec<String>,
+    pub desired_capacity: i32,
+    pub max_size: i32,
+    pub instances: Vec<GroupInstance>,
+}
+
+/// The launch template an auto scaling group launches from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupTemplate {
+    pub id: String,
+    pub name: String,
+    /// `$Default`, `$Latest` or a number, as the group names it (AWS omits it for `$Default`).
+    pub version: String,
+}
+
+/// One instance of an auto scaling group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupInstance {
+    pub id: String,
+    /// `Pending`, `InService`, `Terminating`...
+    pub lifecycle_state: String,
+    /// `Healthy` or `Unhealthy`.
+    pub health_status: String,
+    /// The launch template version it was launched from, when AWS says.
+    pub template_version: Option<String>,
+}
+
+/// One target of a load balancer target group and its health (`DescribeTargetHealth`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetHealth {
+    pub instance_id: String,
+    /// `initial`, `healthy`, `unhealthy`, `draining`, `unused`, `unavailable`.
+    pub state: String,
+    /// e.g. `Target.ResponseCodeMismatch`; empty when healthy.
+    pub reason: String,
+    pub description: String,
 }
 
 /// An instance refresh, as kiln reads it.

@@ -139,6 +139,23 @@ enum Command {
         /// Create a new version from the current default with this image
         #[arg(long, value_name = "AMI_ID")]
         image: Option<String>,
+        /// Accept an image (or a version's image) that kiln did not build from this recipe
+        #[arg(long)]
+        allow_foreign: bool,
+        /// Do not start an instance refresh
+        #[arg(long)]
+        no_refresh: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Release an image explicitly (the newest of the recipe, or --image) and clear the hold a
+    /// rollback put
+    Release {
+        #[command(flatten)]
+        recipe: RecipeArgs,
+        /// The image to release (default: the newest available image built from this recipe)
+        #[arg(long, value_name = "AMI_ID")]
+        image: Option<String>,
         /// Accept an image that kiln did not build from this recipe
         #[arg(long, requires = "image")]
         allow_foreign: bool,
@@ -446,12 +463,35 @@ async fn run(cli: Cli) -> Result<i32> {
             no_refresh,
             json,
         } => {
+            if allow_foreign && to.is_none() && image.is_none() {
+                return Err(Error::Usage(
+                    "--allow-foreign applies to --to VERSION or --image AMI_ID".into(),
+                ));
+            }
             let target = match (to, image) {
-                (Some(v), _) => Target::Version(v),
+                (Some(version), _) => Target::Version {
+                    version,
+                    allow_foreign,
+                },
                 (None, Some(id)) => Target::Image { id, allow_foreign },
                 (None, None) => Target::Previous,
             };
             rollback(global, &recipe, &target, !no_refresh, json).await
+        }
+        Command::Release {
+            recipe,
+            image,
+            allow_foreign,
+            no_refresh,
+            json,
+        } => {
+            let request = pipeline::promote::Request {
+                image: image.as_deref(),
+                allow_foreign,
+                refresh: !no_refresh,
+                ledger: None,
+            };
+            release(global, &recipe, request, json).await
         }
         Command::Prune {
             recipe,
@@ -631,12 +671,78 @@ async fn rollback(
     let plan = load(recipe, None)?;
     let spec = pipeline::history::release_spec(&plan, "rollback")?;
     let reporter = progress(global, json);
-    let outcome = interruptible(async {
-        let cloud = connect(global).await?;
-        pipeline::rollback::rollback(cloud.as_ref(), &reporter, &plan, spec, target, refresh).await
-    })
-    .await?;
+    let (journal, mut interrupts) = Journalled::start(global, spec).await?;
+    let ledger = Some(&journal.ledger);
+    let cloud = journal.cloud.as_ref();
+    let work = pipeline::rollback::rollback(cloud, &reporter, &plan, spec, target, refresh, ledger);
+    let outcome = journal.run(&mut interrupts, work).await?;
     print_result(json, &outcome, render::rollback)?;
+    Ok(exit::OK)
+}
+
+/// A command that may start a `verified` refresh (rollback, release): journalled like a build,
+/// so an interrupt rolls the refresh back and removes the version it made before exiting 130.
+struct Journalled<'a> {
+    cloud: Arc<dyn crate::aws::Cloud>,
+    ledger: crate::ledger::Ledger,
+    template: &'a str,
+}
+
+impl<'a> Journalled<'a> {
+    async fn start(
+        global: &Global,
+        spec: &'a crate::plan::ReleaseSpec,
+    ) -> Result<(Journalled<'a>, Interrupts)> {
+        let mut interrupts = listen_for_signals()?;
+        let cloud = tokio::select! {
+            r = connect(global) => r?,
+            signal = interrupts.next() => return Err(Error::Interrupted { signal }),
+        };
+        let id = new_build_id();
+        let dir = global.state_dir.join("builds").join(&id);
+        let ledger = crate::ledger::Ledger::create(&dir, &id)?;
+        let journal = Journalled {
+            cloud,
+            ledger,
+            template: &spec.launch_template,
+        };
+        Ok((journal, interrupts))
+    }
+
+    async fn run<T>(
+        &self,
+        interrupts: &mut Interrupts,
+        work: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let signal = tokio::select! {
+            r = work => return r,
+            signal = interrupts.next() => signal,
+        };
+        let cloud = self.cloud.as_ref();
+        let teardown =
+            pipeline::teardown::tear_down(cloud, &self.ledger, Some(self.template)).await;
+        Err(Error::Build {
+            primary: Box::new(Error::Interrupted { signal }),
+            cleanup: teardown.lines(),
+        })
+    }
+}
+
+async fn release(
+    global: &Global,
+    recipe: &RecipeArgs,
+    mut request: pipeline::promote::Request<'_>,
+    json: bool,
+) -> Result<i32> {
+    let plan = load(recipe, None)?;
+    let spec = pipeline::history::release_spec(&plan, "release")?;
+    let reporter = progress(global, json);
+    let (journal, mut interrupts) = Journalled::start(global, spec).await?;
+    request.ledger = Some(&journal.ledger);
+    let cloud = journal.cloud.as_ref();
+    let work = pipeline::promote::promote(cloud, &reporter, &plan, spec, &request);
+    let outcome = journal.run(&mut interrupts, work).await?;
+    print_result(json, &outcome, render::promote)?;
     Ok(exit::OK)
 }
 

@@ -214,9 +214,9 @@ impl Reporter for Progress {
         }
     }
 
+    /// Shown in every mode, `--json` too (on stderr: stdout keeps only the JSON): a warning is
+    /// what must not pass unseen (a held release, a group without ELB health checks).
     fn warning(&self, message: &str) {
-        if self.mode != Mode::Silent {
-            self.line(&format!("warning: {message}"));
-        }
+        self.line(&format!("warning: {message}"));
     }
 }

@@ -9,7 +9,9 @@ use crate::pipeline::build::Manifest;
 use crate::pipeline::failure::BuildSummary;
 use crate::pipeline::gc::GcReport;
 use crate::pipeline::history::History;
+use crate::pipeline::promote::PromoteOutcome;
 use crate::pipeline::prune::PruneReport;
+use crate::pipeline::release::RefreshOutcome;
 use crate::pipeline::rollback::RollbackOutcome;
 use crate::plan::{BuilderSpec, Plan, ReleaseSpec, SourceSpec, StepKind};
 
@@ -28,15 +30,10 @@ pub fn plan_json(plan: &Plan) -> serde_json::Value {
     json!({ "plan": plan, "fingerprint": fingerprint, "digest": format!("sha256:{}", plan.digest) })
 }
 
-pub fn plan_summary(plan: &Plan) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "recipe       {} {}", plan.name, plan.version);
-    let files: Vec<String> = plan.files.iter().map(|f| f.display().to_string()).collect();
-    let _ = writeln!(out, "files        {}", files.join(", "));
-    let _ = writeln!(out, "source       {}", source_line(&plan.source));
-    let _ = writeln!(out, "builder      {}", builder_line(&plan.builder));
-    let _ = writeln!(out, "steps        {}", plan.steps.len());
-    for (i, step) in plan.steps.iter().enumerate() {
+/// `label` and the number of steps, then one line per step.
+fn list_steps(out: &mut String, label: &str, steps: &[crate::plan::Step]) {
+    let _ = writeln!(out, "{label}{}", steps.len());
+    for (i, step) in steps.iter().enumerate() {
         let _ = writeln!(
             out,
             "  {:>2}. {} — {}, timeout {}",
@@ -45,6 +42,19 @@ pub fn plan_summary(plan: &Plan) -> String {
             step_action(&step.kind),
             humantime::format_duration(step.timeout)
         );
+    }
+}
+
+pub fn plan_summary(plan: &Plan) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "recipe       {} {}", plan.name, plan.version);
+    let files: Vec<String> = plan.files.iter().map(|f| f.display().to_string()).collect();
+    let _ = writeln!(out, "files        {}", files.join(", "));
+    let _ = writeln!(out, "source       {}", source_line(&plan.source));
+    let _ = writeln!(out, "builder      {}", builder_line(&plan.builder));
+    list_steps(&mut out, "steps        ", &plan.steps);
+    if !plan.test.is_empty() {
+        list_steps(&mut out, "test         ", &plan.test);
     }
     let _ = writeln!(out, "image        {}", plan.image.name);
     if !plan.image.regions.is_empty() {
@@ -144,6 +154,13 @@ pub fn manifest_summary(m: &Manifest) -> String {
             image.region, image.image_id, image.name
         );
     }
+    if let Some(hold) = &m.hold {
+        let _ = writeln!(
+            out,
+            "RELEASE HELD: not released; the launch template is held at version {} ({}) since {} (`kiln release` releases and clears it)",
+            hold.version, hold.image_id, hold.at
+        );
+    }
     if let Some(lt) = &m.launch_template {
         if lt.created_version.is_some() {
             let _ = writeln!(
@@ -226,6 +243,13 @@ pub fn history(h: &History) -> String {
         "launch template {} ({}), default version {}, latest {}",
         h.launch_template_name, h.launch_template_id, h.default_version, h.latest_version
     );
+    if let Some(hold) = &h.hold {
+        let _ = writeln!(
+            out,
+            "HELD at version {} ({}) since {} by `kiln rollback`: builds do not release until `kiln release`",
+            hold.version, hold.image_id, hold.at
+        );
+    }
     let _ = writeln!(
         out,
         "{:>7}  {:<7}  {:<21}  {:<9}  {:<10}  {:<26}  {:<20}  NAME",
@@ -262,11 +286,42 @@ pub fn rollback(r: &RollbackOutcome) -> String {
     if !r.changed {
         out.push_str("  nothing changed: that is already the default\n");
     }
-    if let Some(refresh) = &r.instance_refresh {
+    refresh_line(&mut out, r.instance_refresh.as_ref());
+    if r.hold.is_some() {
+        out.push_str("  held: builds will not release until `kiln release` (see `kiln history`)\n");
+    }
+    out
+}
+
+/// `  instance refresh ID of GROUP: STATUS`, when a refresh ran.
+fn refresh_line(out: &mut String, refresh: Option<&RefreshOutcome>) {
+    if let Some(refresh) = refresh {
         let _ = writeln!(
             out,
             "  instance refresh {} of {}: {}",
             refresh.refresh_id, refresh.auto_scaling_group, refresh.status
+        );
+    }
+}
+
+pub fn promote(p: &PromoteOutcome) -> String {
+    let lt = &p.launch_template;
+    let mut out = match lt.created_version {
+        Some(v) => format!(
+            "released {} as version {v} of {} ({}): default version {} → {}\n",
+            p.image_id, lt.name, lt.id, lt.previous_default_version, lt.default_version
+        ),
+        None => format!(
+            "{} default version {} already uses {}\n",
+            lt.name, lt.default_version, p.image_id
+        ),
+    };
+    refresh_line(&mut out, p.instance_refresh.as_ref());
+    if let Some(hold) = &p.cleared_hold {
+        let _ = writeln!(
+            out,
+            "  cleared the hold (version {}, {}, since {}): builds release again",
+            hold.version, hold.image_id, hold.at
         );
     }
     out

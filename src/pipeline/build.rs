@@ -24,14 +24,17 @@ use crate::ledger::{Ledger, Resource};
 use crate::pipeline::failure::{
     BuildSummary, CleanupReport, Failed, FailureReport, KeptBuilder, PhaseTracker,
 };
+use crate::pipeline::hold::Hold;
 use crate::pipeline::images::{self, find_by_fingerprint, resolve_source};
 use crate::pipeline::instances::{terminate_and_wait, wait_for_state};
 use crate::pipeline::release::{self, LaunchTemplateRelease, RefreshOutcome};
 use crate::pipeline::resume::{self, Resumption, Start, StepRecord};
+use crate::pipeline::rollout;
 use crate::pipeline::steps::{wait_agent_online, StepRunner};
 use crate::pipeline::teardown::tear_down;
+use crate::pipeline::tester::{self, TestRun};
 use crate::pipeline::{now_rfc3339, why, Context, PhaseResult};
-use crate::plan::{Plan, ReleaseSpec};
+use crate::plan::{Plan, ReleaseSpec, ReleaseStrategy};
 use crate::report::Phase;
 use crate::tags::{self, BuildTags};
 
@@ -115,6 +118,11 @@ pub struct Manifest {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skip_reason: Option<String>,
     pub images: Vec<ManifestImage>,
+    /// `released` (the default uses the image), `held` (a hold stopped the release, see
+    /// `hold`), or `None` without a release.
+    pub release: Option<&'static str>,
+    /// The launch template's hold, when it stopped the release.
+    pub hold: Option<Hold>,
     pub launch_template: Option<LaunchTemplateRelease>,
     pub instance_refresh: Option<RefreshOutcome>,
     pub ssm_parameters: Vec<SsmParameterWrite>,
@@ -191,6 +199,8 @@ impl Job<'_> {
             skipped: false,
             skip_reason: None,
             images: Vec::new(),
+            release: None,
+            hold: None,
             launch_template: None,
             instance_refresh: None,
             ssm_parameters: Vec::new(),
@@ -303,18 +313,22 @@ async fn build(
         resume,
     };
     let mut manifest = job.manifest(started_at);
+    let build_dir = ctx.state_dir.join("builds").join(&options.build_id);
     if !options.force && job.resume.is_none() {
         if let Some(image) = find_by_fingerprint(cloud, &job.tags.fingerprint).await? {
-            return reuse(ctx, &job, manifest, image).await;
+            // A verified refresh is journalled, so an interrupt rolls it back.
+            let journal = match verified(&job) {
+                true => {
+                    let created = Ledger::create(&build_dir, &options.build_id)?;
+                    Some(ledger.get_or_init(|| created))
+                }
+                false => None,
+            };
+            return reuse(ctx, &job, manifest, image, journal).await;
         }
         say_why_it_rebuilds(ctx, &job).await?;
     }
-    // A release target that does not exist should fail the build before it costs a builder.
-    if let Some(spec) = job.release_spec() {
-        let template = TemplateRef::parse(&spec.launch_template);
-        cloud.default_template_version(&template).await?;
-    }
-    let build_dir = ctx.state_dir.join("builds").join(&options.build_id);
+    preflight_release(ctx, &job).await?;
     let created = Ledger::create(&build_dir, &options.build_id)?;
     let ledger = ledger.get_or_init(|| created);
     manifest.log_dir = Some(build_dir.display().to_string());
@@ -322,6 +336,52 @@ async fn build(
     manifest.finished_at = now_rfc3339();
     write_manifest(&build_dir.join("manifest.json"), &manifest)?;
     Ok(manifest)
+}
+
+/// A release target that does not exist, or a group a refresh would not roll out to, fails the
+/// build before it costs a builder (and before a reused image is released).
+async fn preflight_release(ctx: &Context<'_>, job: &Job<'_>) -> Result<()> {
+    let Some(spec) = job.release_spec() else {
+        return Ok(());
+    };
+    let cloud = ctx.cloud.as_ref();
+    let template = TemplateRef::parse(&spec.launch_template);
+    let default = cloud.default_template_version(&template).await?;
+    if let (Some(group), true) = (&spec.auto_scaling_group, job.options.refresh) {
+        for warning in rollout::check_group(cloud, spec, group, &default).await? {
+            ctx.reporter.warning(&warning);
+        }
+    }
+    Ok(())
+}
+
+/// Whether the launch template is held (`kiln rollback`): then this build does not release, says
+/// so loudly and records the hold in the manifest.
+async fn held(
+    ctx: &Context<'_>,
+    job: &Job<'_>,
+    spec: &ReleaseSpec,
+    manifest: &mut Manifest,
+) -> Result<bool> {
+    let template = TemplateRef::parse(&spec.launch_template);
+    let template = ctx.cloud.launch_template(&template).await?;
+    let Some(hold) = Hold::of(&template) else {
+        return Ok(false);
+    };
+    let recipe = job.plan.recipe_path.display().to_string();
+    ctx.reporter.warning(&hold.notice(&template.name, &recipe));
+    manifest.release = Some("held");
+    manifest.hold = Some(hold);
+    Ok(true)
+}
+
+/// Whether this build's release moves the default only after a verified refresh.
+fn verified(job: &Job<'_>) -> bool {
+    job.release_spec().is_some_and(|spec| {
+        spec.strategy == ReleaseStrategy::Verified
+            && spec.auto_scaling_group.is_some()
+            && job.options.refresh
+    })
 }
 
 /// Tears down what the failed build left; returns the error with what cleanup did, as lines in
@@ -462,6 +522,7 @@ async fn reuse(
     job: &Job<'_>,
     mut manifest: Manifest,
     image: Image,
+    ledger: Option<&Ledger>,
 ) -> Result<Manifest> {
     let built_by = image
         .tags
@@ -491,11 +552,19 @@ async fn reuse(
         }
     }
     if let Some(spec) = job.release_spec() {
-        let released = release_phase(ctx, job, spec, &built_by, &image.id, None).await?;
+        if spec.auto_scaling_group.is_some() {
+            preflight_release(ctx, job).await?;
+        }
+        if held(ctx, job, spec, &mut manifest).await? {
+            manifest.finished_at = now_rfc3339();
+            return Ok(manifest);
+        }
+        let released = release_phase(ctx, job, spec, &built_by, &image.id, ledger).await?;
         let changed = released.created_version.is_some();
+        manifest.release = Some("released");
         manifest.launch_template = Some(released);
         if changed {
-            publish_and_refresh(ctx, job, &mut manifest).await?;
+            publish_and_refresh(ctx, job, &mut manifest, ledger).await?;
         }
     }
     manifest.finished_at = now_rfc3339();
@@ -529,13 +598,25 @@ async fn bake(
     if let Some(builder) = &builder {
         terminate_builder(ctx, job, builder, ledger).await?;
     }
+    let run = TestRun {
+        plan: job.plan,
+        tags: &job.tags,
+        build_id: job.build_id(),
+        ledger,
+        build_dir,
+    };
+    tester::test_image(ctx, &run, &image).await?;
     let built = distribute(ctx, job, image, ledger, manifest).await?;
     if let Some(spec) = job.release_spec() {
+        if held(ctx, job, spec, manifest).await? {
+            return Ok(());
+        }
+        manifest.release = Some("released");
         let image_id = &built[0].1.id;
         let released =
             release_phase(ctx, job, spec, job.build_id(), image_id, Some(ledger)).await?;
         manifest.launch_template = Some(released);
-        publish_and_refresh(ctx, job, manifest).await?;
+        publish_and_refresh(ctx, job, manifest, Some(ledger)).await?;
     }
     Ok(())
 }
@@ -596,6 +677,7 @@ async fn launch_builder(ctx: &Context<'_>, job: &Job<'_>, ledger: &Ledger) -> Re
         client_token: job.build_id().to_owned(),
         tags: job.tags.builder(),
         volume_tags: job.tags.common(),
+        launch_template: None,
     };
     let id = ctx
         .phase(Phase::LaunchBuilder, async {
@@ -948,8 +1030,17 @@ async fn release_phase(
     let released = ctx
         .phase(Phase::Release, async {
             let cloud = ctx.cloud.as_ref();
-            let r =
-                release::release_image(cloud, spec, image_id, &description, &token, ledger).await?;
+            let make_default = !verified(job);
+            let r = release::release_image(
+                cloud,
+                spec,
+                image_id,
+                &description,
+                &token,
+                ledger,
+                make_default,
+            )
+            .await?;
             Ok(ReleaseSummary(r))
         })
         .await?;
@@ -961,6 +1052,10 @@ struct ReleaseSummary(LaunchTemplateRelease);
 impl PhaseResult for ReleaseSummary {
     fn summary(&self) -> String {
         match self.0.created_version {
+            Some(v) if self.0.default_version != v => format!(
+                "{} version {} created; the default stays {} until the group is healthy on it",
+                self.0.name, v, self.0.previous_default_version
+            ),
             Some(v) => format!(
                 "{} version {} is the default (was {})",
                 self.0.name, v, self.0.previous_default_version
@@ -990,6 +1085,7 @@ async fn publish_and_refresh(
     ctx: &Context<'_>,
     job: &Job<'_>,
     manifest: &mut Manifest,
+    ledger: Option<&Ledger>,
 ) -> Result<()> {
     if let Some(name) = &job.plan.image.ssm_parameter {
         let writes = ctx
@@ -1006,6 +1102,13 @@ async fn publish_and_refresh(
     let (Some(group), true) = (&spec.auto_scaling_group, job.options.refresh) else {
         return Ok(());
     };
+    if verified(job) && released.created_version.is_some() {
+        let mut released = released.clone();
+        let result = verified_after_release(ctx, job, spec, group, &mut released, ledger).await;
+        manifest.launch_template = Some(released);
+        manifest.instance_refresh = result?.into();
+        return Ok(());
+    }
     if released.created_version.is_none()
         || released.default_version == released.previous_default_version
     {
@@ -1038,6 +1141,39 @@ async fn publish_parameter(
         });
     }
     Ok(Writes(writes))
+}
+
+/// The `verified` strategy: refresh the group onto the new version, then make it the default.
+async fn verified_after_release(
+    ctx: &Context<'_>,
+    job: &Job<'_>,
+    spec: &ReleaseSpec,
+    group: &str,
+    released: &mut LaunchTemplateRelease,
+    ledger: Option<&Ledger>,
+) -> Result<RefreshOutcome> {
+    let cloud = ctx.cloud.as_ref();
+    let phase = Phase::InstanceRefresh {
+        group: group.to_owned(),
+    };
+    let timeout = job.plan.timeouts.instance_refresh;
+    let progress = ctx.progress(&phase);
+    let outcome = ctx
+        .phase(phase.clone(), async {
+            let version = released.created_version.unwrap_or(released.default_version);
+            let target = (&mut *released, version);
+            let refreshed =
+                release::verified_rollout(cloud, spec, group, target, timeout, ledger, progress)
+                    .await?;
+            Ok(RefreshSummary(refreshed))
+        })
+        .await?
+        .0;
+    ctx.reporter.notice(&format!(
+        "{} version {} is the default: the group is healthy on it (was {})",
+        released.name, released.default_version, released.previous_default_version
+    ));
+    Ok(outcome)
 }
 
 /// Refreshes the group onto the released version; when the refresh fails and the recipe asks

@@ -1,6 +1,6 @@
 //! `kiln gc`: finds what dead builds left behind, by tag, and removes it.
 //!
-//! Candidates: builder instances (`kiln:role=builder`) that are not terminated, and kiln-tagged
+//! Candidates: builder and tester instances (`kiln:role=builder`, `tester`) that are not terminated, and kiln-tagged
 //! images that never became available (with their snapshots); plus, for builds whose journal is in
 //! the local state folder, every resource the journal says was created and neither kept nor
 //! removed (launch template versions included). A candidate is spared when its build is still
@@ -167,7 +167,9 @@ async fn already_gone(home: &dyn Cloud, resource: &Resource) -> Result<bool> {
             .await?
             .iter()
             .all(|i| i.state == ImageState::Deregistered),
-        Resource::Snapshot { .. } | Resource::TemplateVersion { .. } => false,
+        Resource::Snapshot { .. } | Resource::TemplateVersion { .. } | Resource::Refresh { .. } => {
+            false
+        }
     })
 }
 
@@ -188,7 +190,10 @@ async fn tagged_candidates(cloud: &dyn Cloud) -> Result<Vec<Candidate>> {
         |tags: &BTreeMap<String, String>| tags.get(tags::BUILD_ID).cloned().unwrap_or_default();
     let mut found = Vec::new();
     let builders = InstanceQuery::live().tagged(tags::ROLE, tags::ROLE_BUILDER);
-    for instance in cloud.find_instances(&builders).await? {
+    let testers = InstanceQuery::live().tagged(tags::ROLE, tags::ROLE_TESTER);
+    let mut instances = cloud.find_instances(&builders).await?;
+    instances.extend(cloud.find_instances(&testers).await?);
+    for instance in instances {
         found.push(Candidate {
             build_id: build_of(&instance.tags),
             kept: instance.tags.contains_key(tags::KEPT),

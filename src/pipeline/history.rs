@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use crate::aws::{Cloud, ImageState, TemplateRef};
 use crate::error::{Error, Result};
+use crate::pipeline::hold::Hold;
 use crate::plan::{Plan, ReleaseSpec};
 use crate::tags;
 
@@ -32,6 +33,8 @@ pub struct History {
     pub launch_template_name: String,
     pub default_version: i64,
     pub latest_version: i64,
+    /// The hold `kiln rollback` put on the template, if any: builds do not release meanwhile.
+    pub hold: Option<Hold>,
     pub versions: Vec<HistoryEntry>,
 }
 
@@ -81,6 +84,7 @@ pub async fn history(cloud: &dyn Cloud, spec: &ReleaseSpec) -> Result<History> {
         })
         .collect();
     Ok(History {
+        hold: Hold::of(&template),
         launch_template_id: template.id,
         launch_template_name: template.name,
         default_version: template.default_version,

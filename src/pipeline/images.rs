@@ -75,7 +75,12 @@ pub async fn find_by_fingerprint(cloud: &dyn Cloud, fingerprint: &str) -> Result
     let query = ImageQuery::own()
         .tagged(tags::FINGERPRINT, fingerprint)
         .in_state(ImageState::Available);
-    Ok(newest(cloud.find_images(&query).await?))
+    let images = cloud.find_images(&query).await?;
+    // An image that failed its test phase is never reused: the next build bakes again.
+    let tested = images
+        .into_iter()
+        .filter(|i| i.tags.get(tags::TEST).map(String::as_str) != Some(tags::TEST_FAILED));
+    Ok(newest(tested.collect()))
 }
 
 /// Waits until an image is `available`; fails at once if it fails.

@@ -1,7 +1,9 @@
 //! The pipeline: one module per command ([`build`], [`history`], [`rollback`], [`prune`],
 //! [`gc`]), plus the pieces they share: resolving and waiting for images ([`images`]), driving
 //! instances ([`instances`]), running steps ([`steps`], with the scripts of [`script`]),
-//! releasing to a launch template ([`release`]) and removing what a build left ([`teardown`]).
+//! releasing to a launch template ([`release`]), moving an auto scaling group onto a version
+//! ([`rollout`]), the release hold a rollback puts ([`hold`]), the test phase on a fresh
+//! instance of the new image ([`tester`]) and removing what a build left ([`teardown`]).
 //!
 //! Every command takes a [`Context`]: the [`Cloud`] (never the SDK), a [`Reporter`] and the state
 //! folder. No clap, no terminal handling here: the CLI layer owns those.
@@ -11,16 +13,20 @@ pub mod consistency;
 pub mod failure;
 pub mod gc;
 pub mod history;
+pub mod hold;
 pub mod images;
 pub mod instances;
 pub mod output;
+pub mod promote;
 pub mod prune;
 pub mod release;
 pub mod resume;
 pub mod rollback;
+pub mod rollout;
 pub mod script;
 pub mod steps;
 pub mod teardown;
+pub mod tester;
 pub mod why;
 
 use std::path::PathBuf;

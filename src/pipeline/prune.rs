@@ -127,7 +127,9 @@ async fn prune_versions(
 type Protected = BTreeMap<String, Vec<String>>;
 
 /// Splits `images` into (to delete, survivors with reasons). `protected` maps image ids to the
-/// reasons they must stay. The newest `keep` images (by [`age_key`]) stay too.
+/// reasons they must stay. The newest `keep` images (by [`age_key`]) stay too, not counting
+/// images that failed their test phase (`kiln:test=failed`): those are never released, so only a
+/// reference keeps them.
 pub fn choose<'a>(
     images: &'a [Image],
     keep: usize,
@@ -137,10 +139,15 @@ pub fn choose<'a>(
     sorted.sort_by_key(|i| std::cmp::Reverse(age_key(i)));
     let mut delete = Vec::new();
     let mut survive = Vec::new();
-    for (rank, image) in sorted.into_iter().enumerate() {
+    let mut rank = 0;
+    for image in sorted {
         let mut reasons = protected.get(&image.id).cloned().unwrap_or_default();
-        if rank < keep {
-            reasons.insert(0, format!("among the newest {keep}"));
+        let failed = image.tags.get(tags::TEST).map(String::as_str) == Some(tags::TEST_FAILED);
+        if !failed {
+            if rank < keep {
+                reasons.insert(0, format!("among the newest {keep}"));
+            }
+            rank += 1;
         }
         if reasons.is_empty() {
             delete.push(image);
@@ -408,6 +415,7 @@ mod tests {
             name: "web".into(),
             default_version: 2,
             latest_version: 7,
+            tags: BTreeMap::new(),
         };
         let versions: Vec<TemplateVersion> = [
             (1, "made by hand"),
@@ -430,6 +438,21 @@ mod tests {
         assert_eq!(numbers(2), [5, 4, 3]);
         assert_eq!(numbers(5), [] as [i64; 0]);
         assert_eq!(numbers(0), [6, 5, 4, 3]);
+    }
+
+    #[test]
+    fn an_image_that_failed_its_test_does_not_count_among_the_newest() {
+        let mut failed = image("c", "2026-01-03");
+        failed
+            .tags
+            .insert(tags::TEST.into(), tags::TEST_FAILED.into());
+        let images = vec![image("a", "2026-01-01"), image("b", "2026-01-02"), failed];
+        let (delete, survive) = choose(&images, 2, &BTreeMap::new());
+        assert_eq!(
+            delete.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+            vec!["c"]
+        );
+        assert_eq!(survive.len(), 2);
     }
 
     #[test]

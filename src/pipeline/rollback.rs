@@ -5,22 +5,32 @@
 //! the second time. `--to N` selects a version; `--image` creates a new version (from the current
 //! default) with that image, refusing images that are missing, not available, or not built by
 //! kiln from this recipe unless `--allow-foreign`.
+//!
+//! A rollback puts a hold on the launch template (`kiln:hold`): `kiln build` then builds but does
+//! not release until `kiln release` clears it. `--to N` is refused, like `--image`, when version
+//! N's image was not built by kiln from this recipe, unless `--allow-foreign`.
+//!
+//! With a group and the `verified` strategy, rolling back is a release of the older version: the
+//! group is refreshed onto it first and the default moves only once the group is healthy on it.
 
 use serde::Serialize;
 
-use crate::aws::{Cloud, ImageState, NewTemplateVersion};
+use crate::aws::{Cloud, ImageState, NewTemplateVersion, TemplateRef};
 use crate::error::{Error, Result};
+use crate::ledger::Ledger;
 use crate::pipeline::history::{history, History, HistoryEntry};
-use crate::pipeline::release::{self, RefreshOutcome};
-use crate::plan::{Plan, ReleaseSpec};
-use crate::report::{Phase, Reporter};
+use crate::pipeline::hold::{self, Hold};
+use crate::pipeline::release::{self, LaunchTemplateRelease, RefreshOutcome, Rollout};
+use crate::pipeline::rollout;
+use crate::plan::{Plan, ReleaseSpec, ReleaseStrategy};
+use crate::report::Reporter;
 use crate::tags;
 
 /// What to roll back to.
 #[derive(Debug, Clone)]
 pub enum Target {
     Previous,
-    Version(i64),
+    Version { version: i64, allow_foreign: bool },
     Image { id: String, allow_foreign: bool },
 }
 
@@ -38,6 +48,8 @@ pub struct RollbackOutcome {
     pub after: Pointer,
     pub changed: bool,
     pub instance_refresh: Option<RefreshOutcome>,
+    /// The hold the rollback put on the launch template (see [`crate::pipeline::hold`]).
+    pub hold: Option<Hold>,
 }
 
 /// Picks the version the default `rollback` goes to (pure; `versions` newest first).
@@ -56,6 +68,7 @@ pub async fn rollback(
     spec: &ReleaseSpec,
     target: &Target,
     refresh: bool,
+    ledger: Option<&Ledger>,
 ) -> Result<RollbackOutcome> {
     let found = history(cloud, spec).await?;
     let before = Pointer {
@@ -68,13 +81,21 @@ pub async fn rollback(
     };
     let after_version = match target {
         Target::Previous => previous_target(&found)?,
-        Target::Version(n) => version_target(&found, *n)?,
+        Target::Version {
+            version,
+            allow_foreign,
+        } => version_target(&found, plan, *version, *allow_foreign)?,
         Target::Image { id, allow_foreign } => {
             image_target(cloud, plan, &found, &before, id, *allow_foreign).await?
         }
     };
     let changed = after_version != found.default_version;
-    if changed {
+    let group = spec
+        .auto_scaling_group
+        .as_deref()
+        .filter(|_| refresh && changed);
+    let verified = group.is_some() && spec.strategy == ReleaseStrategy::Verified;
+    if changed && !verified {
         cloud
             .set_default_version(&found.launch_template_id, after_version)
             .await?;
@@ -97,13 +118,55 @@ pub async fn rollback(
         },
         changed,
         instance_refresh: None,
+        hold: None,
     };
-    if let (true, true, Some(group)) = (changed, refresh, &spec.auto_scaling_group) {
-        let refreshed = follow_refresh(cloud, reporter, plan, spec, group).await?;
-        outcome.instance_refresh = Some(refreshed.clone());
-        release::ensure_refreshed(&refreshed, cloud.region())?;
+    if let Some(group) = group {
+        let how = Rollout {
+            verified,
+            timeout: plan.timeouts.instance_refresh,
+            ledger,
+        };
+        let refreshed = roll(cloud, reporter, spec, group, &outcome, how).await?;
+        outcome.instance_refresh = Some(refreshed);
     }
+    // The default is where the rollback put it: builds leave it there until `kiln release`.
+    let held = Hold::now(
+        outcome.after.image_id.as_deref().unwrap_or_default(),
+        outcome.after.version,
+    );
+    hold::place(cloud, &outcome.launch_template_id, &held).await?;
+    outcome.hold = Some(held);
     Ok(outcome)
+}
+
+/// Refreshes the group onto the rollback's version with the release strategy: with `verified`
+/// the default moves (to `outcome.after`) only once the group is healthy on it; otherwise it
+/// already moved.
+async fn roll(
+    cloud: &dyn Cloud,
+    reporter: &dyn Reporter,
+    spec: &ReleaseSpec,
+    group: &str,
+    outcome: &RollbackOutcome,
+    how: Rollout<'_>,
+) -> Result<RefreshOutcome> {
+    let template = TemplateRef::Id(outcome.launch_template_id.clone());
+    let preflight = cloud.default_template_version(&template).await?;
+    for warning in rollout::check_group(cloud, spec, group, &preflight).await? {
+        reporter.warning(&warning);
+    }
+    let mut release = LaunchTemplateRelease {
+        id: outcome.launch_template_id.clone(),
+        name: outcome.launch_template_name.clone(),
+        previous_default_version: outcome.before.version,
+        default_version: outcome.after.version,
+        created_version: None,
+    };
+    if how.verified {
+        release.default_version = outcome.before.version;
+    }
+    let target = (&mut release, outcome.after.version);
+    release::roll_group(cloud, reporter, spec, group, target, how).await
 }
 
 fn previous_target(found: &History) -> Result<i64> {
@@ -117,7 +180,7 @@ fn previous_target(found: &History) -> Result<i64> {
         })
 }
 
-fn version_target(found: &History, n: i64) -> Result<i64> {
+fn version_target(found: &History, plan: &Plan, n: i64, allow_foreign: bool) -> Result<i64> {
     let name = &found.launch_template_name;
     let entry = found
         .versions
@@ -134,7 +197,46 @@ fn version_target(found: &History, n: i64) -> Result<i64> {
             entry.image_id.as_deref().unwrap_or("no image")
         )));
     }
+    if !allow_foreign && entry.recipe.as_deref() != Some(plan.name.as_str()) {
+        return Err(foreign(
+            entry.image_id.as_deref().unwrap_or("no image"),
+            &plan.name,
+            entry.recipe.as_deref(),
+        ));
+    }
     Ok(n)
+}
+
+/// The refusal of an image kiln did not build from this recipe.
+fn foreign(image_id: &str, recipe: &str, tagged: Option<&str>) -> Error {
+    Error::Refused(format!(
+        "image {image_id} was not built by kiln from recipe {recipe} (its kiln:recipe tag is {}): pass --allow-foreign to use it anyway",
+        tagged.map(|r| format!("{r:?}")).unwrap_or_else(|| "missing".into())
+    ))
+}
+
+/// Image `id`, refused unless it exists, is available and (without `allow_foreign`) was built by
+/// kiln from `plan`'s recipe.
+pub async fn usable_image(
+    cloud: &dyn Cloud,
+    plan: &Plan,
+    id: &str,
+    allow_foreign: bool,
+) -> Result<crate::aws::Image> {
+    let image = cloud.images(&[id.to_owned()]).await?.pop().ok_or_else(|| {
+        Error::Refused(format!("image {id} does not exist in {}", cloud.region()))
+    })?;
+    if image.state != ImageState::Available {
+        return Err(Error::Refused(format!(
+            "image {id} is {}, not available",
+            image.state
+        )));
+    }
+    let recipe = image.tags.get(tags::RECIPE).map(String::as_str);
+    if !allow_foreign && recipe != Some(plan.name.as_str()) {
+        return Err(foreign(id, &plan.name, recipe));
+    }
+    Ok(image)
 }
 
 /// The version that uses image `id`: the default if it already does, else a new version.
@@ -146,23 +248,7 @@ async fn image_target(
     id: &str,
     allow_foreign: bool,
 ) -> Result<i64> {
-    let image = cloud.images(&[id.to_owned()]).await?.pop().ok_or_else(|| {
-        Error::Refused(format!("image {id} does not exist in {}", cloud.region()))
-    })?;
-    if image.state != ImageState::Available {
-        return Err(Error::Refused(format!(
-            "image {id} is {}, not available",
-            image.state
-        )));
-    }
-    let recipe = image.tags.get(tags::RECIPE);
-    if !allow_foreign && recipe != Some(&plan.name) {
-        return Err(Error::Refused(format!(
-            "image {id} was not built by kiln from recipe {} (its kiln:recipe tag is {}): pass --allow-foreign to use it anyway",
-            plan.name,
-            recipe.map(|r| format!("{r:?}")).unwrap_or_else(|| "missing".into())
-        )));
-    }
+    usable_image(cloud, plan, id, allow_foreign).await?;
     if before.image_id.as_deref() == Some(id) {
         return Ok(found.default_version);
     }
@@ -175,24 +261,6 @@ async fn image_target(
             client_token: format!("kiln-rollback-{}-{id}", found.default_version),
         })
         .await
-}
-
-async fn follow_refresh(
-    cloud: &dyn Cloud,
-    reporter: &dyn Reporter,
-    plan: &Plan,
-    spec: &ReleaseSpec,
-    group: &str,
-) -> Result<RefreshOutcome> {
-    let phase = Phase::InstanceRefresh {
-        group: group.to_owned(),
-    };
-    reporter.phase_started(&phase);
-    let timeout = plan.timeouts.instance_refresh;
-    let on_state = |state: &str| reporter.phase_progress(&phase, state);
-    let refreshed = release::refresh_group(cloud, spec, group, timeout, on_state).await?;
-    reporter.phase_finished(&phase, refreshed.status.as_str());
-    Ok(refreshed)
 }
 
 #[cfg(test)]

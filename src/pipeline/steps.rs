@@ -61,6 +61,23 @@ pub struct StepRunner<'a> {
 }
 
 impl StepRunner<'_> {
+    /// Runs `steps` in order, each as the phase `phase(index, total, name)`; stops at the first
+    /// failure.
+    pub async fn run_all(
+        &self,
+        ctx: &crate::pipeline::Context<'_>,
+        steps: &[Step],
+        phase: impl Fn(usize, usize, String) -> Phase,
+    ) -> Result<()> {
+        let total = steps.len();
+        for (index, step) in steps.iter().enumerate() {
+            let phase = phase(index, total, step.name.clone());
+            ctx.phase(phase.clone(), self.run(index, step, &phase))
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Runs every command of one step and waits for each; keeps the complete output in the log
     /// folder. Returns the last line of the step's output.
     pub async fn run(&self, index: usize, step: &Step, phase: &Phase) -> Result<String> {

@@ -24,6 +24,10 @@ pub enum Outcome {
     Removed { with: Vec<String> },
     /// A launch template version that became the default: that release completed, so it stays.
     KeptAsDefault,
+    /// An instance refresh: rolled back (the group goes back to its previous configuration).
+    RolledBack,
+    /// An instance refresh that had already ended.
+    AlreadyEnded,
     /// `--dry-run`: would be removed.
     WouldRemove,
     /// Left alone on purpose, with the reason.
@@ -48,6 +52,10 @@ impl fmt::Display for Outcome {
                 write!(f, "removed with its snapshots {}", with.join(", "))
             }
             Outcome::KeptAsDefault => f.write_str("kept: it is the default version"),
+            Outcome::RolledBack => {
+                f.write_str("rolled back: the group returns to its previous configuration")
+            }
+            Outcome::AlreadyEnded => f.write_str("had already ended"),
             Outcome::WouldRemove => f.write_str("would remove"),
             Outcome::Spared(reason) => write!(f, "spared: {reason}"),
             Outcome::AlreadyGone => f.write_str("already gone"),
@@ -82,6 +90,11 @@ impl fmt::Display for Cleanup {
                 )
             }
             Outcome::KeptAsDefault => write!(f, "kept {resource}: it is the default version"),
+            Outcome::RolledBack => write!(
+                f,
+                "rolled back {resource}: the group returns to its previous configuration"
+            ),
+            Outcome::AlreadyEnded => write!(f, "{resource} had already ended"),
             Outcome::WouldRemove => write!(f, "would remove {resource}"),
             Outcome::Spared(reason) => write!(f, "spared {resource}: {reason}"),
             Outcome::AlreadyGone => write!(f, "{resource} was already gone"),
@@ -216,6 +229,13 @@ pub async fn remove(home: &dyn Cloud, resource: &Resource, build_id: &str) -> Re
             cloud.delete_template_version(template_id, *version).await?;
             Ok(Outcome::Removed { with: Vec::new() })
         }
+        Resource::Refresh { group, .. } => match cloud.rollback_refresh(group).await {
+            Ok(()) => Ok(Outcome::RolledBack),
+            Err(e) if e.aws_code() == Some("ActiveInstanceRefreshNotFound") => {
+                Ok(Outcome::AlreadyEnded)
+            }
+            Err(e) => Err(e),
+        },
         Resource::Image { id, .. } => Ok(match images::delete_image(cloud, id).await? {
             Deletion::Deleted(with) => Outcome::Removed { with },
             Deletion::Protected(state) => {

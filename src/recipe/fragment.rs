@@ -17,7 +17,10 @@ use super::source::{At, FileId, Pos, Session};
 use super::step::{self, StepDecl};
 use super::template::TemplateText;
 use super::yaml::{describe, is_null, node_pos, Entry, MapReader};
-use crate::plan::{BuilderSpec, ReleaseSpec, SourceSpec, Timeouts, DEFAULT_KEEP};
+use crate::plan::{
+    BuilderSpec, ReleaseSpec, ReleaseStrategy, SourceSpec, TesterSpec, Timeouts, DEFAULT_KEEP,
+    DEFAULT_MIN_HEALTHY_PERCENTAGE,
+};
 
 pub(super) const TOP_LEVEL_FIELDS: &[&str] = &[
     "name",
@@ -28,6 +31,8 @@ pub(super) const TOP_LEVEL_FIELDS: &[&str] = &[
     "source",
     "builder",
     "steps",
+    "test",
+    "tester",
     "image",
     "release",
     "timeouts",
@@ -67,9 +72,16 @@ pub(super) const RELEASE_FIELDS: &[&str] = &[
     "auto_scaling_group",
     "keep",
     "rollback_on_failure",
+    "strategy",
     "refresh",
 ];
-pub(super) const REFRESH_FIELDS: &[&str] = &["min_healthy_percentage", "instance_warmup"];
+pub(super) const TESTER_FIELDS: &[&str] = &["instance_type", "subnet_id"];
+pub(super) const REFRESH_FIELDS: &[&str] = &[
+    "min_healthy_percentage",
+    "instance_warmup",
+    "bake_time",
+    "alarms",
+];
 pub(super) const TIMEOUT_FIELDS: &[&str] = &[
     "instance_running",
     "ssm_online",
@@ -107,6 +119,9 @@ pub(crate) struct Fragment {
     pub source: Option<SourceSpec>,
     pub builder: Option<BuilderSpec>,
     pub steps: Vec<StepDecl>,
+    /// The `test` steps: run on a fresh instance of the new image before it is released.
+    pub test: Vec<StepDecl>,
+    pub tester: Option<TesterSpec>,
     /// The `image` fields other than `tags`; `None` when the file sets none of them.
     pub image: Option<ImageDecl>,
     pub tags: Vec<TagDecl>,
@@ -175,7 +190,8 @@ pub(crate) fn read_fragment(
     let vars_complete = session.problems.len() == problems_before_vars;
     let source = read_source(session, &top);
     let builder = read_builder(session, &top);
-    let steps = step::read_steps(session, &top, file);
+    let steps = step::read_steps(session, &top, file, "steps");
+    let test = step::read_steps(session, &top, file, "test");
     let (image, tags) = read_image(session, &top);
     Fragment {
         file,
@@ -189,6 +205,8 @@ pub(crate) fn read_fragment(
         source,
         builder,
         steps,
+        test,
+        tester: read_tester(session, &top),
         image,
         tags,
         release: read_release(session, &top),
@@ -209,6 +227,8 @@ fn empty_fragment(file: FileId) -> Fragment {
         source: None,
         builder: None,
         steps: Vec::new(),
+        test: Vec::new(),
+        tester: None,
         image: None,
         tags: Vec::new(),
         release: None,
@@ -450,6 +470,19 @@ fn read_instance_types(session: &mut Session, builder: &MapReader<'_>) -> Option
     (types.len() == listed).then_some(types)
 }
 
+/// `tester:`: the test phase's instance type and subnet, instead of the launch template's.
+fn read_tester(session: &mut Session, top: &MapReader<'_>) -> Option<TesterSpec> {
+    let tester = top.mapping(session, "tester", TESTER_FIELDS)?;
+    Some(TesterSpec {
+        instance_type: checked_string(session, &tester, "instance_type", checks::instance_type)
+            .map(|t| t.value),
+        subnet_id: checked_string(session, &tester, "subnet_id", |id| {
+            checks::resource_id(id, "subnet", "subnet")
+        })
+        .map(|id| id.value),
+    })
+}
+
 fn read_builder(session: &mut Session, top: &MapReader<'_>) -> Option<BuilderSpec> {
     let builder = top.mapping(session, "builder", BUILDER_FIELDS)?;
     let instance_types = read_instance_types(session, &builder);
@@ -650,25 +683,113 @@ fn read_release(session: &mut Session, top: &MapReader<'_>) -> Option<ReleaseSpe
         .integer(session, "keep", 1, i64::from(u32::MAX))
         .and_then(|keep| u32::try_from(keep.value).ok())
         .unwrap_or(DEFAULT_KEEP);
+    let set_default = flag(session, &release, "set_default", true);
+    let strategy = read_strategy(session, &release, auto_scaling_group.is_some(), set_default);
     let refresh = release.mapping(session, "refresh", REFRESH_FIELDS);
-    let min_healthy_percentage = refresh
-        .as_ref()
-        .and_then(|refresh| refresh.integer(session, "min_healthy_percentage", 0, 100))
-        .and_then(|percentage| i32::try_from(percentage.value).ok())
-        .unwrap_or(0);
-    let instance_warmup = refresh
-        .as_ref()
-        .and_then(|refresh| refresh.duration(session, "instance_warmup", Duration::ZERO, MAX_WAIT))
-        .map_or(Duration::from_secs(60), |warmup| warmup.value);
+    let refresh = read_refresh(session, refresh.as_ref(), strategy);
     Some(ReleaseSpec {
         launch_template: launch_template?.value,
-        set_default: flag(session, &release, "set_default", true),
+        set_default,
         auto_scaling_group: auto_scaling_group.map(|group| group.value),
         keep,
         rollback_on_failure: flag(session, &release, "rollback_on_failure", false),
-        min_healthy_percentage,
-        instance_warmup,
+        strategy,
+        min_healthy_percentage: refresh.min_healthy_percentage,
+        instance_warmup: refresh.instance_warmup,
+        bake_time: refresh.bake_time,
+        alarms: refresh.alarms,
     })
+}
+
+/// `release.strategy`: unless set, `verified` for a group whose default kiln moves,
+/// `default-then-refresh` (which then only moves the default) otherwise.
+fn read_strategy(
+    session: &mut Session,
+    release: &MapReader<'_>,
+    has_group: bool,
+    set_default: bool,
+) -> ReleaseStrategy {
+    let Some(text) = release.string(session, "strategy") else {
+        return if has_group && set_default {
+            ReleaseStrategy::Verified
+        } else {
+            ReleaseStrategy::DefaultThenRefresh
+        };
+    };
+    let entry = release.get("strategy").expect("read above");
+    let Some(strategy) = ReleaseStrategy::parse(&text.value) else {
+        let names = ReleaseStrategy::NAMES.join(", ");
+        release.invalid(session, entry, &format!("must be one of {names}"));
+        return ReleaseStrategy::Verified;
+    };
+    if strategy == ReleaseStrategy::Verified && !has_group {
+        release.invalid(
+            session,
+            entry,
+            "`verified` refreshes an auto scaling group: set `release.auto_scaling_group`",
+        );
+    } else if strategy == ReleaseStrategy::Verified && !set_default {
+        release.invalid(
+            session,
+            entry,
+            "`verified` makes the version the default once the group is healthy on it: it cannot be combined with `set_default: false`",
+        );
+    }
+    strategy
+}
+
+/// The `release.refresh` settings, with their defaults.
+struct RefreshSettings {
+    min_healthy_percentage: i32,
+    instance_warmup: Duration,
+    bake_time: Option<Duration>,
+    alarms: Vec<String>,
+}
+
+fn read_refresh(
+    session: &mut Session,
+    refresh: Option<&MapReader<'_>>,
+    strategy: ReleaseStrategy,
+) -> RefreshSettings {
+    let mut settings = RefreshSettings {
+        min_healthy_percentage: DEFAULT_MIN_HEALTHY_PERCENTAGE,
+        instance_warmup: Duration::from_secs(60),
+        bake_time: None,
+        alarms: Vec::new(),
+    };
+    let Some(refresh) = refresh else {
+        return settings;
+    };
+    if let Some(percentage) = refresh.integer(session, "min_healthy_percentage", 0, 100) {
+        if strategy == ReleaseStrategy::Verified {
+            let entry = refresh.get("min_healthy_percentage").expect("read above");
+            refresh.invalid(session, entry, "applies to strategy `default-then-refresh` (set `release.strategy: default-then-refresh` to keep it); `verified`, the default with a group, always keeps 100% healthy and allows 200%");
+        }
+        settings.min_healthy_percentage = i32::try_from(percentage.value).unwrap_or(0);
+    }
+    if let Some(warmup) = refresh.duration(session, "instance_warmup", Duration::ZERO, MAX_WAIT) {
+        settings.instance_warmup = warmup.value;
+    }
+    settings.bake_time = refresh
+        .duration(session, "bake_time", Duration::ZERO, MAX_WAIT)
+        .map(|bake| bake.value);
+    settings.alarms = refresh
+        .string_list(session, "alarms")
+        .into_iter()
+        .map(|alarm| alarm.value)
+        .collect();
+    let verified_only = ["bake_time", "alarms"];
+    if strategy != ReleaseStrategy::Verified {
+        for key in verified_only.iter().filter(|k| refresh.has(k)) {
+            let entry = refresh.get(key).expect("present");
+            refresh.invalid(
+                session,
+                entry,
+                "applies to strategy `verified` (AutoRollback needs its DesiredConfiguration)",
+            );
+        }
+    }
+    settings
 }
 
 fn read_timeouts(session: &mut Session, top: &MapReader<'_>) -> Option<Timeouts> {

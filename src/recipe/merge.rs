@@ -3,7 +3,7 @@
 //! Owns the merge rules of the contract. Fragments arrive in merge order (each file's includes,
 //! depth first, before the file; the root last), so "the including file wins, else the last
 //! included one that has it" is simply "the last fragment that has it wins":
-//! - steps are concatenated in that order;
+//! - steps, and test steps, are concatenated in that order;
 //! - `vars` and `image.tags` are merged per key, later fragments winning;
 //! - `source`, `builder`, `image` (other than tags), `release` and `timeouts` are taken whole
 //!   from the last fragment that has them; a fragment "has" `image` when it sets any field of it
@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::fragment::{Fragment, ImageDecl, TagDecl, VarDecl};
 use super::source::{At, FileId};
 use super::step::StepDecl;
-use crate::plan::{BuilderSpec, ReleaseSpec, SourceSpec, Timeouts};
+use crate::plan::{BuilderSpec, ReleaseSpec, SourceSpec, TesterSpec, Timeouts};
 
 /// A recipe with its includes merged in; still unrendered.
 #[derive(Debug)]
@@ -31,6 +31,8 @@ pub(crate) struct MergedRecipe {
     pub source: Option<SourceSpec>,
     pub builder: Option<BuilderSpec>,
     pub steps: Vec<StepDecl>,
+    pub test: Vec<StepDecl>,
+    pub tester: Option<TesterSpec>,
     pub image: Option<ImageDecl>,
     pub tags: BTreeMap<String, TagDecl>,
     pub release: Option<ReleaseSpec>,
@@ -49,6 +51,8 @@ pub(crate) fn merge(fragments: Vec<Fragment>) -> Option<MergedRecipe> {
         source: None,
         builder: None,
         steps: Vec::new(),
+        test: Vec::new(),
+        tester: None,
         image: None,
         tags: BTreeMap::new(),
         release: None,
@@ -69,8 +73,10 @@ fn merge_fragment(merged: &mut MergedRecipe, fragment: Fragment) {
         merged.tags.insert(tag.key.value.clone(), tag);
     }
     merged.steps.extend(fragment.steps);
+    merged.test.extend(fragment.test);
     replace_if_some(&mut merged.source, fragment.source);
     replace_if_some(&mut merged.builder, fragment.builder);
+    replace_if_some(&mut merged.tester, fragment.tester);
     replace_if_some(&mut merged.image, fragment.image);
     replace_if_some(&mut merged.release, fragment.release);
     replace_if_some(&mut merged.timeouts, fragment.timeouts);

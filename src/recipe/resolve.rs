@@ -19,7 +19,7 @@ use super::template::{
 use super::{Diagnostic, LoadOptions};
 use crate::plan::{
     BuilderSpec, DigestImage, DigestInput, DigestStep, ImageSpec, Plan, ReleaseSpec, SourceSpec,
-    Step, Timeouts,
+    Step, TesterSpec, Timeouts,
 };
 
 /// The image name when the recipe does not set one.
@@ -169,6 +169,8 @@ struct Draft {
     source: Option<SourceSpec>,
     builder: Option<BuilderSpec>,
     steps: Vec<(Step, DigestStep)>,
+    test: Vec<Step>,
+    tester: TesterSpec,
     image: Option<(ImageSpec, DigestImage)>,
     release: Option<ReleaseSpec>,
     timeouts: Timeouts,
@@ -181,7 +183,14 @@ impl Resolver<'_> {
         Draft {
             source: merged.source.clone(),
             builder: merged.builder.clone(),
-            steps: self.resolve_steps(&merged.steps),
+            steps: self.resolve_steps(&merged.steps, "steps"),
+            // Test steps do not change the image: not part of the digest.
+            test: self
+                .resolve_steps(&merged.test, "test")
+                .into_iter()
+                .map(|(step, _)| step)
+                .collect(),
+            tester: merged.tester.clone().unwrap_or_default(),
             image: self.resolve_image(merged),
             release: merged.release.clone(),
             timeouts: merged.timeouts.clone().unwrap_or_default(),
@@ -420,6 +429,8 @@ impl Draft {
             source: self.source?,
             builder: self.builder?,
             steps,
+            test: self.test,
+            tester: self.tester,
             image,
             release: self.release,
             timeouts: self.timeouts,

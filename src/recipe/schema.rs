@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 
 use super::fragment::{
     BUILDER_FIELDS, FILTER_FIELDS, IMAGE_FIELDS, REFRESH_FIELDS, REGION_FIELDS, RELEASE_FIELDS,
-    SOURCE_FIELDS, TIMEOUT_FIELDS, TOP_LEVEL_FIELDS, VAR_FIELDS,
+    SOURCE_FIELDS, TESTER_FIELDS, TIMEOUT_FIELDS, TOP_LEVEL_FIELDS, VAR_FIELDS,
 };
 use super::step::{CHECK_FIELDS, FILE_FIELDS, STEP_FIELDS};
 
@@ -61,9 +61,11 @@ pub fn recipe_schema() -> Value {
         "vars": { "type": "object", "additionalProperties": var },
         "source": mapping(SOURCE_FIELDS, json!({ "filter": mapping(FILTER_FIELDS, json!({ "owners": list_of(scalar()) })) })),
         "builder": mapping(BUILDER_FIELDS, json!({ "security_group_ids": list_of(scalar()) })),
-        "steps": list_of(step),
+        "steps": list_of(step.clone()),
+        "test": list_of(step),
+        "tester": mapping(TESTER_FIELDS, json!({})),
         "image": image,
-        "release": mapping(RELEASE_FIELDS, json!({ "refresh": mapping(REFRESH_FIELDS, json!({})) })),
+        "release": mapping(RELEASE_FIELDS, json!({ "refresh": mapping(REFRESH_FIELDS, json!({ "alarms": list_of(scalar()) })) })),
         "timeouts": mapping(TIMEOUT_FIELDS, json!({})),
     });
     let mut schema = mapping(TOP_LEVEL_FIELDS, nested);

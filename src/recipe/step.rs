@@ -116,13 +116,14 @@ pub(crate) fn read_steps(
     session: &mut Session,
     top: &MapReader<'_>,
     file: FileId,
+    section: &'static str,
 ) -> Vec<StepDecl> {
-    let Some(entry) = top.get("steps") else {
+    let Some(entry) = top.get(section) else {
         return Vec::new();
     };
     let Some(items) = entry.value.as_sequence() else {
         let message = format!(
-            "`steps` must be a list of steps, found {}",
+            "`{section}` must be a list of steps, found {}",
             describe(entry.value)
         );
         session.error_at(entry.value_pos(), message);
@@ -131,7 +132,7 @@ pub(crate) fn read_steps(
     items
         .iter()
         .enumerate()
-        .filter_map(|(index, item)| read_step(session, item, index, file, entry.key_pos))
+        .filter_map(|(index, item)| read_step(session, item, (section, index), file, entry.key_pos))
         .collect()
 }
 
@@ -151,11 +152,11 @@ fn item_pos(item: &Node, fallback: Pos) -> Pos {
 fn read_step(
     session: &mut Session,
     item: &Node,
-    index: usize,
+    (section, index): (&'static str, usize),
     file: FileId,
     list_pos: Pos,
 ) -> Option<StepDecl> {
-    let path = format!("steps[{index}]");
+    let path = format!("{section}[{index}]");
     let step = MapReader::open(session, item, &path, item_pos(item, list_pos), &STEP_FIELDS)?;
     let name = step.required_string(session, "name");
     if let (Some(name), Some(entry)) = (&name, step.get("name")) {
@@ -301,7 +302,11 @@ struct ResolvedAction {
 impl Resolver<'_> {
     /// Resolves every step, in order, reporting duplicate names. Steps with problems (reported)
     /// are left out.
-    pub(super) fn resolve_steps(&mut self, steps: &[StepDecl]) -> Vec<(Step, DigestStep)> {
+    pub(super) fn resolve_steps(
+        &mut self,
+        steps: &[StepDecl],
+        section: &'static str,
+    ) -> Vec<(Step, DigestStep)> {
         let mut first_by_name: HashMap<&str, Pos> = HashMap::new();
         let mut resolved = Vec::new();
         for (index, step) in steps.iter().enumerate() {
@@ -315,7 +320,7 @@ impl Resolver<'_> {
             } else {
                 first_by_name.insert(&step.name.value, step.name.pos);
             }
-            if let Some(step) = self.resolve_step(step, index) {
+            if let Some(step) = self.resolve_step(step, (section, index)) {
                 resolved.push(step);
             }
         }
@@ -327,8 +332,12 @@ impl Resolver<'_> {
         format!("{}:{}:{}", path.display(), pos.line, pos.column)
     }
 
-    fn resolve_step(&mut self, step: &StepDecl, index: usize) -> Option<(Step, DigestStep)> {
-        let path = format!("steps[{index}]");
+    fn resolve_step(
+        &mut self,
+        step: &StepDecl,
+        (section, index): (&'static str, usize),
+    ) -> Option<(Step, DigestStep)> {
+        let path = format!("{section}[{index}]");
         let action = self.resolve_action(step, step.action.as_ref()?, &path)?;
         let digest_step = DigestStep {
             name: step.name.value.clone(),

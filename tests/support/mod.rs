@@ -153,6 +153,25 @@ impl Emulator {
         self.control("DELETE", "requests", None);
     }
 
+    /// The emulator's record of healthy targets per target group ARN:
+    /// `{samples: [[time, healthy]], seconds_without_healthy}`.
+    pub fn target_health(&self) -> Value {
+        self.control("GET", "target-health", None)
+    }
+
+    /// Starts the healthy-target record afresh.
+    pub fn clear_target_health(&self) {
+        self.control("DELETE", "target-health", None);
+    }
+
+    /// When kiln's first request for `action` arrived (emulator time), if it did.
+    pub fn first_kiln_request(&self, action: &str) -> Option<f64> {
+        self.kiln_requests()
+            .iter()
+            .find(|r| r["action"] == action)
+            .and_then(|r| r["t"].as_f64())
+    }
+
     /// AWS clients for checking state, as the test (not as kiln).
     pub fn aws(&self) -> Aws {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -380,6 +399,49 @@ impl Aws {
             .launch_template_data()
             .cloned()
             .expect("launch template data")
+    }
+
+    /// The group's launch template version setting and its instances with the version each was
+    /// launched from.
+    pub fn group(&self, name: &str) -> (String, Vec<(String, String)>) {
+        let out = self
+            .block_on(
+                self.autoscaling
+                    .describe_auto_scaling_groups()
+                    .auto_scaling_group_names(name)
+                    .send(),
+            )
+            .expect("DescribeAutoScalingGroups");
+        let group = &out.auto_scaling_groups()[0];
+        let setting = group
+            .launch_template()
+            .and_then(|t| t.version())
+            .unwrap_or("$Default")
+            .to_owned();
+        let instances = group
+            .instances()
+            .iter()
+            .map(|i| {
+                let version = i.launch_template().and_then(|t| t.version());
+                (
+                    i.instance_id().unwrap_or_default().to_owned(),
+                    version.unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        (setting, instances)
+    }
+
+    /// An instance's state name (`terminated`...).
+    pub fn instance_state(&self, id: &str) -> String {
+        let out = self
+            .block_on(self.ec2.describe_instances().instance_ids(id).send())
+            .expect("DescribeInstances");
+        out.reservations()[0].instances()[0]
+            .state()
+            .and_then(|s| s.name())
+            .map(|n| n.as_str().to_owned())
+            .unwrap_or_default()
     }
 
     pub fn template_image(&self, name: &str, version: i64) -> String {

@@ -130,13 +130,30 @@ impl Cloud for Fake {
         .await
     }
 
+    async fn delete_tags(&self, resource_ids: &[String], keys: &[String]) -> Result<()> {
+        self.call("DeleteTags", resource_ids.join(", "), |w, here| {
+            w.delete_tags(here, resource_ids, keys)
+        })
+        .await
+    }
+
     // --- instances ---
 
     async fn launch_instance(&self, request: &LaunchRequest) -> Result<String> {
-        let resource = format!(
-            "{} builder from {}",
-            request.instance_type, request.image_id
-        );
+        let resource = match &request.launch_template {
+            Some(t) => format!(
+                "[{}] instance from {} with launch template {} version {} in subnet [{}]",
+                request.instance_type,
+                request.image_id,
+                t.template_id,
+                t.version,
+                request.subnet_id.as_deref().unwrap_or_default()
+            ),
+            None => format!(
+                "{} builder from {}",
+                request.instance_type, request.image_id
+            ),
+        };
         self.call("RunInstances", resource, |w, here| {
             w.launch_instance(here, request)
         })
@@ -289,6 +306,30 @@ impl Cloud for Fake {
         let resource = format!("{refresh_id} of {group}");
         self.call("DescribeInstanceRefreshes", resource, |w, here| {
             w.refresh(here, group, refresh_id)
+        })
+        .await
+    }
+
+    async fn rollback_refresh(&self, group: &str) -> Result<()> {
+        let resource = format!("auto scaling group {group}");
+        self.call("RollbackInstanceRefresh", resource, |w, here| {
+            w.rollback_refresh(here, group)
+        })
+        .await
+    }
+
+    async fn auto_scaling_group(&self, name: &str) -> Result<Option<AutoScalingGroup>> {
+        let resource = format!("auto scaling group {name}");
+        self.call("DescribeAutoScalingGroups", resource, |w, here| {
+            w.auto_scaling_group(here, name)
+        })
+        .await
+    }
+
+    async fn target_health(&self, target_group_arn: &str) -> Result<Vec<TargetHealth>> {
+        let resource = format!("target group {target_group_arn}");
+        self.call("DescribeTargetHealth", resource, |w, here| {
+            w.target_health(here, target_group_arn)
         })
         .await
     }

@@ -498,6 +498,26 @@ impl World {
 
     /// Tags instances, images and snapshots; nothing is tagged when one id is unknown.
     pub fn create_tags(&mut self, here: &Here, ids: &[String], tags: &Tags) -> Answer<()> {
+        for target in self.taggable(here, ids)? {
+            target.extend(tags.iter().cloned());
+        }
+        Ok(())
+    }
+
+    pub fn delete_tags(&mut self, here: &Here, ids: &[String], keys: &[String]) -> Answer<()> {
+        for target in self.taggable(here, ids)? {
+            target.retain(|k, _| !keys.contains(k));
+        }
+        Ok(())
+    }
+
+    /// The tags of each of `ids` (instances, images, snapshots, launch templates); an unknown
+    /// id is refused as AWS does, before anything changes.
+    fn taggable(
+        &mut self,
+        here: &Here,
+        ids: &[String],
+    ) -> Answer<Vec<&mut BTreeMap<String, String>>> {
         if let Some(id) = ids.iter().find(|id| self.invisible(id, here.now)) {
             return match id.split('-').next() {
                 Some("i") => instance_not_found(id),
@@ -511,23 +531,46 @@ impl World {
                 Some("i") if !region.instances.contains_key(id) => instance_not_found(id),
                 Some("ami") if region.registered_image(id).is_none() => image_not_found(id),
                 Some("snap") if !region.snapshots.contains_key(id) => snapshot_not_found(id),
-                Some("i" | "ami" | "snap") => Ok(()),
+                Some("lt") if !region.templates.contains_key(id) => refuse(
+                    "InvalidLaunchTemplateId.NotFound",
+                    format!(
+                        "The specified launch template, with template ID {id}, does not exist."
+                    ),
+                ),
+                Some("i" | "ami" | "snap" | "lt") => Ok(()),
                 _ => refuse("InvalidID", format!("The ID '{id}' is not valid")),
             }?;
         }
-        for id in ids {
-            let target = if let Some(i) = region.instances.get_mut(id) {
-                &mut i.tags
-            } else if let Some(r) = region.images.get_mut(id) {
-                &mut r.image.tags
-            } else if let Some(s) = region.snapshots.get_mut(id) {
-                &mut s.tags
-            } else {
-                continue;
-            };
-            target.extend(tags.iter().cloned());
+        let mut found = Vec::new();
+        for i in region
+            .instances
+            .values_mut()
+            .filter(|i| ids.contains(&i.id))
+        {
+            found.push(&mut i.tags);
         }
-        Ok(())
+        for r in region
+            .images
+            .values_mut()
+            .filter(|r| ids.contains(&r.image.id))
+        {
+            found.push(&mut r.image.tags);
+        }
+        for s in region
+            .snapshots
+            .values_mut()
+            .filter(|s| ids.contains(&s.id))
+        {
+            found.push(&mut s.tags);
+        }
+        for t in region
+            .templates
+            .values_mut()
+            .filter(|t| ids.contains(&t.id))
+        {
+            found.push(&mut t.tags);
+        }
+        Ok(found)
     }
 }
 
@@ -559,7 +602,9 @@ impl World {
             image_id: image.id,
             tags: tag_map(&request.tags),
             client_token: request.client_token.clone(),
-            has_profile: request.iam_instance_profile.is_some(),
+            // A launch template's instances get its profile (the fake's templates have one).
+            has_profile: request.iam_instance_profile.is_some()
+                || request.launch_template.is_some(),
             launched: self.wall(here.now),
             state: Transition::between(
                 InstanceState::Pending,

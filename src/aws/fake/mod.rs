@@ -22,8 +22,10 @@
 //! - **SSM**: the agent is `Online` once an instance with an instance profile has been running for
 //!   `agent_online` (`ConnectionLost` after it stops); Run Command follows [`CommandRule`]s and the
 //!   command's execution timeout; cancelling; String parameters with versions.
-//! - **Auto Scaling**: instance refreshes of known groups, one active at a time, ending in a
-//!   scriptable status after `timings.refresh`.
+//! - **Auto Scaling and target health**: groups with members and a target group; instance
+//!   refreshes, one active at a time, that replace members (launch-first when
+//!   `MaxHealthyPercentage` > 100), with scriptable outcomes and unhealthy targets, AutoRollback
+//!   and RollbackInstanceRefresh (see `groups.rs`).
 //! - **Faults and calls**: [`Fake::fault`] scripts failures per AWS action (fail, lose the answer,
 //!   delay, hang); every trait call is recorded as a [`Call`].
 //!
@@ -34,12 +36,13 @@
 //! settings are accepted and ignored, except the root size, which the image inherits), encryption,
 //! pagination (every listing is complete in one go), eventual consistency (a new resource is
 //! visible at once), throttling (script it with a fault), instance-profile permissions, the
-//! effect of stopping an instance on a command in flight, and the replacement of a group's
-//! instances by a refresh. Errors carry AWS's codes with messages in AWS's style, not its exact
+//! effect of stopping an instance on a command in flight; group members are not EC2 instances
+//! (they do not appear in `find_instances`). Errors carry AWS's codes with messages in AWS's style, not its exact
 //! wording.
 
 mod cloud;
 mod ec2;
+mod groups;
 mod ssm;
 mod templates;
 #[cfg(test)]
@@ -54,6 +57,7 @@ use tokio::time::Instant;
 
 use crate::aws::model::{Image, Instance, RefreshRequest, RefreshStatus, TemplateVersion};
 use crate::error::{AwsError, Error, Result};
+use groups::Unhealthy;
 use world::{Here, Refusal, World};
 
 /// The account the fake answers as (`owners: ["self"]`).
@@ -432,13 +436,37 @@ impl Fake {
         self.with(|w, here| w.add_foreign_instance(here, image_id))
     }
 
-    /// An auto scaling group that can be refreshed.
+    /// An auto scaling group on `$Default` of the seed's template, with one member, ELB health
+    /// checks and one target group ([`Fake::target_group_of`]).
     pub fn add_group(&self, name: &str) {
+        self.with(|w, here| w.add_group(here, name));
+    }
+
+    /// The target group attached to a group made by [`Fake::add_group`] (or the seed's).
+    pub fn target_group_of(&self, group: &str) -> String {
+        groups::seed_target_group(&self.region, group)
+    }
+
+    /// Makes `group` launch from `version` (`$Default`, `$Latest`, a number) of `template`, with
+    /// this health check type.
+    pub fn group_uses(&self, group: &str, template: &str, version: &str, health_check_type: &str) {
         self.with(|w, here| {
-            w.region(&here.region)
-                .groups
-                .entry(name.to_owned())
-                .or_default();
+            if let Some(g) = w.region(&here.region).groups.get_mut(group) {
+                g.template_name = template.to_owned();
+                g.version = version.to_owned();
+                g.health_check_type = health_check_type.to_owned();
+            }
+        });
+    }
+
+    /// Instances that refreshes started from now on launch fail their target group's health
+    /// check with this reason and description (`None`: healthy again).
+    pub fn unhealthy_targets(&self, why: Option<(&str, &str)>) {
+        self.with(|w, _| {
+            w.unhealthy_targets = why.map(|(reason, description)| Unhealthy {
+                reason: reason.to_owned(),
+                description: description.to_owned(),
+            })
         });
     }
 

@@ -1,16 +1,13 @@
-//! Systems Manager (agent, Run Command, parameters) and Auto Scaling (instance refreshes) in the
-//! fake.
+//! Systems Manager (agent, Run Command, parameters) in the fake.
 
 use std::time::Duration;
 
 use base64::Engine as _;
 use tokio::time::Instant;
 
-use super::world::{refuse, Answer, CommandRecord, Here, RefreshRecord, World};
+use super::world::{refuse, Answer, CommandRecord, Here, World};
 use super::{CommandOutcome, ACCOUNT_ID, DEFAULT_COMMAND_TIME};
-use crate::aws::model::{
-    CommandStatus, Invocation, PingStatus, Refresh, RefreshRequest, RefreshStatus, ShellCommand,
-};
+use crate::aws::model::{CommandStatus, Invocation, PingStatus, ShellCommand};
 
 /// SSM's execution timeout when a command gives none.
 const DEFAULT_EXECUTION_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -127,36 +124,6 @@ impl CommandRecord {
             exit_code,
             stdout: stdout.to_owned(),
             stderr: stderr.to_owned(),
-        }
-    }
-}
-
-impl RefreshRecord {
-    /// Pending for the first fifth of the refresh, then InProgress, then the outcome.
-    fn view(&self, now: Instant) -> Refresh {
-        let elapsed = now.saturating_duration_since(self.started);
-        let (status, reason, percentage) = if elapsed >= self.takes {
-            let done = if self.outcome == RefreshStatus::Successful {
-                100
-            } else {
-                0
-            };
-            (self.outcome.clone(), self.reason.clone(), done)
-        } else if elapsed < self.takes / 5 {
-            (RefreshStatus::Pending, "Waiting to start".to_owned(), 0)
-        } else {
-            let done = elapsed.as_millis() * 100 / self.takes.as_millis().max(1);
-            (
-                RefreshStatus::InProgress,
-                String::new(),
-                done.min(99) as i32,
-            )
-        };
-        Refresh {
-            id: self.id.clone(),
-            status,
-            status_reason: reason,
-            percentage_complete: percentage,
         }
     }
 }
@@ -336,58 +303,5 @@ impl World {
             .into_iter()
             .map(|c| (c.instance_id.clone(), c.script.clone()))
             .collect()
-    }
-}
-
-// --- Auto Scaling ---
-impl World {
-    pub fn start_refresh(&mut self, here: &Here, request: &RefreshRequest) -> Answer<String> {
-        let (outcome, reason) = self.refresh_outcome.clone();
-        let takes = self.timings.refresh;
-        let id = self.new_uuid();
-        let Some(refreshes) = self.region(&here.region).groups.get_mut(&request.group) else {
-            return refuse(
-                "ValidationError",
-                format!(
-                    "AutoScalingGroup name not found - AutoScalingGroup '{}' not found",
-                    request.group
-                ),
-            );
-        };
-        if refreshes
-            .iter()
-            .any(|r| !r.view(here.now).status.is_finished())
-        {
-            return refuse(
-                "InstanceRefreshInProgress",
-                "An Instance Refresh is already in progress and blocks the execution of this Instance Refresh.",
-            );
-        }
-        let record = RefreshRecord {
-            id: id.clone(),
-            request: request.clone(),
-            started: here.now,
-            takes,
-            outcome,
-            reason,
-        };
-        refreshes.insert(0, record);
-        Ok(id)
-    }
-
-    pub fn refresh(&mut self, here: &Here, group: &str, id: &str) -> Answer<Option<Refresh>> {
-        let region = self.region(&here.region);
-        Ok(region
-            .groups
-            .get(group)
-            .and_then(|refreshes| refreshes.iter().find(|r| r.id == id))
-            .map(|r| r.view(here.now)))
-    }
-
-    pub fn refresh_requests(&mut self, here: &Here) -> Vec<RefreshRequest> {
-        let region = self.region(&here.region);
-        let mut records: Vec<&RefreshRecord> = region.groups.values().flatten().collect();
-        records.sort_by_key(|r| (r.started, r.id.clone()));
-        records.into_iter().map(|r| r.request.clone()).collect()
     }
 }

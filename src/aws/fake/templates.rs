@@ -18,6 +18,7 @@ impl TemplateRecord {
                 .next_back()
                 .copied()
                 .unwrap_or_default(),
+            tags: self.tags.clone(),
         }
     }
 

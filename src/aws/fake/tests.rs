@@ -22,6 +22,7 @@ fn launch(image_id: &str, token: &str) -> LaunchRequest {
         client_token: token.to_owned(),
         tags: vec![("kiln:build-id".into(), token.to_owned())],
         volume_tags: Vec::new(),
+        launch_template: None,
     }
 }
 
@@ -677,8 +678,13 @@ async fn refreshes_run_one_at_a_time_to_a_scripted_end() {
     let request = RefreshRequest {
         group: SEED_NAME.into(),
         min_healthy_percentage: 90,
+        max_healthy_percentage: None,
         instance_warmup_secs: 60,
         skip_matching: true,
+        desired: None,
+        auto_rollback: false,
+        bake_time_secs: None,
+        alarms: Vec::new(),
     };
     fake.refresh_outcome(RefreshStatus::Failed, "health checks failed");
     let id = fake.start_refresh(&request).await.unwrap();
@@ -708,6 +714,98 @@ async fn refreshes_run_one_at_a_time_to_a_scripted_end() {
     };
     let err = fake.start_refresh(&unknown).await.unwrap_err();
     assert_eq!(err.aws_code(), Some("ValidationError"));
+}
+
+/// A launch-first refresh onto version 2 of the seed's template.
+fn verified_request(template_id: &str) -> RefreshRequest {
+    RefreshRequest {
+        group: SEED_NAME.into(),
+        min_healthy_percentage: 100,
+        max_healthy_percentage: Some(200),
+        instance_warmup_secs: 0,
+        skip_matching: true,
+        desired: Some(DesiredVersion {
+            template_id: template_id.to_owned(),
+            version: 2,
+        }),
+        auto_rollback: true,
+        bake_time_secs: None,
+        alarms: Vec::new(),
+    }
+}
+
+async fn new_version(fake: &Fake) -> String {
+    let template = fake
+        .launch_template(&TemplateRef::Name(SEED_NAME.into()))
+        .await
+        .unwrap();
+    let version = fake
+        .create_template_version(&NewTemplateVersion {
+            template_id: template.id.clone(),
+            source_version: 1,
+            image_id: "ami-new".into(),
+            description: "new".into(),
+            client_token: "t".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(version, 2);
+    template.id
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_launch_first_refresh_keeps_the_old_member_until_the_new_one_is_healthy() {
+    let fake = Fake::seeded(REGION);
+    let template_id = new_version(&fake).await;
+    let group = fake.auto_scaling_group(SEED_NAME).await.unwrap().unwrap();
+    let arn = group.target_group_arns[0].clone();
+    let old = group.instances[0].id.clone();
+    assert_eq!(group.launch_template.as_ref().unwrap().version, "$Default");
+    let id = fake
+        .start_refresh(&verified_request(&template_id))
+        .await
+        .unwrap();
+    sleep(Duration::from_secs(2)).await; // InProgress, first half: the new target is initial
+    let during = fake.target_health(&arn).await.unwrap();
+    let states: Vec<&str> = during.iter().map(|t| t.state.as_str()).collect();
+    assert_eq!(states, ["healthy", "initial"]);
+    assert_eq!(during[0].instance_id, old);
+    sleep(Duration::from_secs(3)).await;
+    let end = fake.refresh(SEED_NAME, &id).await.unwrap().unwrap();
+    assert_eq!(end.status, RefreshStatus::Successful);
+    let after = fake.auto_scaling_group(SEED_NAME).await.unwrap().unwrap();
+    assert_eq!(after.instances.len(), 1);
+    assert_ne!(after.instances[0].id, old);
+    assert_eq!(after.instances[0].template_version.as_deref(), Some("2"));
+    // AWS leaves the group on the desired configuration's version.
+    assert_eq!(after.launch_template.unwrap().version, "2");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unhealthy_replacement_rolls_the_refresh_back() {
+    let fake = Fake::seeded(REGION);
+    let template_id = new_version(&fake).await;
+    fake.unhealthy_targets(Some((
+        "Target.ResponseCodeMismatch",
+        "Health checks failed with these codes: [503]",
+    )));
+    let id = fake
+        .start_refresh(&verified_request(&template_id))
+        .await
+        .unwrap();
+    sleep(Duration::from_secs(3)).await;
+    let arn = fake.target_group_of(SEED_NAME);
+    let bad = fake.target_health(&arn).await.unwrap();
+    assert_eq!(bad[1].state, "unhealthy");
+    assert_eq!(bad[1].reason, "Target.ResponseCodeMismatch");
+    sleep(Duration::from_secs(2)).await;
+    let end = fake.refresh(SEED_NAME, &id).await.unwrap().unwrap();
+    assert_eq!(end.status, RefreshStatus::RollbackSuccessful);
+    let after = fake.auto_scaling_group(SEED_NAME).await.unwrap().unwrap();
+    assert_eq!(after.instances[0].template_version.as_deref(), Some("1"));
+    assert_eq!(after.launch_template.unwrap().version, "$Default");
+    let err = fake.rollback_refresh(SEED_NAME).await.unwrap_err();
+    assert_eq!(err.aws_code(), Some("ActiveInstanceRefreshNotFound"));
 }
 
 #[tokio::test(start_paused = true)]

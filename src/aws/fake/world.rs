@@ -5,11 +5,12 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
+use super::groups::{seed_target_group, GroupMember, GroupRecord, Unhealthy};
 use super::{
     Call, CommandOutcome, CommandRule, FakeSnapshot, Fault, ImageOutcome, Timings, ACCOUNT_ID,
     AMAZON_OWNER_ID, SEED_NAME,
 };
-use crate::aws::model::{Image, ImageState, InstanceState, RefreshRequest, RefreshStatus};
+use crate::aws::model::{Image, ImageState, InstanceState, RefreshStatus};
 
 /// Where and when a call acts.
 pub(super) struct Here {
@@ -136,6 +137,7 @@ pub(super) struct TemplateRecord {
     pub versions: BTreeMap<i64, VersionRecord>,
     /// Client token → the version it created.
     pub tokens: BTreeMap<String, i64>,
+    pub tags: BTreeMap<String, String>,
 }
 
 pub(super) struct CommandRecord {
@@ -152,15 +154,6 @@ pub(super) struct CommandRecord {
     pub log: Option<String>,
 }
 
-pub(super) struct RefreshRecord {
-    pub id: String,
-    pub request: RefreshRequest,
-    pub started: Instant,
-    pub takes: Duration,
-    pub outcome: RefreshStatus,
-    pub reason: String,
-}
-
 /// One region's resources.
 #[derive(Default)]
 pub(super) struct Region {
@@ -172,8 +165,8 @@ pub(super) struct Region {
     pub commands: BTreeMap<String, CommandRecord>,
     /// Every value written, oldest first (version n is at n - 1).
     pub parameters: BTreeMap<String, Vec<String>>,
-    /// Auto scaling groups and their refreshes, newest first.
-    pub groups: BTreeMap<String, Vec<RefreshRecord>>,
+    /// Auto scaling groups, with their refreshes.
+    pub groups: BTreeMap<String, GroupRecord>,
 }
 
 impl Region {
@@ -219,6 +212,8 @@ pub(super) struct World {
     pub calls: Vec<Call>,
     pub rules: Vec<CommandRule>,
     pub refresh_outcome: (RefreshStatus, String),
+    /// Targets of instances a refresh launches from now on are unhealthy, for this reason.
+    pub unhealthy_targets: Option<Unhealthy>,
     pub image_outcome: ImageOutcome,
     /// Whether `DescribeImageReferences` is offered (regions and partitions without it answer
     /// `InvalidAction`).
@@ -253,6 +248,7 @@ impl World {
             calls: Vec::new(),
             rules: Vec::new(),
             refresh_outcome: (RefreshStatus::Successful, String::new()),
+            unhealthy_targets: None,
             image_outcome: ImageOutcome::Available,
             refused_types: BTreeMap::new(),
             image_references_offered: true,
@@ -297,7 +293,6 @@ impl World {
         if region.templates.values().any(|t| t.name == SEED_NAME) {
             return;
         }
-        region.groups.entry(SEED_NAME.to_owned()).or_default();
         let images = [
             ("20241210.0", "x86_64", "2024-12-10T18:22:05.000Z"),
             ("20250115.0", "arm64", "2025-01-15T20:43:17.000Z"),
@@ -316,6 +311,25 @@ impl World {
             self.put_image(here, image);
         }
         self.add_template(here, SEED_NAME, &newest_x86);
+        self.add_group(here, SEED_NAME);
+    }
+
+    /// A group on `$Default` of the seed's template with one member on version 1, ELB health
+    /// checks and one target group.
+    pub fn add_group(&mut self, here: &Here, name: &str) {
+        let member = GroupMember {
+            id: self.new_id("i"),
+            version: 1,
+        };
+        let arn = seed_target_group(&here.region, name);
+        let region = self.region(&here.region);
+        let group = region
+            .groups
+            .entry(name.to_owned())
+            .or_insert_with(|| GroupRecord::new(SEED_NAME, arn));
+        if group.members.is_empty() {
+            group.members.push(member);
+        }
     }
 
     /// An image exactly as given; missing snapshots are created for its owner.
@@ -382,6 +396,7 @@ impl World {
             last_number: 1,
             versions: BTreeMap::from([(1, version)]),
             tokens: BTreeMap::new(),
+            tags: BTreeMap::new(),
         };
         self.region(&here.region)
             .templates

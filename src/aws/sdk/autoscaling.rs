@@ -1,24 +1,47 @@
-//! Auto Scaling: starting an instance refresh of a group and following it.
+//! Auto Scaling: reading a group, starting an instance refresh, following and rolling it back.
 
-use aws_sdk_autoscaling::types::RefreshPreferences;
+use aws_sdk_autoscaling::types::{
+    AlarmSpecification, DesiredConfiguration, LaunchTemplateSpecification, RefreshPreferences,
+};
 
 use super::Sdk;
-use crate::aws::model::{Refresh, RefreshRequest, RefreshStatus};
+use crate::aws::model::{
+    AutoScalingGroup, GroupInstance, GroupTemplate, Refresh, RefreshRequest, RefreshStatus,
+};
 use crate::error::Result;
 
 /// Starts an instance refresh; returns its id.
 pub async fn start_refresh(sdk: &Sdk, request: &RefreshRequest) -> Result<String> {
     let resource = format!("auto scaling group {}", request.group);
+    let alarms = (!request.alarms.is_empty()).then(|| {
+        AlarmSpecification::builder()
+            .set_alarms(Some(request.alarms.clone()))
+            .build()
+    });
     let preferences = RefreshPreferences::builder()
         .min_healthy_percentage(request.min_healthy_percentage)
+        .set_max_healthy_percentage(request.max_healthy_percentage)
         .instance_warmup(request.instance_warmup_secs)
         .skip_matching(request.skip_matching)
+        .auto_rollback(request.auto_rollback)
+        .set_bake_time(request.bake_time_secs)
+        .set_alarm_specification(alarms)
         .build();
+    let desired = request.desired.as_ref().map(|d| {
+        let template = LaunchTemplateSpecification::builder()
+            .launch_template_id(&d.template_id)
+            .version(d.version.to_string())
+            .build();
+        DesiredConfiguration::builder()
+            .launch_template(template)
+            .build()
+    });
     let out = sdk
         .autoscaling
         .start_instance_refresh()
         .auto_scaling_group_name(&request.group)
         .preferences(preferences)
+        .set_desired_configuration(desired)
         .send()
         .await
         .map_err(|e| sdk.fail("StartInstanceRefresh", &resource, e))?;
@@ -59,5 +82,89 @@ pub async fn refresh(sdk: &Sdk, group: &str, refresh_id: &str) -> Result<Option<
         status_reason: found.status_reason().unwrap_or_default().to_owned(),
         // Progress, not identity: AWS may leave it out before any instance is replaced.
         percentage_complete: found.percentage_complete().unwrap_or(0),
+    }))
+}
+
+/// `RollbackInstanceRefresh` of the group's active refresh.
+pub async fn rollback_refresh(sdk: &Sdk, group: &str) -> Result<()> {
+    sdk.autoscaling
+        .rollback_instance_refresh()
+        .auto_scaling_group_name(group)
+        .send()
+        .await
+        .map_err(|e| {
+            sdk.fail(
+                "RollbackInstanceRefresh",
+                format!("auto scaling group {group}"),
+                e,
+            )
+        })?;
+    Ok(())
+}
+
+/// One group (`DescribeAutoScalingGroups`); `None` when it does not exist.
+pub async fn group(sdk: &Sdk, name: &str) -> Result<Option<AutoScalingGroup>> {
+    const OP: &str = "DescribeAutoScalingGroups";
+    let resource = format!("auto scaling group {name}");
+    let out = sdk
+        .autoscaling
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(name)
+        .send()
+        .await
+        .map_err(|e| sdk.fail(OP, &resource, e))?;
+    let Some(found) = out.auto_scaling_groups().first() else {
+        return Ok(None);
+    };
+    let spec = found.launch_template().or_else(|| {
+        found
+            .mixed_instances_policy()
+            .and_then(|p| p.launch_template())
+            .and_then(|t| t.launch_template_specification())
+    });
+    let launch_template = spec.map(|t| GroupTemplate {
+        id: t.launch_template_id().unwrap_or_default().to_owned(),
+        name: t.launch_template_name().unwrap_or_default().to_owned(),
+        // AWS leaves the version out when the group uses $Default.
+        version: t.version().unwrap_or("$Default").to_owned(),
+    });
+    let mut instances = Vec::new();
+    for (i, instance) in found.instances().iter().enumerate() {
+        let field = |f: &str| format!("AutoScalingGroups[0].Instances[{i}].{f}");
+        instances.push(GroupInstance {
+            id: sdk
+                .required(instance.instance_id(), OP, &field("InstanceId"), &resource)?
+                .to_owned(),
+            lifecycle_state: sdk
+                .required(
+                    instance.lifecycle_state(),
+                    OP,
+                    &field("LifecycleState"),
+                    &resource,
+                )?
+                .as_str()
+                .to_owned(),
+            health_status: sdk
+                .required(
+                    instance.health_status(),
+                    OP,
+                    &field("HealthStatus"),
+                    &resource,
+                )?
+                .to_owned(),
+            template_version: instance
+                .launch_template()
+                .and_then(|t| t.version())
+                .map(str::to_owned),
+        });
+    }
+    Ok(Some(AutoScalingGroup {
+        name: name.to_owned(),
+        launch_template,
+        health_check_type: found.health_check_type().unwrap_or("EC2").to_owned(),
+        target_group_arns: found.target_group_arns().to_vec(),
+        desired_capacity: found.desired_capacity().unwrap_or(0),
+        max_size: found.max_size().unwrap_or(0),
+        instances,
     }))
 }

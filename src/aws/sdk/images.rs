@@ -465,6 +465,25 @@ pub async fn create_tags(
     Ok(())
 }
 
+/// `DeleteTags` by key (any value).
+pub async fn delete_tags(sdk: &Sdk, resource_ids: &[String], keys: &[String]) -> Result<()> {
+    if resource_ids.is_empty() || keys.is_empty() {
+        return Ok(());
+    }
+    let tags = keys
+        .iter()
+        .map(|k| aws_sdk_ec2::types::Tag::builder().key(k).build())
+        .collect();
+    sdk.ec2
+        .delete_tags()
+        .set_resources(Some(resource_ids.to_vec()))
+        .set_tags(Some(tags))
+        .send()
+        .await
+        .map_err(|e| sdk.fail("DeleteTags", resource_ids.join(", "), e))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -112,6 +112,9 @@ fn with_network(call: RunInstancesFluentBuilder, req: &LaunchRequest) -> RunInst
 /// Launches one instance and returns its id. The client token makes a retried call (by the SDK
 /// after a lost response, or by a re-run) launch nothing new.
 pub async fn launch_instance(sdk: &Sdk, req: &LaunchRequest) -> Result<String> {
+    if let Some(template) = &req.launch_template {
+        return launch_from_template(sdk, req, template).await;
+    }
     let resource = format!("{} instance from {}", req.instance_type, req.image_id);
     let mut call = sdk
         .ec2
@@ -135,13 +138,60 @@ pub async fn launch_instance(sdk: &Sdk, req: &LaunchRequest) -> Result<String> {
         .send()
         .await
         .map_err(|e| sdk.fail("RunInstances", &resource, e))?;
+    launched_id(sdk, &out, &resource)
+}
+
+/// The id of the one instance a `RunInstances` answer launched.
+fn launched_id(
+    sdk: &Sdk,
+    out: &aws_sdk_ec2::operation::run_instances::RunInstancesOutput,
+    resource: &str,
+) -> Result<String> {
     let id = sdk.required(
         out.instances().first().and_then(|i| i.instance_id()),
         "RunInstances",
         "Instances[0].InstanceId",
-        &resource,
+        resource,
     )?;
     Ok(id.to_owned())
+}
+
+/// `RunInstances` from a launch template version with the image (and, when given, the instance
+/// type and subnet) overridden: the instance boots as the template's production instances do.
+async fn launch_from_template(
+    sdk: &Sdk,
+    req: &LaunchRequest,
+    template: &crate::aws::model::DesiredVersion,
+) -> Result<String> {
+    let resource = format!(
+        "instance from {} version {} with {}",
+        template.template_id, template.version, req.image_id
+    );
+    let spec = aws_sdk_ec2::types::LaunchTemplateSpecification::builder()
+        .launch_template_id(&template.template_id)
+        .version(template.version.to_string())
+        .build();
+    let mut call = sdk
+        .ec2
+        .run_instances()
+        .launch_template(spec)
+        .image_id(&req.image_id)
+        .min_count(1)
+        .max_count(1)
+        .client_token(&req.client_token)
+        .tag_specifications(tag_spec(ResourceType::Instance, &req.tags))
+        .tag_specifications(tag_spec(ResourceType::Volume, &req.volume_tags));
+    if !req.instance_type.is_empty() {
+        call = call.instance_type(req.instance_type.as_str().into());
+    }
+    if let Some(subnet) = &req.subnet_id {
+        call = call.subnet_id(subnet);
+    }
+    let out = call
+        .send()
+        .await
+        .map_err(|e| sdk.fail("RunInstances", &resource, e))?;
+    launched_id(sdk, &out, &resource)
 }
 
 /// One instance; `None` when AWS does not know the id.

@@ -6,14 +6,16 @@
 //! about builds: the pipeline does that.
 //!
 //! The operations live by service area: [`images`] (images, snapshots, tags), [`instances`],
-//! [`templates`] (launch templates), [`commands`] (Systems Manager) and [`autoscaling`]; the
-//! `impl Cloud for Sdk` below only delegates to them.
+//! [`templates`] (launch templates), [`commands`] (Systems Manager), [`autoscaling`] and
+//! [`targets`] (load balancer target health); the `impl Cloud for Sdk` below only delegates to
+//! them.
 
 pub mod autoscaling;
 pub mod commands;
 pub mod common;
 pub mod images;
 pub mod instances;
+pub mod targets;
 pub mod templates;
 
 use std::sync::Arc;
@@ -26,9 +28,10 @@ use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 
 use crate::aws::model::{
-    CopyImageRequest, CreateImageRequest, Image, ImageQuery, ImageReference, Instance,
-    InstanceQuery, Invocation, LaunchRequest, LaunchTemplate, NewTemplateVersion, PingStatus,
-    Refresh, RefreshRequest, ShellCommand, Tags, TemplateRef, TemplateVersion,
+    AutoScalingGroup, CopyImageRequest, CreateImageRequest, Image, ImageQuery, ImageReference,
+    Instance, InstanceQuery, Invocation, LaunchRequest, LaunchTemplate, NewTemplateVersion,
+    PingStatus, Refresh, RefreshRequest, ShellCommand, Tags, TargetHealth, TemplateRef,
+    TemplateVersion,
 };
 use crate::aws::{missing, Cloud};
 use crate::error::{AwsError, Error, Result};
@@ -68,6 +71,7 @@ pub struct Sdk {
     pub ec2: aws_sdk_ec2::Client,
     pub ssm: aws_sdk_ssm::Client,
     pub autoscaling: aws_sdk_autoscaling::Client,
+    pub elb: aws_sdk_elasticloadbalancingv2::Client,
     config: aws_config::SdkConfig,
 }
 
@@ -127,6 +131,7 @@ impl Sdk {
             ec2: aws_sdk_ec2::Client::new(&config),
             ssm: aws_sdk_ssm::Client::new(&config),
             autoscaling: aws_sdk_autoscaling::Client::new(&config),
+            elb: aws_sdk_elasticloadbalancingv2::Client::new(&config),
             config,
         }
     }
@@ -379,6 +384,10 @@ impl Cloud for Sdk {
         images::create_tags(self, resource_ids, tags).await
     }
 
+    async fn delete_tags(&self, resource_ids: &[String], keys: &[String]) -> Result<()> {
+        images::delete_tags(self, resource_ids, keys).await
+    }
+
     async fn launch_instance(&self, request: &LaunchRequest) -> Result<String> {
         instances::launch_instance(self, request).await
     }
@@ -453,5 +462,17 @@ impl Cloud for Sdk {
 
     async fn refresh(&self, group: &str, refresh_id: &str) -> Result<Option<Refresh>> {
         autoscaling::refresh(self, group, refresh_id).await
+    }
+
+    async fn rollback_refresh(&self, group: &str) -> Result<()> {
+        autoscaling::rollback_refresh(self, group).await
+    }
+
+    async fn auto_scaling_group(&self, name: &str) -> Result<Option<AutoScalingGroup>> {
+        autoscaling::group(self, name).await
+    }
+
+    async fn target_health(&self, target_group_arn: &str) -> Result<Vec<TargetHealth>> {
+        targets::target_health(self, target_group_arn).await
     }
 }

@@ -55,6 +55,7 @@ fn to_template(
             &field("LatestVersionNumber"),
             id,
         )?,
+        tags: super::common::tag_map(template.tags()),
     })
 }
 

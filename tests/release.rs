@@ -1,0 +1,430 @@
+//! Releasing to the seed's layout (one instance in an auto scaling group behind a target group)
+//! through the compiled kiln: the `verified` strategy against `default-then-refresh`, measured by
+//! the emulator's record of healthy targets; broken images, interrupts and rollbacks.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+const GROUP: &str = "rudder-dataplane";
+/// How long a new target stays `initial` before the emulator calls it healthy.
+const HEALTHY_AFTER: f64 = 1.0;
+
+/// The test recipe released to the seed's group with `release_extra`; a var makes each build
+/// a new image.
+fn group_recipe(kiln: &Kiln, release_extra: &str) -> String {
+    let text = recipe("  - name: install\n    run: echo install {{ vars.flavour }}")
+        .replace("steps:\n", "vars: { flavour: vanilla }\nsteps:\n")
+        .replace(
+            "  tags: { app: demo }\n",
+            "  name: \"{{ name }}-{{ version }}-{{ build_id }}\"\n  tags: { app: demo }\n",
+        )
+        .replace(
+            "  keep: 2\n",
+            &format!("  keep: 2\n  auto_scaling_group: {GROUP}\n{release_extra}"),
+        );
+    kiln.write("app.yaml", &text).to_str().unwrap().to_owned()
+}
+
+fn slow_health(emulator: &Emulator, extra: Value) {
+    let mut health = json!({"healthy_after_seconds": HEALTHY_AFTER});
+    if let (Some(health), Some(extra)) = (health.as_object_mut(), extra.as_object()) {
+        health.extend(extra.clone());
+    }
+    emulator.behaviour(json!({ "target_health": health }));
+}
+
+/// The one target group's record: (seconds without a healthy target, most healthy at once,
+/// when it first had two healthy targets).
+fn health_record(emulator: &Emulator) -> (f64, i64, Option<f64>) {
+    let record = emulator.target_health();
+    let (_, group) = record
+        .as_object()
+        .and_then(|m| m.iter().next())
+        .unwrap_or_else(|| panic!("no target group in the record: {record}"));
+    let samples = group["samples"].as_array().expect("samples");
+    let most = samples
+        .iter()
+        .filter_map(|s| s[1].as_i64())
+        .max()
+        .unwrap_or(0);
+    let both = samples
+        .iter()
+        .find(|s| s[1].as_i64() == Some(2))
+        .and_then(|s| s[0].as_f64());
+    (
+        group["seconds_without_healthy"].as_f64().unwrap(),
+        most,
+        both,
+    )
+}
+
+/// Two builds of `recipe`, each released (two versions of the template use kiln's images).
+fn two_releases(kiln: &Kiln, recipe: &str) {
+    kiln.run(&["build", recipe]).assert_code(0);
+    kiln.run(&["build", recipe, "--var", "flavour=second"])
+        .assert_code(0);
+}
+
+#[test]
+fn a_verified_release_never_leaves_the_group_without_a_healthy_target() {
+    let emulator = Emulator::seeded();
+    slow_health(&emulator, json!({}));
+    let aws = emulator.aws();
+    let (_, before) = aws.group(GROUP);
+    let kiln = Kiln::new(&emulator);
+    let recipe = group_recipe(&kiln, "");
+    emulator.clear_target_health();
+    let run = kiln.run(&["build", &recipe, "--json"]);
+    run.assert_code(0);
+    let manifest = run.json();
+    let version = manifest["launch_template"]["default_version"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(
+        manifest["launch_template"]["created_version"],
+        json!(version)
+    );
+    assert_eq!(manifest["instance_refresh"]["status"], json!("Successful"));
+
+    let (gap, most, both_healthy) = health_record(&emulator);
+    assert_eq!(gap, 0.0, "seconds without a healthy target");
+    assert_eq!(most, 2, "the new instance was healthy beside the old one");
+    // The default moved only after the new instance was healthy.
+    let set_default = emulator.first_kiln_request("ModifyLaunchTemplate").unwrap();
+    assert!(
+        set_default > both_healthy.unwrap(),
+        "default moved before the new target was healthy"
+    );
+    // The old instance is gone; the group runs the new version.
+    let (setting, after) = aws.group(GROUP);
+    assert_eq!(after.len(), 1);
+    assert_ne!(after[0].0, before[0].0);
+    assert_eq!(after[0].1, version.to_string());
+    assert_eq!(
+        setting,
+        version.to_string(),
+        "AWS leaves the group on the desired version"
+    );
+    assert!(eventually(Duration::from_secs(5), || {
+        aws.instance_state(&before[0].0) == "terminated"
+    }));
+}
+
+#[test]
+fn the_old_strategy_leaves_the_group_without_a_healthy_target_for_a_while() {
+    let emulator = Emulator::seeded();
+    slow_health(&emulator, json!({}));
+    let kiln = Kiln::new(&emulator);
+    let recipe = group_recipe(
+        &kiln,
+        "  strategy: default-then-refresh\n  refresh: { min_healthy_percentage: 0 }\n",
+    );
+    emulator.clear_target_health();
+    kiln.run(&["build", &recipe]).assert_code(0);
+    let (gap, most, _) = health_record(&emulator);
+    assert!(gap >= HEALTHY_AFTER * 0.8, "gap of {gap} s");
+    assert_eq!(most, 1);
+}
+
+#[test]
+fn a_broken_image_is_rolled_back_and_the_default_stays() {
+    let emulator = Emulator::seeded();
+    // Every image kiln builds answers 503 on /health.
+    slow_health(
+        &emulator,
+        json!({"unhealthy": [{"image_tagged": "kiln:build-id", "reason": "Target.ResponseCodeMismatch",
+                               "description": "Health checks failed with these codes: [503]"}]}),
+    );
+    let aws = emulator.aws();
+    let before = aws.template_versions("rudder-dataplane");
+    let (_, instances) = aws.group(GROUP);
+    let kiln = Kiln::new(&emulator);
+    let recipe = group_recipe(&kiln, "");
+    emulator.clear_target_health();
+    let run = kiln.run(&["build", &recipe]);
+    run.assert_code(1);
+    for needle in [
+        "RollbackSuccessful",
+        "Target.ResponseCodeMismatch",
+        "Health checks failed with these codes: [503]",
+        "the default stays version 1",
+    ] {
+        assert!(
+            run.stderr.contains(needle),
+            "{needle:?} not in:\n{}",
+            run.stderr
+        );
+    }
+    assert_eq!(aws.template_versions("rudder-dataplane"), before);
+    let (setting, after) = aws.group(GROUP);
+    assert_eq!(after, instances, "the group is back on its old instance");
+    assert_eq!(setting, "$Default");
+    assert_eq!(health_record(&emulator).0, 0.0);
+    assert_eq!(aws.kiln_images().len(), 1, "the image is kept");
+}
+
+#[test]
+fn an_interrupt_during_the_refresh_rolls_it_back() {
+    let emulator = Emulator::seeded();
+    emulator.behaviour(json!({"target_health": {"healthy_after_seconds": 60}}));
+    let aws = emulator.aws();
+    let before = aws.template_versions("rudder-dataplane");
+    let (_, instances) = aws.group(GROUP);
+    let kiln = Kiln::new(&emulator);
+    let recipe = group_recipe(&kiln, "");
+    let child = kiln.spawn(&["build", &recipe]);
+    assert!(eventually(Duration::from_secs(30), || {
+        aws.group(GROUP).1.len() == 2
+    }));
+    send_signal(&child, libc::SIGINT);
+    let run = finish(child);
+    run.assert_code(130);
+    assert!(
+        run.stderr.contains("rolled back instance refresh"),
+        "{}",
+        run.stderr
+    );
+    assert!(emulator
+        .kiln_actions()
+        .iter()
+        .any(|a| a == "RollbackInstanceRefresh"));
+    assert_eq!(aws.template_versions("rudder-dataplane"), before);
+    assert_eq!(aws.group(GROUP).1, instances);
+}
+
+#[test]
+fn rollback_releases_the_older_image_through_the_verified_strategy() {
+    let emulator = Emulator::seeded();
+    slow_health(&emulator, json!({}));
+    let aws = emulator.aws();
+    let kiln = Kiln::new(&emulator);
+    let recipe = group_recipe(&kiln, "");
+    two_releases(&kiln, &recipe);
+    let (default, _) = aws.template_versions("rudder-dataplane");
+    emulator.clear_target_health();
+    emulator.clear_requests();
+    let run = kiln.run(&["rollback", &recipe, "--json"]);
+    run.assert_code(0);
+    let outcome = run.json();
+    let target = outcome["after"]["version"].as_i64().unwrap();
+    assert!(target < default, "{outcome}");
+    assert_eq!(outcome["instance_refresh"]["status"], json!("Successful"));
+    assert_eq!(aws.template_versions("rudder-dataplane").0, target);
+    let (_, instances) = aws.group(GROUP);
+    assert_eq!(instances.len(), 1);
+    assert_eq!(instances[0].1, target.to_string());
+    assert_eq!(health_record(&emulator).0, 0.0);
+    // The refresh went first, the default after it.
+    let refresh = emulator.first_kiln_request("StartInstanceRefresh").unwrap();
+    let moved = emulator.first_kiln_request("ModifyLaunchTemplate").unwrap();
+    assert!(refresh < moved);
+}
+
+#[test]
+fn a_group_pinned_to_a_version_is_refused_for_the_old_strategy() {
+    let emulator = Emulator::seeded();
+    let aws = emulator.aws();
+    aws.block_on(
+        aws.autoscaling
+            .update_auto_scaling_group()
+            .auto_scaling_group_name(GROUP)
+            .launch_template(
+                aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
+                    .launch_template_name("rudder-dataplane")
+                    .version("1")
+                    .build(),
+            )
+            .send(),
+    )
+    .expect("pin the group");
+    let kiln = Kiln::new(&emulator);
+    let recipe = group_recipe(&kiln, "  strategy: default-then-refresh\n");
+    let run = kiln.run(&["build", &recipe]);
+    run.assert_code(1);
+    assert!(run.stderr.contains("pins version 1"), "{}", run.stderr);
+    assert!(!emulator.kiln_actions().iter().any(|a| a == "RunInstances"));
+}
+
+#[test]
+fn a_rollback_holds_until_kiln_release() {
+    let emulator = Emulator::seeded();
+    let aws = emulator.aws();
+    let kiln = Kiln::new(&emulator);
+    let recipe = group_recipe(&kiln, "");
+    two_releases(&kiln, &recipe);
+    let rolled = kiln.run(&["rollback", &recipe, "--json"]);
+    rolled.assert_code(0);
+    let rolled = rolled.json();
+    let held_version = rolled["after"]["version"].as_i64().unwrap();
+    let held_image = rolled["after"]["image_id"].as_str().unwrap().to_owned();
+    assert_eq!(rolled["hold"]["version"], json!(held_version));
+
+    // The nightly's unchanged build skips and does not release; a changed one builds, and does
+    // not release either. Both exit 0, say so, and record the hold.
+    for flavour in ["second", "third"] {
+        let run = kiln.run(&[
+            "build",
+            &recipe,
+            "--json",
+            "--var",
+            &format!("flavour={flavour}"),
+        ]);
+        run.assert_code(0);
+        assert!(run.stderr.contains("RELEASE HELD"), "{}", run.stderr);
+        let manifest = run.json();
+        assert_eq!(manifest["release"], json!("held"), "{manifest}");
+        assert_eq!(manifest["hold"]["image_id"], json!(held_image));
+        assert_eq!(manifest["launch_template"], Value::Null);
+        assert_eq!(aws.template_versions("rudder-dataplane").0, held_version);
+    }
+    let history = kiln.run(&["history", &recipe]);
+    history.assert_code(0);
+    assert!(
+        history
+            .stdout
+            .contains(&format!("HELD at version {held_version} ({held_image})")),
+        "{}",
+        history.stdout
+    );
+
+    // `kiln release` releases the newest image, through the refresh, and clears the hold.
+    let newest = aws
+        .kiln_images()
+        .into_iter()
+        .max_by(|a, b| a.name.cmp(&b.name))
+        .unwrap();
+    let run = kiln.run(&["release", &recipe, "--json"]);
+    run.assert_code(0);
+    let released = run.json();
+    assert_eq!(released["image_id"], json!(newest.id), "{released}");
+    assert_eq!(released["instance_refresh"]["status"], json!("Successful"));
+    assert_eq!(released["cleared_hold"]["version"], json!(held_version));
+    let (default, _) = aws.template_versions("rudder-dataplane");
+    assert_eq!(aws.template_image("rudder-dataplane", default), newest.id);
+    let (_, instances) = aws.group(GROUP);
+    assert_eq!(instances[0].1, default.to_string());
+    // Released again: the next build releases as usual.
+    let next = kiln.run(&["build", &recipe, "--json", "--var", "flavour=fourth"]);
+    next.assert_code(0);
+    assert_eq!(next.json()["release"], json!("released"));
+}
+
+#[test]
+fn rollback_to_a_version_kiln_did_not_build_needs_allow_foreign() {
+    let emulator = Emulator::seeded();
+    let kiln = Kiln::new(&emulator);
+    let recipe = group_recipe(&kiln, "");
+    kiln.run(&["build", &recipe, "--no-refresh"]).assert_code(0);
+    // Version 1 is the seed's: an Amazon Linux image kiln did not build.
+    let run = kiln.run(&["rollback", &recipe, "--to", "1", "--no-refresh"]);
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("pass --allow-foreign"),
+        "{}",
+        run.stderr
+    );
+    kiln.run(&[
+        "rollback",
+        &recipe,
+        "--to",
+        "1",
+        "--no-refresh",
+        "--allow-foreign",
+    ])
+    .assert_code(0);
+}
+
+#[test]
+fn a_failed_test_phase_releases_nothing_and_keeps_the_image() {
+    let emulator = Emulator::seeded();
+    // The same check passes on the builder and fails on the fresh tester.
+    emulator.behaviour(json!({"commands": [
+        {"match": "systemctl is-active rudder-server", "role": "tester", "status": "Failed",
+         "stdout": "activating", "exit_code": 3}
+    ]}));
+    let aws = emulator.aws();
+    let before = aws.template_versions("rudder-dataplane");
+    let (_, instances) = aws.group(GROUP);
+    let kiln = Kiln::new(&emulator);
+    let text = std::fs::read_to_string(group_recipe(&kiln, ""))
+        .unwrap()
+        .replace(
+        "steps:\n",
+        "steps:\n  - name: on the builder\n    run: systemctl is-active rudder-server || true\n",
+    )
+        + "test:\n  - name: rudder-server runs\n    run: systemctl is-active rudder-server\n";
+    let recipe = kiln.write("tested.yaml", &text);
+    let run = kiln.run(&["build", recipe.to_str().unwrap()]);
+    run.assert_code(1);
+    assert!(run.stderr.contains("rudder-server runs"), "{}", run.stderr);
+    assert!(run.stderr.contains("kiln:test=failed"), "{}", run.stderr);
+    let images = aws.kiln_images();
+    assert_eq!(images.len(), 1, "the image is kept");
+    assert_eq!(
+        images[0].tags.get("kiln:test").map(String::as_str),
+        Some("failed")
+    );
+    assert_eq!(aws.template_versions("rudder-dataplane"), before);
+    assert_eq!(aws.group(GROUP).1, instances);
+    // The tester ran the image, from the launch template, and is gone.
+    let out = aws
+        .block_on(
+            aws.ec2
+                .describe_instances()
+                .filters(
+                    aws_sdk_ec2::types::Filter::builder()
+                        .name("tag:kiln:role")
+                        .values("tester")
+                        .build(),
+                )
+                .send(),
+        )
+        .expect("DescribeInstances");
+    let testers: Vec<_> = out
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .collect();
+    assert_eq!(testers.len(), 1);
+    assert_eq!(testers[0].image_id(), Some(images[0].id.as_str()));
+    let state = testers[0]
+        .state()
+        .and_then(|s| s.name())
+        .map(|n| n.as_str().to_owned());
+    assert!(
+        matches!(state.as_deref(), Some("terminated" | "shutting-down")),
+        "{state:?}"
+    );
+}
+
+#[test]
+fn an_interrupted_rollback_rolls_its_refresh_back_and_keeps_the_default() {
+    let emulator = Emulator::seeded();
+    slow_health(&emulator, json!({}));
+    let aws = emulator.aws();
+    let kiln = Kiln::new(&emulator);
+    let recipe = group_recipe(&kiln, "");
+    two_releases(&kiln, &recipe);
+    let before = aws.template_versions("rudder-dataplane");
+    let (_, instances) = aws.group(GROUP);
+    emulator.behaviour(json!({"target_health": {"healthy_after_seconds": 60}}));
+    let child = kiln.spawn(&["rollback", &recipe]);
+    assert!(eventually(Duration::from_secs(30), || aws
+        .group(GROUP)
+        .1
+        .len()
+        == 2));
+    send_signal(&child, libc::SIGINT);
+    let run = finish(child);
+    run.assert_code(130);
+    assert!(
+        run.stderr.contains("rolled back instance refresh"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(aws.template_versions("rudder-dataplane"), before);
+    assert_eq!(aws.group(GROUP).1, instances);
+}
