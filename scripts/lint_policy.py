@@ -24,6 +24,13 @@ ACCEPTED = {
         "SendCommand needs the document (KilnRunCommandDocument) and the instance (here, only builders by tag)"
     ),
     ("RESOURCE_MISMATCH", "KilnRunCommandDocument", "ssm:SendCommand"): "the instance half is KilnRunCommandOnBuilders",
+    ("RESOURCE_MISMATCH", "KilnRunCommandOnTesters", "ssm:SendCommand"): (
+        "the test phase's instance half (only testers by tag); the document half is KilnRunCommandDocument"
+    ),
+    ("RESOURCE_MISMATCH", "KilnLaunchTesterFromTemplate", "ec2:RunInstances"): (
+        "the launch template half of the tester's RunInstances; instance, volume, network, image halves "
+        "are KilnLaunchBuilder"
+    ),
 }
 
 
