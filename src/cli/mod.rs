@@ -75,6 +75,42 @@ struct RecipeArgs {
     vars: Vec<(String, String)>,
 }
 
+/// `kiln build`'s arguments.
+#[derive(Args, Debug)]
+struct BuildArgs {
+    #[command(flatten)]
+    recipe: RecipeArgs,
+    /// Build even if an image with the same fingerprint exists
+    #[arg(long)]
+    force: bool,
+    /// Do not touch the launch template
+    #[arg(long)]
+    no_release: bool,
+    /// Do not start an instance refresh after the release
+    #[arg(long)]
+    no_refresh: bool,
+    /// Also write the manifest to this file
+    #[arg(long, value_name = "PATH")]
+    manifest: Option<PathBuf>,
+    /// Print only the manifest JSON on stdout
+    #[arg(long)]
+    json: bool,
+    /// On failure: `cleanup` removes everything; `abort` leaves the builder running for
+    /// inspection and --resume (refused when CI is set, unless --keep-in-ci)
+    #[arg(long, value_enum, default_value_t = OnErrorArg::Cleanup)]
+    on_error: OnErrorArg,
+    /// Allow --on-error=abort when CI is set
+    #[arg(long)]
+    keep_in_ci: bool,
+    /// Continue build BUILD_ID: on its kept builder after its last good step, or by
+    /// waiting for its image
+    #[arg(long, value_name = "BUILD_ID")]
+    resume: Option<String>,
+    /// Also write every phase's start, state changes and end to FILE as NDJSON
+    #[arg(long, value_name = "FILE")]
+    events: Option<PathBuf>,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Check a recipe and print its plan and fingerprint, without any AWS call
@@ -86,39 +122,7 @@ enum Command {
         json: bool,
     },
     /// Build the image, then release it to the launch template
-    Build {
-        #[command(flatten)]
-        recipe: RecipeArgs,
-        /// Build even if an image with the same fingerprint exists
-        #[arg(long)]
-        force: bool,
-        /// Do not touch the launch template
-        #[arg(long)]
-        no_release: bool,
-        /// Do not start an instance refresh after the release
-        #[arg(long)]
-        no_refresh: bool,
-        /// Also write the manifest to this file
-        #[arg(long, value_name = "PATH")]
-        manifest: Option<PathBuf>,
-        /// Print only the manifest JSON on stdout
-        #[arg(long)]
-        json: bool,
-        /// On failure: `cleanup` removes everything; `abort` leaves the builder running for
-        /// inspection and --resume (refused when CI is set, unless --keep-in-ci)
-        #[arg(long, value_enum, default_value_t = OnErrorArg::Cleanup)]
-        on_error: OnErrorArg,
-        /// Allow --on-error=abort when CI is set
-        #[arg(long)]
-        keep_in_ci: bool,
-        /// Continue build BUILD_ID: on its kept builder after its last good step, or by
-        /// waiting for its image
-        #[arg(long, value_name = "BUILD_ID")]
-        resume: Option<String>,
-        /// Also write every phase's start, state changes and end to FILE as NDJSON
-        #[arg(long, value_name = "FILE")]
-        events: Option<PathBuf>,
-    },
+    Build(BuildArgs),
     /// Launch template versions, their images and builds, newest first
     History {
         #[command(flatten)]
@@ -423,33 +427,7 @@ async fn run(cli: Cli) -> Result<i32> {
     let global = &cli.global;
     match cli.command {
         Command::Validate { recipe, json } => validate(&recipe, json),
-        Command::Build {
-            recipe,
-            force,
-            no_release,
-            no_refresh,
-            manifest,
-            json,
-            on_error,
-            keep_in_ci,
-            resume,
-            events,
-        } => {
-            let options = BuildOptions {
-                build_id: new_build_id(),
-                force,
-                release: !no_release,
-                refresh: !no_refresh,
-                on_error: on_error.checked(keep_in_ci)?,
-                resume,
-            };
-            let outputs = Outputs {
-                manifest: manifest.as_deref(),
-                events: events.as_deref(),
-                json,
-            };
-            build(global, &recipe, options, outputs).await
-        }
+        Command::Build(args) => build_command(global, args).await,
         Command::History {
             recipe,
             limit,
@@ -463,19 +441,7 @@ async fn run(cli: Cli) -> Result<i32> {
             no_refresh,
             json,
         } => {
-            if allow_foreign && to.is_none() && image.is_none() {
-                return Err(Error::Usage(
-                    "--allow-foreign applies to --to VERSION or --image AMI_ID".into(),
-                ));
-            }
-            let target = match (to, image) {
-                (Some(version), _) => Target::Version {
-                    version,
-                    allow_foreign,
-                },
-                (None, Some(id)) => Target::Image { id, allow_foreign },
-                (None, None) => Target::Previous,
-            };
+            let target = rollback_target(to, image, allow_foreign)?;
             rollback(global, &recipe, &target, !no_refresh, json).await
         }
         Command::Release {
@@ -485,12 +451,7 @@ async fn run(cli: Cli) -> Result<i32> {
             no_refresh,
             json,
         } => {
-            let request = pipeline::promote::Request {
-                image: image.as_deref(),
-                allow_foreign,
-                refresh: !no_refresh,
-                ledger: None,
-            };
+            let request = release_request(image.as_deref(), allow_foreign, !no_refresh);
             release(global, &recipe, request, json).await
         }
         Command::Prune {
@@ -505,40 +466,82 @@ async fn run(cli: Cli) -> Result<i32> {
             json,
         } => gc(global, older_than, dry_run, json).await,
         Command::Init { name } => init(&name),
-        Command::Completions { shell } => {
-            let shell = match shell {
-                Shell::Bash => clap_complete::Shell::Bash,
-                Shell::Zsh => clap_complete::Shell::Zsh,
-                Shell::Fish => clap_complete::Shell::Fish,
-            };
-            let mut command = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut command, "kiln", &mut std::io::stdout());
-            Ok(exit::OK)
-        }
-        Command::Schema => {
-            println!("{}", to_json(&crate::recipe::recipe_schema())?);
-            Ok(exit::OK)
-        }
-        Command::Man => {
-            let command = <Cli as clap::CommandFactory>::command();
-            clap_mangen::Man::new(command)
-                .render(&mut std::io::stdout())
-                .map_err(|e| Error::io("write", "the man page", e))?;
-            Ok(exit::OK)
-        }
+        Command::Completions { shell } => completions(shell),
+        Command::Schema => schema(),
+        Command::Man => man(),
         Command::IamPolicy {
             recipe,
             builder_role,
-        } => {
-            let plan = load(&recipe, None)?;
-            let role = builder_role.as_deref();
-            println!("{}", to_json(&crate::iam::policy(&plan, role))?);
-            if let Some(note) = crate::iam::builder_role_note(&plan, role) {
-                eprintln!("{note}");
-            }
-            Ok(exit::OK)
-        }
+        } => iam_policy(&recipe, builder_role.as_deref()),
     }
+}
+
+/// What `kiln rollback` goes back to: `--to VERSION`, `--image AMI_ID`, or the previous default.
+fn rollback_target(to: Option<i64>, image: Option<String>, allow_foreign: bool) -> Result<Target> {
+    if allow_foreign && to.is_none() && image.is_none() {
+        return Err(Error::Usage(
+            "--allow-foreign applies to --to VERSION or --image AMI_ID".into(),
+        ));
+    }
+    Ok(match (to, image) {
+        (Some(version), _) => Target::Version {
+            version,
+            allow_foreign,
+        },
+        (None, Some(id)) => Target::Image { id, allow_foreign },
+        (None, None) => Target::Previous,
+    })
+}
+
+/// What `kiln release` asks of the promotion: no ledger, the CLI's image and refresh choice.
+fn release_request(
+    image: Option<&str>,
+    allow_foreign: bool,
+    refresh: bool,
+) -> pipeline::promote::Request<'_> {
+    pipeline::promote::Request {
+        image,
+        allow_foreign,
+        refresh,
+        ledger: None,
+    }
+}
+
+/// `kiln completions SHELL`: prints the shell's completion script.
+fn completions(shell: Shell) -> Result<i32> {
+    let shell = match shell {
+        Shell::Bash => clap_complete::Shell::Bash,
+        Shell::Zsh => clap_complete::Shell::Zsh,
+        Shell::Fish => clap_complete::Shell::Fish,
+    };
+    let mut command = <Cli as clap::CommandFactory>::command();
+    clap_complete::generate(shell, &mut command, "kiln", &mut std::io::stdout());
+    Ok(exit::OK)
+}
+
+/// `kiln schema`: prints the JSON Schema of recipes.
+fn schema() -> Result<i32> {
+    println!("{}", to_json(&crate::recipe::recipe_schema())?);
+    Ok(exit::OK)
+}
+
+/// `kiln man`: prints the man page (roff).
+fn man() -> Result<i32> {
+    let command = <Cli as clap::CommandFactory>::command();
+    clap_mangen::Man::new(command)
+        .render(&mut std::io::stdout())
+        .map_err(|e| Error::io("write", "the man page", e))?;
+    Ok(exit::OK)
+}
+
+/// `kiln iam-policy`: prints the caller's least-privilege policy, and a note on the builder role.
+fn iam_policy(recipe: &RecipeArgs, builder_role: Option<&str>) -> Result<i32> {
+    let plan = load(recipe, None)?;
+    println!("{}", to_json(&crate::iam::policy(&plan, builder_role))?);
+    if let Some(note) = crate::iam::builder_role_note(&plan, builder_role) {
+        eprintln!("{note}");
+    }
+    Ok(exit::OK)
 }
 
 /// `kiln init NAME`: writes the starter recipe, refusing to overwrite anything.
@@ -568,6 +571,36 @@ fn validate(recipe: &RecipeArgs, json: bool) -> Result<i32> {
     };
     print!("{}", redact_json_too(&plan, &text));
     Ok(exit::OK)
+}
+
+/// `kiln build`: turns its arguments into build options and outputs, then builds.
+async fn build_command(global: &Global, args: BuildArgs) -> Result<i32> {
+    let BuildArgs {
+        recipe,
+        force,
+        no_release,
+        no_refresh,
+        manifest,
+        json,
+        on_error,
+        keep_in_ci,
+        resume,
+        events,
+    } = args;
+    let options = BuildOptions {
+        build_id: new_build_id(),
+        force,
+        release: !no_release,
+        refresh: !no_refresh,
+        on_error: on_error.checked(keep_in_ci)?,
+        resume,
+    };
+    let outputs = Outputs {
+        manifest: manifest.as_deref(),
+        events: events.as_deref(),
+        json,
+    };
+    build(global, &recipe, options, outputs).await
 }
 
 /// Where a build's results go besides the terminal.
