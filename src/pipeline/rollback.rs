@@ -71,24 +71,8 @@ pub async fn rollback(
     ledger: Option<&Ledger>,
 ) -> Result<RollbackOutcome> {
     let found = history(cloud, spec).await?;
-    let before = Pointer {
-        version: found.default_version,
-        image_id: found
-            .versions
-            .iter()
-            .find(|v| v.is_default)
-            .and_then(|v| v.image_id.clone()),
-    };
-    let after_version = match target {
-        Target::Previous => previous_target(&found)?,
-        Target::Version {
-            version,
-            allow_foreign,
-        } => version_target(&found, plan, *version, *allow_foreign)?,
-        Target::Image { id, allow_foreign } => {
-            image_target(cloud, plan, &found, &before, id, *allow_foreign).await?
-        }
-    };
+    let before = default_pointer(&found);
+    let after_version = resolve_target(cloud, plan, &found, &before, target).await?;
     let changed = after_version != found.default_version;
     let group = spec
         .auto_scaling_group
@@ -100,21 +84,13 @@ pub async fn rollback(
             .set_default_version(&found.launch_template_id, after_version)
             .await?;
     }
-    let after_image = match target {
-        Target::Image { id, .. } => Some(id.clone()),
-        _ => found
-            .versions
-            .iter()
-            .find(|v| v.version == after_version)
-            .and_then(|v| v.image_id.clone()),
-    };
     let mut outcome = RollbackOutcome {
         launch_template_id: found.launch_template_id.clone(),
         launch_template_name: found.launch_template_name.clone(),
         before,
         after: Pointer {
             version: after_version,
-            image_id: after_image,
+            image_id: target_image(&found, target, after_version),
         },
         changed,
         instance_refresh: None,
@@ -129,14 +105,62 @@ pub async fn rollback(
         let refreshed = roll(cloud, reporter, spec, group, &outcome, how).await?;
         outcome.instance_refresh = Some(refreshed);
     }
-    // The default is where the rollback put it: builds leave it there until `kiln release`.
+    outcome.hold = Some(place_hold(cloud, &outcome).await?);
+    Ok(outcome)
+}
+
+/// The launch template's default version and its image, before the rollback.
+fn default_pointer(found: &History) -> Pointer {
+    Pointer {
+        version: found.default_version,
+        image_id: found
+            .versions
+            .iter()
+            .find(|v| v.is_default)
+            .and_then(|v| v.image_id.clone()),
+    }
+}
+
+/// The launch template version `target` names (creating one for `--image`).
+async fn resolve_target(
+    cloud: &dyn Cloud,
+    plan: &Plan,
+    found: &History,
+    before: &Pointer,
+    target: &Target,
+) -> Result<i64> {
+    match target {
+        Target::Previous => previous_target(found),
+        Target::Version {
+            version,
+            allow_foreign,
+        } => version_target(found, plan, *version, *allow_foreign),
+        Target::Image { id, allow_foreign } => {
+            image_target(cloud, plan, found, before, id, *allow_foreign).await
+        }
+    }
+}
+
+/// The image the rollback makes the default: `--image`'s, or that of the version it went to.
+fn target_image(found: &History, target: &Target, after_version: i64) -> Option<String> {
+    match target {
+        Target::Image { id, .. } => Some(id.clone()),
+        _ => found
+            .versions
+            .iter()
+            .find(|v| v.version == after_version)
+            .and_then(|v| v.image_id.clone()),
+    }
+}
+
+/// Holds the default where the rollback put it: builds leave it there until `kiln release`.
+async fn place_hold(cloud: &dyn Cloud, outcome: &RollbackOutcome) -> Result<Hold> {
     let held = Hold::now(
         outcome.after.image_id.as_deref().unwrap_or_default(),
         outcome.after.version,
     );
     hold::place(cloud, &outcome.launch_template_id, &held).await?;
-    outcome.hold = Some(held);
-    Ok(outcome)
+    Ok(held)
 }
 
 /// Refreshes the group onto the rollback's version with the release strategy: with `verified`
