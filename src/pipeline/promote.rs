@@ -9,7 +9,7 @@
 
 use serde::Serialize;
 
-use crate::aws::{Cloud, Image, ImageQuery, ImageState, TemplateRef};
+use crate::aws::{Cloud, Image, ImageQuery, ImageState, LaunchTemplate, TemplateRef};
 use crate::error::{Error, Result};
 use crate::ledger::Ledger;
 use crate::pipeline::hold::{self, Hold};
@@ -59,18 +59,9 @@ pub async fn promote(
         .filter(|_| request.refresh);
     let verified = group.is_some() && spec.strategy == ReleaseStrategy::Verified;
     if let Some(group) = group {
-        let default = cloud
-            .default_template_version(&TemplateRef::Id(template.id.clone()))
-            .await?;
-        for warning in rollout::check_group(cloud, spec, group, &default).await? {
-            reporter.warning(&warning);
-        }
+        warn_about_group(cloud, reporter, spec, group, &template.id).await?;
     }
-    let built_by = image
-        .tags
-        .get(tags::BUILD_ID)
-        .map_or("kiln release", String::as_str);
-    let description = release::version_description(built_by, &plan.name, &plan.version, &image.id);
+    let description = version_description(plan, &image);
     let token = format!("kiln-release-{}-{}", template.default_version, image.id);
     let mut released = release::release_image(
         cloud,
@@ -94,16 +85,48 @@ pub async fn promote(
         }
         _ => None,
     };
-    let cleared_hold = Hold::of(&template);
-    if cleared_hold.is_some() {
-        hold::clear(cloud, &template.id).await?;
-    }
+    let cleared_hold = clear_hold(cloud, &template).await?;
     Ok(PromoteOutcome {
         image_id: image.id,
         launch_template: released,
         instance_refresh,
         cleared_hold,
     })
+}
+
+/// Reports what about the group may keep its refresh from going well.
+async fn warn_about_group(
+    cloud: &dyn Cloud,
+    reporter: &dyn Reporter,
+    spec: &ReleaseSpec,
+    group: &str,
+    template_id: &str,
+) -> Result<()> {
+    let default = cloud
+        .default_template_version(&TemplateRef::Id(template_id.to_owned()))
+        .await?;
+    for warning in rollout::check_group(cloud, spec, group, &default).await? {
+        reporter.warning(&warning);
+    }
+    Ok(())
+}
+
+/// The new version's description: the image's build, or `kiln release` for an image without one.
+fn version_description(plan: &Plan, image: &Image) -> String {
+    let built_by = image
+        .tags
+        .get(tags::BUILD_ID)
+        .map_or("kiln release", String::as_str);
+    release::version_description(built_by, &plan.name, &plan.version, &image.id)
+}
+
+/// Clears the launch template's hold, if it has one; returns the hold cleared.
+async fn clear_hold(cloud: &dyn Cloud, template: &LaunchTemplate) -> Result<Option<Hold>> {
+    let cleared_hold = Hold::of(template);
+    if cleared_hold.is_some() {
+        hold::clear(cloud, &template.id).await?;
+    }
+    Ok(cleared_hold)
 }
 
 /// The newest available image kiln built from this recipe.
