@@ -116,48 +116,13 @@ pub async fn group(sdk: &Sdk, name: &str) -> Result<Option<AutoScalingGroup>> {
     let Some(found) = out.auto_scaling_groups().first() else {
         return Ok(None);
     };
-    let spec = found.launch_template().or_else(|| {
-        found
-            .mixed_instances_policy()
-            .and_then(|p| p.launch_template())
-            .and_then(|t| t.launch_template_specification())
-    });
-    let launch_template = spec.map(|t| GroupTemplate {
-        id: t.launch_template_id().unwrap_or_default().to_owned(),
-        name: t.launch_template_name().unwrap_or_default().to_owned(),
-        // AWS leaves the version out when the group uses $Default.
-        version: t.version().unwrap_or("$Default").to_owned(),
-    });
-    let mut instances = Vec::new();
-    for (i, instance) in found.instances().iter().enumerate() {
-        let field = |f: &str| format!("AutoScalingGroups[0].Instances[{i}].{f}");
-        instances.push(GroupInstance {
-            id: sdk
-                .required(instance.instance_id(), OP, &field("InstanceId"), &resource)?
-                .to_owned(),
-            lifecycle_state: sdk
-                .required(
-                    instance.lifecycle_state(),
-                    OP,
-                    &field("LifecycleState"),
-                    &resource,
-                )?
-                .as_str()
-                .to_owned(),
-            health_status: sdk
-                .required(
-                    instance.health_status(),
-                    OP,
-                    &field("HealthStatus"),
-                    &resource,
-                )?
-                .to_owned(),
-            template_version: instance
-                .launch_template()
-                .and_then(|t| t.version())
-                .map(str::to_owned),
-        });
-    }
+    let launch_template = group_template(found);
+    let instances = found
+        .instances()
+        .iter()
+        .enumerate()
+        .map(|(i, instance)| group_instance(sdk, &resource, i, instance))
+        .collect::<Result<Vec<_>>>()?;
     Ok(Some(AutoScalingGroup {
         name: name.to_owned(),
         launch_template,
@@ -167,4 +132,57 @@ pub async fn group(sdk: &Sdk, name: &str) -> Result<Option<AutoScalingGroup>> {
         max_size: found.max_size().unwrap_or(0),
         instances,
     }))
+}
+
+/// The launch template a group launches from: its own, or its mixed instances policy's.
+fn group_template(found: &aws_sdk_autoscaling::types::AutoScalingGroup) -> Option<GroupTemplate> {
+    let spec = found.launch_template().or_else(|| {
+        found
+            .mixed_instances_policy()
+            .and_then(|p| p.launch_template())
+            .and_then(|t| t.launch_template_specification())
+    });
+    spec.map(|t| GroupTemplate {
+        id: t.launch_template_id().unwrap_or_default().to_owned(),
+        name: t.launch_template_name().unwrap_or_default().to_owned(),
+        // AWS leaves the version out when the group uses $Default.
+        version: t.version().unwrap_or("$Default").to_owned(),
+    })
+}
+
+/// Instance `i` of the group `DescribeAutoScalingGroups` returned.
+fn group_instance(
+    sdk: &Sdk,
+    resource: &str,
+    i: usize,
+    instance: &aws_sdk_autoscaling::types::Instance,
+) -> Result<GroupInstance> {
+    const OP: &str = "DescribeAutoScalingGroups";
+    let field = |f: &str| format!("AutoScalingGroups[0].Instances[{i}].{f}");
+    Ok(GroupInstance {
+        id: sdk
+            .required(instance.instance_id(), OP, &field("InstanceId"), resource)?
+            .to_owned(),
+        lifecycle_state: sdk
+            .required(
+                instance.lifecycle_state(),
+                OP,
+                &field("LifecycleState"),
+                resource,
+            )?
+            .as_str()
+            .to_owned(),
+        health_status: sdk
+            .required(
+                instance.health_status(),
+                OP,
+                &field("HealthStatus"),
+                resource,
+            )?
+            .to_owned(),
+        template_version: instance
+            .launch_template()
+            .and_then(|t| t.version())
+            .map(str::to_owned),
+    })
 }
