@@ -649,6 +649,13 @@ fn instance_resource(ctx: &Context<'_>, id: &str) -> Resource {
     }
 }
 
+fn image_resource(ctx: &Context<'_>, id: &str) -> Resource {
+    Resource::Image {
+        id: id.to_owned(),
+        region: ctx.cloud.region().to_owned(),
+    }
+}
+
 async fn launch_builder(ctx: &Context<'_>, job: &Job<'_>, ledger: &Ledger) -> Result<String> {
     let cloud = ctx.cloud.as_ref();
     let spec = &job.plan.builder;
@@ -682,10 +689,7 @@ async fn launch_builder(ctx: &Context<'_>, job: &Job<'_>, ledger: &Ledger) -> Re
     let id = ctx
         .phase(Phase::LaunchBuilder, async {
             let id = launch_first_available(ctx, job, request).await?;
-            ledger.created(Resource::Instance {
-                id: id.clone(),
-                region: cloud.region().to_owned(),
-            })?;
+            ledger.created(instance_resource(ctx, &id))?;
             Ok(id)
         })
         .await?;
@@ -831,7 +835,6 @@ async fn create_image(
     ledger: &Ledger,
 ) -> Result<Image> {
     let cloud = ctx.cloud.as_ref();
-    let region = cloud.region().to_owned();
     let request = CreateImageRequest {
         instance_id: builder.to_owned(),
         name: job.plan.image.name.clone(),
@@ -841,10 +844,7 @@ async fn create_image(
     let image_id = ctx
         .phase(Phase::CreateImage, async {
             let id = create_image_once(cloud, &request, job.build_id()).await?;
-            ledger.created(Resource::Image {
-                id: id.clone(),
-                region: region.clone(),
-            })?;
+            ledger.created(image_resource(ctx, &id))?;
             Ok(id)
         })
         .await?;
@@ -860,10 +860,7 @@ async fn reattach_image(
     ledger: &Ledger,
 ) -> Result<Image> {
     let cloud = ctx.cloud.as_ref();
-    ledger.created(Resource::Image {
-        id: image_id.to_owned(),
-        region: cloud.region().to_owned(),
-    })?;
+    ledger.created(image_resource(ctx, image_id))?;
     let resumed: Tags = job.resumed_from_tag().into_iter().collect();
     cloud.create_tags(&[image_id.to_owned()], &resumed).await?;
     finish_image(ctx, job, image_id, ledger).await
