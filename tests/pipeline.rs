@@ -78,7 +78,7 @@ impl Harness {
         Context {
             cloud: Arc::new(self.fake.clone()),
             reporter: &self.recorder,
-            state_dir: self.dir.path().join(".kiln"),
+            state_dir: self.state_dir(),
         }
     }
 
@@ -87,8 +87,19 @@ impl Harness {
     }
 
     async fn build(&self, plan: &Plan, build_id: &str) -> Result<Manifest, Error> {
+        self.build_with(plan, &options(build_id)).await
+    }
+
+    /// Builds with these options (a build id, `--on-error`, `--resume`).
+    async fn build_with(&self, plan: &Plan, options: &BuildOptions) -> Result<Manifest, Error> {
         let (_tx, mut interrupts) = Interrupts::new();
-        build::run(&self.context(), plan, &options(build_id), &mut interrupts).await
+        build::run(&self.context(), plan, options, &mut interrupts).await
+    }
+
+    /// The first image of a build's manifest, as the account has it.
+    async fn first_image(&self, manifest: &Manifest) -> kiln::aws::Image {
+        let id = manifest.images[0].image_id.clone();
+        self.fake.images(&[id]).await.unwrap().remove(0)
     }
 
     /// Builds, and sends SIGINT as soon as `reached` holds (checked every virtual 100 ms).
@@ -728,11 +739,7 @@ async fn a_build_without_sharing_requires_imdsv2_unless_the_recipe_opts_out() {
         .build(&h.plan("b1", TWO_STEPS), "b1")
         .await
         .expect("build");
-    let image = &h
-        .fake
-        .images(&[manifest.images[0].image_id.clone()])
-        .await
-        .unwrap()[0];
+    let image = h.first_image(&manifest).await;
     assert_eq!(image.imds_support.as_deref(), Some("v2.0"));
     let recipe = crate::support::recipe(TWO_STEPS).replace(
         "image:\n",
@@ -742,11 +749,7 @@ async fn a_build_without_sharing_requires_imdsv2_unless_the_recipe_opts_out() {
         .build(&h.plan_text("b2", &recipe), "b2")
         .await
         .expect("build");
-    let image = &h
-        .fake
-        .images(&[manifest.images[0].image_id.clone()])
-        .await
-        .unwrap()[0];
+    let image = h.first_image(&manifest).await;
     assert_eq!(image.imds_support, None);
 }
 
@@ -961,12 +964,6 @@ async fn a_long_step_is_streamed_while_it_runs_kept_whole_and_its_end_shown_on_f
 const THREE_STEPS: &str = "  - name: a\n    run: echo step-a\n  - name: b\n    run: echo STEP_B\n  - name: c\n    run: echo step-c";
 
 impl Harness {
-    /// Builds with these options (a build id, `--on-error`, `--resume`).
-    async fn build_with(&self, plan: &Plan, options: &BuildOptions) -> Result<Manifest, Error> {
-        let (_tx, mut interrupts) = Interrupts::new();
-        build::run(&self.context(), plan, options, &mut interrupts).await
-    }
-
     /// The scripts of the step commands sent so far (not the log reads).
     fn step_scripts(&self) -> Vec<String> {
         self.fake
