@@ -66,6 +66,16 @@ async fn stopped_builder(fake: &Fake, token: &str) -> String {
     id
 }
 
+/// A stopped builder (launch token `b1`) and the image `app-1` created from it.
+async fn builder_and_image(fake: &Fake) -> (String, String) {
+    let builder = stopped_builder(fake, "b1").await;
+    let image_id = fake
+        .create_image(&image_request(&builder, "app-1"))
+        .await
+        .unwrap();
+    (builder, image_id)
+}
+
 #[test]
 fn globs_match_like_ec2_filters() {
     assert!(glob(
@@ -194,11 +204,7 @@ async fn a_client_token_launches_once() {
 #[tokio::test(start_paused = true)]
 async fn images_are_pending_then_available_and_names_are_unique() {
     let fake = Fake::seeded(REGION);
-    let builder = stopped_builder(&fake, "b1").await;
-    let image_id = fake
-        .create_image(&image_request(&builder, "app-1"))
-        .await
-        .unwrap();
+    let (builder, image_id) = builder_and_image(&fake).await;
     let image = fake
         .images(std::slice::from_ref(&image_id))
         .await
@@ -255,11 +261,7 @@ async fn images_can_be_scripted_to_fail() {
     fake.image_outcome(ImageOutcome::Failed {
         reason: "Server.InternalError".into(),
     });
-    let builder = stopped_builder(&fake, "b1").await;
-    let image_id = fake
-        .create_image(&image_request(&builder, "app-1"))
-        .await
-        .unwrap();
+    let (_, image_id) = builder_and_image(&fake).await;
     sleep(fake.timings().image_available).await;
     let image = fake.images(&[image_id]).await.unwrap().remove(0);
     assert_eq!(image.state, ImageState::Failed);
@@ -269,11 +271,7 @@ async fn images_can_be_scripted_to_fail() {
 #[tokio::test(start_paused = true)]
 async fn a_snapshot_is_in_use_while_its_image_is_registered() {
     let fake = Fake::seeded(REGION);
-    let builder = stopped_builder(&fake, "b1").await;
-    let image_id = fake
-        .create_image(&image_request(&builder, "app-1"))
-        .await
-        .unwrap();
+    let (_, image_id) = builder_and_image(&fake).await;
     let snapshot = fake.snapshots_of_image(&image_id).await.unwrap().remove(0);
     let err = fake.delete_snapshot(&snapshot).await.unwrap_err();
     assert_eq!(err.aws_code(), Some("InvalidSnapshot.InUse"));
