@@ -68,6 +68,16 @@ fn two_releases(kiln: &Kiln, recipe: &str) {
         .assert_code(0);
 }
 
+/// A seeded emulator with slow target health, and the group recipe built and released twice.
+fn released_twice_with_slow_health() -> (Emulator, Kiln, String) {
+    let emulator = Emulator::seeded();
+    slow_health(&emulator, json!({}));
+    let kiln = Kiln::new(&emulator);
+    let recipe = group_recipe(&kiln, "");
+    two_releases(&kiln, &recipe);
+    (emulator, kiln, recipe)
+}
+
 #[test]
 fn a_verified_release_never_leaves_the_group_without_a_healthy_target() {
     let emulator = Emulator::seeded();
@@ -197,12 +207,8 @@ fn an_interrupt_during_the_refresh_rolls_it_back() {
 
 #[test]
 fn rollback_releases_the_older_image_through_the_verified_strategy() {
-    let emulator = Emulator::seeded();
-    slow_health(&emulator, json!({}));
+    let (emulator, kiln, recipe) = released_twice_with_slow_health();
     let aws = emulator.aws();
-    let kiln = Kiln::new(&emulator);
-    let recipe = group_recipe(&kiln, "");
-    two_releases(&kiln, &recipe);
     let (default, _) = aws.template_versions("rudder-dataplane");
     emulator.clear_target_health();
     emulator.clear_requests();
@@ -402,12 +408,8 @@ fn a_failed_test_phase_releases_nothing_and_keeps_the_image() {
 
 #[test]
 fn an_interrupted_rollback_rolls_its_refresh_back_and_keeps_the_default() {
-    let emulator = Emulator::seeded();
-    slow_health(&emulator, json!({}));
+    let (emulator, kiln, recipe) = released_twice_with_slow_health();
     let aws = emulator.aws();
-    let kiln = Kiln::new(&emulator);
-    let recipe = group_recipe(&kiln, "");
-    two_releases(&kiln, &recipe);
     let before = aws.template_versions("rudder-dataplane");
     let (_, instances) = aws.group(GROUP);
     emulator.behaviour(json!({"target_health": {"healthy_after_seconds": 60}}));
