@@ -68,6 +68,23 @@ fn two_releases(kiln: &Kiln, recipe: &str) {
         .assert_code(0);
 }
 
+/// Runs kiln with `args`, sends SIGINT once the group has a second instance (its refresh under
+/// way), and checks that kiln stopped with 130 after rolling the refresh back.
+fn interrupt_during_the_refresh(aws: &Aws, kiln: &Kiln, args: &[&str]) {
+    let child = kiln.spawn(args);
+    assert!(eventually(Duration::from_secs(30), || {
+        aws.group(GROUP).1.len() == 2
+    }));
+    send_signal(&child, libc::SIGINT);
+    let run = finish(child);
+    run.assert_code(130);
+    assert!(
+        run.stderr.contains("rolled back instance refresh"),
+        "{}",
+        run.stderr
+    );
+}
+
 /// A seeded emulator with slow target health, and the group recipe built and released twice.
 fn released_twice_with_slow_health() -> (Emulator, Kiln, String) {
     let emulator = Emulator::seeded();
@@ -185,18 +202,7 @@ fn an_interrupt_during_the_refresh_rolls_it_back() {
     let (_, instances) = aws.group(GROUP);
     let kiln = Kiln::new(&emulator);
     let recipe = group_recipe(&kiln, "");
-    let child = kiln.spawn(&["build", &recipe]);
-    assert!(eventually(Duration::from_secs(30), || {
-        aws.group(GROUP).1.len() == 2
-    }));
-    send_signal(&child, libc::SIGINT);
-    let run = finish(child);
-    run.assert_code(130);
-    assert!(
-        run.stderr.contains("rolled back instance refresh"),
-        "{}",
-        run.stderr
-    );
+    interrupt_during_the_refresh(&aws, &kiln, &["build", &recipe]);
     assert!(emulator
         .kiln_actions()
         .iter()
@@ -413,20 +419,7 @@ fn an_interrupted_rollback_rolls_its_refresh_back_and_keeps_the_default() {
     let before = aws.template_versions("rudder-dataplane");
     let (_, instances) = aws.group(GROUP);
     emulator.behaviour(json!({"target_health": {"healthy_after_seconds": 60}}));
-    let child = kiln.spawn(&["rollback", &recipe]);
-    assert!(eventually(Duration::from_secs(30), || aws
-        .group(GROUP)
-        .1
-        .len()
-        == 2));
-    send_signal(&child, libc::SIGINT);
-    let run = finish(child);
-    run.assert_code(130);
-    assert!(
-        run.stderr.contains("rolled back instance refresh"),
-        "{}",
-        run.stderr
-    );
+    interrupt_during_the_refresh(&aws, &kiln, &["rollback", &recipe]);
     assert_eq!(aws.template_versions("rudder-dataplane"), before);
     assert_eq!(aws.group(GROUP).1, instances);
 }
