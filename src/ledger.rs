@@ -120,6 +120,8 @@ pub struct Ledger {
     build_id: String,
     journal: PathBuf,
     entries: Mutex<Vec<(Resource, Event)>>,
+    /// When each resource was recorded as created (teardown gives a new id time to be visible).
+    created_at: Mutex<Vec<(Resource, SystemTime)>>,
     /// Held (flock) while the build runs, so `kiln gc` on this machine can tell a live build from
     /// a dead one; the kernel releases it when the process dies, even by SIGKILL.
     _lock: std::fs::File,
@@ -208,6 +210,7 @@ impl Ledger {
             build_id: build_id.to_owned(),
             journal,
             entries: Mutex::new(Vec::new()),
+            created_at: Mutex::new(Vec::new()),
             _lock: lock,
         })
     }
@@ -222,7 +225,20 @@ impl Ledger {
 
     /// Records that `resource` now exists. Called before anything else happens with it.
     pub fn created(&self, resource: Resource) -> Result<()> {
+        self.created_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((resource.clone(), SystemTime::now()));
         self.append(resource, Event::Created)
+    }
+
+    /// When `resource` was recorded as created by this run, if it was.
+    pub fn created_at(&self, resource: &Resource) -> Option<SystemTime> {
+        let created = self.created_at.lock().unwrap_or_else(|p| p.into_inner());
+        created
+            .iter()
+            .find(|(r, _)| r == resource)
+            .map(|(_, at)| *at)
     }
 
     /// Marks a created resource as a finished product of the build.

@@ -343,9 +343,10 @@ pub async fn a_root_mapping_without_a_size_is_refused(b: Backend) {
     assert_eq!(err.aws_code(), Some("MissingParameter"), "{err}");
 }
 
-/// Unknown ids: `None` or absent where the trait says so, removing what is gone succeeds, and
-/// terminating an unknown instance answers `InvalidInstanceID.NotFound` (never read as gone).
-pub async fn unknown_ids_are_absent_and_removing_them_succeeds(b: Backend) {
+/// Unknown ids: `None` or absent where the trait says so; removing them answers their
+/// `*.NotFound` code (terminating, deregistering, deleting: the pipeline, not the cloud layer,
+/// decides whether that means "already gone" or "not visible yet").
+pub async fn unknown_ids_are_absent_and_removing_them_answers_not_found(b: Backend) {
     let cloud = b.cloud.as_ref();
     assert!(cloud
         .instance("i-0123456789abcdef0")
@@ -361,14 +362,20 @@ pub async fn unknown_ids_are_absent_and_removing_them_succeeds(b: Backend) {
         vec![b.source_image.as_str()]
     );
     assert!(cloud.images(&[]).await.expect("no ids").is_empty());
-    cloud
+    let err = cloud
         .deregister_image("ami-0123456789abcdef0")
         .await
-        .expect("deregister gone");
-    cloud
+        .expect_err("deregister an unknown image");
+    assert_eq!(err.aws_code(), Some("InvalidAMIID.NotFound"), "{err}");
+    let err = cloud
         .delete_snapshot("snap-0123456789abcdef0")
         .await
-        .expect("delete gone");
+        .expect_err("delete an unknown snapshot");
+    assert_eq!(err.aws_code(), Some("InvalidSnapshot.NotFound"), "{err}");
+    let gone = kiln::pipeline::images::delete_image(cloud, "ami-0123456789abcdef0")
+        .await
+        .expect("an image made long ago and unknown now");
+    assert_eq!(gone, Deletion::AlreadyGone);
     let err = cloud
         .terminate_instance("i-0123456789abcdef0")
         .await
@@ -980,7 +987,7 @@ macro_rules! conformance {
 conformance!(
     launches_are_visible_and_idempotent,
     a_root_mapping_without_a_size_is_refused,
-    unknown_ids_are_absent_and_removing_them_succeeds,
+    unknown_ids_are_absent_and_removing_them_answers_not_found,
     images_are_tagged_unique_by_name_and_removable,
     default_key_images_are_not_shared_and_copies_are_tagged_in_the_call,
     lifecycle_settings_show_and_references_name_what_uses_an_image,

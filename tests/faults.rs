@@ -117,7 +117,8 @@ fn interrupt_at(phase: &Phase, signal: i32, signal_name: &str) {
 
 // Every interrupt point of a build is tested on the fake (`pipeline::an_interrupt_at_every_phase_…`);
 // these two prove the same through the real binary, its signal handlers and the SDK: one signal
-// while AWS's answer is held back after it acted, one while the image is pending.
+// while AWS's answer is held back after it acted, one while the image is pending (and its id
+// not visible yet).
 
 #[test]
 fn sigterm_inside_create_image_cleans_up_the_image_the_call_made() {
@@ -131,12 +132,17 @@ fn sigterm_inside_create_image_cleans_up_the_image_the_call_made() {
     );
 }
 
+/// The new image and its snapshot answer NotFound for 5 s (AWS's eventual consistency):
+/// teardown waits for them to be visible instead of taking them for gone.
 #[test]
-fn sigint_while_the_image_is_pending_cleans_up() {
+fn sigint_while_the_image_is_pending_and_not_visible_yet_cleans_up() {
     interrupt_at(
         &held(
             "waiting for the image",
-            json!({"image_pending_seconds": 60}),
+            json!({
+                "image_pending_seconds": 60,
+                "invisible_seconds": {"image": 5, "snapshot": 5}
+            }),
             "CreateImage",
         ),
         libc::SIGINT,

@@ -375,6 +375,19 @@ fn points() -> Vec<Point> {
             released: false,
         },
         Point {
+            // teardown must not read the new image's NotFound as "already gone"
+            name: "image pending, its id not visible yet",
+            prepare: |f| {
+                slow(f, |t| {
+                    t.image_available = Duration::from_secs(60);
+                    t.invisible = Duration::from_secs(20);
+                })
+            },
+            reached: |f| f.count("CreateImage") >= 1,
+            image_kept: false,
+            released: false,
+        },
+        Point {
             name: "terminating the builder",
             prepare: |f| slow(f, |t| t.instance_terminate = Duration::from_secs(60)),
             reached: |f| f.count("TerminateInstances") >= 1,

@@ -4,7 +4,8 @@ to calls that name it. moto knows every id at once.
 The behaviour `invisible_seconds` ({"instance": N, "image": N, "snapshot": N}, all 0 by default)
 makes each kind of new id answer its `*.NotFound` error for N seconds after it was created to
 calls that name it: DescribeInstances and TerminateInstances (InstanceId.N), DescribeImages
-(ImageId.N), CreateTags (ResourceId.N) and DeleteSnapshot (SnapshotId). Filter queries (by tag,
+(ImageId.N), DeregisterImage (ImageId), CreateTags (ResourceId.N) and DeleteSnapshot
+(SnapshotId). Filter queries (by tag,
 by client token) are not affected: AWS's lag there is not modelled.
 
 The ids are noted by ec2.py when RunInstances, CreateImage and CopyImage create them.
@@ -24,6 +25,7 @@ ID_PARAMS = {
     "DescribeInstances": "InstanceId.",
     "TerminateInstances": "InstanceId.",
     "DescribeImages": "ImageId.",
+    "DeregisterImage": "ImageId",
     "CreateTags": "ResourceId.",
     "DeleteSnapshot": "SnapshotId",
 }

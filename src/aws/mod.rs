@@ -50,6 +50,8 @@ pub trait Cloud: Send + Sync {
     async fn create_image(&self, request: &CreateImageRequest) -> Result<String>;
     /// `CopyImage` into this cloud's region; returns the new id.
     async fn copy_image(&self, request: &CopyImageRequest) -> Result<String>;
+    /// An unknown id is `InvalidAMIID.NotFound` (never read as "already gone" here: right after
+    /// `CreateImage` a new id may not be visible yet).
     async fn deregister_image(&self, image_id: &str) -> Result<()>;
     /// Instances launched from the image must use IMDSv2 (`ImdsSupport` `v2.0`; permanent).
     async fn require_imdsv2(&self, image_id: &str) -> Result<()>;
@@ -76,6 +78,7 @@ pub trait Cloud: Send + Sync {
     /// This account's snapshots made for `image_id` (AWS names the image in their description),
     /// found even while the image is pending.
     async fn snapshots_of_image(&self, image_id: &str) -> Result<Vec<String>>;
+    /// An unknown id is `InvalidSnapshot.NotFound` (as for `deregister_image`).
     async fn delete_snapshot(&self, snapshot_id: &str) -> Result<()>;
     async fn create_tags(&self, resource_ids: &[String], tags: &Tags) -> Result<()>;
     /// Removes the tags with these keys (whatever their values); absent keys are fine.

@@ -148,9 +148,14 @@ async fn decide(
     if dry_run {
         return Outcome::WouldRemove;
     }
-    teardown::remove(cloud, &candidate.resource, &candidate.build_id)
-        .await
-        .unwrap_or_else(|e| Outcome::Failed(first_line(&e.to_string())))
+    teardown::remove(
+        cloud,
+        &candidate.resource,
+        &candidate.build_id,
+        candidate.created,
+    )
+    .await
+    .unwrap_or_else(|e| Outcome::Failed(first_line(&e.to_string())))
 }
 
 /// Whether an instance is terminated (or unknown) or an image deregistered (or unknown). Other

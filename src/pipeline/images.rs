@@ -1,11 +1,14 @@
 //! Images: resolving the source, finding an earlier build by fingerprint, waiting for a new
 //! image, ordering images by age, and removing an image with its snapshots.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
 
 use crate::aws::poll::{wait_until, Probe, Wait};
 use crate::aws::{Cloud, Image, ImageQuery, ImageState};
 use crate::error::{Error, Result};
+use crate::pipeline::consistency::{self, is_not_found, Removal};
 use crate::plan::SourceSpec;
 use crate::tags;
 
@@ -124,8 +127,13 @@ pub async fn wait_available(
 pub const SNAPSHOT_RELEASE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
 /// Deletes a snapshot, waiting (up to [`SNAPSHOT_RELEASE_TIMEOUT`]) while AWS still says an
-/// image just deregistered uses it.
-pub async fn delete_snapshot_when_free(cloud: &dyn Cloud, snapshot_id: &str) -> Result<()> {
+/// image just deregistered uses it. `created`: when kiln created it, if it just did (a new id
+/// may answer NotFound for a while; see [`consistency`]).
+pub async fn delete_snapshot_when_free(
+    cloud: &dyn Cloud,
+    snapshot_id: &str,
+    created: Option<SystemTime>,
+) -> Result<Removal> {
     let wait = Wait {
         phase: "deleting a snapshot of a deregistered image",
         resource: snapshot_id,
@@ -133,15 +141,20 @@ pub async fn delete_snapshot_when_free(cloud: &dyn Cloud, snapshot_id: &str) -> 
         timeout: SNAPSHOT_RELEASE_TIMEOUT,
         hint: "another image may use the snapshot: find it with `aws ec2 describe-images --filters Name=block-device-mapping.snapshot-id,Values=<id>`",
     };
+    let settled_at = Instant::now() + consistency::settling_time(created);
     wait_until(
         wait,
         |_| {},
         || async {
             match cloud.delete_snapshot(snapshot_id).await {
-                Ok(()) => Ok(Probe::Done(())),
+                Ok(()) => Ok(Probe::Done(Removal::Removed)),
                 Err(e) if e.aws_code() == Some("InvalidSnapshot.InUse") => {
                     Ok(Probe::Pending(format!("in use ({e})")))
                 }
+                Err(e) if is_not_found(&e) && Instant::now() < settled_at => {
+                    Ok(Probe::Pending("not visible yet".into()))
+                }
+                Err(e) if is_not_found(&e) => Ok(Probe::Done(Removal::AlreadyGone)),
                 Err(e) => Err(e),
             }
         },
@@ -157,26 +170,54 @@ pub enum Deletion {
     /// Left alone: AWS's deregistration protection is on (its state, e.g.
     /// `enabled-without-cooldown`).
     Protected(String),
+    /// AWS no longer knew the image, and it left no snapshots.
+    AlreadyGone,
+}
+
+/// Deregisters an image made long enough ago and deletes its snapshots; see
+/// [`delete_image_created_at`].
+pub async fn delete_image(cloud: &dyn Cloud, image_id: &str) -> Result<Deletion> {
+    delete_image_created_at(cloud, image_id, None).await
 }
 
 /// Deregisters an image and deletes its snapshots, including snapshots of a still-pending image
 /// (found by the description AWS gives them). An image with deregistration protection is left
-/// alone and reported, never an error.
-pub async fn delete_image(cloud: &dyn Cloud, image_id: &str) -> Result<Deletion> {
-    let found = cloud.images(&[image_id.to_owned()]).await?;
-    if let Some(image) = found.iter().find(|i| i.is_protected()) {
+/// alone and reported, never an error. `created`: when kiln created the image, if it just did:
+/// until a new id is visible, NotFound is not taken as "already gone".
+pub async fn delete_image_created_at(
+    cloud: &dyn Cloud,
+    image_id: &str,
+    created: Option<SystemTime>,
+) -> Result<Deletion> {
+    let ids = [image_id.to_owned()];
+    let image =
+        consistency::find_created(created, || async { Ok(cloud.images(&ids).await?.pop()) })
+            .await?;
+    if let Some(image) = image.as_ref().filter(|i| i.is_protected()) {
         let state = image.deregistration_protection.clone().unwrap_or_default();
         return Ok(Deletion::Protected(state));
     }
-    let mut snapshots: Vec<String> = found.into_iter().flat_map(|i| i.snapshot_ids).collect();
+    let mut snapshots: Vec<String> = image.map(|i| i.snapshot_ids).unwrap_or_default();
     for id in cloud.snapshots_of_image(image_id).await? {
         if !snapshots.contains(&id) {
             snapshots.push(id);
         }
     }
-    cloud.deregister_image(image_id).await?;
-    for snapshot in &snapshots {
-        delete_snapshot_when_free(cloud, snapshot).await?;
+    let image_removal = consistency::remove_created(created, || cloud.deregister_image(image_id))
+        .await
+        .or_else(|e| match e.aws_code() {
+            // AWS's answer about an image deregistered moments ago.
+            Some("InvalidAMIID.Unavailable") => Ok(Removal::AlreadyGone),
+            _ => Err(e),
+        })?;
+    let mut deleted = Vec::new();
+    for snapshot in snapshots {
+        if delete_snapshot_when_free(cloud, &snapshot, created).await? == Removal::Removed {
+            deleted.push(snapshot);
+        }
     }
-    Ok(Deletion::Deleted(snapshots))
+    if image_removal == Removal::AlreadyGone && deleted.is_empty() {
+        return Ok(Deletion::AlreadyGone);
+    }
+    Ok(Deletion::Deleted(deleted))
 }

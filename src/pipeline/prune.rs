@@ -225,6 +225,8 @@ async fn prune_region(
         } else {
             match images::delete_image(cloud, &image.id).await? {
                 Deletion::Deleted(snapshots) => snapshots,
+                // Removed by someone else since it was listed: what prune wanted.
+                Deletion::AlreadyGone => Vec::new(),
                 Deletion::Protected(state) => {
                     let reason = format!("deregistration protection is {state}");
                     report.kept.push(survivor(image, vec![reason]));

@@ -6,12 +6,14 @@
 //! names the build.
 
 use std::fmt;
+use std::time::SystemTime;
 
 use serde::{Serialize, Serializer};
 
 use crate::aws::{Cloud, ImageQuery, InstanceQuery, TemplateRef};
 use crate::error::Result;
 use crate::ledger::{Ledger, Resource};
+use crate::pipeline::consistency::Removal;
 use crate::pipeline::images::Deletion;
 use crate::pipeline::instances::{terminate_and_wait, TERMINATE_WAIT};
 use crate::pipeline::{first_line, images, release};
@@ -155,7 +157,9 @@ pub async fn tear_down(cloud: &dyn Cloud, ledger: &Ledger, template: Option<&str
     }
     todo.sort_by_key(Resource::teardown_rank);
     for resource in todo {
-        let outcome = match remove(cloud, &resource, ledger.build_id()).await {
+        // Found by tag but not in the ledger: made moments ago by a call whose answer was lost.
+        let created = ledger.created_at(&resource).or(Some(SystemTime::now()));
+        let outcome = match remove(cloud, &resource, ledger.build_id(), created).await {
             Ok(outcome) => {
                 let _ = ledger.removed(resource.clone());
                 outcome
@@ -210,8 +214,15 @@ async fn find_tagged_leftovers(
 }
 
 /// Removes one resource (in its own region).
-/// `build_id` is the client token of the build's builder (empty when unknown).
-pub async fn remove(home: &dyn Cloud, resource: &Resource, build_id: &str) -> Result<Outcome> {
+/// `build_id` is the client token of the build's builder (empty when unknown); `created` is
+/// when the resource was created, when known: until a new id is visible, AWS's NotFound does
+/// not mean "already gone".
+pub async fn remove(
+    home: &dyn Cloud,
+    resource: &Resource,
+    build_id: &str,
+    created: Option<SystemTime>,
+) -> Result<Outcome> {
     let cloud = home.in_region(resource.region());
     let cloud = cloud.as_ref();
     match resource {
@@ -236,16 +247,21 @@ pub async fn remove(home: &dyn Cloud, resource: &Resource, build_id: &str) -> Re
             }
             Err(e) => Err(e),
         },
-        Resource::Image { id, .. } => Ok(match images::delete_image(cloud, id).await? {
-            Deletion::Deleted(with) => Outcome::Removed { with },
-            Deletion::Protected(state) => {
-                Outcome::Spared(format!("deregistration protection is {state}"))
-            }
-        }),
-        Resource::Snapshot { id, .. } => {
-            images::delete_snapshot_when_free(cloud, id).await?;
-            Ok(Outcome::Removed { with: Vec::new() })
-        }
+        Resource::Image { id, .. } => Ok(
+            match images::delete_image_created_at(cloud, id, created).await? {
+                Deletion::Deleted(with) => Outcome::Removed { with },
+                Deletion::Protected(state) => {
+                    Outcome::Spared(format!("deregistration protection is {state}"))
+                }
+                Deletion::AlreadyGone => Outcome::AlreadyGone,
+            },
+        ),
+        Resource::Snapshot { id, .. } => Ok(
+            match images::delete_snapshot_when_free(cloud, id, created).await? {
+                Removal::Removed => Outcome::Removed { with: Vec::new() },
+                Removal::AlreadyGone => Outcome::AlreadyGone,
+            },
+        ),
         Resource::Instance { id, .. } => {
             terminate_and_wait(cloud, id, build_id, TERMINATE_WAIT).await?;
             Ok(Outcome::Removed { with: Vec::new() })

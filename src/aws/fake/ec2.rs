@@ -325,21 +325,28 @@ impl World {
         }))
     }
 
+    /// Deregisters an image; an unknown, deregistered or not yet visible one is
+    /// `InvalidAMIID.NotFound`, as on AWS.
     pub fn deregister_image(&mut self, here: &Here, image_id: &str) -> Answer<()> {
         let release = self.timings.snapshot_release;
-        if let Some(record) = self.region(&here.region).images.get_mut(image_id) {
-            if !record.deregistered && record.image.is_protected() {
-                // kiln reads the protection first; this answer is only a second line.
-                return refuse(
-                    "OperationNotPermitted",
-                    format!("Image {image_id} has deregistration protection enabled."),
-                );
-            }
-            if !record.deregistered {
-                record.snapshots_released_at = here.now + release;
-            }
-            record.deregistered = true;
+        if self.invisible(image_id, here.now) {
+            return image_not_found(image_id);
         }
+        let Some(record) = self.region(&here.region).images.get_mut(image_id) else {
+            return image_not_found(image_id);
+        };
+        if record.deregistered {
+            return image_not_found(image_id);
+        }
+        if record.image.is_protected() {
+            // kiln reads the protection first; this answer is only a second line.
+            return refuse(
+                "OperationNotPermitted",
+                format!("Image {image_id} has deregistration protection enabled."),
+            );
+        }
+        record.snapshots_released_at = here.now + release;
+        record.deregistered = true;
         Ok(())
     }
 
@@ -473,11 +480,15 @@ impl World {
             .collect())
     }
 
+    /// Deletes a snapshot; an unknown or not yet visible one is `InvalidSnapshot.NotFound`.
     pub fn delete_snapshot(&mut self, here: &Here, snapshot_id: &str) -> Answer<()> {
         if self.invisible(snapshot_id, here.now) {
             return snapshot_not_found(snapshot_id);
         }
         let region = self.region(&here.region);
+        if !region.snapshots.contains_key(snapshot_id) {
+            return snapshot_not_found(snapshot_id);
+        }
         // A deregistered image holds its snapshots for a while, as on AWS.
         let user = region.images.values().find(|r| {
             (!r.deregistered || here.now < r.snapshots_released_at)

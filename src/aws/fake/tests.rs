@@ -241,7 +241,8 @@ async fn images_are_pending_then_available_and_names_are_unique() {
     assert_eq!(fake.find_images(&available).await.unwrap().len(), 1);
 
     fake.deregister_image(&image_id).await.unwrap();
-    fake.deregister_image(&image_id).await.unwrap();
+    let err = fake.deregister_image(&image_id).await.unwrap_err();
+    assert_eq!(err.aws_code(), Some("InvalidAMIID.NotFound"));
     assert!(fake.images(&[image_id]).await.unwrap().is_empty());
     assert!(fake
         .create_image(&image_request(&builder, "app-1"))
@@ -286,7 +287,8 @@ async fn a_snapshot_is_in_use_while_its_image_is_registered() {
     assert_eq!(err.aws_code(), Some("InvalidSnapshot.InUse"));
     sleep(fake.timings().snapshot_release).await;
     fake.delete_snapshot(&snapshot).await.unwrap();
-    fake.delete_snapshot(&snapshot).await.unwrap();
+    let err = fake.delete_snapshot(&snapshot).await.unwrap_err();
+    assert_eq!(err.aws_code(), Some("InvalidSnapshot.NotFound"));
     assert!(fake.snapshots_of_image(&image_id).await.unwrap().is_empty());
     let states: Vec<ImageState> = fake.all_images().into_iter().map(|i| i.state).collect();
     assert!(states.contains(&ImageState::Deregistered));

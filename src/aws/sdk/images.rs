@@ -220,16 +220,15 @@ pub async fn copy_image(sdk: &Sdk, request: &CopyImageRequest) -> Result<String>
     Ok(id.to_owned())
 }
 
-/// Deregisters an image; one that is already gone is fine.
+/// Deregisters an image. An unknown id is `InvalidAMIID.NotFound`: right after CreateImage it
+/// may only mean "not visible yet", so the caller decides.
 pub async fn deregister_image(sdk: &Sdk, image_id: &str) -> Result<()> {
-    let result = sdk
-        .ec2
+    sdk.ec2
         .deregister_image()
         .image_id(image_id)
         .send()
         .await
-        .map_err(|e| sdk.fail("DeregisterImage", image_id, e));
-    absent_on(result, NO_IMAGE)?;
+        .map_err(|e| sdk.fail("DeregisterImage", image_id, e))?;
     Ok(())
 }
 
@@ -433,16 +432,15 @@ pub async fn snapshots_of_image(sdk: &Sdk, image_id: &str) -> Result<Vec<String>
     Ok(found)
 }
 
-/// Deletes a snapshot; one that is already gone is fine.
+/// Deletes a snapshot. An unknown id is `InvalidSnapshot.NotFound`: right after CreateImage it
+/// may only mean "not visible yet", so the caller decides.
 pub async fn delete_snapshot(sdk: &Sdk, snapshot_id: &str) -> Result<()> {
-    let result = sdk
-        .ec2
+    sdk.ec2
         .delete_snapshot()
         .snapshot_id(snapshot_id)
         .send()
         .await
-        .map_err(|e| sdk.fail("DeleteSnapshot", snapshot_id, e));
-    absent_on(result, &["InvalidSnapshot.NotFound"])?;
+        .map_err(|e| sdk.fail("DeleteSnapshot", snapshot_id, e))?;
     Ok(())
 }
 
