@@ -116,6 +116,23 @@ where
     }
 }
 
+/// [`wait_until_from`] that pauses first (`first`, jittered) instead of looking at once: for
+/// a state just changed or just seen (a command just sent, a command just seen starting), where
+/// an immediate look only adds a request.
+pub async fn wait_after_pause<T, F, Fut>(
+    first: Duration,
+    wait: Wait<'_>,
+    on_state: impl FnMut(&str),
+    probe: F,
+) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Probe<T>>>,
+{
+    tokio::time::sleep(jittered(first).min(wait.timeout)).await;
+    wait_until_from(first, wait, on_state, probe).await
+}
+
 /// The pause before the next poll after `waited` has passed.
 pub fn next_interval(waited: Duration) -> Duration {
     (waited / POLL_FRACTION).clamp(POLL_MIN, POLL_MAX)
@@ -173,6 +190,28 @@ mod tests {
         assert!(
             first_pause >= Duration::from_millis(800) && first_pause <= Duration::from_millis(1200),
             "{first_pause:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_after_a_pause_does_not_look_at_once() {
+        let started = Instant::now();
+        let mut first_look = None;
+        wait_after_pause(
+            SSM_POLL_MIN,
+            five_seconds(),
+            |_| {},
+            || {
+                first_look.get_or_insert(started.elapsed());
+                std::future::ready(Ok(Probe::Done(())))
+            },
+        )
+        .await
+        .unwrap();
+        let first_look = first_look.expect("looked");
+        assert!(
+            first_look >= Duration::from_millis(800) && first_look <= Duration::from_millis(1200),
+            "{first_look:?}"
         );
     }
 

@@ -17,7 +17,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::aws::poll::{wait_until, Probe, Wait};
+use crate::aws::poll::{wait_after_pause, Probe, Wait, SSM_POLL_MIN};
 use crate::aws::{Cloud, CommandStatus, ShellCommand};
 use crate::error::{Error, Result};
 use crate::pipeline::script::{parse_log_read, parse_wrapper_output, read_log_command};
@@ -152,7 +152,8 @@ impl<'a> LogTail<'a> {
             timeout: LOG_READ_TIMEOUT,
             hint: "the SSM agent did not run the read command: see the command in the SSM console",
         };
-        let invocation = wait_until(
+        let invocation = wait_after_pause(
+            SSM_POLL_MIN,
             wait,
             |_| {},
             || async {

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::aws::poll::{jittered, wait_until_from, Probe, Wait, SSM_POLL_MIN};
+use crate::aws::poll::{jittered, wait_after_pause, wait_until_from, Probe, Wait, SSM_POLL_MIN};
 use crate::aws::{
     Cloud, CommandStatus, Invocation, PingStatus, ShellCommand, COMMAND_DELIVERY_TIMEOUT,
 };
@@ -258,7 +258,9 @@ impl StepRunner<'_> {
             timeout: COMMAND_DELIVERY_TIMEOUT + STEP_GRACE,
             hint: "SSM could not hand the command to the builder's agent: check that the agent is still online (Fleet Manager) and the instance is running",
         };
-        let started = wait_until_from(SSM_POLL_MIN, delivery, progress, || look(true)).await?;
+        // Right after SendCommand there is nothing to see yet (GetCommandInvocation may even
+        // answer InvocationDoesNotExist): the first look comes after a pause.
+        let started = wait_after_pause(SSM_POLL_MIN, delivery, progress, || look(true)).await?;
         if started.is_finished() {
             return Ok(started);
         }
@@ -269,7 +271,7 @@ impl StepRunner<'_> {
             timeout: step.timeout + STEP_GRACE,
             hint: "raise the step's `timeout`, or look at the command in the SSM console (Run Command history)",
         };
-        wait_until_from(SSM_POLL_MIN, wait, progress, || look(false)).await
+        wait_after_pause(SSM_POLL_MIN, wait, progress, || look(false)).await
     }
 }
 

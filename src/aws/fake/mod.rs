@@ -176,6 +176,8 @@ pub struct Call {
     pub region: String,
     /// What the call was about (an id, a name, a query), as in error messages.
     pub resource: String,
+    /// When it was made (the fake's clock: tokio's, paused in tests).
+    pub at: tokio::time::Instant,
 }
 
 /// How a Run Command script ends.
@@ -505,6 +507,7 @@ impl Fake {
                 operation,
                 region: here.region.clone(),
                 resource: resource.clone(),
+                at: here.now,
             });
             w.faults.take(operation, &here.region)
         });
