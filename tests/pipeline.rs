@@ -1758,9 +1758,9 @@ fn peak_per_second(fake: &Fake, operations: &[&str]) -> usize {
 
 /// Eight builds started together (nightly builds of eight recipes) do not burst 30 Systems
 /// Manager requests per second at each step start: polls of a command start 1 s after
-/// SendCommand (jittered ±20%), also for the reads of a step's log, and back off. Measured on
-/// the fake: 18–20 in the busiest second (39–43 when every command was looked at at once and
-/// log reads were polled every 250 ms).
+/// SendCommand (jittered ±20%), also for the reads of a step's log, which start 2 s into a
+/// step, and back off. Measured on the fake: 18–23 in the busiest second (39–43 when every
+/// command was looked at at once and log reads were polled every 250 ms).
 #[tokio::test(start_paused = true)]
 async fn eight_builds_at_once_stay_under_thirty_ssm_requests_per_second() {
     const BUILDS: usize = 8;

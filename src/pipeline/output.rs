@@ -24,8 +24,10 @@ use crate::pipeline::script::{parse_log_read, parse_wrapper_output, read_log_com
 use crate::plan::Plan;
 use crate::report::{Phase, Reporter};
 
-/// The first read of a running step's log comes this long after it started.
-pub const LOG_READ_FIRST: Duration = Duration::from_secs(1);
+/// The first read of a running step's log comes this long after it started: after the first
+/// look at the step's command ([`SSM_POLL_MIN`] ± 20%), so a step that ends within a second
+/// costs no read.
+pub const LOG_READ_FIRST: Duration = Duration::from_secs(2);
 /// Reads come a tenth of the step's running time apart, at most this far.
 pub const LOG_READ_MAX_INTERVAL: Duration = Duration::from_secs(10);
 /// How long one read command may take before the log is given up on.
