@@ -80,6 +80,10 @@ pub struct Plan {
     /// Hex sha256 of the builder settings and the source spec (their part of the digest).
     #[serde(skip)]
     pub builder_digest: String,
+    /// Hex sha256 of the image settings covered by the digest (name template, description,
+    /// tags, regions and their keys, sharing, IMDSv2).
+    #[serde(skip)]
+    pub image_digest: String,
     /// What the loader found odd but not wrong (`path:line:col: warning: …`).
     #[serde(skip)]
     pub warnings: Vec<String>,
@@ -560,6 +564,11 @@ impl DigestInput {
     pub(crate) fn builder_digest(&self) -> String {
         digest_of(&(&self.builder, &self.source))
     }
+
+    /// The digest of the image settings.
+    pub(crate) fn image_digest(&self) -> String {
+        digest_of(&self.image)
+    }
 }
 
 /// Hex sha256 of a part of the digest input, in its canonical JSON.
@@ -667,6 +676,7 @@ mod tests {
             digest: "ab".repeat(32),
             step_digests: Vec::new(),
             builder_digest: String::new(),
+            image_digest: String::new(),
             warnings: Vec::new(),
             var_digests: BTreeMap::new(),
         }

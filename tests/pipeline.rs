@@ -1321,6 +1321,15 @@ async fn a_rebuild_names_what_changed_since_the_newest_image() {
         )),
         "{why}"
     );
+
+    let tagged =
+        why_recipe("1.1", "chocolate", "b2", "t3.small", &fixed) + "  tags: { team: data }\n";
+    let (_, why, _) = rebuild(tagged).await;
+    assert_eq!(
+        why.split(": ").nth(2),
+        Some("the `image` settings (name, description, tags, regions and their keys, share_with, require_imdsv2)"),
+        "{why}"
+    );
 }
 
 /// SSM may take minutes to hand a command to the agent: a step's timeout counts from delivery.

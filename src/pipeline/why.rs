@@ -1,5 +1,6 @@
 //! Why a build rebuilt: each image carries compact digests of the parts of its recipe
-//! ([`part_tags`]: the steps, the variables, the builder and source settings), and a build that
+//! ([`part_tags`]: the steps, the variables, the builder and source settings, the image
+//! settings), and a build that
 //! does not find its fingerprint compares its own parts with those of the recipe's newest image
 //! ([`explain`]). This works from what AWS holds, not from a local folder: CI runners are thrown
 //! away.
@@ -20,6 +21,7 @@ const TAG_VALUE_MAX: usize = 256;
 const STEPS: &str = "kiln:parts-steps";
 const VARS: &str = "kiln:parts-vars";
 const BUILDER: &str = "kiln:parts-builder";
+const IMAGE: &str = "kiln:parts-image";
 
 /// The part tags of an image built from `plan`.
 pub fn part_tags(plan: &Plan) -> Tags {
@@ -32,6 +34,7 @@ pub fn part_tags(plan: &Plan) -> Tags {
     let mut tags = split(STEPS, &steps);
     tags.extend(split(VARS, &vars));
     tags.push((BUILDER.to_owned(), short(&plan.builder_digest)));
+    tags.push((IMAGE.to_owned(), short(&plan.image_digest)));
     tags
 }
 
@@ -108,6 +111,17 @@ pub fn explain(plan: &Plan, source: &str, newest: &Image) -> Vec<String> {
         .is_some_and(|old| *old != short(&plan.builder_digest))
     {
         reasons.push("the `builder` or `source` settings".to_owned());
+    }
+    if newest
+        .tags
+        .get(IMAGE)
+        .is_some_and(|old| *old != short(&plan.image_digest))
+    {
+        reasons.push(
+            "the `image` settings (name, description, tags, regions and their keys, share_with, \
+             require_imdsv2)"
+                .to_owned(),
+        );
     }
     reasons
 }

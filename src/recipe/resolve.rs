@@ -451,6 +451,7 @@ impl Draft {
                 })
                 .collect(),
             builder_digest: digest_input.builder_digest(),
+            image_digest: digest_input.image_digest(),
         })
     }
 }
