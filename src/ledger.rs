@@ -93,6 +93,31 @@ impl std::fmt::Display for Resource {
     }
 }
 
+/// What a create call makes, for a call whose answer may never come (see [`Ledger::calling`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Making {
+    Instance,
+    Image,
+    TemplateVersion,
+}
+
+impl Making {
+    /// Whether `resource` is of this kind.
+    pub fn makes(self, resource: &Resource) -> bool {
+        matches!(
+            (self, resource),
+            (Making::Instance, Resource::Instance { .. })
+                | (Making::Image, Resource::Image { .. })
+                | (Making::TemplateVersion, Resource::TemplateVersion { .. })
+        )
+    }
+}
+
+/// A create call under way, from [`Ledger::calling`] until [`Ledger::answered`].
+#[derive(Debug)]
+#[must_use = "give it back with Ledger::answered once the call has answered"]
+pub struct Call(u64);
+
 /// What happened to a resource, as journalled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -122,6 +147,9 @@ pub struct Ledger {
     entries: Mutex<Vec<(Resource, Event)>>,
     /// When each resource was recorded as created (teardown gives a new id time to be visible).
     created_at: Mutex<Vec<(Resource, SystemTime)>>,
+    /// Create calls that have not answered: a build interrupted inside one may have made
+    /// something that only a search finds (by id when it was started, and its kind).
+    calls: Mutex<Vec<(u64, Making, SystemTime)>>,
     /// Held (flock) while the build runs, so `kiln gc` on this machine can tell a live build from
     /// a dead one; the kernel releases it when the process dies, even by SIGKILL.
     _lock: std::fs::File,
@@ -211,6 +239,7 @@ impl Ledger {
             journal,
             entries: Mutex::new(Vec::new()),
             created_at: Mutex::new(Vec::new()),
+            calls: Mutex::new(Vec::new()),
             _lock: lock,
         })
     }
@@ -230,6 +259,36 @@ impl Ledger {
             .unwrap_or_else(|p| p.into_inner())
             .push((resource.clone(), SystemTime::now()));
         self.append(resource, Event::Created)
+    }
+
+    /// Notes that a call making a `making` starts now. Give the [`Call`] back with
+    /// [`Ledger::answered`] once AWS has answered (with the id or an error): a call interrupted
+    /// before that stays unanswered, and teardown searches for what it may have made.
+    pub fn calling(&self, making: Making) -> Call {
+        let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+        let number = calls.iter().map(|(n, _, _)| n + 1).max().unwrap_or(0);
+        calls.push((number, making, SystemTime::now()));
+        Call(number)
+    }
+
+    /// Runs a create call, noted as under way until it answers ([`Ledger::calling`]).
+    pub async fn making<T>(&self, making: Making, call: impl std::future::Future<Output = T>) -> T {
+        let noted = self.calling(making);
+        let answer = call.await;
+        self.answered(noted);
+        answer
+    }
+
+    /// The call has answered.
+    pub fn answered(&self, call: Call) {
+        let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+        calls.retain(|(n, _, _)| *n != call.0);
+    }
+
+    /// Create calls that never answered: what each was making, and when it started.
+    pub fn unanswered(&self) -> Vec<(Making, SystemTime)> {
+        let calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+        calls.iter().map(|(_, making, at)| (*making, *at)).collect()
     }
 
     /// When `resource` was recorded as created by this run, if it was.
@@ -352,5 +411,23 @@ mod tests {
         assert_eq!(journal[1], (image, Event::Kept));
         drop(ledger);
         assert!(!is_running(dir.path()));
+    }
+
+    #[tokio::test]
+    async fn a_create_call_dropped_before_its_answer_stays_unanswered() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::create(dir.path(), "b1").unwrap();
+        assert_eq!(ledger.making(Making::Image, async { 7 }).await, 7);
+        assert!(ledger.unanswered().is_empty());
+        let interrupted = ledger.making(Making::Instance, std::future::pending::<()>());
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(1), interrupted).await;
+        let unanswered = ledger.unanswered();
+        assert_eq!(unanswered.len(), 1);
+        assert_eq!(unanswered[0].0, Making::Instance);
+        let instance = Resource::Instance {
+            id: "i-1".into(),
+            region: "r".into(),
+        };
+        assert!(Making::Instance.makes(&instance) && !Making::Image.makes(&instance));
     }
 }

@@ -74,6 +74,10 @@ fn interrupt_at(phase: &Phase, signal: i32, signal_name: &str) {
     send_signal(&child, signal);
     let run = finish(child);
     run.assert_code(130);
+    // What AWS holds is checked by searches too: once they show everything.
+    if let Some(lag) = phase.behaviour["search_lag_seconds"].as_u64() {
+        std::thread::sleep(Duration::from_secs(lag));
+    }
     assert!(
         run.stderr
             .contains(&format!("interrupted by {signal_name}")),
@@ -119,6 +123,18 @@ fn interrupt_at(phase: &Phase, signal: i32, signal_name: &str) {
 // these two prove the same through the real binary, its signal handlers and the SDK: one signal
 // while AWS's answer is held back after it acted, one while the image is pending (and its id
 // not visible yet).
+
+/// The new builder is missing from searches for 4 s (AWS's eventual consistency): teardown,
+/// which knows RunInstances never answered, searches again until it shows.
+#[test]
+fn sigterm_inside_run_instances_terminates_the_builder_once_searches_show_it() {
+    let mut phase = in_call(
+        "launching (RunInstances answer not back, not in searches yet)",
+        "RunInstances",
+    );
+    phase.behaviour = json!({"search_lag_seconds": 4, "invisible_seconds": {"instance": 4}});
+    interrupt_at(&phase, libc::SIGTERM, "SIGTERM");
+}
 
 #[test]
 fn sigterm_inside_create_image_cleans_up_the_image_the_call_made() {

@@ -299,6 +299,14 @@ fn slow(fake: &Fake, change: impl FnOnce(&mut Timings)) {
     fake.set_timings(timings);
 }
 
+/// New ids stay unknown to calls naming them, and missing from searches, for 20 s.
+fn not_visible_yet(fake: &Fake) {
+    slow(fake, |t| {
+        t.invisible = Duration::from_secs(20);
+        t.search_lag = Duration::from_secs(20);
+    });
+}
+
 /// AWS acts; its answer takes a minute to come back.
 fn hold() -> Fault {
     Fault::HoldAnswer(Duration::from_secs(60))
@@ -316,6 +324,17 @@ fn points() -> Vec<Point> {
         Point {
             name: "inside RunInstances, AWS acted, answer not back",
             prepare: |f| f.fault("RunInstances", hold()),
+            reached: |f| f.instances().len() == 1,
+            image_kept: false,
+            released: false,
+        },
+        Point {
+            // teardown must search again: the new builder is not in searches yet
+            name: "inside RunInstances, AWS acted, answer not back, not searchable yet",
+            prepare: |f| {
+                f.fault("RunInstances", hold());
+                not_visible_yet(f);
+            },
             reached: |f| f.instances().len() == 1,
             image_kept: false,
             released: false,
@@ -359,6 +378,20 @@ fn points() -> Vec<Point> {
         Point {
             name: "inside CreateImage, AWS acted, answer not back",
             prepare: |f| f.fault("CreateImage", hold()),
+            reached: |f| {
+                f.all_images()
+                    .iter()
+                    .any(|i| i.tags.contains_key("kiln:build-id"))
+            },
+            image_kept: false,
+            released: false,
+        },
+        Point {
+            name: "inside CreateImage, AWS acted, answer not back, not searchable yet",
+            prepare: |f| {
+                f.fault("CreateImage", hold());
+                not_visible_yet(f);
+            },
             reached: |f| {
                 f.all_images()
                     .iter()

@@ -17,7 +17,7 @@ import uuid
 from urllib.parse import parse_qs
 
 from .common import BadRequest, buffer_body, number, rate
-from .visibility import not_visible
+from .visibility import hide_new, is_lagging_search, not_visible
 
 FAULTS = ("throttle", "500", "503", "drop", "drop_after", "delay")
 CONFIG_KEYS = {"seed", "throttle_rate", "error_rate", "drop_rate", "latency_ms", "rules"}
@@ -220,6 +220,8 @@ class AwsLayer:
             return self._not_found_answer(record, unseen, start_response)
         if fault == "drop":
             drop(environ)
+        if fault is None and service == "ec2" and is_lagging_search(self.state, action, body):
+            return self._search_answer(environ, record, action, start_response)
         if fault == "delay":  # let moto do the work, then hold the answer back for a while
             status, headers, answer = self._moto_answer(environ, record)
             time.sleep(delay_ms / 1000)
@@ -260,6 +262,15 @@ class AwsLayer:
         ).encode()
         start_response(status, [("Content-Type", "text/xml;charset=UTF-8"), ("Content-Length", str(len(payload)))])
         return [payload]
+
+    def _search_answer(self, environ, record, action, start_response):
+        """moto's answer to a search, without the ids too new to be found (visibility.py)."""
+        status, headers, answer = self._moto_answer(environ, record)
+        if record["status"] == 200:
+            answer = hide_new(self.state, action, answer)
+        headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+        start_response(status, headers + [("Content-Length", str(len(answer)))])
+        return [answer]
 
     def _moto_answer(self, environ, record):
         """Lets moto act; (status, headers, body) of its answer, which is not sent."""

@@ -29,6 +29,8 @@ DEFAULT_BEHAVIOUR = {
     "page_size": 15,
     # New ids unknown to calls naming them for this long, per kind (visibility.py).
     "invisible_seconds": {"instance": 0, "image": 0, "snapshot": 0},
+    # New instances, images and snapshots missing from searches (filter queries) for this long.
+    "search_lag_seconds": 0,
     "target_health": {"healthy_after_seconds": 0, "unhealthy": []},
 }
 COMMAND_STATUSES = ("Success", "Failed", "TimedOut", "Cancelled")

@@ -11,6 +11,7 @@
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
 
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
@@ -20,7 +21,8 @@ use crate::aws::ImageState;
 use crate::aws::{Cloud, CopyImageRequest, CreateImageRequest, Image, ImageQuery, InstanceQuery};
 use crate::aws::{InstanceState, LaunchRequest, RootVolume, Tags, TemplateRef};
 use crate::error::{Error, Result};
-use crate::ledger::{Ledger, Resource};
+use crate::ledger::{Ledger, Making, Resource};
+use crate::pipeline::consistency;
 use crate::pipeline::failure::{
     BuildSummary, CleanupReport, Failed, FailureReport, KeptBuilder, PhaseTracker,
 };
@@ -688,7 +690,7 @@ async fn launch_builder(ctx: &Context<'_>, job: &Job<'_>, ledger: &Ledger) -> Re
     };
     let id = ctx
         .phase(Phase::LaunchBuilder, async {
-            let id = launch_first_available(ctx, job, request).await?;
+            let id = launch_first_available(ctx, job, request, ledger).await?;
             ledger.created(instance_resource(ctx, &id))?;
             Ok(id)
         })
@@ -706,6 +708,7 @@ async fn launch_first_available(
     ctx: &Context<'_>,
     job: &Job<'_>,
     request: LaunchRequest,
+    ledger: &Ledger,
 ) -> Result<String> {
     let spec = &job.plan.builder;
     let types = std::iter::once(&spec.instance_type).chain(&spec.fallback_instance_types);
@@ -719,7 +722,8 @@ async fn launch_first_available(
             },
             ..request.clone()
         };
-        match ctx.cloud.launch_instance(&attempt).await {
+        let launched = ledger.making(Making::Instance, ctx.cloud.launch_instance(&attempt));
+        match launched.await {
             Ok(id) => return Ok(id),
             Err(e) if e.aws_code().is_some_and(|c| TRY_NEXT_TYPE.contains(&c)) => {
                 ctx.reporter.notice(&format!("{instance_type}: {e}"));
@@ -843,7 +847,8 @@ async fn create_image(
     };
     let image_id = ctx
         .phase(Phase::CreateImage, async {
-            let id = create_image_once(cloud, &request, job.build_id()).await?;
+            let made = create_image_once(cloud, &request, job.build_id());
+            let id = ledger.making(Making::Image, made).await?;
             ledger.created(image_resource(ctx, &id))?;
             Ok(id)
         })
@@ -1250,12 +1255,19 @@ async fn create_image_once(
     match cloud.create_image(request).await {
         Ok(id) => Ok(id),
         Err(e) if e.aws_code() == Some("InvalidAMIName.Duplicate") => {
-            let query = ImageQuery::own()
-                .named(&request.name)
-                .tagged(tags::BUILD_ID, build_id);
-            match cloud.find_images(&query).await?.into_iter().next() {
-                Some(image) => Ok(image.id),
-                None => Err(e),
+            let query = ImageQuery::own().named(&request.name);
+            // Whose image has the name: this build's (made by a first call whose answer was
+            // lost, moments ago: it may be missing from searches for a while) or another's.
+            let holder = consistency::find_created(Some(SystemTime::now()), || async {
+                let found = cloud.find_images(&query).await?.into_iter().next();
+                Ok(found.map(|image| {
+                    let ours = image.tags.get(tags::BUILD_ID).map(String::as_str) == Some(build_id);
+                    ours.then_some(image.id)
+                }))
+            });
+            match holder.await? {
+                Some(Some(id)) => Ok(id),
+                _ => Err(e),
             }
         }
         Err(e) => Err(e),

@@ -198,7 +198,14 @@ pub async fn delete_image_created_at(
         return Ok(Deletion::Protected(state));
     }
     let mut snapshots: Vec<String> = image.map(|i| i.snapshot_ids).unwrap_or_default();
-    for id in cloud.snapshots_of_image(image_id).await? {
+    // A pending image names no snapshot yet; its snapshot is found by its description, and a
+    // new one may be missing from that search for a while.
+    let described = consistency::find_created(created, || async {
+        let found = cloud.snapshots_of_image(image_id).await?;
+        Ok((!found.is_empty() || !snapshots.is_empty()).then_some(found))
+    })
+    .await?;
+    for id in described.unwrap_or_default() {
         if !snapshots.contains(&id) {
             snapshots.push(id);
         }

@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::aws::poll::{wait_until, Probe, Wait};
 use crate::aws::{Cloud, DesiredVersion, NewTemplateVersion, RefreshStatus, TemplateRef};
 use crate::error::{Error, Result};
-use crate::ledger::{Ledger, Resource};
+use crate::ledger::{Ledger, Making, Resource};
 use crate::pipeline::rollout;
 use crate::plan::ReleaseSpec;
 use crate::report::{Phase, Reporter};
@@ -76,15 +76,18 @@ pub async fn release_image(
     if default.image_id.as_deref() == Some(image_id) {
         return Ok(release);
     }
-    let version = cloud
-        .create_template_version(&NewTemplateVersion {
-            template_id: default.template_id.clone(),
-            source_version: default.number,
-            image_id: image_id.to_owned(),
-            description: description.to_owned(),
-            client_token: client_token.to_owned(),
-        })
-        .await?;
+    let new_version = NewTemplateVersion {
+        template_id: default.template_id.clone(),
+        source_version: default.number,
+        image_id: image_id.to_owned(),
+        description: description.to_owned(),
+        client_token: client_token.to_owned(),
+    };
+    let created = cloud.create_template_version(&new_version);
+    let version = match ledger {
+        Some(ledger) => ledger.making(Making::TemplateVersion, created).await?,
+        None => created.await?,
+    };
     let resource = Resource::TemplateVersion {
         template_id: default.template_id.clone(),
         version,

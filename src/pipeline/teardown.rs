@@ -3,17 +3,21 @@
 //!
 //! Besides the ledger, it searches AWS for what a call whose answer never came may have created:
 //! instances and images tagged with the build id, and launch template versions whose description
-//! names the build.
+//! names the build. A new resource can be missing from searches for a while (AWS's eventual
+//! consistency), so while a create call that never answered may have made something, the search
+//! is repeated.
 
 use std::fmt;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::{Serialize, Serializer};
+use tokio::time::Instant;
 
+use crate::aws::poll::jittered;
 use crate::aws::{Cloud, ImageQuery, InstanceQuery, TemplateRef};
 use crate::error::Result;
-use crate::ledger::{Ledger, Resource};
-use crate::pipeline::consistency::Removal;
+use crate::ledger::{Ledger, Making, Resource};
+use crate::pipeline::consistency::{self, Removal};
 use crate::pipeline::images::Deletion;
 use crate::pipeline::instances::{terminate_and_wait, TERMINATE_WAIT};
 use crate::pipeline::{first_line, images, release};
@@ -144,11 +148,10 @@ impl Teardown {
 pub async fn tear_down(cloud: &dyn Cloud, ledger: &Ledger, template: Option<&str>) -> Teardown {
     let mut teardown = Teardown::default();
     let mut todo = ledger.to_tear_down();
-    match find_tagged_leftovers(cloud, ledger.build_id(), template).await {
+    match search_leftovers(cloud, ledger, template).await {
         Ok(found) => {
-            let known = ledger.entries();
             for resource in found {
-                if !known.iter().any(|(r, _)| *r == resource) && !todo.contains(&resource) {
+                if !todo.contains(&resource) {
                     todo.push(resource);
                 }
             }
@@ -169,6 +172,50 @@ pub async fn tear_down(cloud: &dyn Cloud, ledger: &Ledger, template: Option<&str
         teardown.cleanups.push(Cleanup { resource, outcome });
     }
     teardown
+}
+
+/// How often teardown searches again for what an unanswered create call may have made.
+const SEARCH_AGAIN: Duration = Duration::from_secs(2);
+
+/// What the build made that its ledger does not know: [`find_tagged_leftovers`], searched again
+/// while a create call that never answered (the build was interrupted inside it) may have made
+/// something searches do not show yet: until something of its kind turns up, or until
+/// [`consistency::VISIBILITY_WINDOW`] after the call started.
+async fn search_leftovers(
+    cloud: &dyn Cloud,
+    ledger: &Ledger,
+    template: Option<&str>,
+) -> Result<Vec<Resource>> {
+    let known = ledger.entries();
+    let unknown = |found: &[Resource]| -> Vec<Resource> {
+        found
+            .iter()
+            .filter(|r| !known.iter().any(|(k, _)| k == *r))
+            .cloned()
+            .collect()
+    };
+    let now = Instant::now();
+    let calls: Vec<(Making, Instant)> = ledger
+        .unanswered()
+        .into_iter()
+        .map(|(making, at)| (making, now + consistency::settling_time(Some(at))))
+        .collect();
+    let mut found = unknown(&find_tagged_leftovers(cloud, ledger.build_id(), template).await?);
+    loop {
+        let waiting = calls.iter().any(|(making, until)| {
+            Instant::now() < *until && !found.iter().any(|r| making.makes(r))
+        });
+        if !waiting {
+            return Ok(found);
+        }
+        tracing::info!("searching again for what an interrupted create call may have made");
+        tokio::time::sleep(jittered(SEARCH_AGAIN)).await;
+        for resource in unknown(&find_tagged_leftovers(cloud, ledger.build_id(), template).await?) {
+            if !found.contains(&resource) {
+                found.push(resource);
+            }
+        }
+    }
 }
 
 /// Instances and images tagged with this build id that are not terminated / deregistered, and

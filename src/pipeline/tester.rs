@@ -17,7 +17,7 @@ use std::path::Path;
 
 use crate::aws::{Cloud, DesiredVersion, InstanceState, LaunchRequest, TemplateRef};
 use crate::error::{Error, Result};
-use crate::ledger::{Ledger, Resource};
+use crate::ledger::{Ledger, Making, Resource};
 use crate::pipeline::instances::{terminate_and_wait, wait_for_state};
 use crate::pipeline::steps::{wait_agent_online, StepRunner};
 use crate::pipeline::Context;
@@ -139,7 +139,8 @@ async fn launch_tester(ctx: &Context<'_>, run: &TestRun<'_>, image_id: &str) -> 
     let cloud = ctx.cloud.as_ref();
     let request = tester_request(cloud, run, image_id).await?;
     ctx.phase(Phase::LaunchTester, async {
-        let id = cloud.launch_instance(&request).await?;
+        let launched = cloud.launch_instance(&request);
+        let id = run.ledger.making(Making::Instance, launched).await?;
         run.ledger.created(Resource::Instance {
             id: id.clone(),
             region: cloud.region().to_owned(),

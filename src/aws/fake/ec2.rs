@@ -185,6 +185,7 @@ impl World {
         Ok(images
             .into_iter()
             .filter(|i| image_matches(i, query))
+            .filter(|i| !self.unsearchable(&i.id, here.now))
             .collect())
     }
 
@@ -471,12 +472,17 @@ impl World {
     }
 
     pub fn snapshots_of_image(&mut self, here: &Here, image_id: &str) -> Answer<Vec<String>> {
-        let region = self.region(&here.region);
-        Ok(region
+        let now = here.now;
+        let found: Vec<String> = self
+            .region(&here.region)
             .snapshots
             .values()
             .filter(|s| s.owner_id == ACCOUNT_ID && s.description.contains(image_id))
             .map(|s| s.id.clone())
+            .collect();
+        Ok(found
+            .into_iter()
+            .filter(|id| !self.unsearchable(id, now))
             .collect())
     }
 
@@ -739,6 +745,7 @@ impl World {
             })
             .filter(|i| has_tags(&i.tags, &query.tags))
             .filter(|i| query.states.is_empty() || query.states.contains(&i.state))
+            .filter(|i| !self.unsearchable(&i.id, here.now))
             .collect())
     }
 

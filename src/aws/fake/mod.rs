@@ -26,16 +26,19 @@
 //!   refreshes, one active at a time, that replace members (launch-first when
 //!   `MaxHealthyPercentage` > 100), with scriptable outcomes and unhealthy targets, AutoRollback
 //!   and RollbackInstanceRefresh (see `groups.rs`).
+//! - **Eventual consistency** (off by default): new instances, images and snapshots unknown to
+//!   calls naming them for [`Timings::invisible`] and missing from searches for
+//!   [`Timings::search_lag`].
 //! - **Faults and calls**: [`Fake::fault`] scripts failures per AWS action (fail, lose the answer,
-//!   delay, hang); every trait call is recorded as a [`Call`].
+//!   delay, hang); every trait call is recorded as a [`Call`], with its time.
 //!
 //! # What it does not model
 //!
 //! IAM (an instance "has a profile" when the launch request names one, whatever the name), VPCs,
 //! subnets and security groups (accepted, not checked), volumes (volume tags and root volume
 //! settings are accepted and ignored, except the root size, which the image inherits), encryption,
-//! pagination (every listing is complete in one go), eventual consistency (a new resource is
-//! visible at once), throttling (script it with a fault), instance-profile permissions, the
+//! pagination (every listing is complete in one go), eventual consistency of launch template
+//! versions and groups, throttling (script it with a fault), instance-profile permissions, the
 //! effect of stopping an instance on a command in flight; group members are not EC2 instances
 //! (they do not appear in `find_instances`). Errors carry AWS's codes with messages in AWS's style, not its exact
 //! wording.
@@ -93,6 +96,9 @@ pub struct Timings {
     /// (`*.NotFound` from DescribeInstances, DescribeImages, CreateTags, TerminateInstances,
     /// DeleteSnapshot): AWS's eventual consistency.
     pub invisible: Duration,
+    /// How long a new instance, image or snapshot is missing from searches (by tag, client
+    /// token, name or description): the same eventual consistency, for filter queries.
+    pub search_lag: Duration,
 }
 
 impl Default for Timings {
@@ -108,6 +114,7 @@ impl Default for Timings {
             send_command_ready: Duration::ZERO,
             command_delivery: Duration::ZERO,
             invisible: Duration::ZERO,
+            search_lag: Duration::ZERO,
         }
     }
 }
@@ -126,6 +133,7 @@ impl Timings {
             send_command_ready: Duration::ZERO,
             command_delivery: Duration::ZERO,
             invisible: Duration::ZERO,
+            search_lag: Duration::ZERO,
         }
     }
 }

@@ -237,6 +237,12 @@ impl World {
         !window.is_zero() && self.born.get(id).is_some_and(|born| now < *born + window)
     }
 
+    /// Whether `id` is still too new to be found by a search ([`Timings::search_lag`]).
+    pub fn unsearchable(&self, id: &str, now: Instant) -> bool {
+        let window = self.timings.search_lag;
+        !window.is_zero() && self.born.get(id).is_some_and(|born| now < *born + window)
+    }
+
     pub fn new(now: Instant) -> World {
         World {
             origin: now,
