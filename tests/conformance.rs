@@ -6,8 +6,11 @@
 //!   (moto + kiln's behaviour layer), through the real AWS SDK;
 //! - `aws::*`: the SDK implementation against a real account, only when `KILN_TEST_AWS=1`
 //!   (otherwise one line for the whole run says they were skipped). It launches t3.micro
-//!   instances from the newest Amazon Linux 2023 image and removes everything it created; see
-//!   the README ("Conformance against a real account") for the variables and the cost.
+//!   instances from the newest Amazon Linux 2023 image, gives the behaviours that need one its
+//!   own auto scaling group ([`Group::Own`]), and removes everything it created; see the README
+//!   ("Conformance against a real account") for the variables and the cost.
+//!
+//! Besides the single calls, [`end_to_end`] runs a minimal recipe through the whole pipeline.
 //!
 //! The fake models only what the pipeline needs; this suite keeps it honest against the
 //! emulator, and the emulator honest against AWS.
