@@ -6,8 +6,11 @@
 //!   (moto + kiln's behaviour layer), through the real AWS SDK;
 //! - `aws::*`: the SDK implementation against a real account, only when `KILN_TEST_AWS=1`
 //!   (otherwise one line for the whole run says they were skipped). It launches t3.micro
-//!   instances from the newest Amazon Linux 2023 image and removes everything it created; see
-//!   the README ("Conformance against a real account") for the variables and the cost.
+//!   instances from the newest Amazon Linux 2023 image, gives the behaviours that need one its
+//!   own auto scaling group ([`Group::Own`]), and removes everything it created; see the README
+//!   ("Conformance against a real account") for the variables and the cost.
+//!
+//! Besides the single calls, [`end_to_end`] runs a minimal recipe through the whole pipeline.
 //!
 //! The fake models only what the pipeline needs; this suite keeps it honest against the
 //! emulator, and the emulator honest against AWS.
@@ -24,6 +27,9 @@ use kiln::aws::{InstanceState, LaunchRequest, NewTemplateVersion, RootVolume, Sh
 use kiln::error::Result;
 use kiln::pipeline::images::Deletion;
 
+mod end_to_end;
+pub use end_to_end::a_minimal_recipe_builds_tests_and_releases_end_to_end;
+
 /// One backend under test, with what it offers.
 pub struct Backend {
     pub cloud: Arc<dyn Cloud>,
@@ -35,8 +41,10 @@ pub struct Backend {
     pub template: String,
     /// The instance profile builders get (SSM needs one).
     pub instance_profile: Option<String>,
-    /// An auto scaling group on `$Default` of `template` with one instance and one target group
-    /// (the seed's layout); `None` where the backend has none (a real account).
+    /// An auto scaling group on `$Default` of `template` with one instance in service: the
+    /// seed's (one target group, ELB health checks) on the fake and the emulator, the run's own
+    /// (no load balancer, EC2 health checks) on a real account when a behaviour asks for one
+    /// and the account allows it; `None` otherwise.
     pub group: Option<String>,
     /// A unique prefix for names and client tokens of this run.
     pub run_id: String,
@@ -76,7 +84,8 @@ impl Backend {
 
     /// A real account, when `KILN_TEST_AWS=1`; `None` otherwise, after one line (for the
     /// whole run, written past the test harness's capture so it shows) saying how to run them.
-    pub async fn aws() -> Option<Backend> {
+    /// With [`Group::Own`], the backend also creates its own auto scaling group.
+    pub async fn aws(group: Group) -> Option<Backend> {
         static SAID: std::sync::Once = std::sync::Once::new();
         if std::env::var("KILN_TEST_AWS").as_deref() != Ok("1") {
             SAID.call_once(|| {
@@ -89,7 +98,7 @@ impl Backend {
             });
             return None;
         }
-        Some(crate::support::real_account::backend().await)
+        Some(crate::support::real_account::backend(group).await)
     }
 
     /// The seeded world: the newest AL2023 image and launch template `rudder-dataplane`.
@@ -245,14 +254,23 @@ pub async fn newest_al2023(cloud: &dyn Cloud) -> (String, i32) {
     )
 }
 
-fn unique() -> u32 {
+/// Whether a real-account behaviour needs an auto scaling group: each one launches an
+/// instance, so only the behaviours that refresh or release to a group get one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    None,
+    Own,
+}
+
+/// A number unique in this test process (names and client tokens of parallel tests).
+pub fn unique() -> u32 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Polls `done` until it says true (bounded by [`PATIENCE`]).
-async fn poll<F, Fut>(what: &str, mut done: F)
+pub async fn poll<F, Fut>(what: &str, mut done: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<bool>>,
@@ -831,9 +849,33 @@ fn verified_refresh(group: &str, template_id: &str, version: i64) -> RefreshRequ
     }
 }
 
+/// The instances that serve: the healthy targets of target group `arn`, or, for a group
+/// without a load balancer (a real account's own group), its `InService` `Healthy` instances.
+async fn healthy_instances(
+    cloud: &dyn Cloud,
+    group: &str,
+    arn: Option<&str>,
+) -> Result<Vec<String>> {
+    if let Some(arn) = arn {
+        let targets = cloud.target_health(arn).await?;
+        return Ok(targets
+            .into_iter()
+            .filter(|t| t.state == "healthy")
+            .map(|t| t.instance_id)
+            .collect());
+    }
+    let found = cloud.auto_scaling_group(group).await?;
+    Ok(found
+        .into_iter()
+        .flat_map(|g| g.instances)
+        .filter(|i| i.lifecycle_state == "InService" && i.health_status == "Healthy")
+        .map(|i| i.id)
+        .collect())
+}
+
 /// A group reads with its template, target groups and instances (each with the version it was
 /// launched from); a refresh onto an exact version replaces the instance while the target group
-/// always has a healthy target, leaves the group on that version, and cannot be rolled back once
+/// (or, in a group without one, the group) always has a healthy instance, leaves the group on that version, and cannot be rolled back once
 /// it ended. Unknown groups are absent.
 pub async fn a_verified_refresh_replaces_instances_without_losing_a_healthy_target(b: Backend) {
     let Some(name) = b.group.clone() else {
@@ -860,17 +902,11 @@ pub async fn a_verified_refresh_replaces_instances_without_losing_a_healthy_targ
     );
     assert_eq!(group.instances.len(), 1);
     let old = group.instances[0].clone();
-    let arn = group
-        .target_group_arns
-        .first()
-        .expect("a target group")
-        .clone();
-    let healthy = |targets: &[kiln::aws::TargetHealth]| {
-        targets.iter().filter(|t| t.state == "healthy").count()
-    };
-    let targets = cloud.target_health(&arn).await.expect("target health");
-    assert_eq!((targets.len(), healthy(&targets)), (1, 1), "{targets:?}");
-    assert_eq!(targets[0].instance_id, old.id);
+    let arn = group.target_group_arns.first().cloned();
+    let serving = healthy_instances(cloud, &name, arn.as_deref())
+        .await
+        .expect("health");
+    assert_eq!(serving, std::slice::from_ref(&old.id));
 
     let version = cloud
         .create_template_version(&NewTemplateVersion {
@@ -887,10 +923,10 @@ pub async fn a_verified_refresh_replaces_instances_without_losing_a_healthy_targ
         .await
         .expect("start");
     poll("the refresh", || async {
-        let targets = cloud.target_health(&arn).await?;
+        let serving = healthy_instances(cloud, &name, arn.as_deref()).await?;
         assert!(
-            healthy(&targets) >= 1,
-            "no healthy target during the refresh: {targets:?}"
+            !serving.is_empty(),
+            "no healthy instance during the refresh"
         );
         let refresh = cloud.refresh(&name, &id).await?.expect("visible");
         Ok(refresh.status.is_finished())
@@ -954,29 +990,52 @@ pub async fn launch_template_tags_are_set_read_and_removed(b: Backend) {
 }
 
 macro_rules! conformance {
-    ($($name:ident),+ $(,)?) => {
+    (
+        without_group: [$($plain:ident),+ $(,)?],
+        with_group: [$($grouped:ident),+ $(,)?] $(,)?
+    ) => {
         mod fake {
             $(
                 #[tokio::test(start_paused = true)]
-                async fn $name() {
-                    super::$name(super::Backend::fake().await).await;
+                async fn $plain() {
+                    super::$plain(super::Backend::fake().await).await;
+                }
+            )+
+            $(
+                #[tokio::test(start_paused = true)]
+                async fn $grouped() {
+                    super::$grouped(super::Backend::fake().await).await;
                 }
             )+
         }
         mod emulator {
             $(
                 #[tokio::test]
-                async fn $name() {
-                    super::$name(super::Backend::emulator().await).await;
+                async fn $plain() {
+                    super::$plain(super::Backend::emulator().await).await;
+                }
+            )+
+            $(
+                #[tokio::test]
+                async fn $grouped() {
+                    super::$grouped(super::Backend::emulator().await).await;
                 }
             )+
         }
         mod aws {
             $(
                 #[tokio::test]
-                async fn $name() {
-                    if let Some(backend) = super::Backend::aws().await {
-                        super::$name(backend).await;
+                async fn $plain() {
+                    if let Some(backend) = super::Backend::aws(super::Group::None).await {
+                        super::$plain(backend).await;
+                    }
+                }
+            )+
+            $(
+                #[tokio::test]
+                async fn $grouped() {
+                    if let Some(backend) = super::Backend::aws(super::Group::Own).await {
+                        super::$grouped(backend).await;
                     }
                 }
             )+
@@ -985,18 +1044,23 @@ macro_rules! conformance {
 }
 
 conformance!(
-    launches_are_visible_and_idempotent,
-    a_root_mapping_without_a_size_is_refused,
-    unknown_ids_are_absent_and_removing_them_answers_not_found,
-    images_are_tagged_unique_by_name_and_removable,
-    default_key_images_are_not_shared_and_copies_are_tagged_in_the_call,
-    lifecycle_settings_show_and_references_name_what_uses_an_image,
-    template_versions_behave_as_kiln_expects,
-    commands_run_once_the_agent_is_online,
-    command_output_is_cut_and_the_run_log_is_read_whole,
-    a_running_command_can_be_cancelled,
-    parameters_are_versioned,
-    regions_are_separate,
-    a_verified_refresh_replaces_instances_without_losing_a_healthy_target,
-    launch_template_tags_are_set_read_and_removed,
+    without_group: [
+        launches_are_visible_and_idempotent,
+        a_root_mapping_without_a_size_is_refused,
+        unknown_ids_are_absent_and_removing_them_answers_not_found,
+        images_are_tagged_unique_by_name_and_removable,
+        default_key_images_are_not_shared_and_copies_are_tagged_in_the_call,
+        lifecycle_settings_show_and_references_name_what_uses_an_image,
+        template_versions_behave_as_kiln_expects,
+        commands_run_once_the_agent_is_online,
+        command_output_is_cut_and_the_run_log_is_read_whole,
+        a_running_command_can_be_cancelled,
+        parameters_are_versioned,
+        regions_are_separate,
+        launch_template_tags_are_set_read_and_removed,
+    ],
+    with_group: [
+        a_verified_refresh_replaces_instances_without_losing_a_healthy_target,
+        a_minimal_recipe_builds_tests_and_releases_end_to_end,
+    ],
 );
