@@ -990,52 +990,29 @@ pub async fn launch_template_tags_are_set_read_and_removed(b: Backend) {
 }
 
 macro_rules! conformance {
-    (
-        without_group: [$($plain:ident),+ $(,)?],
-        with_group: [$($grouped:ident),+ $(,)?] $(,)?
-    ) => {
+    ($($name:ident: $group:ident),+ $(,)?) => {
         mod fake {
             $(
                 #[tokio::test(start_paused = true)]
-                async fn $plain() {
-                    super::$plain(super::Backend::fake().await).await;
-                }
-            )+
-            $(
-                #[tokio::test(start_paused = true)]
-                async fn $grouped() {
-                    super::$grouped(super::Backend::fake().await).await;
+                async fn $name() {
+                    super::$name(super::Backend::fake().await).await;
                 }
             )+
         }
         mod emulator {
             $(
                 #[tokio::test]
-                async fn $plain() {
-                    super::$plain(super::Backend::emulator().await).await;
-                }
-            )+
-            $(
-                #[tokio::test]
-                async fn $grouped() {
-                    super::$grouped(super::Backend::emulator().await).await;
+                async fn $name() {
+                    super::$name(super::Backend::emulator().await).await;
                 }
             )+
         }
         mod aws {
             $(
                 #[tokio::test]
-                async fn $plain() {
-                    if let Some(backend) = super::Backend::aws(super::Group::None).await {
-                        super::$plain(backend).await;
-                    }
-                }
-            )+
-            $(
-                #[tokio::test]
-                async fn $grouped() {
-                    if let Some(backend) = super::Backend::aws(super::Group::Own).await {
-                        super::$grouped(backend).await;
+                async fn $name() {
+                    if let Some(backend) = super::Backend::aws(super::Group::$group).await {
+                        super::$name(backend).await;
                     }
                 }
             )+
@@ -1043,24 +1020,22 @@ macro_rules! conformance {
     };
 }
 
+// Each behaviour, with whether a real account gives it its own auto scaling group (each group
+// costs an instance).
 conformance!(
-    without_group: [
-        launches_are_visible_and_idempotent,
-        a_root_mapping_without_a_size_is_refused,
-        unknown_ids_are_absent_and_removing_them_answers_not_found,
-        images_are_tagged_unique_by_name_and_removable,
-        default_key_images_are_not_shared_and_copies_are_tagged_in_the_call,
-        lifecycle_settings_show_and_references_name_what_uses_an_image,
-        template_versions_behave_as_kiln_expects,
-        commands_run_once_the_agent_is_online,
-        command_output_is_cut_and_the_run_log_is_read_whole,
-        a_running_command_can_be_cancelled,
-        parameters_are_versioned,
-        regions_are_separate,
-        launch_template_tags_are_set_read_and_removed,
-    ],
-    with_group: [
-        a_verified_refresh_replaces_instances_without_losing_a_healthy_target,
-        a_minimal_recipe_builds_tests_and_releases_end_to_end,
-    ],
+    launches_are_visible_and_idempotent: None,
+    a_root_mapping_without_a_size_is_refused: None,
+    unknown_ids_are_absent_and_removing_them_answers_not_found: None,
+    images_are_tagged_unique_by_name_and_removable: None,
+    default_key_images_are_not_shared_and_copies_are_tagged_in_the_call: None,
+    lifecycle_settings_show_and_references_name_what_uses_an_image: None,
+    template_versions_behave_as_kiln_expects: None,
+    commands_run_once_the_agent_is_online: None,
+    command_output_is_cut_and_the_run_log_is_read_whole: None,
+    a_running_command_can_be_cancelled: None,
+    parameters_are_versioned: None,
+    regions_are_separate: None,
+    launch_template_tags_are_set_read_and_removed: None,
+    a_verified_refresh_replaces_instances_without_losing_a_healthy_target: Own,
+    a_minimal_recipe_builds_tests_and_releases_end_to_end: Own,
 );
