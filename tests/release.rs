@@ -423,3 +423,20 @@ fn an_interrupted_rollback_rolls_its_refresh_back_and_keeps_the_default() {
     assert_eq!(aws.template_versions("rudder-dataplane"), before);
     assert_eq!(aws.group(GROUP).1, instances);
 }
+
+/// `rollback --image` makes a new version for the image; interrupted during its verified
+/// refresh, it removes that version too (it never became the default).
+#[test]
+fn an_interrupted_rollback_to_an_image_removes_the_version_it_made() {
+    let (emulator, kiln, recipe) = released_twice_with_slow_health();
+    let aws = emulator.aws();
+    let before = aws.template_versions("rudder-dataplane");
+    let (_, instances) = aws.group(GROUP);
+    let mut images = aws.kiln_images();
+    images.sort_by(|a, b| a.name.cmp(&b.name));
+    let first = images[0].id.clone();
+    emulator.behaviour(json!({"target_health": {"healthy_after_seconds": 60}}));
+    interrupt_during_the_refresh(&aws, &kiln, &["rollback", &recipe, "--image", &first]);
+    assert_eq!(aws.template_versions("rudder-dataplane"), before);
+    assert_eq!(aws.group(GROUP).1, instances);
+}

@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::aws::{Cloud, ImageState, NewTemplateVersion, TemplateRef};
 use crate::error::{Error, Result};
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, Making, Resource};
 use crate::pipeline::history::{history, History, HistoryEntry};
 use crate::pipeline::hold::{self, Hold};
 use crate::pipeline::release::{self, LaunchTemplateRelease, RefreshOutcome, Rollout};
@@ -72,7 +72,7 @@ pub async fn rollback(
 ) -> Result<RollbackOutcome> {
     let found = history(cloud, spec).await?;
     let before = default_pointer(&found);
-    let after_version = resolve_target(cloud, plan, &found, &before, target).await?;
+    let after_version = resolve_target(cloud, plan, &found, &before, target, ledger).await?;
     let changed = after_version != found.default_version;
     let group = spec
         .auto_scaling_group
@@ -121,13 +121,15 @@ fn default_pointer(found: &History) -> Pointer {
     }
 }
 
-/// The launch template version `target` names (creating one for `--image`).
+/// The launch template version `target` names (creating one for `--image`, recorded in `ledger`
+/// so that an interrupted rollback removes it unless it became the default).
 async fn resolve_target(
     cloud: &dyn Cloud,
     plan: &Plan,
     found: &History,
     before: &Pointer,
     target: &Target,
+    ledger: Option<&Ledger>,
 ) -> Result<i64> {
     match target {
         Target::Previous => previous_target(found),
@@ -136,7 +138,11 @@ async fn resolve_target(
             allow_foreign,
         } => version_target(found, plan, *version, *allow_foreign),
         Target::Image { id, allow_foreign } => {
-            image_target(cloud, plan, found, before, id, *allow_foreign).await
+            let image = ImageTarget {
+                id,
+                allow_foreign: *allow_foreign,
+            };
+            image_target(cloud, plan, found, before, image, ledger).await
         }
     }
 }
@@ -263,28 +269,44 @@ pub async fn usable_image(
     Ok(image)
 }
 
-/// The version that uses image `id`: the default if it already does, else a new version.
+/// `--image` and `--allow-foreign`.
+struct ImageTarget<'a> {
+    id: &'a str,
+    allow_foreign: bool,
+}
+
+/// The version that uses the image: the default if it already does, else a new version.
 async fn image_target(
     cloud: &dyn Cloud,
     plan: &Plan,
     found: &History,
     before: &Pointer,
-    id: &str,
-    allow_foreign: bool,
+    image: ImageTarget<'_>,
+    ledger: Option<&Ledger>,
 ) -> Result<i64> {
-    usable_image(cloud, plan, id, allow_foreign).await?;
+    let id = image.id;
+    usable_image(cloud, plan, id, image.allow_foreign).await?;
     if before.image_id.as_deref() == Some(id) {
         return Ok(found.default_version);
     }
-    cloud
-        .create_template_version(&NewTemplateVersion {
-            template_id: found.launch_template_id.clone(),
-            source_version: found.default_version,
-            image_id: id.to_owned(),
-            description: format!("kiln rollback to {id}"),
-            client_token: format!("kiln-rollback-{}-{id}", found.default_version),
-        })
-        .await
+    let new_version = NewTemplateVersion {
+        template_id: found.launch_template_id.clone(),
+        source_version: found.default_version,
+        image_id: id.to_owned(),
+        description: format!("kiln rollback to {id}"),
+        client_token: format!("kiln-rollback-{}-{id}", found.default_version),
+    };
+    let created = cloud.create_template_version(&new_version);
+    let Some(ledger) = ledger else {
+        return created.await;
+    };
+    let version = ledger.making(Making::TemplateVersion, created).await?;
+    ledger.created(Resource::TemplateVersion {
+        template_id: found.launch_template_id.clone(),
+        version,
+        region: cloud.region().to_owned(),
+    })?;
+    Ok(version)
 }
 
 #[cfg(test)]
