@@ -1,6 +1,9 @@
 //! Limits AWS puts on what kiln sends, shared by recipe validation (which refuses what cannot
 //! fit) and the pipeline (which sizes what it sends to fit).
 
+/// EC2 allows at most 50 tags on a resource (`TagLimitExceeded`).
+pub const TAGS_PER_RESOURCE: usize = 50;
+
 /// Systems Manager refuses a command whose document, with its parameters filled in, is larger
 /// than 64 KB (`SendCommand` answers `MaxDocumentSizeExceeded`: "The size limit of a document is
 /// 64 KB").

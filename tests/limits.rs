@@ -58,3 +58,40 @@ fn a_run_script_larger_than_one_command_is_refused_with_its_position() {
     kiln.run(&["validate", fits.to_str().unwrap()])
         .assert_code(0);
 }
+
+/// EC2's 50 tags per resource: an image whose recipe tags and kiln's would not fit is refused
+/// before a builder is launched (the emulator, like AWS, would refuse its CreateImage after the
+/// bake); one tag fewer than the room left builds.
+#[test]
+fn image_tags_beyond_ec2s_limit_are_refused_before_launching() {
+    let emulator = Emulator::seeded();
+    let kiln = Kiln::new(&emulator);
+    let with_tags = |n: usize| {
+        let tags: Vec<String> = (0..n).map(|i| format!("t{i:02}: v")).collect();
+        recipe("  - name: install\n    run: echo hi").replace(
+            "  tags: { app: demo }",
+            &format!("  tags: {{ {} }}", tags.join(", ")),
+        )
+    };
+    let path = kiln.write("many.yaml", &with_tags(45));
+    emulator.clear_requests();
+    let run = kiln.run(&["build", path.to_str().unwrap(), "--no-release"]);
+    run.assert_code(1);
+    assert!(
+        run.stderr
+            .contains("AWS allows 50 on a resource: `image.tags` has 45"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(emulator.kiln_action_count("RunInstances"), 0);
+    let room: usize = run
+        .stderr
+        .split("keep `image.tags` to ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("the room left");
+    let path = kiln.write("fits.yaml", &with_tags(room));
+    kiln.run(&["build", path.to_str().unwrap(), "--no-release"])
+        .assert_code(0);
+}

@@ -22,6 +22,7 @@ use crate::aws::{Cloud, CopyImageRequest, CreateImageRequest, Image, ImageQuery,
 use crate::aws::{InstanceState, LaunchRequest, RootVolume, Tags, TemplateRef};
 use crate::error::{Error, Result};
 use crate::ledger::{Ledger, Making, Resource};
+use crate::limits;
 use crate::pipeline::consistency;
 use crate::pipeline::failure::{
     BuildSummary, CleanupReport, Failed, FailureReport, KeptBuilder, PhaseTracker,
@@ -330,6 +331,7 @@ async fn build(
         }
         say_why_it_rebuilds(ctx, &job).await?;
     }
+    check_image_tag_count(&job)?;
     preflight_release(ctx, &job).await?;
     let created = Ledger::create(&build_dir, &options.build_id)?;
     let ledger = ledger.get_or_init(|| created);
@@ -338,6 +340,25 @@ async fn build(
     manifest.finished_at = now_rfc3339();
     write_manifest(&build_dir.join("manifest.json"), &manifest)?;
     Ok(manifest)
+}
+
+/// AWS allows 50 tags on a resource (`TagLimitExceeded`): an image whose recipe tags and kiln's
+/// would not fit (with room for the one kiln may add later, `kiln:test=failed`) is refused
+/// before a builder is launched, not when `CreateImage` is called after the bake.
+fn check_image_tag_count(job: &Job<'_>) -> Result<()> {
+    let kiln_tags = job.image_tags().len() - job.plan.image.tags.len() + 1;
+    let room = limits::TAGS_PER_RESOURCE.saturating_sub(kiln_tags);
+    let recipe_tags = job.plan.image.tags.len();
+    if recipe_tags <= room {
+        return Ok(());
+    }
+    Err(Error::Refused(format!(
+        "the image would carry {} tags, and AWS allows {} on a resource: `image.tags` has {recipe_tags}, \
+         kiln adds {kiln_tags} of its own (build id, recipe, fingerprint, the parts `kiln build` explains a \
+         rebuild with...) for this recipe; keep `image.tags` to {room} or fewer",
+        recipe_tags + kiln_tags,
+        limits::TAGS_PER_RESOURCE,
+    )))
 }
 
 /// A release target that does not exist, or a group a refresh would not roll out to, fails the

@@ -276,6 +276,12 @@ impl World {
             instance.root_volume_size,
         );
         image.tags = tag_map(&request.tags);
+        if image.tags.len() > crate::limits::TAGS_PER_RESOURCE {
+            return refuse(
+                "TagLimitExceeded",
+                "The maximum number of Tags for a resource is 50.",
+            );
+        }
         let instance_id = instance.id.clone();
         let encryption = instance.root_encryption.clone();
         self.check_name_free(&here.region, &request.name)?;
@@ -514,8 +520,20 @@ impl World {
     }
 
     /// Tags instances, images and snapshots; nothing is tagged when one id is unknown.
+    /// Tags resources; a resource would have more than 50 tags: `TagLimitExceeded`, as AWS.
     pub fn create_tags(&mut self, here: &Here, ids: &[String], tags: &Tags) -> Answer<()> {
-        for target in self.taggable(here, ids)? {
+        let mut targets = self.taggable(here, ids)?;
+        let too_many = targets.iter().any(|target| {
+            let new = tags.iter().filter(|(k, _)| !target.contains_key(k)).count();
+            target.len() + new > crate::limits::TAGS_PER_RESOURCE
+        });
+        if too_many {
+            return refuse(
+                "TagLimitExceeded",
+                "The maximum number of Tags for a resource is 50.",
+            );
+        }
+        for target in targets.iter_mut() {
             target.extend(tags.iter().cloned());
         }
         Ok(())
