@@ -299,6 +299,13 @@ fn slow(fake: &Fake, change: impl FnOnce(&mut Timings)) {
     fake.set_timings(timings);
 }
 
+/// CreateImage has made the build's image (whether or not kiln has heard back).
+fn made_an_image(fake: &Fake) -> bool {
+    fake.all_images()
+        .iter()
+        .any(|i| i.tags.contains_key("kiln:build-id"))
+}
+
 /// New ids stay unknown to calls naming them, and missing from searches, for 20 s.
 fn not_visible_yet(fake: &Fake) {
     slow(fake, |t| {
@@ -378,11 +385,7 @@ fn points() -> Vec<Point> {
         Point {
             name: "inside CreateImage, AWS acted, answer not back",
             prepare: |f| f.fault("CreateImage", hold()),
-            reached: |f| {
-                f.all_images()
-                    .iter()
-                    .any(|i| i.tags.contains_key("kiln:build-id"))
-            },
+            reached: made_an_image,
             image_kept: false,
             released: false,
         },
@@ -392,11 +395,7 @@ fn points() -> Vec<Point> {
                 f.fault("CreateImage", hold());
                 not_visible_yet(f);
             },
-            reached: |f| {
-                f.all_images()
-                    .iter()
-                    .any(|i| i.tags.contains_key("kiln:build-id"))
-            },
+            reached: made_an_image,
             image_kept: false,
             released: false,
         },
