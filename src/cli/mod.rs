@@ -753,7 +753,7 @@ impl<'a> Journalled<'a> {
         };
         let cloud = self.cloud.as_ref();
         let teardown =
-            pipeline::teardown::tear_down(cloud, &self.ledger, Some(self.template)).await;
+            pipeline::teardown::tear_down(cloud, &self.ledger, Some(self.template), &|_| {}).await;
         Err(Error::Build {
             primary: Box::new(Error::Interrupted { signal }),
             cleanup: teardown.lines(),

@@ -435,8 +435,9 @@ async fn clean_up(
         report.kept_builder = keep_builder(ctx, plan, options, ledger, &primary).await;
     }
     let kept_lines = report.kept_builder.as_ref().map(KeptBuilder::lines);
+    let progress = |state: &str| ctx.reporter.phase_progress(&Phase::Cleanup, state);
     let lines = tokio::select! {
-        teardown = tear_down(ctx.cloud.as_ref(), ledger, template) => {
+        teardown = tear_down(ctx.cloud.as_ref(), ledger, template, &progress) => {
             if teardown.is_complete() {
                 let count = teardown.cleanups.len();
                 ctx.reporter.phase_finished(&Phase::Cleanup, &format!("{count} resource{} removed", if count == 1 { "" } else { "s" }));

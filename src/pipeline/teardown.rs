@@ -145,10 +145,16 @@ impl Teardown {
 ///
 /// `template` is the recipe's launch template: a version this build created but never heard
 /// back about (interrupted during the call) is found there by its description.
-pub async fn tear_down(cloud: &dyn Cloud, ledger: &Ledger, template: Option<&str>) -> Teardown {
+/// `progress` is told what teardown is waiting for, when it waits.
+pub async fn tear_down(
+    cloud: &dyn Cloud,
+    ledger: &Ledger,
+    template: Option<&str>,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Teardown {
     let mut teardown = Teardown::default();
     let mut todo = ledger.to_tear_down();
-    match search_leftovers(cloud, ledger, template).await {
+    match search_leftovers(cloud, ledger, template, progress).await {
         Ok(found) => {
             for resource in found {
                 if !todo.contains(&resource) {
@@ -185,6 +191,7 @@ async fn search_leftovers(
     cloud: &dyn Cloud,
     ledger: &Ledger,
     template: Option<&str>,
+    progress: &(dyn Fn(&str) + Sync),
 ) -> Result<Vec<Resource>> {
     let known = ledger.entries();
     let unknown = |found: &[Resource]| -> Vec<Resource> {
@@ -208,7 +215,10 @@ async fn search_leftovers(
         if !waiting {
             return Ok(found);
         }
-        tracing::info!("searching again for what an interrupted create call may have made");
+        progress(
+            "searching again for what an interrupted create call may have made (new resources \
+             can take a while to show in searches; a second Ctrl-C leaves it to `kiln gc`)",
+        );
         tokio::time::sleep(jittered(SEARCH_AGAIN)).await;
         for resource in unknown(&find_tagged_leftovers(cloud, ledger.build_id(), template).await?) {
             if !found.contains(&resource) {
