@@ -11,6 +11,7 @@
 
 use serde_json::{json, Value};
 
+use crate::aws::InstanceProfile;
 use crate::plan::Plan;
 use crate::tags;
 
@@ -73,6 +74,10 @@ pub const ACTIONS: &[(&str, &str)] = &[
         "delete_tags (the release hold on launch templates)",
     ),
     (
+        "iam:GetInstanceProfile",
+        "instance_profile (the build's preflight of the builder's profile)",
+    ),
+    (
         "iam:PassRole",
         "launch_instance (RunInstances with an instance profile passes its role)",
     ),
@@ -105,6 +110,7 @@ pub const ACTIONS: &[(&str, &str)] = &[
 pub fn policy(plan: &Plan, builder_role: Option<&str>) -> Value {
     let mut statements = build_statements(&plan.name);
     if let Some(profile) = &plan.builder.iam_instance_profile {
+        statements.push(read_profile(profile));
         statements.push(pass_role(builder_role.unwrap_or(profile)));
     }
     if let Some(release) = &plan.release {
@@ -133,7 +139,7 @@ pub fn builder_role_note(plan: &Plan, builder_role: Option<&str>) -> Option<Stri
     if builder_role.is_some() {
         return None;
     }
-    let name = profile.rsplit('/').next().unwrap_or(profile);
+    let name = InstanceProfile::name_in(profile);
     Some(format!(
         "note: iam:PassRole names the role `{name}`, a guess: AWS checks PassRole on the role inside the instance profile \
          `{profile}`, whose name may differ. Find it with\n  aws iam get-instance-profile --instance-profile-name {name} \
@@ -316,6 +322,25 @@ fn tester_statements(recipe: &str, from_template: bool) -> Vec<Value> {
     statements
 }
 
+/// Reading the builder's instance profile (a name or an ARN): the build's preflight checks it
+/// exists and holds a role. Its ARN carries its path, which a name does not say: any path.
+fn read_profile(profile: &str) -> Value {
+    let resource = if profile.starts_with("arn:") {
+        json!(profile)
+    } else {
+        json!([
+            format!("arn:aws:iam::*:instance-profile/{profile}"),
+            format!("arn:aws:iam::*:instance-profile/*/{profile}")
+        ])
+    };
+    json!({
+        "Sid": "KilnReadBuilderProfile",
+        "Effect": "Allow",
+        "Action": ["iam:GetInstanceProfile"],
+        "Resource": resource
+    })
+}
+
 /// Passing the builder's role (a name or an ARN) to EC2, and to nothing else.
 fn pass_role(role: &str) -> Value {
     let resource = if role.starts_with("arn:") {
@@ -456,5 +481,35 @@ mod tests {
             pass["Resource"],
             json!("arn:aws:iam::123456789012:role/builders/r")
         );
+    }
+
+    #[test]
+    fn the_builder_profile_is_read_only_by_its_name_on_any_path_or_by_its_arn() {
+        let statement = |profile: &str| {
+            let mut plan = full_plan();
+            plan.builder.iam_instance_profile = Some(profile.to_owned());
+            policy(&plan, None)["Statement"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["Sid"] == "KilnReadBuilderProfile")
+                .cloned()
+                .expect("a GetInstanceProfile statement")
+        };
+        let by_name = statement("kiln-builder");
+        assert_eq!(by_name["Action"], json!(["iam:GetInstanceProfile"]));
+        assert_eq!(
+            by_name["Resource"],
+            json!([
+                "arn:aws:iam::*:instance-profile/kiln-builder",
+                "arn:aws:iam::*:instance-profile/*/kiln-builder"
+            ])
+        );
+        let arn = "arn:aws:iam::123456789012:instance-profile/ci/kiln-builder";
+        assert_eq!(statement(arn)["Resource"], json!(arn));
+        let mut plan = full_plan();
+        plan.builder.iam_instance_profile = None;
+        let none = policy(&plan, None);
+        assert!(!actions(&none).contains(&"iam:GetInstanceProfile".to_owned()));
     }
 }

@@ -22,6 +22,8 @@ pub enum Service {
     AutoScaling,
     #[serde(rename = "Elastic Load Balancing")]
     Elb,
+    #[serde(rename = "IAM")]
+    Iam,
 }
 
 impl std::fmt::Display for Service {
@@ -31,6 +33,7 @@ impl std::fmt::Display for Service {
             Service::Ssm => "SSM",
             Service::AutoScaling => "Auto Scaling",
             Service::Elb => "Elastic Load Balancing",
+            Service::Iam => "IAM",
         })
     }
 }
@@ -268,5 +271,10 @@ impl Cloud for Counting {
     async fn target_health(&self, target_group_arn: &str) -> Result<Vec<TargetHealth>> {
         self.counts.add(Service::Elb);
         self.inner.target_health(target_group_arn).await
+    }
+
+    async fn instance_profile(&self, reference: &str) -> Result<Option<InstanceProfile>> {
+        self.counts.add(Service::Iam);
+        self.inner.instance_profile(reference).await
     }
 }

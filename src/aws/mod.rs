@@ -134,6 +134,13 @@ pub trait Cloud: Send + Sync {
     /// One auto scaling group; `None` when it does not exist.
     async fn auto_scaling_group(&self, name: &str) -> Result<Option<AutoScalingGroup>>;
 
+    // --- IAM ---
+
+    /// `GetInstanceProfile` of the profile a recipe names (a name, or an ARN: IAM looks up its
+    /// last segment, and the answer must have that ARN). `None` when IAM does not know it
+    /// (`NoSuchEntity`; IAM is eventually consistent, so also for a profile created seconds ago).
+    async fn instance_profile(&self, reference: &str) -> Result<Option<InstanceProfile>>;
+
     // --- Elastic Load Balancing ---
 
     /// The health of every target registered in a target group.

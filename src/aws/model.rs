@@ -292,6 +292,35 @@ pub struct Instance {
     pub tags: BTreeMap<String, String>,
 }
 
+/// An IAM instance profile, as kiln reads it (`GetInstanceProfile`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceProfile {
+    pub name: String,
+    /// `arn:aws:iam::ACCOUNT:instance-profile/PATH/NAME`.
+    pub arn: String,
+    /// The names of the roles in it: AWS allows at most one; none means an instance launched
+    /// with it gets no credentials (its SSM agent cannot register).
+    pub roles: Vec<String>,
+}
+
+impl InstanceProfile {
+    /// The profile name in a recipe's `iam_instance_profile`, a name or an ARN
+    /// (`arn:aws:iam::123456789012:instance-profile/path/name`): the last segment.
+    pub fn name_in(reference: &str) -> &str {
+        reference.rsplit('/').next().unwrap_or(reference)
+    }
+
+    /// Whether `reference` (a name, or an ARN) names this profile: an ARN must be this one's
+    /// (same account and path), since `GetInstanceProfile` looks up only the name.
+    pub fn is_named_by(&self, reference: &str) -> bool {
+        if reference.starts_with("arn:") {
+            reference == self.arn
+        } else {
+            reference == self.name
+        }
+    }
+}
+
 /// Which instances to list. Every set field must match.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct InstanceQuery {
@@ -571,4 +600,26 @@ pub struct Refresh {
     pub status: RefreshStatus,
     pub status_reason: String,
     pub percentage_complete: i32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::InstanceProfile;
+
+    #[test]
+    fn a_profile_is_named_by_its_name_or_its_exact_arn() {
+        let arn = "arn:aws:iam::123456789012:instance-profile/ci/kiln-builder";
+        assert_eq!(InstanceProfile::name_in(arn), "kiln-builder");
+        assert_eq!(InstanceProfile::name_in("kiln-builder"), "kiln-builder");
+        let profile = InstanceProfile {
+            name: "kiln-builder".into(),
+            arn: arn.into(),
+            roles: vec!["kiln-builder".into()],
+        };
+        assert!(profile.is_named_by("kiln-builder"));
+        assert!(profile.is_named_by(arn));
+        assert!(!profile.is_named_by("arn:aws:iam::123456789012:instance-profile/kiln-builder"));
+        assert!(!profile.is_named_by("arn:aws:iam::210987654321:instance-profile/ci/kiln-builder"));
+        assert!(!profile.is_named_by("other"));
+    }
 }

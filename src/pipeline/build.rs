@@ -32,11 +32,11 @@ use crate::pipeline::images::{self, find_by_fingerprint, resolve_source};
 use crate::pipeline::instances::{terminate_and_wait, wait_for_state};
 use crate::pipeline::release::{self, LaunchTemplateRelease, RefreshOutcome};
 use crate::pipeline::resume::{self, Resumption, Start, StepRecord};
-use crate::pipeline::rollout;
 use crate::pipeline::steps::{wait_agent_online, StepRunner};
 use crate::pipeline::teardown::tear_down;
 use crate::pipeline::tester::{self, TestRun};
 use crate::pipeline::{now_rfc3339, why, Context, PhaseResult};
+use crate::pipeline::{profile, rollout};
 use crate::plan::{Plan, ReleaseSpec, ReleaseStrategy};
 use crate::report::Phase;
 use crate::tags::{self, BuildTags};
@@ -332,6 +332,8 @@ async fn build(
         say_why_it_rebuilds(ctx, &job).await?;
     }
     check_image_tag_count(&job)?;
+    // A resumed build checks too: its tester (without a release section) uses the profile.
+    profile::check_builder_profile(ctx, plan).await?;
     preflight_release(ctx, &job).await?;
     let created = Ledger::create(&build_dir, &options.build_id)?;
     let ledger = ledger.get_or_init(|| created);

@@ -2,7 +2,8 @@
 //! [`gc`]), plus the pieces they share: resolving and waiting for images ([`images`]), driving
 //! instances ([`instances`]), running steps ([`steps`], with the scripts of [`script`]),
 //! releasing to a launch template ([`release`]), moving an auto scaling group onto a version
-//! ([`rollout`]), the release hold a rollback puts ([`hold`]), the test phase on a fresh
+//! ([`rollout`]), the release hold a rollback puts ([`hold`]), the builder's instance profile
+//! preflight ([`profile`]), the test phase on a fresh
 //! instance of the new image ([`tester`]) and removing what a build left ([`teardown`]).
 //!
 //! Every command takes a [`Context`]: the [`Cloud`] (never the SDK), a [`Reporter`] and the state
@@ -17,6 +18,7 @@ pub mod hold;
 pub mod images;
 pub mod instances;
 pub mod output;
+pub mod profile;
 pub mod promote;
 pub mod prune;
 pub mod release;

@@ -333,6 +333,17 @@ impl Cloud for Fake {
         })
         .await
     }
+
+    async fn instance_profile(&self, reference: &str) -> Result<Option<InstanceProfile>> {
+        let resource = format!("instance profile {reference}");
+        self.call("GetInstanceProfile", resource, |w, _| {
+            Ok(w.profiles
+                .get(InstanceProfile::name_in(reference))
+                .filter(|p| p.is_named_by(reference))
+                .cloned())
+        })
+        .await
+    }
 }
 
 /// A query as the resource of an error message: `images owned by self, named x*, tagged k=v`.

@@ -29,15 +29,18 @@
 //! - **Eventual consistency** (off by default): new instances, images and snapshots unknown to
 //!   calls naming them for [`Timings::invisible`] and missing from searches for
 //!   [`Timings::search_lag`].
+//! - **IAM**: instance profiles (name, ARN with path `/`, roles) for `GetInstanceProfile`; the
+//!   seed holds [`BUILDER_PROFILE`].
 //! - **Faults and calls**: [`Fake::fault`] scripts failures per AWS action (fail, lose the answer,
 //!   delay, hang); every trait call is recorded as a [`Call`], with its time.
 //!
 //! # What it does not model
 //!
-//! IAM (an instance "has a profile" when the launch request names one, whatever the name), VPCs,
+//! IAM permissions, and profiles at launch (an instance "has a profile" when the launch request
+//! names one, whatever the name; AWS refuses an unknown one), VPCs,
 //! subnets and security groups (accepted, not checked), volumes (volume tags and root volume
 //! settings are accepted and ignored, except the root size, which the image inherits), encryption,
-//! pagination (every listing is complete in one go), eventual consistency of launch template
+//! pagination (every listing is complete in one go), eventual consistency of instance profiles, launch template
 //! versions and groups, throttling (script it with a fault), instance-profile permissions, the
 //! effect of stopping an instance on a command in flight; group members are not EC2 instances
 //! (they do not appear in `find_instances`). Errors carry AWS's codes with messages in AWS's style, not its exact
@@ -69,6 +72,8 @@ pub const ACCOUNT_ID: &str = "123456789012";
 pub const AMAZON_OWNER_ID: &str = "137112412989";
 /// The name of the seeded launch template and auto scaling group.
 pub const SEED_NAME: &str = "rudder-dataplane";
+/// The seeded instance profile, and the role in it (like the emulator's seed).
+pub const BUILDER_PROFILE: &str = "kiln-builder";
 
 /// How long each transition takes, in virtual time. Changing them affects transitions that start
 /// afterwards.
@@ -290,8 +295,8 @@ impl Fake {
 
     /// Adds the demo world to this handle's region, like the emulator's seed: Amazon Linux 2023
     /// images owned by `amazon` (two x86_64 of different dates, one arm64), the launch template
-    /// [`SEED_NAME`] whose version 1 uses the newest x86_64 one, and the auto scaling group
-    /// [`SEED_NAME`].
+    /// [`SEED_NAME`] whose version 1 uses the newest x86_64 one, the auto scaling group
+    /// [`SEED_NAME`], and the instance profile [`BUILDER_PROFILE`] with the role of that name.
     pub fn seed(&self) {
         self.with(|w, here| w.seed(here));
     }
@@ -444,6 +449,17 @@ impl Fake {
     /// A running instance of `image_id` that kiln did not launch (no tags, no profile).
     pub fn add_instance_using(&self, image_id: &str) -> String {
         self.with(|w, here| w.add_foreign_instance(here, image_id))
+    }
+
+    /// An instance profile (path `/`, this account) holding `roles` (none: an empty profile),
+    /// replacing one of the same name; returns its ARN.
+    pub fn add_instance_profile(&self, name: &str, roles: &[&str]) -> String {
+        self.with(|w, _| w.add_profile(name, roles))
+    }
+
+    /// Deletes an instance profile (absent: nothing to do).
+    pub fn remove_instance_profile(&self, name: &str) {
+        self.with(|w, _| w.profiles.remove(name));
     }
 
     /// An auto scaling group on `$Default` of the seed's template, with one member, ELB health

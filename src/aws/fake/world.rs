@@ -8,9 +8,9 @@ use tokio::time::Instant;
 use super::groups::{seed_target_group, GroupMember, GroupRecord, Unhealthy};
 use super::{
     Call, CommandOutcome, CommandRule, FakeSnapshot, Fault, ImageOutcome, Timings, ACCOUNT_ID,
-    AMAZON_OWNER_ID, SEED_NAME,
+    AMAZON_OWNER_ID, BUILDER_PROFILE, SEED_NAME,
 };
-use crate::aws::model::{Image, ImageState, InstanceState, RefreshStatus};
+use crate::aws::model::{Image, ImageState, InstanceProfile, InstanceState, RefreshStatus};
 
 /// Where and when a call acts.
 pub(super) struct Here {
@@ -223,6 +223,8 @@ pub(super) struct World {
     /// When each instance, image and snapshot kiln made was created (for
     /// [`Timings::invisible`]).
     pub born: BTreeMap<String, Instant>,
+    /// IAM instance profiles by name (IAM is global: one set for every region).
+    pub profiles: BTreeMap<String, InstanceProfile>,
 }
 
 impl World {
@@ -259,6 +261,7 @@ impl World {
             refused_types: BTreeMap::new(),
             image_references_offered: true,
             born: BTreeMap::new(),
+            profiles: BTreeMap::new(),
         }
     }
 
@@ -295,6 +298,9 @@ impl World {
 
     /// Idempotent: a region that holds the seed's launch template is left as it is.
     pub fn seed(&mut self, here: &Here) {
+        if !self.profiles.contains_key(BUILDER_PROFILE) {
+            self.add_profile(BUILDER_PROFILE, &[BUILDER_PROFILE]);
+        }
         let region = self.region(&here.region);
         if region.templates.values().any(|t| t.name == SEED_NAME) {
             return;
@@ -408,6 +414,18 @@ impl World {
             .templates
             .insert(id.clone(), template);
         id
+    }
+
+    /// An instance profile (path `/`) holding `roles`; returns its ARN.
+    pub fn add_profile(&mut self, name: &str, roles: &[&str]) -> String {
+        let profile = InstanceProfile {
+            name: name.to_owned(),
+            arn: format!("arn:aws:iam::{ACCOUNT_ID}:instance-profile/{name}"),
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        };
+        let arn = profile.arn.clone();
+        self.profiles.insert(name.to_owned(), profile);
+        arn
     }
 
     pub fn backdate(&mut self, here: &Here, id: &str, by: Duration) {

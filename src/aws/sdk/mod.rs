@@ -7,12 +7,13 @@
 //!
 //! The operations live by service area: [`images`] (images, snapshots, tags), [`instances`],
 //! [`templates`] (launch templates), [`commands`] (Systems Manager), [`autoscaling`] and
-//! [`targets`] (load balancer target health); the `impl Cloud for Sdk` below only delegates to
+//! [`targets`] (load balancer target health) and [`iam`] (instance profiles); the `impl Cloud for Sdk` below only delegates to
 //! them.
 
 pub mod autoscaling;
 pub mod commands;
 pub mod common;
+pub mod iam;
 pub mod images;
 pub mod instances;
 pub mod targets;
@@ -29,9 +30,9 @@ use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 
 use crate::aws::model::{
     AutoScalingGroup, CopyImageRequest, CreateImageRequest, Image, ImageQuery, ImageReference,
-    Instance, InstanceQuery, Invocation, LaunchRequest, LaunchTemplate, NewTemplateVersion,
-    PingStatus, Refresh, RefreshRequest, ShellCommand, Tags, TargetHealth, TemplateRef,
-    TemplateVersion,
+    Instance, InstanceProfile, InstanceQuery, Invocation, LaunchRequest, LaunchTemplate,
+    NewTemplateVersion, PingStatus, Refresh, RefreshRequest, ShellCommand, Tags, TargetHealth,
+    TemplateRef, TemplateVersion,
 };
 use crate::aws::{missing, Cloud};
 use crate::error::{AwsError, Error, Result};
@@ -72,6 +73,8 @@ pub struct Sdk {
     pub ssm: aws_sdk_ssm::Client,
     pub autoscaling: aws_sdk_autoscaling::Client,
     pub elb: aws_sdk_elasticloadbalancingv2::Client,
+    /// IAM is global; kiln only reads instance profiles.
+    pub iam: aws_sdk_iam::Client,
     config: aws_config::SdkConfig,
 }
 
@@ -132,6 +135,7 @@ impl Sdk {
             ssm: aws_sdk_ssm::Client::new(&config),
             autoscaling: aws_sdk_autoscaling::Client::new(&config),
             elb: aws_sdk_elasticloadbalancingv2::Client::new(&config),
+            iam: aws_sdk_iam::Client::new(&config),
             config,
         }
     }
@@ -474,5 +478,9 @@ impl Cloud for Sdk {
 
     async fn target_health(&self, target_group_arn: &str) -> Result<Vec<TargetHealth>> {
         targets::target_health(self, target_group_arn).await
+    }
+
+    async fn instance_profile(&self, reference: &str) -> Result<Option<InstanceProfile>> {
+        iam::instance_profile(self, reference).await
     }
 }
