@@ -1241,8 +1241,14 @@ async fn the_summary_times_every_phase_and_counts_every_call_per_service() {
             .find(|(service, _)| service.to_string() == name)
             .map_or(0, |(_, n)| *n)
     };
+    let iam_calls = calls
+        .iter()
+        .filter(|c| c.operation == "GetInstanceProfile")
+        .count() as u64;
     assert_eq!(count("SSM"), ssm_calls);
-    assert_eq!(count("EC2"), calls.len() as u64 - ssm_calls);
+    assert_eq!(count("IAM"), iam_calls);
+    assert_eq!(iam_calls, 1, "the builder's profile is checked once");
+    assert_eq!(count("EC2"), calls.len() as u64 - ssm_calls - iam_calls);
     assert_eq!(summary.total_requests, calls.len() as u64);
 }
 
@@ -1833,4 +1839,119 @@ async fn eight_builds_at_once_stay_under_thirty_ssm_requests_per_second() {
     let peak = peak_per_second(&h.fake, SSM_ACTIONS);
     eprintln!("{BUILDS} builds: at most {peak} Systems Manager requests in one second");
     assert!(peak < 30, "{peak} requests in one second");
+}
+
+/// What a build asked of AWS before it stopped, besides reading the source image.
+fn launches_and_images(fake: &Fake) -> (usize, usize) {
+    (fake.count("RunInstances"), fake.count("CreateImage"))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_missing_or_empty_builder_profile_stops_the_build_before_anything_is_created() {
+    let h = Harness::new();
+    h.fake.remove_instance_profile("kiln-builder");
+    let plan = h.plan("b1", TWO_STEPS);
+    let err = h.build(&plan, "b1").await.expect_err("no profile");
+    let text = err.to_string();
+    for expected in [
+        "instance profile `kiln-builder` does not exist",
+        "us-east-1",
+        "aws iam create-instance-profile --instance-profile-name kiln-builder",
+        "builder.iam_instance_profile",
+        "wait a few seconds",
+    ] {
+        assert!(text.contains(expected), "{expected} in {text}");
+    }
+    assert_eq!(err.exit_code(), 1);
+    assert_eq!(launches_and_images(&h.fake), (0, 0));
+    assert!(h.fake.instances().is_empty());
+    assert!(!h.state_dir().join("builds/b1").exists(), "no journal");
+    assert_eq!(h.fake.count("GetInstanceProfile"), 1);
+
+    // Created, but without a role: the agent could never register.
+    h.fake.add_instance_profile("kiln-builder", &[]);
+    let err = h.build(&plan, "b1").await.expect_err("no role");
+    let text = err.to_string();
+    assert!(text.contains("has no role"), "{text}");
+    assert!(
+        text.contains("aws iam add-role-to-instance-profile --instance-profile-name kiln-builder"),
+        "{text}"
+    );
+    assert_eq!(launches_and_images(&h.fake), (0, 0));
+
+    // With its role, the same recipe builds.
+    h.fake
+        .add_instance_profile("kiln-builder", &["kiln-builder"]);
+    h.build(&plan, "b1").await.expect("builds");
+    assert_eq!(launches_and_images(&h.fake), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_builder_profile_named_by_arn_must_be_that_profile() {
+    let h = Harness::new();
+    let arn = h.fake.add_instance_profile("ci-builder", &["ci-builder"]);
+    let recipe = crate::support::recipe(TWO_STEPS).replace("kiln-builder", &arn);
+    h.build(&h.plan_text("b1", &recipe), "b1")
+        .await
+        .expect("found by ARN");
+    let other_path = arn.replace("instance-profile/", "instance-profile/elsewhere/");
+    let recipe = crate::support::recipe(TWO_STEPS).replace("kiln-builder", &other_path);
+    let err = h
+        .build(&h.plan_text("b2", &recipe), "b2")
+        .await
+        .expect_err("another path");
+    assert!(
+        err.to_string()
+            .contains(&format!("no instance profile has the ARN `{other_path}`")),
+        "{err}"
+    );
+    assert_eq!(h.fake.count("RunInstances"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_caller_not_allowed_to_read_the_profile_is_warned_and_the_build_goes_on() {
+    let h = Harness::new();
+    h.fake
+        .fault("GetInstanceProfile", Fault::fail("AccessDenied", 1));
+    let plan = h.plan("b1", TWO_STEPS);
+    h.build(&plan, "b1").await.expect("builds unchecked");
+    let warnings: Vec<String> = h
+        .recorder
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            kiln::report::Event::Warning(w) => Some(w),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("iam:GetInstanceProfile") && warnings[0].contains("kiln iam-policy"),
+        "{warnings:?}"
+    );
+    assert_eq!(h.fake.count("RunInstances"), 1);
+
+    // Any other failure of the check fails the build, still before anything is created.
+    let h = Harness::new();
+    h.fake
+        .fault("GetInstanceProfile", Fault::fail("ServiceFailure", 1));
+    let err = h.build(&plan, "b1").await.expect_err("IAM failed");
+    assert_eq!(err.aws_code(), Some("ServiceFailure"), "{err}");
+    assert_eq!(launches_and_images(&h.fake), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resumed_build_checks_the_profile_too() {
+    let h = Harness::new();
+    h.fail_at_b_and_keep().await;
+    h.fake.remove_instance_profile("kiln-builder");
+    let before = h.fake.count("SendCommand");
+    let fixed = h.plan("b2", &THREE_STEPS.replace("STEP_B", "step-b-fixed"));
+    let err = h
+        .build_with(&fixed, &resume_of("b2", "b1"))
+        .await
+        .expect_err("no profile");
+    assert!(err.to_string().contains("does not exist"), "{err}");
+    assert_eq!(h.fake.count("SendCommand"), before, "no step ran");
+    assert_eq!(h.fake.count("CreateImage"), 0);
 }
