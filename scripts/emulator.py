@@ -14,9 +14,11 @@ through moto's usual dispatch, wrapped by three layers:
    POST /_kiln/faults      replaces the fault settings (GET shows them). All optional:
         seed (default 0), throttle_rate, error_rate (500 or 503, half each), drop_rate
         (drop or drop_after, half each), latency_ms (added to every AWS request), and
-        rules: [{action, service, fault: throttle|500|503|drop|drop_after|delay, count
-        (default 1, < 0 = no limit), after (default 0), ms (delay: how long moto's answer
-        is held back after moto acted, default 1000)}]. A rule counts every request it matches
+        rules: [{action, service, fault: throttle|500|503|denied|drop|drop_after|delay,
+        count (default 1, < 0 = no limit), after (default 0), ms (delay: how long moto's
+        answer is held back after moto acted, default 1000)}]. `denied` answers as AWS does
+        for a caller whose policy lacks the action (AccessDenied 403; UnauthorizedOperation
+        for EC2, AccessDeniedException for JSON services). A rule counts every request it matches
         (no action/service = any) and applies to matches after+1 .. after+count; the
         first rule that applies wins over the random rates.
    POST /_kiln/behaviour   merges top-level keys into the behaviour (GET shows it);

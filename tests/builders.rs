@@ -1,4 +1,5 @@
-//! A builder that dies: kiln says why, with the instance's state reason, and cleans up.
+//! A builder that dies: kiln says why, with the instance's state reason, and cleans up. A builder
+//! whose instance profile is missing or holds no role is never launched.
 
 use serde_json::json;
 
@@ -90,4 +91,87 @@ fn a_builder_interrupted_before_its_id_is_visible_is_terminated() {
     let run = finish(child);
     run.assert_code(130);
     assert!(aws.live_builders().is_empty(), "{}", run.stderr);
+}
+
+/// What kiln asked of EC2 that creates something.
+fn creating_calls(emulator: &Emulator) -> Vec<String> {
+    emulator
+        .kiln_actions()
+        .into_iter()
+        .filter(|a| {
+            ["RunInstances", "CreateImage", "CreateLaunchTemplateVersion"].contains(&a.as_str())
+        })
+        .collect()
+}
+
+#[test]
+fn a_builder_profile_that_is_missing_or_has_no_role_fails_before_any_launch() {
+    let emulator = Emulator::seeded();
+    let aws = emulator.aws();
+    let kiln = Kiln::new(&emulator);
+    let missing = recipe("  - name: install\n    run: echo hi").replace(
+        "iam_instance_profile: kiln-builder",
+        "iam_instance_profile: no-such-profile",
+    );
+    let path = kiln.write("missing.yaml", &missing);
+    let run = kiln.run(&["build", path.to_str().unwrap()]);
+    run.assert_code(1);
+    for expected in [
+        "instance profile `no-such-profile` does not exist",
+        "the build runs in us-east-1",
+        "aws iam create-instance-profile --instance-profile-name no-such-profile",
+        "fix `builder.iam_instance_profile`",
+        "wait a few seconds",
+    ] {
+        assert!(
+            run.stderr.contains(expected),
+            "{expected} in {}",
+            run.stderr
+        );
+    }
+    assert_eq!(emulator.kiln_action_count("GetInstanceProfile"), 1);
+
+    let arn = aws.empty_instance_profile("roleless");
+    let roleless = recipe("  - name: install\n    run: echo hi").replace(
+        "iam_instance_profile: kiln-builder",
+        &format!("iam_instance_profile: \"{arn}\""),
+    );
+    let path = kiln.write("roleless.yaml", &roleless);
+    let run = kiln.run(&["build", path.to_str().unwrap()]);
+    run.assert_code(1);
+    assert!(
+        run.stderr
+            .contains(&format!("instance profile `roleless` ({arn}) has no role")),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("aws iam add-role-to-instance-profile --instance-profile-name roleless"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(creating_calls(&emulator), Vec::<String>::new());
+    assert!(aws.builders().is_empty());
+}
+
+/// A caller whose policy lacks iam:GetInstanceProfile gets one warning, and the build goes on.
+#[test]
+fn a_caller_denied_the_profile_check_is_warned_and_builds() {
+    let emulator = Emulator::seeded();
+    emulator.faults(
+        json!({"rules": [{"action": "GetInstanceProfile", "fault": "denied", "count": -1}]}),
+    );
+    let kiln = Kiln::new(&emulator);
+    let path = kiln.write("app.yaml", &recipe("  - name: install\n    run: echo hi"));
+    let run = kiln.run(&["build", path.to_str().unwrap(), "--no-release"]);
+    run.assert_code(0);
+    let warning = "could not check instance profile `kiln-builder`: the caller may not call iam:GetInstanceProfile (AccessDenied)";
+    assert_eq!(run.stderr.matches(warning).count(), 1, "{}", run.stderr);
+    assert_eq!(
+        emulator.kiln_action_count("GetInstanceProfile"),
+        1,
+        "not retried"
+    );
+    assert_eq!(emulator.kiln_action_count("RunInstances"), 1);
 }

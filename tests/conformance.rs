@@ -23,7 +23,8 @@ use kiln::aws::InstanceQuery;
 use kiln::aws::{Cloud, CopyImageRequest, CreateImageRequest, ImageQuery, ImageState};
 use kiln::aws::{CommandStatus, Invocation, PingStatus, TemplateRef};
 use kiln::aws::{DesiredVersion, RefreshRequest, RefreshStatus};
-use kiln::aws::{InstanceState, LaunchRequest, NewTemplateVersion, RootVolume, ShellCommand};
+use kiln::aws::{InstanceProfile, InstanceState, LaunchRequest, NewTemplateVersion};
+use kiln::aws::{RootVolume, ShellCommand};
 use kiln::error::Result;
 use kiln::pipeline::images::Deletion;
 
@@ -989,6 +990,51 @@ pub async fn launch_template_tags_are_set_read_and_removed(b: Backend) {
     assert!(!untagged.tags.contains_key(&key), "{:?}", untagged.tags);
 }
 
+/// `GetInstanceProfile`: the builder's profile is found by name and by its ARN, with its role;
+/// an unknown name, and an ARN of another path, are absent (`NoSuchEntity` is not an error).
+pub async fn instance_profiles_are_found_by_name_and_by_arn_and_unknown_ones_are_absent(
+    b: Backend,
+) {
+    let cloud = b.cloud.as_ref();
+    let reference = b
+        .instance_profile
+        .clone()
+        .expect("the backend's instance profile");
+    let name = InstanceProfile::name_in(&reference).to_owned();
+    let by_name = cloud
+        .instance_profile(&name)
+        .await
+        .expect("GetInstanceProfile")
+        .expect("the profile by name");
+    assert_eq!(by_name.name, name);
+    assert!(
+        by_name.arn.starts_with("arn:aws") && by_name.arn.ends_with(&format!("/{name}")),
+        "{by_name:?}"
+    );
+    assert!(!by_name.roles.is_empty(), "{by_name:?}");
+    let by_arn = cloud
+        .instance_profile(&by_name.arn)
+        .await
+        .expect("GetInstanceProfile by ARN");
+    assert_eq!(by_arn.as_ref(), Some(&by_name));
+    let unknown = format!("{}-missing-profile", b.run_id);
+    assert_eq!(
+        cloud.instance_profile(&unknown).await.expect("unknown"),
+        None
+    );
+    let other_path = by_name.arn.replace(
+        &format!("/{name}"),
+        &format!("/{}-elsewhere/{name}", b.run_id),
+    );
+    assert_eq!(
+        cloud
+            .instance_profile(&other_path)
+            .await
+            .expect("other path"),
+        None
+    );
+}
+
 macro_rules! conformance {
     ($($name:ident: $group:ident),+ $(,)?) => {
         mod fake {
@@ -1036,6 +1082,7 @@ conformance!(
     parameters_are_versioned: None,
     regions_are_separate: None,
     launch_template_tags_are_set_read_and_removed: None,
+    instance_profiles_are_found_by_name_and_by_arn_and_unknown_ones_are_absent: None,
     a_verified_refresh_replaces_instances_without_losing_a_healthy_target: Own,
     a_minimal_recipe_builds_tests_and_releases_end_to_end: Own,
 );

@@ -3,9 +3,9 @@ but /_kiln/ and moto's own /moto-api/).
 
 Each request is identified (service and region from the SigV4 credential scope, action from
 `Action=` for query protocols or `X-Amz-Target` for JSON protocols), recorded, and given the
-fault the settings pick for it: throttle / 500 / 503 answered here as AWS would for the
-request's protocol, drop (hang up before moto acts), drop_after (hang up after moto acted),
-delay (hold moto's answer back), or none. `Faults` holds the settings of POST /_kiln/faults.
+fault the settings pick for it: throttle / 500 / 503 / denied (the caller's policy does not
+allow the action) answered here as AWS would for the request's protocol, drop (hang up before
+moto acts), drop_after (hang up after moto acted), delay (hold moto's answer back), or none. `Faults` holds the settings of POST /_kiln/faults.
 """
 
 import json
@@ -19,7 +19,8 @@ from urllib.parse import parse_qs
 from .common import BadRequest, buffer_body, number, rate
 from .visibility import hide_new, is_lagging_search, not_visible
 
-FAULTS = ("throttle", "500", "503", "drop", "drop_after", "delay")
+FAULTS = ("throttle", "500", "503", "denied", "drop", "drop_after", "delay")
+ANSWERED = ("throttle", "500", "503", "denied")  # faults answered here, without moto
 CONFIG_KEYS = {"seed", "throttle_rate", "error_rate", "drop_rate", "latency_ms", "rules"}
 RULE_KEYS = {"action", "service", "fault", "count", "after", "ms"}
 
@@ -103,6 +104,12 @@ ERRORS = {
     "throttle": (None, None, None, "Sender"),
     "500": ("500 Internal Server Error", "InternalError", "An internal error has occurred", "Receiver"),
     "503": ("503 Service Unavailable", "ServiceUnavailable", "Service is unavailable", "Receiver"),
+    "denied": (
+        "403 Forbidden",
+        "AccessDenied",
+        "User: arn:aws:iam::123456789012:user/kiln is not authorized to perform this action",
+        "Sender",
+    ),
 }
 
 
@@ -128,6 +135,8 @@ def _json_fault(fault, request_id):
         status, code, message = "400 Bad Request", "ThrottlingException", "Rate exceeded"
     elif fault == "500":
         code = "InternalServerError"  # the modeled name in JSON services such as SSM
+    elif fault == "denied":
+        status, code = "400 Bad Request", "AccessDeniedException"
     body = json.dumps({"__type": code, "message": message})
     return status, [("Content-Type", "application/x-amz-json-1.1"), ("x-amzn-RequestId", request_id)], body
 
@@ -136,6 +145,8 @@ def _ec2_fault(fault, request_id):
     status, code, message, _ = ERRORS[fault]
     if fault == "throttle":
         status, code, message = "503 Service Unavailable", "RequestLimitExceeded", "Request limit exceeded."
+    elif fault == "denied":
+        code, message = "UnauthorizedOperation", "You are not authorized to perform this operation."
     body = (
         f"<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors>"
         f"<RequestID>{request_id}</RequestID></Response>"
@@ -213,7 +224,7 @@ class AwsLayer:
         fault, latency, delay_ms = self._register(record, service, action)
         if latency:
             time.sleep(latency / 1000)
-        if fault in ("throttle", "500", "503"):
+        if fault in ANSWERED:
             return self._error_answer(record, protocol, fault, start_response)
         unseen = not_visible(self.state, action, body) if service == "ec2" else None
         if unseen:

@@ -183,6 +183,7 @@ impl Emulator {
             ec2: sdk.ec2.clone(),
             autoscaling: sdk.autoscaling.clone(),
             ssm: sdk.ssm.clone(),
+            iam: sdk.iam.clone(),
             runtime,
         }
     }
@@ -255,6 +256,7 @@ pub struct Aws {
     pub ec2: aws_sdk_ec2::Client,
     pub autoscaling: aws_sdk_autoscaling::Client,
     pub ssm: aws_sdk_ssm::Client,
+    pub iam: aws_sdk_iam::Client,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -314,6 +316,22 @@ impl Aws {
                     .unwrap_or_default(),
             })
             .collect()
+    }
+
+    /// Creates an instance profile holding no role; its ARN.
+    pub fn empty_instance_profile(&self, name: &str) -> String {
+        let created = self.block_on(
+            self.iam
+                .create_instance_profile()
+                .instance_profile_name(name)
+                .send(),
+        );
+        let created = created.expect("CreateInstanceProfile");
+        created
+            .instance_profile()
+            .expect("the profile")
+            .arn()
+            .to_owned()
     }
 
     /// Builders that are not terminated.
