@@ -6,9 +6,9 @@
 //! about builds: the pipeline does that.
 //!
 //! The operations live by service area: [`images`] (images, snapshots, tags), [`instances`],
-//! [`templates`] (launch templates), [`commands`] (Systems Manager), [`autoscaling`] and
-//! [`targets`] (load balancer target health) and [`iam`] (instance profiles); the `impl Cloud for Sdk` below only delegates to
-//! them.
+//! [`templates`] (launch templates), [`commands`] (Systems Manager), [`autoscaling`],
+//! [`targets`] (load balancer target health) and [`iam`] (instance profiles); the
+//! `impl Cloud for Sdk` below only delegates to them.
 
 pub mod autoscaling;
 pub mod commands;
