@@ -37,10 +37,10 @@
 //! # What it does not model
 //!
 //! IAM permissions, and profiles at launch (an instance "has a profile" when the launch request
-//! names one, whatever the name; AWS refuses an unknown one), VPCs,
-//! subnets and security groups (accepted, not checked), volumes (volume tags and root volume
-//! settings are accepted and ignored, except the root size, which the image inherits), encryption,
-//! pagination (every listing is complete in one go), eventual consistency of instance profiles, launch template
+//! names one, whatever the name; AWS refuses an unknown one), VPCs, subnets and security groups
+//! (accepted, not checked), volumes (volume tags and root volume settings are accepted and
+//! ignored, except the root size, which the image inherits), encryption, pagination (every
+//! listing is complete in one go), eventual consistency of instance profiles, launch template
 //! versions and groups, throttling (script it with a fault), instance-profile permissions, the
 //! effect of stopping an instance on a command in flight; group members are not EC2 instances
 //! (they do not appear in `find_instances`). Errors carry AWS's codes with messages in AWS's style, not its exact
