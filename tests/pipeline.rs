@@ -1909,7 +1909,7 @@ async fn a_builder_profile_named_by_arn_must_be_that_profile() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_caller_not_allowed_to_read_the_profile_is_warned_and_the_build_goes_on() {
+async fn a_caller_not_allowed_to_read_the_profile_or_not_reaching_iam_is_warned_and_builds() {
     let h = Harness::new();
     h.fake
         .fault("GetInstanceProfile", Fault::fail("AccessDenied", 1));
@@ -1930,6 +1930,17 @@ async fn a_caller_not_allowed_to_read_the_profile_is_warned_and_the_build_goes_o
         "{warnings:?}"
     );
     assert_eq!(h.fake.count("RunInstances"), 1);
+
+    // IAM out of reach (a runner in a private subnet) is warned about the same way.
+    let h = Harness::new();
+    h.fake
+        .fault("GetInstanceProfile", Fault::fail("ServiceUnavailable", 1));
+    h.build(&plan, "b1").await.expect("builds unchecked");
+    let warned =
+        h.recorder.events().into_iter().any(
+            |e| matches!(e, kiln::report::Event::Warning(w) if w.contains("IAM did not answer")),
+        );
+    assert!(warned);
 
     // Any other failure of the check fails the build, still before anything is created.
     let h = Harness::new();

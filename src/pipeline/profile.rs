@@ -4,8 +4,9 @@
 //! otherwise show only after `timeouts.ssm_online`. The tester launched without a release
 //! section uses the same profile, so this one check covers it too.
 //!
-//! A caller whose policy lacks `iam:GetInstanceProfile` (`AccessDenied`) is warned and the build
-//! goes on unchecked: the check must not stop builds that worked before it existed.
+//! A caller whose policy lacks `iam:GetInstanceProfile` (`AccessDenied`), or that cannot reach
+//! IAM (a runner in a private subnet: IAM has no VPC endpoint), is warned and the build goes on
+//! unchecked: the check must not stop builds that worked before it existed.
 
 use crate::aws::{Cloud, InstanceProfile};
 use crate::error::{Error, Result};
@@ -32,6 +33,14 @@ pub async fn check_builder_profile(ctx: &Context<'_>, plan: &Plan) -> Result<()>
                  iam:GetInstanceProfile ({}); going on without the check (`kiln iam-policy RECIPE` \
                  prints a policy that allows it)",
                 e.aws_code().unwrap_or_default()
+            ));
+            Ok(())
+        }
+        Err(e) if e.is_transient() => {
+            ctx.reporter.warning(&format!(
+                "could not check instance profile `{reference}`: IAM did not answer ({}); going on \
+                 without the check",
+                crate::pipeline::first_line(&e.to_string())
             ));
             Ok(())
         }
