@@ -5,7 +5,8 @@
 //! section uses the same profile, so this one check covers it too.
 //!
 //! A caller whose policy lacks `iam:GetInstanceProfile` (`AccessDenied`), or that cannot reach
-//! IAM (a runner in a private subnet: IAM has no VPC endpoint), is warned and the build goes on
+//! IAM (a runner in a private subnet: IAM's VPC endpoint is only in us-east-1), is warned and the
+//! build goes on
 //! unchecked: the check must not stop builds that worked before it existed.
 
 use crate::aws::{Cloud, InstanceProfile};
