@@ -6,8 +6,7 @@
 //!
 //! A caller whose policy lacks `iam:GetInstanceProfile` (`AccessDenied`), or that cannot reach
 //! IAM (a runner in a private subnet: IAM's VPC endpoint is only in us-east-1), is warned and the
-//! build goes on
-//! unchecked: the check must not stop builds that worked before it existed.
+//! build goes on unchecked: the check must not stop builds that worked before it existed.
 
 use crate::aws::{Cloud, InstanceProfile};
 use crate::error::{Error, Result};
