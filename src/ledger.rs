@@ -93,7 +93,7 @@ impl std::fmt::Display for Resource {
     }
 }
 
-/// What a create call makes, for a call whose answer may never come (see [`Ledger::calling`]).
+/// What a create call makes, for a call whose answer may never come (see [`Ledger::making`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Making {
     Instance,
@@ -112,11 +112,6 @@ impl Making {
         )
     }
 }
-
-/// A create call under way, from [`Ledger::calling`] until [`Ledger::answered`].
-#[derive(Debug)]
-#[must_use = "give it back with Ledger::answered once the call has answered"]
-pub struct Call(u64);
 
 /// What happened to a resource, as journalled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,12 +136,18 @@ struct Line {
     resource: Resource,
 }
 
+/// A resource in the ledger, with its latest event.
+struct Entry {
+    resource: Resource,
+    event: Event,
+    /// When it was recorded as created (teardown gives a new id time to be visible).
+    created: Option<SystemTime>,
+}
+
 pub struct Ledger {
     build_id: String,
     journal: PathBuf,
-    entries: Mutex<Vec<(Resource, Event)>>,
-    /// When each resource was recorded as created (teardown gives a new id time to be visible).
-    created_at: Mutex<Vec<(Resource, SystemTime)>>,
+    entries: Mutex<Vec<Entry>>,
     /// Create calls that have not answered: a build interrupted inside one may have made
     /// something that only a search finds (by id when it was started, and its kind).
     calls: Mutex<Vec<(u64, Making, SystemTime)>>,
@@ -238,7 +239,6 @@ impl Ledger {
             build_id: build_id.to_owned(),
             journal,
             entries: Mutex::new(Vec::new()),
-            created_at: Mutex::new(Vec::new()),
             calls: Mutex::new(Vec::new()),
             _lock: lock,
         })
@@ -254,35 +254,23 @@ impl Ledger {
 
     /// Records that `resource` now exists. Called before anything else happens with it.
     pub fn created(&self, resource: Resource) -> Result<()> {
-        self.created_at
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((resource.clone(), SystemTime::now()));
         self.append(resource, Event::Created)
     }
 
-    /// Notes that a call making a `making` starts now. Give the [`Call`] back with
-    /// [`Ledger::answered`] once AWS has answered (with the id or an error): a call interrupted
-    /// before that stays unanswered, and teardown searches for what it may have made.
-    pub fn calling(&self, making: Making) -> Call {
-        let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
-        let number = calls.iter().map(|(n, _, _)| n + 1).max().unwrap_or(0);
-        calls.push((number, making, SystemTime::now()));
-        Call(number)
-    }
-
-    /// Runs a create call, noted as under way until it answers ([`Ledger::calling`]).
+    /// Runs a create call that makes a `making`, noted as under way until AWS answers (with the
+    /// id or an error): a call interrupted before that (its future dropped) stays unanswered,
+    /// and teardown searches for what it may have made.
     pub async fn making<T>(&self, making: Making, call: impl std::future::Future<Output = T>) -> T {
-        let noted = self.calling(making);
+        let number = {
+            let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+            let number = calls.iter().map(|(n, _, _)| n + 1).max().unwrap_or(0);
+            calls.push((number, making, SystemTime::now()));
+            number
+        };
         let answer = call.await;
-        self.answered(noted);
-        answer
-    }
-
-    /// The call has answered.
-    pub fn answered(&self, call: Call) {
         let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
-        calls.retain(|(n, _, _)| *n != call.0);
+        calls.retain(|(n, _, _)| *n != number);
+        answer
     }
 
     /// Create calls that never answered: what each was making, and when it started.
@@ -293,11 +281,11 @@ impl Ledger {
 
     /// When `resource` was recorded as created by this run, if it was.
     pub fn created_at(&self, resource: &Resource) -> Option<SystemTime> {
-        let created = self.created_at.lock().unwrap_or_else(|p| p.into_inner());
-        created
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
             .iter()
-            .find(|(r, _)| r == resource)
-            .map(|(_, at)| *at)
+            .find(|e| e.resource == *resource)
+            .and_then(|e| e.created)
     }
 
     /// Marks a created resource as a finished product of the build.
@@ -316,10 +304,18 @@ impl Ledger {
 
     fn append(&self, resource: Resource, event: Event) -> Result<()> {
         append_line(&self.journal, &resource, event)?;
+        let created = (event == Event::Created).then(SystemTime::now);
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        match entries.iter_mut().find(|(r, _)| *r == resource) {
-            Some(entry) => entry.1 = event,
-            None => entries.push((resource, event)),
+        match entries.iter_mut().find(|e| e.resource == resource) {
+            Some(entry) => {
+                entry.event = event;
+                entry.created = entry.created.or(created);
+            }
+            None => entries.push(Entry {
+                resource,
+                event,
+                created,
+            }),
         }
         Ok(())
     }
@@ -331,17 +327,18 @@ impl Ledger {
         entries
             .iter()
             .rev()
-            .filter(|(_, e)| *e == Event::Created)
-            .map(|(r, _)| r.clone())
+            .filter(|e| e.event == Event::Created)
+            .map(|e| e.resource.clone())
             .collect()
     }
 
     /// Every resource recorded with its latest event, in creation order.
     pub fn entries(&self) -> Vec<(Resource, Event)> {
-        self.entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .iter()
+            .map(|e| (e.resource.clone(), e.event))
+            .collect()
     }
 
     /// Reads a journal file back (for `kiln gc` and for tests): every resource with its latest
