@@ -235,13 +235,16 @@ impl World {
 
     /// Whether `id` is still too new to be seen by id ([`Timings::invisible`]).
     pub fn invisible(&self, id: &str, now: Instant) -> bool {
-        let window = self.timings.invisible;
-        !window.is_zero() && self.born.get(id).is_some_and(|born| now < *born + window)
+        self.born_within(id, now, self.timings.invisible)
     }
 
     /// Whether `id` is still too new to be found by a search ([`Timings::search_lag`]).
     pub fn unsearchable(&self, id: &str, now: Instant) -> bool {
-        let window = self.timings.search_lag;
+        self.born_within(id, now, self.timings.search_lag)
+    }
+
+    /// Whether `id` was created less than `window` before `now`.
+    fn born_within(&self, id: &str, now: Instant, window: Duration) -> bool {
         !window.is_zero() && self.born.get(id).is_some_and(|born| now < *born + window)
     }
 
