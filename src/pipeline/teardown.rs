@@ -207,8 +207,13 @@ async fn search_leftovers(
         .into_iter()
         .map(|(making, at)| (making, now + consistency::settling_time(Some(at))))
         .collect();
-    let mut found = unknown(&find_tagged_leftovers(cloud, ledger.build_id(), template).await?);
+    let mut found: Vec<Resource> = Vec::new();
     loop {
+        for resource in unknown(&find_tagged_leftovers(cloud, ledger.build_id(), template).await?) {
+            if !found.contains(&resource) {
+                found.push(resource);
+            }
+        }
         let waiting = calls.iter().any(|(making, until)| {
             Instant::now() < *until && !found.iter().any(|r| making.makes(r))
         });
@@ -220,11 +225,6 @@ async fn search_leftovers(
              can take a while to show in searches; a second Ctrl-C leaves it to `kiln gc`)",
         );
         tokio::time::sleep(jittered(SEARCH_AGAIN)).await;
-        for resource in unknown(&find_tagged_leftovers(cloud, ledger.build_id(), template).await?) {
-            if !found.contains(&resource) {
-                found.push(resource);
-            }
-        }
     }
 }
 
