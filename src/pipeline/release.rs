@@ -51,6 +51,30 @@ pub fn created_by(description: &str, build_id: &str) -> bool {
     description.starts_with(&description_prefix(build_id))
 }
 
+/// `CreateLaunchTemplateVersion`, noted in `ledger` while under way and recorded there once
+/// made (so that a teardown removes it unless it became the default).
+pub async fn create_version(
+    cloud: &dyn Cloud,
+    new_version: &NewTemplateVersion,
+    ledger: Option<&Ledger>,
+) -> Result<i64> {
+    let created = cloud.create_template_version(new_version);
+    let Some(ledger) = ledger else {
+        return created.await;
+    };
+    let version = ledger.making(Making::TemplateVersion, created).await?;
+    ledger.created(version_resource(cloud, &new_version.template_id, version))?;
+    Ok(version)
+}
+
+fn version_resource(cloud: &dyn Cloud, template_id: &str, version: i64) -> Resource {
+    Resource::TemplateVersion {
+        template_id: template_id.to_owned(),
+        version,
+        region: cloud.region().to_owned(),
+    }
+}
+
 /// Creates a version of the launch template that uses `image_id` and, with `make_default`, makes
 /// it the default (the `verified` strategy does that after its refresh).
 pub async fn release_image(
@@ -83,19 +107,8 @@ pub async fn release_image(
         description: description.to_owned(),
         client_token: client_token.to_owned(),
     };
-    let created = cloud.create_template_version(&new_version);
-    let version = match ledger {
-        Some(ledger) => ledger.making(Making::TemplateVersion, created).await?,
-        None => created.await?,
-    };
-    let resource = Resource::TemplateVersion {
-        template_id: default.template_id.clone(),
-        version,
-        region: cloud.region().to_owned(),
-    };
-    if let Some(ledger) = ledger {
-        ledger.created(resource.clone())?;
-    }
+    let version = create_version(cloud, &new_version, ledger).await?;
+    let resource = version_resource(cloud, &default.template_id, version);
     release.created_version = Some(version);
     if !make_default {
         // Torn down unless it becomes the default.

@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::aws::{Cloud, ImageState, NewTemplateVersion, TemplateRef};
 use crate::error::{Error, Result};
-use crate::ledger::{Ledger, Making, Resource};
+use crate::ledger::Ledger;
 use crate::pipeline::history::{history, History, HistoryEntry};
 use crate::pipeline::hold::{self, Hold};
 use crate::pipeline::release::{self, LaunchTemplateRelease, RefreshOutcome, Rollout};
@@ -138,11 +138,7 @@ async fn resolve_target(
             allow_foreign,
         } => version_target(found, plan, *version, *allow_foreign),
         Target::Image { id, allow_foreign } => {
-            let image = ImageTarget {
-                id,
-                allow_foreign: *allow_foreign,
-            };
-            image_target(cloud, plan, found, before, image, ledger).await
+            image_target(cloud, plan, found, before, id, *allow_foreign, ledger).await
         }
     }
 }
@@ -269,23 +265,17 @@ pub async fn usable_image(
     Ok(image)
 }
 
-/// `--image` and `--allow-foreign`.
-struct ImageTarget<'a> {
-    id: &'a str,
-    allow_foreign: bool,
-}
-
-/// The version that uses the image: the default if it already does, else a new version.
+/// The version that uses image `id`: the default if it already does, else a new version.
 async fn image_target(
     cloud: &dyn Cloud,
     plan: &Plan,
     found: &History,
     before: &Pointer,
-    image: ImageTarget<'_>,
+    id: &str,
+    allow_foreign: bool,
     ledger: Option<&Ledger>,
 ) -> Result<i64> {
-    let id = image.id;
-    usable_image(cloud, plan, id, image.allow_foreign).await?;
+    usable_image(cloud, plan, id, allow_foreign).await?;
     if before.image_id.as_deref() == Some(id) {
         return Ok(found.default_version);
     }
@@ -296,17 +286,7 @@ async fn image_target(
         description: format!("kiln rollback to {id}"),
         client_token: format!("kiln-rollback-{}-{id}", found.default_version),
     };
-    let created = cloud.create_template_version(&new_version);
-    let Some(ledger) = ledger else {
-        return created.await;
-    };
-    let version = ledger.making(Making::TemplateVersion, created).await?;
-    ledger.created(Resource::TemplateVersion {
-        template_id: found.launch_template_id.clone(),
-        version,
-        region: cloud.region().to_owned(),
-    })?;
-    Ok(version)
+    release::create_version(cloud, &new_version, ledger).await
 }
 
 #[cfg(test)]
