@@ -17,6 +17,12 @@ moto 5.2.5 gaps, and how this module covers each:
   shown (`v2.0`; AWS accepts no other value and never unsets it).
 - DeleteSnapshot right after DeregisterImage succeeds at once; AWS answers
   `InvalidSnapshot.InUse` for a while. -> for snapshot_in_use_seconds after the deregistration.
+- EnableImageDeprecation's limits, EnableImageDeprecation API reference (DeprecateAt): "You can't
+  specify a date in the past. The upper limit for DeprecateAt is 10 years from now, except for
+  public AMIs, where the upper limit is 2 years from the creation date." and "If you specify a
+  value for seconds, Amazon EC2 rounds the seconds to the nearest minute." -> a time before
+  the present minute, or past the limit, is refused with InvalidParameterValue (AWS documents
+  no error code for it: the code is the emulator's choice, EC2's usual one for a bad value).
 - EnableImageDeprecation, Enable/DisableImageDeregistrationProtection and
   DescribeImageReferences are not implemented (500). -> implemented: DescribeImages shows DeprecationTime and
   DeregistrationProtection (`enabled-without-cooldown`, or `enabled-with-cooldown`), and
@@ -179,12 +185,40 @@ def _registered(backend, ami_id):
     return backend.describe_images(ami_ids=[ami_id])[0]
 
 
+DEPRECATION_MAX_YEARS = 10
+PUBLIC_DEPRECATION_MAX_YEARS = 2
+
+
+def _deprecation_limit(ami, now):
+    """The latest DeprecateAt EC2 accepts for `ami`: 10 years from now; for a public image, 2
+    years from its creation date."""
+    if any(p.get("Group") == "all" for p in getattr(ami, "launch_permissions", []) or []):
+        created = ami.creation_date
+        if not isinstance(created, datetime.datetime):
+            created = datetime.datetime.fromisoformat(str(created).replace("Z", "+00:00"))
+        if created.tzinfo is None:
+            created = created.replace(tzinfo=datetime.timezone.utc)
+        return created.replace(year=created.year + PUBLIC_DEPRECATION_MAX_YEARS)
+    return now.replace(year=now.year + DEPRECATION_MAX_YEARS)
+
+
 def enable_image_deprecation(self):
     ami = _registered(self.ec2_backend, self._get_param("ImageId"))
     at = self._get_param("DeprecateAt")
     if isinstance(at, str):
         at = datetime.datetime.fromisoformat(at.replace("Z", "+00:00"))
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=datetime.timezone.utc)
     at = at.replace(second=0, microsecond=0) + datetime.timedelta(minutes=round(at.second / 60))
+    now = datetime.datetime.now(datetime.timezone.utc)
+    if at < now.replace(second=0, microsecond=0):
+        raise service_error("InvalidParameterValue", f"The DeprecateAt time {at:%Y-%m-%dT%H:%M:%SZ} is in the past.")
+    if at > _deprecation_limit(ami, now):
+        raise service_error(
+            "InvalidParameterValue",
+            f"The DeprecateAt time {at:%Y-%m-%dT%H:%M:%SZ} is too far in the future: the upper limit is 10 years "
+            "from now (2 years from the creation date for a public image).",
+        )
     ami.deprecation_time = at.strftime("%Y-%m-%dT%H:%M:%S.000Z")
     return ActionResult({"Return": True})
 

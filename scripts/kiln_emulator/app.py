@@ -41,7 +41,8 @@ def _seed(method, payload):
     if not isinstance(payload, dict):
         raise BadRequest("seed body must be a JSON object")
     with SEED_LOCK:
-        return seed_world(payload.get("region") or "us-east-1")
+        options = {k: v for k, v in payload.items() if k != "region"}
+        return seed_world(payload.get("region") or "us-east-1", options)
 
 
 def _shared_snapshot(method, payload):

@@ -7,6 +7,13 @@ moto 5.2.5 gaps, and how this module covers each:
   right after TerminateInstances. -> moto's InstanceState is replaced by a timed one:
   `pending` / `stopping` / `shutting-down` are shown for instance_pending_seconds /
   instance_stopping_seconds / instance_shutting_down_seconds (all 0 by default).
+- A region always has a default VPC. -> the seed option {"default_vpc": false} (behaviour
+  `default_vpc`) takes it away: RunInstances naming no subnet (no SubnetId, no network
+  interface with one, none in its launch template) answers, as the EC2 API error codes list:
+  "VPCIdNotSpecified: You have no default VPC in which to carry out the request. Specify a VPC
+  or subnet ID or, in the case of security groups, specify the ID and not the security group
+  name." (message "No default VPC for this user", as EC2 answers it). The seed's VPC and its
+  subnets then report IsDefault / DefaultForAz false.
 - RunInstances never runs out of capacity. -> instance_type_errors maps instance types to
   the error RunInstances answers for them: `InsufficientInstanceCapacity` (no capacity in
   the zone now) or `Unsupported` (the zone does not offer the type), with AWS's messages.
@@ -65,7 +72,7 @@ from moto.ec2.utils import parse_user_data
 from . import amis
 from .common import service_error
 from .state import STATE
-from .visibility import note_born
+from .visibility import note_born, version_key
 
 MOTO_RUN_INSTANCES = InstanceResponse.run_instances
 MOTO_CREATE_IMAGE = AmiBackend.create_image
@@ -133,8 +140,34 @@ CAPACITY_MESSAGES = {
 }
 
 
+def _names_a_subnet(response):
+    """Whether RunInstances names a subnet: SubnetId, a network interface's, or its template's."""
+    if response._get_param("SubnetId"):
+        return True
+    if any(n.get("SubnetId") for n in response._get_param("NetworkInterfaces", []) or []):
+        return True
+    spec = response._get_param("LaunchTemplate") or {}
+    if not spec:
+        return False
+    try:
+        template = _find_template_spec(response.ec2_backend, spec)
+        data = template.get_version(spec.get("Version") or "$Default").data
+    except Exception:
+        return False  # moto answers the template's own error
+    return bool(data.get("SubnetId")) or any(n.get("SubnetId") for n in data.get("NetworkInterfaces") or [])
+
+
+def _find_template_spec(backend, spec):
+    if spec.get("LaunchTemplateId"):
+        return backend.get_launch_template(spec["LaunchTemplateId"])
+    return backend.get_launch_template_by_name(spec["LaunchTemplateName"])
+
+
 def run_instances(self):
-    """RunInstances: scripted capacity errors; a ClientToken seen before replays its reservation."""
+    """RunInstances: no default VPC, scripted capacity errors; a ClientToken seen before replays
+    its reservation."""
+    if not STATE.setting("default_vpc") and not _names_a_subnet(self):
+        raise service_error("VPCIdNotSpecified", "No default VPC for this user")
     instance_type = self._get_param("InstanceType")
     code = STATE.setting("instance_type_errors").get(instance_type)
     if code:
@@ -301,12 +334,13 @@ def _requested_version_data(response, template):
 
 
 def _version_for_token(response, template, data, token):
-    """The version a ClientToken made before, or a new one."""
+    """The version a ClientToken made before, or a new one (noted for visibility.py)."""
     with _token_lock:
         tokens = template.__dict__.setdefault("_kiln_tokens", {})
         version = tokens.get(token) if token else None
         if version is None:
             version = template.create_version(data, response._get_param("VersionDescription"))
+            note_born(STATE, version_key(template.id, version.number), version_key(template.name, version.number))
             if token:
                 tokens[token] = version
     return version

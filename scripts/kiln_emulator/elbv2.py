@@ -15,6 +15,16 @@ moto 5.2.5 gaps, and how this module covers each:
   target group's transitions and its seconds without a healthy target since the record was
   cleared (DELETE /_kiln/target-health) and since it first had a healthy target.
 
+- DescribeTargetHealth knows only `initial`, `healthy`, `unhealthy`. -> a `target_health.unhealthy`
+  rule may name any of AWS's other states, with their reason codes: `unused`
+  (Target.NotInUse: "The target group is not used by any load balancer or the target is in an
+  Availability Zone that is not enabled for its load balancer."), `draining`
+  (Target.DeregistrationInProgress), `unavailable` (Elb.InternalError, Target.HealthCheckDisabled);
+  the reason codes and their states are the ones the ELBv2 API reference lists under
+  TargetHealth.Reason. A rule's `after_seconds` makes the target `healthy` first and turn to
+  the rule's state that long after it was registered (an instance that turns unhealthy after
+  its warm-up, after the refresh already succeeded).
+
 Registration times live in STATE.registered, the record in STATE.health_record.
 
 Imports moto: imported by server.patch_moto(), which then calls patch().
@@ -67,11 +77,13 @@ def target_state(arn, instance, ec2, now):
     """(state, reason, description) of one registered, running target."""
     behaviour = STATE.behaviour["target_health"]
     since = STATE.registered.get((arn, instance.id), 0)
+    rule = _unhealthy_rule(ec2, instance, behaviour["unhealthy"])
+    if rule is not None and rule["state"] in ("unused", "unavailable") and not rule["after_seconds"]:
+        return rule["state"], rule["reason"], rule["description"]  # never health-checked at all
     if now < since + behaviour["healthy_after_seconds"]:
         return "initial", "Elb.RegistrationInProgress", "Target registration is in progress"
-    rule = _unhealthy_rule(ec2, instance, behaviour["unhealthy"])
-    if rule is not None:
-        return "unhealthy", rule["reason"], rule["description"]
+    if rule is not None and now >= since + rule["after_seconds"]:
+        return rule["state"], rule["reason"], rule["description"]
     return "healthy", None, None
 
 

@@ -1,7 +1,11 @@
 """The demo world of POST /_kiln/seed, made directly in moto's backends (idempotent): instance
 profile and role `kiln-builder`; security group, launch template (the newest AL2023 image) and
 auto scaling group `rudder-dataplane` (desired = max = 1, on `$Default`, ELB health checks) with,
-when moto can make it, a target group (/health on 8080). Imports moto lazily."""
+when moto can make it, a target group (/health on 8080). Imports moto lazily.
+
+Seed options (keys of the POST body besides "region"): "default_vpc": false makes a world
+without a default VPC (ec2.py: RunInstances naming no subnet answers VPCIdNotSpecified); the
+seed's VPC and subnets stay, marked not default, and the group keeps using them."""
 
 import base64
 import json
@@ -27,14 +31,28 @@ def _backend(service, region="global"):
     return get_backend(service)[ACCOUNT_ID][region]
 
 
-def seed_world(region):
+SEED_OPTIONS = {"default_vpc"}
+
+
+def seed_world(region, options=None):
     """Creates what is missing of the world in `region`; answers its names and ids."""
+    options = options or {}
+    unknown = set(options) - SEED_OPTIONS
+    if unknown:
+        raise BadRequest(f"unknown seed option(s): {sorted(unknown)}")
+    default_vpc = options.get("default_vpc", True)
+    if not isinstance(default_vpc, bool):
+        raise BadRequest("default_vpc must be true or false")
     iam = _backend("iam")
     role = _builder_role(iam)
     profile = _builder_profile(iam)
     ec2 = _backend("ec2", region)
-    vpc = ec2.get_default_vpc()
-    subnets = sorted(s.id for s in ec2.describe_subnets() if s.vpc_id == vpc.id and s.default_for_az)
+    vpc = ec2.get_default_vpc() or next(v for v in ec2.vpcs.values() if getattr(v, "_kiln_was_default", False))
+    subnets = sorted(
+        s.id for s in ec2.describe_subnets() if s.vpc_id == vpc.id and (s.default_for_az or not default_vpc)
+    )
+    if not default_vpc:
+        _no_default_vpc(ec2, vpc)
     group = _security_group(ec2, vpc)
     template = _launch_template(ec2, region, group)
     target_group_arn = _target_group_arn(region, vpc)
@@ -53,6 +71,19 @@ def seed_world(region):
         "auto_scaling_group": SEED_NAME,
         "target_group_arn": target_group_arn,
     }
+
+
+def _no_default_vpc(ec2, vpc):
+    """The region's default VPC becomes an ordinary one (RunInstances without a subnet fails)."""
+    from .state import STATE
+
+    vpc.__dict__["_kiln_was_default"] = True
+    vpc.is_default = False
+    for subnet in ec2.describe_subnets():
+        if subnet.vpc_id == vpc.id:
+            subnet.default_for_az = False
+    with STATE.lock:
+        STATE.behaviour = dict(STATE.behaviour, default_vpc=False)
 
 
 def _builder_role(iam):

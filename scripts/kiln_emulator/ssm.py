@@ -34,6 +34,18 @@ moto 5.2.5 gaps, and how this module covers each:
   command (`# kiln read-log`, `kiln_log='PATH'; kiln_from=N`) succeeds at once with
   `kiln-log SIZE` and the base64 of up to 16,000 bytes from N, or fails when no command
   wrote that log on the instance; it is answered before any behaviour rule is looked at.
+- No script ever asks for a reboot. Handling reboots when running commands (Systems Manager user
+  guide): "For Linux and macOS managed nodes, you specify exit 194. The exit code instructs AWS
+  Systems Manager Agent (SSM Agent) to reboot the managed node, and then restart the script
+  after the reboot completed. Before starting the reboot, SSM Agent informs the Systems Manager
+  service in the cloud that communication will be disrupted during the server reboot." (quoted
+  from the guide's translations, which agree; the English page was not in the stored copy).
+  -> a `commands` rule's `reboots: N` makes the script exit 194 N times: after each run of
+  in_progress_seconds the agent is offline for `reboot_seconds` (not in
+  DescribeInstanceInformation, SendCommand to it answers InvalidInstanceId; the instance stays
+  `running`, as an OS reboot leaves it) and then runs the script again; the invocation stays
+  InProgress throughout and ends with the rule's outcome after the last run. kiln's run-wrapper
+  log holds the last run's output (earlier runs' output is not modelled).
 - ListCommandInvocations and CancelCommand are not implemented (500). -> implemented
   (Details=true gives CommandPlugins with Output); ListCommands shows the same status.
 
@@ -82,9 +94,15 @@ def ssm_online_instances(account_id, region, extra_seconds=0):
     online = []
     for instance in get_backend("ec2")[account_id][region].all_instances():
         state = instance._state
-        if state.name == "running" and now - state.reached_at >= after:
+        if state.name == "running" and now - state.reached_at >= after and not rebooting(instance.id, now):
             online.append(instance)
     return online
+
+
+def rebooting(instance_id, now):
+    """Whether the agent of `instance_id` is rebooting the instance (a script's exit 194)."""
+    with STATE.lock:
+        return any(start <= now < end for start, end in STATE.reboots.get(instance_id, []))
 
 
 STDOUT_LIMIT = 24000  # characters of stdout GetCommandInvocation returns
@@ -101,12 +119,23 @@ class CommandRun:
     PLUGIN = "aws:runShellScript"
     DETAILS = {"Success": "Success", "Failed": "Failed", "TimedOut": "ExecutionTimedOut", "Cancelled": "Cancelled"}
 
-    def __init__(self, text, rule, log=None):
+    def __init__(self, text, rule, log=None, instance_ids=()):
         self.text = text
         self.rule = rule
         self.log = log  # the builder log this command writes (kiln's run wrapper), if any
         self.sent_at = time.time()
         self.cancelled_at = {}  # instance id -> time of CancelCommand
+        # each run before the last exits 194: the agent reboots the instance, then reruns it
+        run, pause = rule["in_progress_seconds"], rule.get("reboot_seconds", 0)
+        started = self.sent_at + rule["pending_seconds"]
+        self.reboot_windows = [
+            (started + (i + 1) * run + i * pause, started + (i + 1) * (run + pause)) for i in range(rule.get("reboots", 0))
+        ]
+        self.last_run_at = started + rule.get("reboots", 0) * (run + pause)  # the last run's start
+        if self.reboot_windows:
+            with STATE.lock:
+                for instance_id in instance_ids:
+                    STATE.reboots.setdefault(instance_id, []).extend(self.reboot_windows)
 
     def log_at(self, instance_id, now):
         """The bytes the script has written to its log by `now`: the rule's stdout then stderr,
@@ -116,16 +145,17 @@ class CommandRun:
             full = b""
         until = min(now, self.cancelled_at.get(instance_id, now))
         takes = self.rule["in_progress_seconds"]
-        if until >= self.sent_at + takes:
+        began = self.sent_at if not self.reboot_windows else self.last_run_at
+        if until >= began + takes:
             return full
         lines = full.splitlines(keepends=True)
-        shown = int(len(lines) * max(0.0, until - self.sent_at) / takes)
+        shown = int(len(lines) * max(0.0, until - began) / takes)
         return b"".join(lines[:shown])
 
     def outcome(self, instance_id):
         now = time.time()
         started_at = self.sent_at + self.rule["pending_seconds"]
-        done_at = started_at + self.rule["in_progress_seconds"]
+        done_at = self.last_run_at + self.rule["in_progress_seconds"]
         cancelled_at = self.cancelled_at.get(instance_id)
         result = {"start": self.sent_at, "end": None, "stdout": "", "stderr": "", "code": -1}
         if cancelled_at is not None and cancelled_at < done_at:
@@ -214,7 +244,9 @@ def send_command(self, **kwargs):
         None,
     )
     log = LOG_NAME.search(text)
-    command.kiln = CommandRun(text, rule or command_rule({"match": ""}), log.group(1) if log else None)
+    command.kiln = CommandRun(
+        text, rule or command_rule({"match": ""}), log.group(1) if log else None, kwargs.get("instance_ids") or []
+    )
     return command
 
 

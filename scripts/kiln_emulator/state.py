@@ -24,18 +24,27 @@ DEFAULT_BEHAVIOUR = {
     "ssm_online_after_seconds": 0,
     "ssm_send_ready_after_seconds": 0,
     "commands": [],
-    "refresh": {"status": "Successful", "seconds": 1},
+    "refresh": {"status": "Successful", "seconds": 1, "success_before_healthy": False, "replacements_before_failure": 2},
+    # AWS rules a refresh follows that kiln's release path did not handle yet: each off by default
+    # (the emulator's earlier behaviour) until the Rust side is fixed; autoscaling.py quotes each.
+    "refresh_rules": {"irreversible": False, "max_size": False, "elb_grace_period": False},
+    # False: the region has no default VPC (seed {"default_vpc": false}); RunInstances without a
+    # subnet answers VPCIdNotSpecified (ec2.py).
+    "default_vpc": True,
     # Launch templates and their versions per Describe page when the request sets no MaxResults.
     "page_size": 15,
     # New ids unknown to calls naming them for this long, per kind (visibility.py).
-    "invisible_seconds": {"instance": 0, "image": 0, "snapshot": 0},
+    "invisible_seconds": {"instance": 0, "image": 0, "snapshot": 0, "launch_template_version": 0},
     # New instances, images and snapshots missing from searches (filter queries) for this long.
     "search_lag_seconds": 0,
-    "target_health": {"healthy_after_seconds": 0, "unhealthy": []},
+    "target_health": {"healthy_after_seconds": 0, "unhealthy": [], "register_after_seconds": 0},
 }
 COMMAND_STATUSES = ("Success", "Failed", "TimedOut", "Cancelled")
 REFRESH_STATUSES = ("Successful", "Failed", "Cancelled")
-COMMAND_RULE_KEYS = {"match", "role", "status", "pending_seconds", "in_progress_seconds", "stdout", "stderr", "exit_code"}
+COMMAND_RULE_KEYS = {
+    "match", "role", "status", "pending_seconds", "in_progress_seconds", "stdout", "stderr", "exit_code",
+    "reboots", "reboot_seconds",
+}
 
 
 def _exit_code(rule, status):
@@ -74,7 +83,15 @@ def command_rule(rule):
         "stdout": str(rule.get("stdout", "")),
         "stderr": str(rule.get("stderr", "")),
         "exit_code": exit_code,
+        "reboots": _count(rule.get("reboots", 0), "reboots"),
+        "reboot_seconds": number(rule.get("reboot_seconds", 0), "reboot_seconds"),
     }
+
+
+def _count(value, key):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise BadRequest(f"{key} must be an integer >= 0")
+    return value
 
 
 def _flag(key, value):
@@ -105,13 +122,23 @@ def _commands(key, value):
 
 
 def _refresh(key, value):
-    if not isinstance(value, dict) or set(value) - {"status", "seconds"}:
-        raise BadRequest("refresh must be an object with 'status' and/or 'seconds'")
+    keys = set(DEFAULT_BEHAVIOUR["refresh"])
+    if not isinstance(value, dict) or set(value) - keys:
+        raise BadRequest(f"refresh must be an object with keys among {sorted(keys)}")
     refresh = dict(DEFAULT_BEHAVIOUR["refresh"], **value)
     if refresh["status"] not in REFRESH_STATUSES:
         raise BadRequest(f"refresh status must be one of {REFRESH_STATUSES}")
     number(refresh["seconds"], "refresh.seconds")
+    _flag("refresh.success_before_healthy", refresh["success_before_healthy"])
+    _count(refresh["replacements_before_failure"], "refresh.replacements_before_failure")
     return refresh
+
+
+def _refresh_rules(key, value):
+    rules = DEFAULT_BEHAVIOUR["refresh_rules"]
+    if not isinstance(value, dict) or set(value) - set(rules):
+        raise BadRequest(f"refresh_rules must be an object with keys among {sorted(rules)}")
+    return dict(rules, **{name: _flag(f"refresh_rules.{name}", flag) for name, flag in value.items()})
 
 
 def _invisible(value):
@@ -133,7 +160,14 @@ def _page_size(value):
     return value
 
 
-TARGET_HEALTH_RULE_KEYS = {"image_id", "image_tagged", "reason", "description"}
+TARGET_HEALTH_RULE_KEYS = {"image_id", "image_tagged", "reason", "description", "state", "after_seconds"}
+# state -> (default reason, default description), AWS's TargetHealth reason codes (elbv2.py)
+TARGET_STATES = {
+    "unhealthy": ("Target.ResponseCodeMismatch", "Health checks failed with these codes: [503]"),
+    "unused": ("Target.NotInUse", "Target is in an Availability Zone that is not enabled for the load balancer"),
+    "draining": ("Target.DeregistrationInProgress", "Target deregistration is in progress"),
+    "unavailable": ("Elb.InternalError", "Target health is unavailable due to an internal error"),
+}
 
 
 def _unhealthy_rule(rule):
@@ -141,19 +175,28 @@ def _unhealthy_rule(rule):
         raise BadRequest(f"each target_health.unhealthy rule is an object with keys among {sorted(TARGET_HEALTH_RULE_KEYS)}")
     if not (isinstance(rule.get("image_id"), str) or isinstance(rule.get("image_tagged"), str)):
         raise BadRequest("a target_health.unhealthy rule needs 'image_id' or 'image_tagged'")
+    state = rule.get("state", "unhealthy")
+    if state not in TARGET_STATES:
+        raise BadRequest(f"a target_health.unhealthy rule's state must be one of {sorted(TARGET_STATES)}")
+    reason, description = TARGET_STATES[state]
     return {
         "image_id": rule.get("image_id"),
         "image_tagged": rule.get("image_tagged"),
-        "reason": str(rule.get("reason", "Target.ResponseCodeMismatch")),
-        "description": str(rule.get("description", "Health checks failed with these codes: [503]")),
+        "state": state,
+        "reason": str(rule.get("reason", reason)),
+        "description": str(rule.get("description", description)),
+        # the target is healthy first and turns to `state` this long after it was registered
+        "after_seconds": number(rule.get("after_seconds", 0), "after_seconds"),
     }
 
 
 def _target_health(key, value):
-    if not isinstance(value, dict) or set(value) - {"healthy_after_seconds", "unhealthy"}:
-        raise BadRequest("target_health must be an object with 'healthy_after_seconds' and/or 'unhealthy'")
+    keys = set(DEFAULT_BEHAVIOUR["target_health"])
+    if not isinstance(value, dict) or set(value) - keys:
+        raise BadRequest(f"target_health must be an object with keys among {sorted(keys)}")
     health = dict(DEFAULT_BEHAVIOUR["target_health"], **value)
     number(health["healthy_after_seconds"], "target_health.healthy_after_seconds")
+    number(health["register_after_seconds"], "target_health.register_after_seconds")
     if not isinstance(health["unhealthy"], list):
         raise BadRequest("target_health.unhealthy must be a list")
     health["unhealthy"] = [_unhealthy_rule(rule) for rule in health["unhealthy"]]
@@ -173,6 +216,8 @@ BEHAVIOUR_CHECKS = {
     "instance_launch_failure": lambda key, value: _string(key, value),
     "invisible_seconds": lambda key, value: _invisible(value),
     "target_health": _target_health,
+    "refresh_rules": _refresh_rules,
+    "default_vpc": _flag,
 }
 
 
@@ -207,6 +252,9 @@ class State:
             self.health_record = {}  # target group arn -> [(time, healthy targets)], changes only
             self.health_sampling = False  # set by the first /_kiln/target-health call or refresh
             self.instance_versions = {}  # instance id -> launch template version it was launched from
+            self.pending_registrations = []  # (when, target group arn, instance id), autoscaling.py
+            self.reboots = {}  # instance id -> [(start, end)] of agent reboots (exit 194), ssm.py
+            self.traffic_sources = {}  # (account, region, group) -> [{"Identifier", "Type"}], autoscaling.py
 
     def setting(self, key):
         with self.lock:
