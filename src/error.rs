@@ -14,6 +14,9 @@ pub mod exit {
     pub const OK: i32 = 0;
     pub const FAILURE: i32 = 1;
     pub const USAGE: i32 = 2;
+    /// `kiln build --require-release`: the image was built (or reused) but a hold (`kiln
+    /// rollback`) kept it from being released.
+    pub const HELD: i32 = 3;
     pub const INTERRUPTED: i32 = 130;
 }
 
@@ -65,6 +68,9 @@ pub enum Error {
         path: String,
         source: std::io::Error,
     },
+    /// A release that did not complete (exit 1): what happened, in words that claim no more than
+    /// AWS said, then what is true now (the default, what the group runs) and what to do next.
+    Release { what: String, state: Vec<String> },
     /// SIGINT or SIGTERM arrived; cleanup ran (exit 130).
     Interrupted { signal: &'static str },
     /// The primary error of a build plus what teardown did about the resources it had created.
@@ -217,6 +223,13 @@ impl fmt::Display for Error {
             Error::Internal(message) => write!(f, "internal error: {message} (please report this as a bug)"),
             Error::Io { action, path, source } => write!(f, "could not {action} {path}: {source}"),
             Error::Interrupted { signal } => write!(f, "interrupted by {signal}"),
+            Error::Release { what, state } => {
+                write!(f, "release failed: {what}")?;
+                for line in state {
+                    write!(f, "\n  {line}")?;
+                }
+                Ok(())
+            }
             Error::Build { primary, cleanup } => {
                 write!(f, "{primary}")?;
                 if !cleanup.is_empty() {

@@ -37,7 +37,7 @@ pub const ACTIONS: &[(&str, &str)] = &[
     ("ec2:RunInstances", "launch_instance"),
     (
         "ec2:CreateTags",
-        "launch_instance, create_image, copy_image (tags in the creating call); create_tags (the release hold, kiln:test on an image that failed its test)",
+        "launch_instance, create_image, copy_image (tags in the creating call); create_tags (the release hold, kiln:test on an image that failed its test, kiln:released on a released image)",
     ),
     ("ec2:StopInstances", "stop_instance"),
     ("ec2:TerminateInstances", "terminate_instance"),
@@ -65,9 +65,16 @@ pub const ACTIONS: &[(&str, &str)] = &[
     ("ssm:CancelCommand", "cancel_command"),
     ("ssm:PutParameter", "put_parameter"),
     ("autoscaling:StartInstanceRefresh", "start_refresh"),
-    ("autoscaling:DescribeInstanceRefreshes", "refresh"),
+    ("autoscaling:DescribeInstanceRefreshes", "refresh, active_refresh"),
     ("autoscaling:RollbackInstanceRefresh", "rollback_refresh"),
-    ("autoscaling:DescribeAutoScalingGroups", "auto_scaling_group"),
+    (
+        "autoscaling:DescribeAutoScalingGroups",
+        "auto_scaling_group, auto_scaling_groups",
+    ),
+    (
+        "autoscaling:UpdateAutoScalingGroup",
+        "set_group_launch_template (a verified release pins a group on $Default/$Latest)",
+    ),
     ("elasticloadbalancing:DescribeTargetHealth", "target_health"),
     (
         "ec2:DeleteTags",
@@ -114,7 +121,7 @@ pub fn policy(plan: &Plan, builder_role: Option<&str>) -> Value {
         statements.push(pass_role(builder_role.unwrap_or(profile)));
     }
     if let Some(release) = &plan.release {
-        statements.extend(release_statements(release));
+        statements.extend(release_statements(release, &plan.name));
     }
     if let Some(statement) = kms_statement(plan) {
         statements.push(statement);
@@ -359,7 +366,7 @@ fn pass_role(role: &str) -> Value {
 }
 
 /// Releasing to the launch template, and refreshing the group when the recipe names one.
-fn release_statements(release: &crate::plan::ReleaseSpec) -> Vec<Value> {
+fn release_statements(release: &crate::plan::ReleaseSpec, recipe: &str) -> Vec<Value> {
     let mut statements = vec![json!({
         "Sid": "KilnRelease",
         "Effect": "Allow",
@@ -380,19 +387,46 @@ fn release_statements(release: &crate::plan::ReleaseSpec) -> Vec<Value> {
         "Resource": "arn:aws:ec2:*:*:launch-template/*",
         "Condition": { "ForAllValues:StringEquals": { "aws:TagKeys": ["kiln:hold"] } }
     }));
+    // `kiln:released` on the image a release made the default (rollback goes back only to
+    // released images): only that key, only on this recipe's images.
+    statements.push(json!({
+        "Sid": "KilnMarkReleased",
+        "Effect": "Allow",
+        "Action": ["ec2:CreateTags"],
+        "Resource": "arn:aws:ec2:*::image/*",
+        "Condition": {
+            "StringEquals": { format!("ec2:ResourceTag/{}", tags::RECIPE): recipe },
+            "ForAllValues:StringEquals": { "aws:TagKeys": [tags::RELEASED] }
+        }
+    }));
+    // Every release, teardown and prune reads which versions groups, their instances and
+    // active refreshes use (never deleting those). Describe actions of these services take no
+    // resource narrower than "*".
+    statements.push(json!({
+        "Sid": "KilnReadGroups",
+        "Effect": "Allow",
+        "Action": ["autoscaling:DescribeInstanceRefreshes", "autoscaling:DescribeAutoScalingGroups", "elasticloadbalancing:DescribeTargetHealth"],
+        "Resource": "*"
+    }));
     if let Some(group) = &release.auto_scaling_group {
         statements.push(json!({
             "Sid": "KilnInstanceRefresh",
             "Effect": "Allow",
-            "Action": ["autoscaling:StartInstanceRefresh", "autoscaling:RollbackInstanceRefresh"],
+            "Action": ["autoscaling:StartInstanceRefresh", "autoscaling:RollbackInstanceRefresh", "autoscaling:UpdateAutoScalingGroup"],
             "Resource": format!("arn:aws:autoscaling:*:*:autoScalingGroup:*:autoScalingGroupName/{group}")
         }));
+        // StartInstanceRefresh and UpdateAutoScalingGroup check the caller's permissions
+        // against the launch template with an ec2:RunInstances dry run ("Control Amazon EC2
+        // launch template usage in Auto Scaling groups"): the template and what it names.
         statements.push(json!({
-            "Sid": "KilnFollowRefresh",
+            "Sid": "KilnGroupLaunchesFromTemplate",
             "Effect": "Allow",
-            // Describe actions of these services take no resource narrower than "*".
-            "Action": ["autoscaling:DescribeInstanceRefreshes", "autoscaling:DescribeAutoScalingGroups", "elasticloadbalancing:DescribeTargetHealth"],
-            "Resource": "*"
+            "Action": ["ec2:RunInstances"],
+            "Resource": [
+                "arn:aws:ec2:*:*:launch-template/*", "arn:aws:ec2:*:*:key-pair/*",
+                "arn:aws:ec2:*:*:instance/*", "arn:aws:ec2:*:*:volume/*", "arn:aws:ec2:*:*:network-interface/*",
+                "arn:aws:ec2:*:*:subnet/*", "arn:aws:ec2:*:*:security-group/*", "arn:aws:ec2:*::image/*"
+            ]
         }));
     }
     statements
@@ -460,8 +494,12 @@ mod tests {
             let on_create = condition.get("ec2:CreateAction").is_some();
             let instances = statement["Resource"].to_string().contains(":instance/");
             assert!(on_create || !instances, "{statement}");
+            // On an existing image: only as this recipe's, sent with its kiln:recipe tag or on an
+            // image that already has it.
             assert!(
-                on_create || condition.get("aws:RequestTag/kiln:recipe").is_some(),
+                on_create
+                    || condition.get("aws:RequestTag/kiln:recipe").is_some()
+                    || condition.get("ec2:ResourceTag/kiln:recipe").is_some(),
                 "{statement}"
             );
         }

@@ -41,18 +41,29 @@ pub enum Resource {
         refresh_id: String,
         region: String,
     },
+    /// A group's launch template setting that a release pinned from `original` (`$Default`,
+    /// `$Latest`) to the number `pinned`: set back on teardown while it is still `pinned`.
+    GroupSetting {
+        group: String,
+        template_id: String,
+        original: String,
+        pinned: String,
+        region: String,
+    },
 }
 
 impl Resource {
-    /// Where the resource comes in a teardown: instance refreshes first, launch template
-    /// versions, then images, snapshots, and instances last (the reverse of creation).
+    /// Where the resource comes in a teardown: instance refreshes first, then a group's pinned
+    /// setting (so the group no longer names the new version), launch template versions,
+    /// images, snapshots, and instances last (the reverse of creation).
     pub fn teardown_rank(&self) -> u8 {
         match self {
             Resource::Refresh { .. } => 0,
-            Resource::TemplateVersion { .. } => 1,
-            Resource::Image { .. } => 2,
-            Resource::Snapshot { .. } => 3,
-            Resource::Instance { .. } => 4,
+            Resource::GroupSetting { .. } => 1,
+            Resource::TemplateVersion { .. } => 2,
+            Resource::Image { .. } => 3,
+            Resource::Snapshot { .. } => 4,
+            Resource::Instance { .. } => 5,
         }
     }
 
@@ -63,7 +74,8 @@ impl Resource {
             | Resource::Image { region, .. }
             | Resource::Snapshot { region, .. }
             | Resource::TemplateVersion { region, .. }
-            | Resource::Refresh { region, .. } => region,
+            | Resource::Refresh { region, .. }
+            | Resource::GroupSetting { region, .. } => region,
         }
     }
 }
@@ -79,6 +91,16 @@ impl std::fmt::Display for Resource {
                 refresh_id,
                 region,
             } => write!(f, "instance refresh {refresh_id} of {group} ({region})"),
+            Resource::GroupSetting {
+                group,
+                original,
+                pinned,
+                region,
+                ..
+            } => write!(
+                f,
+                "launch template setting of auto scaling group {group} (pinned to version {pinned}, was {original}) ({region})"
+            ),
             Resource::TemplateVersion {
                 template_id,
                 version,

@@ -44,6 +44,8 @@ pub const DEFAULT_KEEP: u32 = 5;
 pub struct Plan {
     /// Recipe name (`name:` of the root recipe).
     pub name: String,
+    /// The recipe's explicit identity (`id:`), when it sets one; see [`Plan::identity`].
+    pub id: Option<String>,
     /// Recipe version (`version:` of the root recipe, or `--var version=...`).
     pub version: String,
     /// The root recipe path exactly as it was passed to the loader.
@@ -419,6 +421,26 @@ impl Plan {
         Fingerprint(hex::encode(hasher.finalize()))
     }
 
+    /// The recipe identity, written into the `kiln:identity` tag: skip, why-rebuilt, history,
+    /// prune, release and rollback only consider images of the same identity, so two projects
+    /// whose recipes share a name never touch each other's images. `id:` when the recipe sets
+    /// it; else the name and the release's launch template (`NAME@TEMPLATE`), or the name alone
+    /// without a release section. Accounts and regions already keep images apart.
+    pub fn identity(&self) -> String {
+        if let Some(id) = &self.id {
+            return id.clone();
+        }
+        match &self.release {
+            Some(release) => format!("{}@{}", self.name, release.launch_template),
+            None => self.name.clone(),
+        }
+    }
+
+    /// The command line of `kiln COMMAND` for this recipe, as messages suggest it.
+    pub fn command_hint(&self, command: &str) -> String {
+        format!("kiln {command} {}", self.recipe_path.display())
+    }
+
     /// `text` with every secret value replaced by `***` (longest secrets first).
     pub fn redact(&self, text: &str) -> String {
         redact_values(text, &self.secrets)
@@ -619,6 +641,7 @@ mod tests {
     fn sample_plan() -> Plan {
         Plan {
             name: "web".into(),
+            id: None,
             version: "1.0".into(),
             recipe_path: "recipes/web.yaml".into(),
             files: vec!["recipes/web.yaml".into()],

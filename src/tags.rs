@@ -3,6 +3,9 @@
 
 pub const BUILD_ID: &str = "kiln:build-id";
 pub const RECIPE: &str = "kiln:recipe";
+/// The recipe identity ([`crate::plan::Plan::identity`]): skip, history, prune, release and
+/// rollback only consider images of the same identity.
+pub const IDENTITY: &str = "kiln:identity";
 pub const VERSION: &str = "kiln:version";
 pub const FINGERPRINT: &str = "kiln:fingerprint";
 pub const SOURCE_IMAGE: &str = "kiln:source-image";
@@ -14,6 +17,9 @@ pub const KEPT: &str = "kiln:kept";
 pub const KEPT_ON_ERROR: &str = "on-error";
 /// On an image made by `kiln build --resume`: the build it continued.
 pub const RESUMED_FROM: &str = "kiln:resumed-from";
+/// On an image: when kiln last made it a launch template's default (RFC 3339). `kiln rollback`
+/// goes back only to images that were released before.
+pub const RELEASED: &str = "kiln:released";
 /// The instance the test phase launches from a new image.
 pub const ROLE_TESTER: &str = "tester";
 /// On an image whose test phase failed (`failed`): kept to inspect, never reused or released.
@@ -28,6 +34,7 @@ pub const KILN_VERSION: &str = concat!("kiln/", env!("CARGO_PKG_VERSION"));
 pub struct BuildTags {
     pub build_id: String,
     pub recipe: String,
+    pub identity: String,
     pub version: String,
     pub fingerprint: String,
     pub source_image: String,
@@ -39,6 +46,7 @@ impl BuildTags {
         vec![
             (BUILD_ID.into(), self.build_id.clone()),
             (RECIPE.into(), self.recipe.clone()),
+            (IDENTITY.into(), self.identity.clone()),
             (VERSION.into(), self.version.clone()),
             (FINGERPRINT.into(), self.fingerprint.clone()),
             (SOURCE_IMAGE.into(), self.source_image.clone()),
@@ -95,6 +103,7 @@ mod tests {
         let tags = BuildTags {
             build_id: "b1".into(),
             recipe: "r".into(),
+            identity: "r@lt".into(),
             version: "1".into(),
             fingerprint: "sha256:00".into(),
             source_image: "ami-1".into(),
@@ -102,6 +111,7 @@ mod tests {
         let builder = tags.builder();
         assert!(builder.contains(&(ROLE.into(), ROLE_BUILDER.into())));
         assert!(builder.contains(&(BUILD_ID.into(), "b1".into())));
+        assert!(builder.contains(&(IDENTITY.into(), "r@lt".into())));
         let mut recipe_tags = std::collections::BTreeMap::new();
         recipe_tags.insert("app".to_owned(), "rudder".to_owned());
         let image = tags.image(&recipe_tags, "r-1");

@@ -919,6 +919,17 @@ pub async fn a_verified_refresh_replaces_instances_without_losing_a_healthy_targ
         })
         .await
         .expect("new version");
+    // AWS does not roll back a refresh of a group on $Default: AutoRollback is refused at
+    // start; pinned to the default's number (the same version), the group can be refreshed.
+    let refused = cloud
+        .start_refresh(&verified_refresh(&name, &uses.id, version))
+        .await
+        .expect_err("AutoRollback on a group on $Default");
+    assert_eq!(refused.aws_code(), Some("ValidationError"), "{refused}");
+    cloud
+        .set_group_launch_template(&name, &uses.id, "1")
+        .await
+        .expect("pin the group");
     let id = cloud
         .start_refresh(&verified_refresh(&name, &uses.id, version))
         .await
@@ -930,9 +941,15 @@ pub async fn a_verified_refresh_replaces_instances_without_losing_a_healthy_targ
             "no healthy instance during the refresh"
         );
         let refresh = cloud.refresh(&name, &id).await?.expect("visible");
+        // While it runs, the active refresh names the version it replaces instances onto.
+        if let Some(active) = cloud.active_refresh(&name).await? {
+            assert_eq!(active.id, id);
+            assert_eq!(active.desired.map(|d| d.version), Some(version));
+        }
         Ok(refresh.status.is_finished())
     })
     .await;
+    assert_eq!(cloud.active_refresh(&name).await.expect("describe"), None);
     let refresh = cloud
         .refresh(&name, &id)
         .await

@@ -236,10 +236,17 @@ fn history_rollback_and_idempotent_rollback() {
         image_a
     );
 
-    // Again: nothing changes.
+    // Again: it would go further back, never forward onto B; there is no earlier release (the
+    // seed's version is not kiln's), so it refuses and nothing changes.
     let again = kiln.run(&["rollback", &recipe, "--json"]);
-    again.assert_code(0);
-    assert_eq!(again.json()["changed"], json!(false));
+    again.assert_code(1);
+    assert!(
+        again
+            .stderr
+            .contains("has no earlier release to roll back to"),
+        "{}",
+        again.stderr
+    );
     assert_eq!(
         aws.template_versions("rudder-dataplane"),
         (default_version, latest)
@@ -533,7 +540,10 @@ fn a_release_refreshes_the_group_and_a_failed_refresh_rolls_back() {
     assert!(run.stderr.contains("instance refresh"), "{}", run.stderr);
     assert!(
         run.stderr
-            .contains("rolled rudder-dataplane back to version"),
+            .contains("the default is version 2 again (release.rollback_on_failure)")
+            && run
+                .stderr
+                .contains("ended Failed: it failed and was not rolled back"),
         "{}",
         run.stderr
     );

@@ -50,8 +50,10 @@ moto 5.2.5 gaps, and how this module covers each:
   it is launched, so it reports Successful while the new target is still `initial`, or, with
   `target_health.register_after_seconds`, not registered in its target groups yet.
 
-AWS rules kiln's release path does not follow yet, each behind `refresh_rules` (all false by
-default, the emulator's earlier behaviour; POST /_kiln/behaviour {"refresh_rules": {...}}):
+AWS rules behind `refresh_rules` (POST /_kiln/behaviour {"refresh_rules": {...}}):
+`irreversible` is on by default (kiln pins a group on $Default/$Latest to a number before a
+verified refresh, src/pipeline/release/pin.rs); `max_size` and `elb_grace_period` are off by
+default (the emulator's earlier behaviour) and switched on by the tests that exercise them:
 
 - `irreversible`. RollbackInstanceRefresh (API reference): "A rollback is not supported in the
   following situations: There is no desired configuration specified for the instance refresh.

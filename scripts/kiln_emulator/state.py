@@ -25,9 +25,10 @@ DEFAULT_BEHAVIOUR = {
     "ssm_send_ready_after_seconds": 0,
     "commands": [],
     "refresh": {"status": "Successful", "seconds": 1, "success_before_healthy": False, "replacements_before_failure": 2},
-    # AWS rules a refresh follows that kiln's release path did not handle yet: each off by default
-    # (the emulator's earlier behaviour) until the Rust side is fixed; autoscaling.py quotes each.
-    "refresh_rules": {"irreversible": False, "max_size": False, "elb_grace_period": False},
+    # AWS rules a refresh follows (autoscaling.py quotes each). `irreversible` is on: kiln pins a
+    # group on $Default/$Latest before a verified refresh. The others stay off by default (the
+    # emulator's earlier behaviour) and are switched on by the tests that exercise them.
+    "refresh_rules": {"irreversible": True, "max_size": False, "elb_grace_period": False},
     # False: the region has no default VPC (seed {"default_vpc": false}); RunInstances without a
     # subnet answers VPCIdNotSpecified (ec2.py).
     "default_vpc": True,

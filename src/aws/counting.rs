@@ -258,6 +258,11 @@ impl Cloud for Counting {
         self.inner.refresh(group, refresh_id).await
     }
 
+    async fn active_refresh(&self, group: &str) -> Result<Option<Refresh>> {
+        self.counts.add(Service::AutoScaling);
+        self.inner.active_refresh(group).await
+    }
+
     async fn rollback_refresh(&self, group: &str) -> Result<()> {
         self.counts.add(Service::AutoScaling);
         self.inner.rollback_refresh(group).await
@@ -266,6 +271,23 @@ impl Cloud for Counting {
     async fn auto_scaling_group(&self, name: &str) -> Result<Option<AutoScalingGroup>> {
         self.counts.add(Service::AutoScaling);
         self.inner.auto_scaling_group(name).await
+    }
+
+    async fn auto_scaling_groups(&self) -> Result<Vec<AutoScalingGroup>> {
+        self.counts.add(Service::AutoScaling);
+        self.inner.auto_scaling_groups().await
+    }
+
+    async fn set_group_launch_template(
+        &self,
+        group: &str,
+        template_id: &str,
+        version: &str,
+    ) -> Result<()> {
+        self.counts.add(Service::AutoScaling);
+        self.inner
+            .set_group_launch_template(group, template_id, version)
+            .await
     }
 
     async fn target_health(&self, target_group_arn: &str) -> Result<Vec<TargetHealth>> {

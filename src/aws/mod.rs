@@ -128,11 +128,24 @@ pub trait Cloud: Send + Sync {
     async fn start_refresh(&self, request: &RefreshRequest) -> Result<String>;
     /// One refresh of a group; `None` when it is not visible.
     async fn refresh(&self, group: &str, refresh_id: &str) -> Result<Option<Refresh>>;
+    /// The group's refresh that has not ended (pending, in progress, cancelling, rolling back,
+    /// baking), with its `DesiredConfiguration`; `None` when there is none.
+    async fn active_refresh(&self, group: &str) -> Result<Option<Refresh>>;
     /// `RollbackInstanceRefresh`: stops the group's active refresh and puts the instances it
     /// replaced back on the previous configuration.
     async fn rollback_refresh(&self, group: &str) -> Result<()>;
     /// One auto scaling group; `None` when it does not exist.
     async fn auto_scaling_group(&self, name: &str) -> Result<Option<AutoScalingGroup>>;
+    /// Every auto scaling group of the account in this region.
+    async fn auto_scaling_groups(&self) -> Result<Vec<AutoScalingGroup>>;
+    /// `UpdateAutoScalingGroup`: the group launches from `version` (`$Default`, `$Latest` or a
+    /// number) of template `template_id` from now on.
+    async fn set_group_launch_template(
+        &self,
+        group: &str,
+        template_id: &str,
+        version: &str,
+    ) -> Result<()>;
 
     // --- IAM ---
 

@@ -600,6 +600,8 @@ pub struct Refresh {
     pub status: RefreshStatus,
     pub status_reason: String,
     pub percentage_complete: i32,
+    /// The version it replaces instances onto (`DesiredConfiguration`), when it names a number.
+    pub desired: Option<DesiredVersion>,
 }
 
 #[cfg(test)]

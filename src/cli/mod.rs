@@ -16,7 +16,8 @@ use crate::aws::sdk::{ConnectOptions, Sdk};
 use crate::aws::Cloud;
 use crate::error::{exit, Error, Result};
 use crate::pipeline::build::{BuildOptions, Interrupts, OnError};
-use crate::pipeline::rollback::Target;
+use crate::pipeline::release::journal::CommandJournal;
+use crate::pipeline::rollback::{Allowed, Target};
 use crate::pipeline::{self, Context};
 use crate::plan::Plan;
 use crate::recipe::{load_plan, LoadOptions};
@@ -109,6 +110,10 @@ struct BuildArgs {
     /// Also write every phase's start, state changes and end to FILE as NDJSON
     #[arg(long, value_name = "FILE")]
     events: Option<PathBuf>,
+    /// Exit 3 when a hold (`kiln rollback`) kept the image from being released (default: exit
+    /// 0, with "release": "held" in the manifest)
+    #[arg(long, conflicts_with = "no_release")]
+    require_release: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -143,12 +148,32 @@ enum Command {
         /// Create a new version from the current default with this image
         #[arg(long, value_name = "AMI_ID")]
         image: Option<String>,
-        /// Accept an image (or a version's image) that kiln did not build from this recipe
+        /// Accept an image (or a version's image) that kiln did not build for this recipe
         #[arg(long)]
         allow_foreign: bool,
+        /// Accept an image (or a version's image) that failed its test phase
+        #[arg(long)]
+        allow_failed_test: bool,
         /// Do not start an instance refresh
         #[arg(long)]
         no_refresh: bool,
+        /// Do not ask for confirmation on a terminal
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// Only say what the rollback would do
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Where the release stands: the launch template's versions and images, the hold, the
+    /// group's instances with their health, and any instance refresh
+    Status {
+        #[command(flatten)]
+        recipe: RecipeArgs,
+        /// Follow the group's instance refresh until it ends
+        #[arg(long)]
+        wait: bool,
         #[arg(long)]
         json: bool,
     },
@@ -160,9 +185,12 @@ enum Command {
         /// The image to release (default: the newest available image built from this recipe)
         #[arg(long, value_name = "AMI_ID")]
         image: Option<String>,
-        /// Accept an image that kiln did not build from this recipe
+        /// Accept an image that kiln did not build for this recipe
         #[arg(long, requires = "image")]
         allow_foreign: bool,
+        /// Accept an image that failed its test phase
+        #[arg(long, requires = "image")]
+        allow_failed_test: bool,
         /// Do not start an instance refresh
         #[arg(long)]
         no_refresh: bool,
@@ -438,22 +466,42 @@ async fn run(cli: Cli) -> Result<i32> {
             to,
             image,
             allow_foreign,
+            allow_failed_test,
             no_refresh,
+            yes,
+            dry_run,
             json,
         } => {
-            let target = rollback_target(to, image, allow_foreign)?;
-            rollback(global, &recipe, &target, !no_refresh, json).await
+            let allowed = Allowed {
+                foreign: allow_foreign,
+                failed_test: allow_failed_test,
+            };
+            let target = rollback_target(to, image, allowed)?;
+            let how = RollbackHow {
+                refresh: !no_refresh,
+                yes,
+                dry_run,
+                json,
+            };
+            rollback(global, &recipe, &target, how).await
         }
         Command::Release {
             recipe,
             image,
             allow_foreign,
+            allow_failed_test,
             no_refresh,
             json,
         } => {
-            let request = release_request(image.as_deref(), allow_foreign, !no_refresh);
-            release(global, &recipe, request, json).await
+            let choice = ReleaseChoice {
+                image,
+                allow_foreign,
+                allow_failed_test,
+                refresh: !no_refresh,
+            };
+            release(global, &recipe, choice, json).await
         }
+        Command::Status { recipe, wait, json } => status(global, &recipe, wait, json).await,
         Command::Prune {
             recipe,
             keep,
@@ -476,35 +524,18 @@ async fn run(cli: Cli) -> Result<i32> {
     }
 }
 
-/// What `kiln rollback` goes back to: `--to VERSION`, `--image AMI_ID`, or the previous default.
-fn rollback_target(to: Option<i64>, image: Option<String>, allow_foreign: bool) -> Result<Target> {
-    if allow_foreign && to.is_none() && image.is_none() {
+/// What `kiln rollback` goes back to: `--to VERSION`, `--image AMI_ID`, or the previous release.
+fn rollback_target(to: Option<i64>, image: Option<String>, allowed: Allowed) -> Result<Target> {
+    if (allowed.foreign || allowed.failed_test) && to.is_none() && image.is_none() {
         return Err(Error::Usage(
-            "--allow-foreign applies to --to VERSION or --image AMI_ID".into(),
+            "--allow-foreign and --allow-failed-test apply to --to VERSION or --image AMI_ID: the default rollback only goes back to an earlier release".into(),
         ));
     }
     Ok(match (to, image) {
-        (Some(version), _) => Target::Version {
-            version,
-            allow_foreign,
-        },
-        (None, Some(id)) => Target::Image { id, allow_foreign },
+        (Some(version), _) => Target::Version { version, allowed },
+        (None, Some(id)) => Target::Image { id, allowed },
         (None, None) => Target::Previous,
     })
-}
-
-/// What `kiln release` asks of the promotion: no ledger, the CLI's image and refresh choice.
-fn release_request(
-    image: Option<&str>,
-    allow_foreign: bool,
-    refresh: bool,
-) -> pipeline::promote::Request<'_> {
-    pipeline::promote::Request {
-        image,
-        allow_foreign,
-        refresh,
-        ledger: None,
-    }
 }
 
 /// `kiln completions SHELL`: prints the shell's completion script.
@@ -586,6 +617,7 @@ async fn build_command(global: &Global, args: BuildArgs) -> Result<i32> {
         keep_in_ci,
         resume,
         events,
+        require_release,
     } = args;
     let options = BuildOptions {
         build_id: new_build_id(),
@@ -599,6 +631,7 @@ async fn build_command(global: &Global, args: BuildArgs) -> Result<i32> {
         manifest: manifest.as_deref(),
         events: events.as_deref(),
         json,
+        require_release,
     };
     build(global, &recipe, options, outputs).await
 }
@@ -608,6 +641,8 @@ struct Outputs<'a> {
     manifest: Option<&'a Path>,
     events: Option<&'a Path>,
     json: bool,
+    /// A held release exits 3.
+    require_release: bool,
 }
 
 async fn build(
@@ -620,6 +655,7 @@ async fn build(
         manifest,
         events,
         json,
+        require_release,
     } = outputs;
     let plan = load(recipe, Some(&options.build_id))?;
     let progress = progress(global, json);
@@ -657,6 +693,13 @@ async fn build(
         write_file(path, &(to_json(&result)? + "\n"))?;
     }
     print_result(json, &result, render::manifest_summary)?;
+    if require_release && result.release == Some("held") {
+        eprintln!(
+            "error: --require-release: the image was not released (held by `kiln rollback`); run `{}` to release it and clear the hold",
+            plan.command_hint("release")
+        );
+        return Ok(exit::HELD);
+    }
     Ok(exit::OK)
 }
 
@@ -694,88 +737,140 @@ async fn gc(global: &Global, older_than: Duration, dry_run: bool, json: bool) ->
     })
 }
 
+/// How `kiln rollback` proceeds.
+struct RollbackHow {
+    refresh: bool,
+    yes: bool,
+    dry_run: bool,
+    json: bool,
+}
+
 async fn rollback(
     global: &Global,
     recipe: &RecipeArgs,
     target: &Target,
-    refresh: bool,
-    json: bool,
+    how: RollbackHow,
 ) -> Result<i32> {
     let plan = load(recipe, None)?;
     let spec = pipeline::history::release_spec(&plan, "rollback")?;
-    let reporter = progress(global, json);
-    let (journal, mut interrupts) = Journalled::start(global, spec).await?;
-    let ledger = Some(&journal.ledger);
-    let cloud = journal.cloud.as_ref();
-    let work = pipeline::rollback::rollback(cloud, &reporter, &plan, spec, target, refresh, ledger);
-    let outcome = journal.run(&mut interrupts, work).await?;
-    print_result(json, &outcome, render::rollback)?;
+    let reporter = progress(global, how.json);
+    let mut interrupts = listen_for_signals()?;
+    let cloud = tokio::select! {
+        r = connect(global) => r?,
+        signal = interrupts.next() => return Err(Error::Interrupted { signal }),
+    };
+    let choice = tokio::select! {
+        r = pipeline::rollback::choose(cloud.as_ref(), &plan, spec, target) => r?,
+        signal = interrupts.next() => return Err(Error::Interrupted { signal }),
+    };
+    if how.dry_run {
+        print_result(how.json, &choice, render::rollback_choice)?;
+        return Ok(exit::OK);
+    }
+    eprint!("{}", render::rollback_choice(&choice));
+    if !how.yes && !confirmed("roll back")? {
+        return Err(Error::Refused(
+            "rollback not confirmed: nothing changed".into(),
+        ));
+    }
+    let id = new_build_id();
+    let journal = CommandJournal::open(&global.state_dir, &id, &spec.launch_template)?;
+    let ctx = Context {
+        cloud,
+        reporter: &reporter,
+        state_dir: global.state_dir.clone(),
+    };
+    let hint = plan.command_hint("release");
+    let work = pipeline::rollback::rollback(
+        &ctx,
+        &plan,
+        spec,
+        &choice,
+        how.refresh,
+        &journal.ledger,
+        hint,
+    );
+    let outcome = journal.guard(&ctx, &mut interrupts, work).await?;
+    print_result(how.json, &outcome, render::rollback)?;
     Ok(exit::OK)
 }
 
-/// A command that may start a `verified` refresh (rollback, release): journalled like a build,
-/// so an interrupt rolls the refresh back and removes the version it made before exiting 130.
-struct Journalled<'a> {
-    cloud: Arc<dyn crate::aws::Cloud>,
-    ledger: crate::ledger::Ledger,
-    template: &'a str,
+/// On a terminal, asks "QUESTION? [y/N]" and reads the answer; without one (CI, a pipe), yes.
+fn confirmed(question: &str) -> Result<bool> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
+        return Ok(true);
+    }
+    eprint!("{question}? [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| Error::io("read", "the answer from the terminal", e))?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
 }
 
-impl<'a> Journalled<'a> {
-    async fn start(
-        global: &Global,
-        spec: &'a crate::plan::ReleaseSpec,
-    ) -> Result<(Journalled<'a>, Interrupts)> {
-        let mut interrupts = listen_for_signals()?;
-        let cloud = tokio::select! {
-            r = connect(global) => r?,
-            signal = interrupts.next() => return Err(Error::Interrupted { signal }),
-        };
-        let id = new_build_id();
-        let dir = global.state_dir.join("builds").join(&id);
-        let ledger = crate::ledger::Ledger::create(&dir, &id)?;
-        let journal = Journalled {
-            cloud,
-            ledger,
-            template: &spec.launch_template,
-        };
-        Ok((journal, interrupts))
-    }
-
-    async fn run<T>(
-        &self,
-        interrupts: &mut Interrupts,
-        work: impl std::future::Future<Output = Result<T>>,
-    ) -> Result<T> {
-        let signal = tokio::select! {
-            r = work => return r,
-            signal = interrupts.next() => signal,
-        };
-        let cloud = self.cloud.as_ref();
-        let teardown =
-            pipeline::teardown::tear_down(cloud, &self.ledger, Some(self.template), &|_| {}).await;
-        Err(Error::Build {
-            primary: Box::new(Error::Interrupted { signal }),
-            cleanup: teardown.lines(),
-        })
-    }
+/// What `kiln release` releases.
+struct ReleaseChoice {
+    image: Option<String>,
+    allow_foreign: bool,
+    allow_failed_test: bool,
+    refresh: bool,
 }
 
 async fn release(
     global: &Global,
     recipe: &RecipeArgs,
-    mut request: pipeline::promote::Request<'_>,
+    choice: ReleaseChoice,
     json: bool,
 ) -> Result<i32> {
     let plan = load(recipe, None)?;
     let spec = pipeline::history::release_spec(&plan, "release")?;
     let reporter = progress(global, json);
-    let (journal, mut interrupts) = Journalled::start(global, spec).await?;
-    request.ledger = Some(&journal.ledger);
-    let cloud = journal.cloud.as_ref();
-    let work = pipeline::promote::promote(cloud, &reporter, &plan, spec, &request);
-    let outcome = journal.run(&mut interrupts, work).await?;
+    let mut interrupts = listen_for_signals()?;
+    let cloud = tokio::select! {
+        r = connect(global) => r?,
+        signal = interrupts.next() => return Err(Error::Interrupted { signal }),
+    };
+    let id = new_build_id();
+    let journal = CommandJournal::open(&global.state_dir, &id, &spec.launch_template)?;
+    let ctx = Context {
+        cloud,
+        reporter: &reporter,
+        state_dir: global.state_dir.clone(),
+    };
+    let request = pipeline::promote::Request {
+        image: choice.image.as_deref(),
+        allow_foreign: choice.allow_foreign,
+        allow_failed_test: choice.allow_failed_test,
+        refresh: choice.refresh,
+        journal: &journal.ledger,
+        release_hint: plan.command_hint("release"),
+    };
+    let work = pipeline::promote::promote(&ctx, &plan, spec, &request);
+    let outcome = journal.guard(&ctx, &mut interrupts, work).await?;
     print_result(json, &outcome, render::promote)?;
+    Ok(exit::OK)
+}
+
+async fn status(global: &Global, recipe: &RecipeArgs, wait: bool, json: bool) -> Result<i32> {
+    let plan = load(recipe, None)?;
+    let spec = pipeline::history::release_spec(&plan, "status")?;
+    let reporter = progress(global, json);
+    let found = interruptible(async {
+        let ctx = Context {
+            cloud: connect(global).await?,
+            reporter: &reporter,
+            state_dir: global.state_dir.clone(),
+        };
+        match wait {
+            true => pipeline::status::wait(&ctx, spec, plan.timeouts.instance_refresh).await,
+            false => pipeline::status::status(ctx.cloud.as_ref(), spec).await,
+        }
+    })
+    .await?;
+    print_result(json, &found, render::status)?;
     Ok(exit::OK)
 }
 

@@ -9,10 +9,10 @@ use crate::pipeline::build::Manifest;
 use crate::pipeline::failure::BuildSummary;
 use crate::pipeline::gc::GcReport;
 use crate::pipeline::history::History;
-use crate::pipeline::promote::PromoteOutcome;
 use crate::pipeline::prune::PruneReport;
-use crate::pipeline::release::RefreshOutcome;
-use crate::pipeline::rollback::RollbackOutcome;
+use crate::pipeline::release::{RefreshOutcome, Released, Status};
+use crate::pipeline::rollback::{Choice, Pointer, RollbackOutcome};
+use crate::pipeline::status::Status as ReleaseState;
 use crate::plan::{BuilderSpec, Plan, ReleaseSpec, SourceSpec, StepKind};
 
 fn fingerprint_line(plan: &Plan) -> String {
@@ -258,7 +258,7 @@ pub fn history(h: &History) -> String {
     for v in &h.versions {
         let _ = writeln!(
             out,
-            "{:>7}  {:<7}  {:<21}  {:<9}  {:<10}  {:<26}  {:<20}  {}",
+            "{:>7}  {:<7}  {:<21}  {:<9}  {:<10}  {:<26}  {:<20}  {}{}{}",
             v.version,
             if v.is_default { "*" } else { "" },
             v.image_id.as_deref().unwrap_or("-"),
@@ -267,21 +267,53 @@ pub fn history(h: &History) -> String {
             v.build_id.as_deref().unwrap_or("-"),
             v.created_at.as_deref().unwrap_or("-"),
             v.image_name.as_deref().unwrap_or("-"),
+            if v.released_at.is_some() {
+                " [released]"
+            } else {
+                ""
+            },
+            if v.test_failed { " [test failed]" } else { "" },
         );
     }
     out
 }
 
+/// `version N (ami-…)`, or `a new version with ami-…` for `--image`.
+fn pointer(p: &Pointer) -> String {
+    let image = p.image_id.as_deref().unwrap_or("-");
+    match p.version {
+        Some(v) => format!("version {v} ({image})"),
+        None => format!("a new version with {image}"),
+    }
+}
+
+/// What `kiln rollback` is about to do (also its `--dry-run` output).
+pub fn rollback_choice(c: &Choice) -> String {
+    if c.changes_nothing() {
+        return format!(
+            "rollback of launch template {} ({}): the default already is {}: nothing to move (the hold is set again)\n",
+            c.launch_template_name,
+            c.launch_template_id,
+            pointer(&c.before)
+        );
+    }
+    format!(
+        "rollback of launch template {} ({}): default {} → {}\n  why: {}\n",
+        c.launch_template_name,
+        c.launch_template_id,
+        pointer(&c.before),
+        pointer(&c.after),
+        c.why
+    )
+}
+
 pub fn rollback(r: &RollbackOutcome) -> String {
-    let image = |i: &Option<String>| i.clone().unwrap_or_else(|| "-".into());
     let mut out = format!(
-        "launch template {} ({})\n  before: default version {} → {}\n  after:  default version {} → {}\n",
+        "launch template {} ({})\n  before: default {}\n  after:  default {}\n",
         r.launch_template_name,
         r.launch_template_id,
-        r.before.version,
-        image(&r.before.image_id),
-        r.after.version,
-        image(&r.after.image_id)
+        pointer(&r.before),
+        pointer(&r.after)
     );
     if !r.changed {
         out.push_str("  nothing changed: that is already the default\n");
@@ -304,16 +336,17 @@ fn refresh_line(out: &mut String, refresh: Option<&RefreshOutcome>) {
     }
 }
 
-pub fn promote(p: &PromoteOutcome) -> String {
+pub fn promote(p: &Released) -> String {
     let lt = &p.launch_template;
-    let mut out = match lt.created_version {
-        Some(v) => format!(
-            "released {} as version {v} of {} ({}): default version {} → {}\n",
-            p.image_id, lt.name, lt.id, lt.previous_default_version, lt.default_version
+    let image = p.image_id.as_deref().unwrap_or("-");
+    let mut out = match (p.status, lt.created_version) {
+        (Status::Released, Some(v)) => format!(
+            "released {image} as version {v} of {} ({}): default version {} → {}\n",
+            lt.name, lt.id, lt.previous_default_version, lt.default_version
         ),
-        None => format!(
-            "{} default version {} already uses {}\n",
-            lt.name, lt.default_version, p.image_id
+        _ => format!(
+            "{} default version {} already uses {image}\n",
+            lt.name, lt.default_version
         ),
     };
     refresh_line(&mut out, p.instance_refresh.as_ref());
@@ -323,6 +356,56 @@ pub fn promote(p: &PromoteOutcome) -> String {
             "  cleared the hold (version {}, {}, since {}): builds release again",
             hold.version, hold.image_id, hold.at
         );
+    }
+    out
+}
+
+/// `kiln status`.
+pub fn status(s: &ReleaseState) -> String {
+    let image = |i: &Option<String>| i.clone().unwrap_or_else(|| "-".into());
+    let mut out = format!(
+        "launch template {} ({}) in {}: default version {} ({}), latest {} ({})\n",
+        s.launch_template_name,
+        s.launch_template_id,
+        s.region,
+        s.default.version,
+        image(&s.default.image_id),
+        s.latest.version,
+        image(&s.latest.image_id)
+    );
+    match &s.hold {
+        Some(hold) => {
+            let _ = writeln!(
+                out,
+                "HELD at version {} ({}) since {} by `kiln rollback`: builds do not release until `kiln release`",
+                hold.version, hold.image_id, hold.at
+            );
+        }
+        None => out.push_str("not held: builds release\n"),
+    }
+    if let Some(group) = &s.group {
+        let _ = writeln!(out, "{}", group.describe(&s.images));
+    }
+    match &s.active_refresh {
+        Some(r) => {
+            let _ = writeln!(
+                out,
+                "instance refresh {}: {} {}%{}{}",
+                r.id,
+                r.status,
+                r.percentage_complete,
+                r.desired_version
+                    .map(|v| format!(", onto version {v}"))
+                    .unwrap_or_default(),
+                if r.status_reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", r.status_reason)
+                }
+            );
+        }
+        None if s.group.is_some() => out.push_str("no instance refresh in progress\n"),
+        None => {}
     }
     out
 }

@@ -17,7 +17,6 @@ use futures::stream::{self, StreamExt};
 use serde::Serialize;
 
 use crate::aws::counting::{Counting, Counts};
-use crate::aws::ImageState;
 use crate::aws::{Cloud, CopyImageRequest, CreateImageRequest, Image, ImageQuery, InstanceQuery};
 use crate::aws::{InstanceState, LaunchRequest, RootVolume, Tags, TemplateRef};
 use crate::error::{Error, Result};
@@ -27,17 +26,17 @@ use crate::pipeline::consistency;
 use crate::pipeline::failure::{
     BuildSummary, CleanupReport, Failed, FailureReport, KeptBuilder, PhaseTracker,
 };
-use crate::pipeline::hold::Hold;
 use crate::pipeline::images::{self, find_by_fingerprint, resolve_source};
 use crate::pipeline::instances::{terminate_and_wait, wait_for_state};
-use crate::pipeline::release::{self, LaunchTemplateRelease, RefreshOutcome};
+use crate::pipeline::release::{self, Command, Hold, LaunchTemplateRelease, Parameter};
+use crate::pipeline::release::{RefreshOutcome, SsmParameterWrite, Status, Target};
 use crate::pipeline::resume::{self, Resumption, Start, StepRecord};
 use crate::pipeline::steps::{wait_agent_online, StepRunner};
 use crate::pipeline::teardown::tear_down;
 use crate::pipeline::tester::{self, TestRun};
 use crate::pipeline::{now_rfc3339, why, Context, PhaseResult};
-use crate::pipeline::{profile, rollout};
-use crate::plan::{Plan, ReleaseSpec, ReleaseStrategy};
+use crate::pipeline::{profile, release::strategy};
+use crate::plan::{Plan, ReleaseSpec};
 use crate::report::Phase;
 use crate::tags::{self, BuildTags};
 
@@ -122,7 +121,7 @@ pub struct Manifest {
     pub skip_reason: Option<String>,
     pub images: Vec<ManifestImage>,
     /// `released` (the default uses the image), `held` (a hold stopped the release, see
-    /// `hold`), or `None` without a release.
+    /// `hold`; `kiln build --require-release` then exits 3), or `None` without a release.
     pub release: Option<&'static str>,
     /// The launch template's hold, when it stopped the release.
     pub hold: Option<Hold>,
@@ -136,14 +135,6 @@ pub struct Manifest {
     pub log_dir: Option<String>,
     /// Where the time and the API calls went (set once the build has ended).
     pub summary: Option<BuildSummary>,
-}
-
-/// An SSM parameter kiln wrote the image id to.
-#[derive(Debug, Clone, Serialize)]
-pub struct SsmParameterWrite {
-    pub region: String,
-    pub name: String,
-    pub version: i64,
 }
 
 /// One build once its source is known: what every phase reads.
@@ -304,6 +295,7 @@ async fn build(
     let tags = BuildTags {
         build_id: options.build_id.clone(),
         recipe: plan.name.clone(),
+        identity: plan.identity(),
         version: plan.version.clone(),
         fingerprint: plan.fingerprint(&source.id).to_string(),
         source_image: source.id.clone(),
@@ -318,14 +310,15 @@ async fn build(
     let mut manifest = job.manifest(started_at);
     let build_dir = ctx.state_dir.join("builds").join(&options.build_id);
     if !options.force && job.resume.is_none() {
-        if let Some(image) = find_by_fingerprint(cloud, &job.tags.fingerprint).await? {
-            // A verified refresh is journalled, so an interrupt rolls it back.
-            let journal = match verified(&job) {
-                true => {
+        let found = find_by_fingerprint(cloud, &job.tags.fingerprint, &job.tags.identity);
+        if let Some(image) = found.await? {
+            // A release journals its version and refresh, so an interrupt undoes them.
+            let journal = match job.release_spec() {
+                Some(_) => {
                     let created = Ledger::create(&build_dir, &options.build_id)?;
                     Some(ledger.get_or_init(|| created))
                 }
-                false => None,
+                None => None,
             };
             return reuse(ctx, &job, manifest, image, journal).await;
         }
@@ -373,40 +366,11 @@ async fn preflight_release(ctx: &Context<'_>, job: &Job<'_>) -> Result<()> {
     let template = TemplateRef::parse(&spec.launch_template);
     let default = cloud.default_template_version(&template).await?;
     if let (Some(group), true) = (&spec.auto_scaling_group, job.options.refresh) {
-        for warning in rollout::check_group(cloud, spec, group, &default).await? {
+        for warning in strategy::check_group(cloud, spec, group, &default).await? {
             ctx.reporter.warning(&warning);
         }
     }
     Ok(())
-}
-
-/// Whether the launch template is held (`kiln rollback`): then this build does not release, says
-/// so loudly and records the hold in the manifest.
-async fn held(
-    ctx: &Context<'_>,
-    job: &Job<'_>,
-    spec: &ReleaseSpec,
-    manifest: &mut Manifest,
-) -> Result<bool> {
-    let template = TemplateRef::parse(&spec.launch_template);
-    let template = ctx.cloud.launch_template(&template).await?;
-    let Some(hold) = Hold::of(&template) else {
-        return Ok(false);
-    };
-    let recipe = job.plan.recipe_path.display().to_string();
-    ctx.reporter.warning(&hold.notice(&template.name, &recipe));
-    manifest.release = Some("held");
-    manifest.hold = Some(hold);
-    Ok(true)
-}
-
-/// Whether this build's release moves the default only after a verified refresh.
-fn verified(job: &Job<'_>) -> bool {
-    job.release_spec().is_some_and(|spec| {
-        spec.strategy == ReleaseStrategy::Verified
-            && spec.auto_scaling_group.is_some()
-            && job.options.refresh
-    })
 }
 
 /// Tears down what the failed build left; returns the error with what cleanup did, as lines in
@@ -517,18 +481,14 @@ async fn keep_builder(
 
 /// Names what changed since the recipe's newest image (nothing to say on a first build).
 async fn say_why_it_rebuilds(ctx: &Context<'_>, job: &Job<'_>) -> Result<()> {
-    let query = ImageQuery::own().tagged(tags::RECIPE, &job.plan.name);
-    let newest = ctx
-        .cloud
-        .find_images(&query)
-        .await?
-        .into_iter()
-        .filter(|image| image.state == ImageState::Available)
-        .max_by(|a, b| a.creation_date.cmp(&b.creation_date));
-    let Some(newest) = newest else {
+    let found = images::of_recipe(ctx.cloud.as_ref(), job.plan).await?;
+    let Some(newest) = found.newest_available() else {
         return Ok(());
     };
-    let reasons = why::explain(job.plan, &job.source.id, &newest);
+    if found.own.iter().all(|i| i.id != newest.id) {
+        found.warn_about_legacy(ctx.reporter);
+    }
+    let reasons = why::explain(job.plan, &job.source.id, newest);
     let what = if reasons.is_empty() {
         "the image settings (name, description, tags, regions, sharing) or kiln's recipe format"
             .to_owned()
@@ -553,8 +513,7 @@ async fn reuse(
     let built_by = image
         .tags
         .get(tags::BUILD_ID)
-        .cloned()
-        .unwrap_or_else(|| "an earlier build".into());
+        .map_or("an earlier build", String::as_str);
     let secrets = if job.plan.secrets.is_empty() {
         ""
     } else {
@@ -573,25 +532,13 @@ async fn reuse(
         .push(ManifestImage::new(ctx.cloud.region(), &image));
     for region in &job.plan.image.regions {
         let cloud = ctx.cloud.in_region(region);
-        if let Some(copy) = find_by_fingerprint(cloud.as_ref(), &manifest.fingerprint).await? {
+        let copy = find_by_fingerprint(cloud.as_ref(), &manifest.fingerprint, &job.tags.identity);
+        if let Some(copy) = copy.await? {
             manifest.images.push(ManifestImage::new(region, &copy));
         }
     }
-    if let Some(spec) = job.release_spec() {
-        if spec.auto_scaling_group.is_some() {
-            preflight_release(ctx, job).await?;
-        }
-        if held(ctx, job, spec, &mut manifest).await? {
-            manifest.finished_at = now_rfc3339();
-            return Ok(manifest);
-        }
-        let released = release_phase(ctx, job, spec, &built_by, &image.id, ledger).await?;
-        let changed = released.created_version.is_some();
-        manifest.release = Some("released");
-        manifest.launch_template = Some(released);
-        if changed {
-            publish_and_refresh(ctx, job, &mut manifest, ledger).await?;
-        }
+    if let (Some(spec), Some(ledger)) = (job.release_spec(), ledger) {
+        release_image(ctx, job, spec, &image.id, ledger, &mut manifest).await?;
     }
     manifest.finished_at = now_rfc3339();
     Ok(manifest)
@@ -634,15 +581,7 @@ async fn bake(
     tester::test_image(ctx, &run, &image).await?;
     let built = distribute(ctx, job, image, ledger, manifest).await?;
     if let Some(spec) = job.release_spec() {
-        if held(ctx, job, spec, manifest).await? {
-            return Ok(());
-        }
-        manifest.release = Some("released");
-        let image_id = &built[0].1.id;
-        let released =
-            release_phase(ctx, job, spec, job.build_id(), image_id, Some(ledger)).await?;
-        manifest.launch_template = Some(released);
-        publish_and_refresh(ctx, job, manifest, Some(ledger)).await?;
+        release_image(ctx, job, spec, &built[0].1.id, ledger, manifest).await?;
     }
     Ok(())
 }
@@ -1040,58 +979,55 @@ fn keep_products(built: &Built, ledger: &Ledger, manifest: &mut Manifest) -> Res
     Ok(())
 }
 
-/// The release phase: the launch template's default points at `image_id` afterwards. The
-/// version description names `built_by`, the build that made the image.
-async fn release_phase(
+/// Releases `image_id` through the one release path ([`release::release`]) and records what it
+/// did in the manifest.
+async fn release_image(
     ctx: &Context<'_>,
     job: &Job<'_>,
     spec: &ReleaseSpec,
-    built_by: &str,
     image_id: &str,
-    ledger: Option<&Ledger>,
-) -> Result<LaunchTemplateRelease> {
+    ledger: &Ledger,
+    manifest: &mut Manifest,
+) -> Result<()> {
     let plan = job.plan;
-    let description = release::version_description(built_by, &plan.name, &plan.version, image_id);
-    let token = format!("{}-release", job.build_id());
-    let released = ctx
-        .phase(Phase::Release, async {
-            let cloud = ctx.cloud.as_ref();
-            let make_default = !verified(job);
-            let r = release::release_image(
-                cloud,
-                spec,
-                image_id,
-                &description,
-                &token,
-                ledger,
-                make_default,
-            )
-            .await?;
-            Ok(ReleaseSummary(r))
-        })
-        .await?;
-    Ok(released.0)
-}
-
-struct ReleaseSummary(LaunchTemplateRelease);
-
-impl PhaseResult for ReleaseSummary {
-    fn summary(&self) -> String {
-        match self.0.created_version {
-            Some(v) if self.0.default_version != v => format!(
-                "{} version {} created; the default stays {} until the group is healthy on it",
-                self.0.name, v, self.0.previous_default_version
-            ),
-            Some(v) => format!(
-                "{} version {} is the default (was {})",
-                self.0.name, v, self.0.previous_default_version
-            ),
-            None => format!(
-                "{} default version {} already uses this image",
-                self.0.name, self.0.default_version
-            ),
-        }
+    let parameter = plan.image.ssm_parameter.as_ref().map(|name| Parameter {
+        name: name.clone(),
+        images: manifest
+            .images
+            .iter()
+            .map(|i| (i.region.clone(), i.image_id.clone()))
+            .collect(),
+        description: format!(
+            "{} {} (kiln build {})",
+            plan.name, plan.version, manifest.build_id
+        ),
+    });
+    let request = release::Request {
+        command: Command::Build,
+        spec,
+        recipe: &plan.name,
+        recipe_version: &plan.version,
+        release_hint: plan.command_hint("release"),
+        target: Target::Image {
+            id: image_id.to_owned(),
+        },
+        refresh: job.options.refresh,
+        refresh_timeout: plan.timeouts.instance_refresh,
+        parameter,
+        journal: ledger,
+    };
+    let released = release::release(ctx, &request).await?;
+    manifest.release = Some(match released.status {
+        Status::Held => "held",
+        Status::Released | Status::Unchanged => "released",
+    });
+    manifest.hold = released.hold;
+    if released.status != Status::Held {
+        manifest.launch_template = Some(released.launch_template);
     }
+    manifest.instance_refresh = released.instance_refresh;
+    manifest.ssm_parameters = released.ssm_parameters;
+    Ok(())
 }
 
 struct Copies(Built);
@@ -1103,169 +1039,6 @@ impl PhaseResult for Copies {
             .map(|(c, i)| format!("{} {}", c.region(), i.id))
             .collect::<Vec<_>>()
             .join(", ")
-    }
-}
-
-/// After a release: write the SSM parameters, then refresh the group.
-async fn publish_and_refresh(
-    ctx: &Context<'_>,
-    job: &Job<'_>,
-    manifest: &mut Manifest,
-    ledger: Option<&Ledger>,
-) -> Result<()> {
-    if let Some(name) = &job.plan.image.ssm_parameter {
-        let writes = ctx
-            .phase(
-                Phase::PublishParameter,
-                publish_parameter(ctx, job, name, manifest),
-            )
-            .await?;
-        manifest.ssm_parameters = writes.0;
-    }
-    let (Some(spec), Some(released)) = (job.release_spec(), &manifest.launch_template) else {
-        return Ok(());
-    };
-    let (Some(group), true) = (&spec.auto_scaling_group, job.options.refresh) else {
-        return Ok(());
-    };
-    if verified(job) && released.created_version.is_some() {
-        let mut released = released.clone();
-        let result = verified_after_release(ctx, job, spec, group, &mut released, ledger).await;
-        manifest.launch_template = Some(released);
-        manifest.instance_refresh = result?.into();
-        return Ok(());
-    }
-    if released.created_version.is_none()
-        || released.default_version == released.previous_default_version
-    {
-        return Ok(());
-    }
-    let released = released.clone();
-    refresh_after_release(ctx, job, spec, group, &released, manifest).await
-}
-
-async fn publish_parameter(
-    ctx: &Context<'_>,
-    job: &Job<'_>,
-    name: &str,
-    manifest: &Manifest,
-) -> Result<Writes> {
-    let description = format!(
-        "{} {} (kiln build {})",
-        job.plan.name, job.plan.version, manifest.build_id
-    );
-    let mut writes = Vec::new();
-    for image in &manifest.images {
-        let cloud = ctx.cloud.in_region(&image.region);
-        let version = cloud
-            .put_parameter(name, &image.image_id, &description)
-            .await?;
-        writes.push(SsmParameterWrite {
-            region: image.region.clone(),
-            name: name.to_owned(),
-            version,
-        });
-    }
-    Ok(Writes(writes))
-}
-
-/// The `verified` strategy: refresh the group onto the new version, then make it the default.
-async fn verified_after_release(
-    ctx: &Context<'_>,
-    job: &Job<'_>,
-    spec: &ReleaseSpec,
-    group: &str,
-    released: &mut LaunchTemplateRelease,
-    ledger: Option<&Ledger>,
-) -> Result<RefreshOutcome> {
-    let cloud = ctx.cloud.as_ref();
-    let phase = Phase::InstanceRefresh {
-        group: group.to_owned(),
-    };
-    let timeout = job.plan.timeouts.instance_refresh;
-    let progress = ctx.progress(&phase);
-    let outcome = ctx
-        .phase(phase.clone(), async {
-            let version = released.created_version.unwrap_or(released.default_version);
-            let target = (&mut *released, version);
-            let refreshed =
-                release::verified_rollout(cloud, spec, group, target, timeout, ledger, progress)
-                    .await?;
-            Ok(RefreshSummary(refreshed))
-        })
-        .await?
-        .0;
-    ctx.reporter.notice(&format!(
-        "{} version {} is the default: the group is healthy on it (was {})",
-        released.name, released.default_version, released.previous_default_version
-    ));
-    Ok(outcome)
-}
-
-/// Refreshes the group onto the released version; when the refresh fails and the recipe asks
-/// for it, makes the previous version the default again.
-async fn refresh_after_release(
-    ctx: &Context<'_>,
-    job: &Job<'_>,
-    spec: &ReleaseSpec,
-    group: &str,
-    released: &LaunchTemplateRelease,
-    manifest: &mut Manifest,
-) -> Result<()> {
-    let cloud = ctx.cloud.as_ref();
-    let phase = Phase::InstanceRefresh {
-        group: group.to_owned(),
-    };
-    let timeout = job.plan.timeouts.instance_refresh;
-    let outcome = ctx
-        .phase(phase.clone(), async {
-            let refreshed =
-                release::refresh_group(cloud, spec, group, timeout, ctx.progress(&phase)).await?;
-            Ok(RefreshSummary(refreshed))
-        })
-        .await?
-        .0;
-    manifest.instance_refresh = Some(outcome.clone());
-    let Err(e) = release::ensure_refreshed(&outcome, cloud.region()) else {
-        return Ok(());
-    };
-    ctx.reporter.notice(&format!(
-        "the instance refresh of {group} ended {}: {}",
-        outcome.status, outcome.reason
-    ));
-    if !spec.rollback_on_failure {
-        return Err(e);
-    }
-    let previous = released.previous_default_version;
-    cloud.set_default_version(&released.id, previous).await?;
-    let done = format!(
-        "rolled {} back to version {previous} (release.rollback_on_failure)",
-        released.name
-    );
-    ctx.reporter.notice(&done);
-    Err(Error::Build {
-        primary: Box::new(e),
-        cleanup: vec![done],
-    })
-}
-
-struct Writes(Vec<SsmParameterWrite>);
-
-impl PhaseResult for Writes {
-    fn summary(&self) -> String {
-        self.0
-            .iter()
-            .map(|w| format!("{} v{} ({})", w.name, w.version, w.region))
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-}
-
-struct RefreshSummary(RefreshOutcome);
-
-impl PhaseResult for RefreshSummary {
-    fn summary(&self) -> String {
-        format!("{} {}", self.0.refresh_id, self.0.status)
     }
 }
 

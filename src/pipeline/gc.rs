@@ -172,9 +172,10 @@ async fn already_gone(home: &dyn Cloud, resource: &Resource) -> Result<bool> {
             .await?
             .iter()
             .all(|i| i.state == ImageState::Deregistered),
-        Resource::Snapshot { .. } | Resource::TemplateVersion { .. } | Resource::Refresh { .. } => {
-            false
-        }
+        Resource::Snapshot { .. }
+        | Resource::TemplateVersion { .. }
+        | Resource::Refresh { .. }
+        | Resource::GroupSetting { .. } => false,
     })
 }
 

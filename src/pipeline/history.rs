@@ -5,7 +5,8 @@ use serde::Serialize;
 
 use crate::aws::{Cloud, ImageState, TemplateRef};
 use crate::error::{Error, Result};
-use crate::pipeline::hold::Hold;
+use crate::pipeline::images::failed_its_test;
+use crate::pipeline::release::Hold;
 use crate::plan::{Plan, ReleaseSpec};
 use crate::tags;
 
@@ -20,7 +21,15 @@ pub struct HistoryEntry {
     pub image_state: String,
     pub image_exists: bool,
     pub recipe: Option<String>,
+    /// The image's `kiln:identity` tag (`None` for images built before identities).
+    pub identity: Option<String>,
     pub recipe_version: Option<String>,
+    /// When the image was created (ISO 8601).
+    pub image_created_at: Option<String>,
+    /// The image failed its test phase (`kiln:test=failed`).
+    pub test_failed: bool,
+    /// When kiln last made the image the default (`kiln:released`); `None`: never by kiln.
+    pub released_at: Option<String>,
     pub build_id: Option<String>,
     pub fingerprint: Option<String>,
     pub created_at: Option<String>,
@@ -75,7 +84,11 @@ pub async fn history(cloud: &dyn Cloud, spec: &ReleaseSpec) -> Result<History> {
                     .unwrap_or_else(|| "missing".into()),
                 image_exists: image.is_some(),
                 recipe: tag(tags::RECIPE),
+                identity: tag(tags::IDENTITY),
                 recipe_version: tag(tags::VERSION),
+                image_created_at: image.map(|i| i.creation_date.clone()),
+                test_failed: image.is_some_and(failed_its_test),
+                released_at: tag(tags::RELEASED),
                 build_id: tag(tags::BUILD_ID),
                 fingerprint: tag(tags::FINGERPRINT),
                 created_at: v.created_at,
@@ -94,6 +107,13 @@ pub async fn history(cloud: &dyn Cloud, spec: &ReleaseSpec) -> Result<History> {
 }
 
 impl HistoryEntry {
+    /// kiln made the image a default before (`kiln:released`); an image kiln built before it
+    /// tagged releases and identities (a `kiln:recipe` tag, no `kiln:identity`) counts as
+    /// released, as `kiln rollback` always took such images.
+    pub fn was_released(&self) -> bool {
+        self.released_at.is_some() || (self.identity.is_none() && self.recipe.is_some())
+    }
+
     /// The version points at an image that exists and is available.
     pub fn image_usable(&self) -> bool {
         self.image_exists && self.image_state == ImageState::Available.as_str()

@@ -74,16 +74,110 @@ pub fn newest(images: Vec<Image>) -> Option<Image> {
 }
 
 /// An available image of this account already built from exactly this fingerprint.
-pub async fn find_by_fingerprint(cloud: &dyn Cloud, fingerprint: &str) -> Result<Option<Image>> {
+pub async fn find_by_fingerprint(
+    cloud: &dyn Cloud,
+    fingerprint: &str,
+    identity: &str,
+) -> Result<Option<Image>> {
     let query = ImageQuery::own()
         .tagged(tags::FINGERPRINT, fingerprint)
         .in_state(ImageState::Available);
     let images = cloud.find_images(&query).await?;
-    // An image that failed its test phase is never reused: the next build bakes again.
+    // An image that failed its test phase is never reused: the next build bakes again. Nor is
+    // another recipe identity's image with the same content.
     let tested = images
         .into_iter()
-        .filter(|i| i.tags.get(tags::TEST).map(String::as_str) != Some(tags::TEST_FAILED));
+        .filter(|i| !failed_its_test(i))
+        .filter(|i| Identity::of(i, identity) != Identity::Other);
     Ok(newest(tested.collect()))
+}
+
+/// The image's test phase failed (`kiln:test=failed`): never reused, released or rolled back to.
+pub fn failed_its_test(image: &Image) -> bool {
+    image.tags.get(tags::TEST).map(String::as_str) == Some(tags::TEST_FAILED)
+}
+
+/// Whose an image is, by its `kiln:identity` tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Identity {
+    /// This recipe identity's.
+    Own,
+    /// Built before kiln tagged identities: only the recipe's name says whose it is.
+    Legacy,
+    /// Another recipe identity's, whatever its name.
+    Other,
+}
+
+impl Identity {
+    pub fn of(image: &Image, identity: &str) -> Identity {
+        match image.tags.get(tags::IDENTITY) {
+            Some(tagged) if tagged == identity => Identity::Own,
+            Some(_) => Identity::Other,
+            None => Identity::Legacy,
+        }
+    }
+}
+
+/// The images kiln built for a recipe identity (its name, then its `kiln:identity` tag).
+pub struct RecipeImages {
+    pub identity: String,
+    /// Tagged with this identity.
+    pub own: Vec<Image>,
+    /// Tagged with the recipe's name but no identity: built before identities.
+    pub legacy: Vec<Image>,
+}
+
+/// Every image of `plan`'s recipe identity, and the legacy images of its name.
+pub async fn of_recipe(cloud: &dyn Cloud, plan: &crate::plan::Plan) -> Result<RecipeImages> {
+    let identity = plan.identity();
+    let query = ImageQuery::own().tagged(tags::RECIPE, &plan.name);
+    let mut found = RecipeImages {
+        identity: identity.clone(),
+        own: Vec::new(),
+        legacy: Vec::new(),
+    };
+    for image in cloud.find_images(&query).await? {
+        match Identity::of(&image, &identity) {
+            Identity::Own => found.own.push(image),
+            Identity::Legacy => found.legacy.push(image),
+            Identity::Other => {}
+        }
+    }
+    Ok(found)
+}
+
+impl RecipeImages {
+    /// Available images, own and legacy, that did not fail their test phase.
+    pub fn releasable(&self) -> impl Iterator<Item = &Image> {
+        self.own
+            .iter()
+            .chain(&self.legacy)
+            .filter(|i| i.state == ImageState::Available && !failed_its_test(i))
+    }
+
+    /// The newest available image, own or legacy.
+    pub fn newest_available(&self) -> Option<&Image> {
+        self.own
+            .iter()
+            .chain(&self.legacy)
+            .filter(|i| i.state == ImageState::Available)
+            .max_by(|a, b| a.creation_date.cmp(&b.creation_date))
+    }
+
+    /// Says, once, that images without an identity were counted as this recipe's.
+    pub fn warn_about_legacy(&self, reporter: &dyn crate::report::Reporter) {
+        if self.legacy.is_empty() {
+            return;
+        }
+        let ids: Vec<&str> = self.legacy.iter().map(|i| i.id.as_str()).collect();
+        reporter.warning(&format!(
+            "{} image(s) carry this recipe's name but no kiln:identity tag (built before recipe identities): {}; \
+             they are counted as identity {} — if another project's recipe has the same name, tag its images kiln:identity=<its identity>",
+            ids.len(),
+            ids.join(", "),
+            self.identity
+        ));
+    }
 }
 
 /// Waits until an image is `available`; fails at once if it fails.

@@ -1,10 +1,11 @@
-//! The pipeline: one module per command ([`build`], [`history`], [`rollback`], [`prune`],
-//! [`gc`]), plus the pieces they share: resolving and waiting for images ([`images`]), driving
-//! instances ([`instances`]), running steps ([`steps`], with the scripts of [`script`]),
-//! releasing to a launch template ([`release`]), moving an auto scaling group onto a version
-//! ([`rollout`]), the release hold a rollback puts ([`hold`]), the builder's instance profile
-//! preflight ([`profile`]), the test phase on a fresh
-//! instance of the new image ([`tester`]) and removing what a build left ([`teardown`]).
+//! The pipeline: one module per command ([`build`], [`promote`] for `kiln release`,
+//! [`rollback`], [`status`], [`history`], [`prune`], [`gc`]), plus the pieces they share:
+//! resolving and waiting for images ([`images`]), driving instances ([`instances`]), running
+//! steps ([`steps`], with the scripts of [`script`]), the one release path that build, release
+//! and rollback all go through ([`release`]: the launch template version, the group's refresh,
+//! the health gate, the hold, the SSM parameter, never deleting a version in use), the
+//! builder's instance profile preflight ([`profile`]), the test phase on a fresh instance of
+//! the new image ([`tester`]) and removing what a build left ([`teardown`]).
 //!
 //! Every command takes a [`Context`]: the [`Cloud`] (never the SDK), a [`Reporter`] and the state
 //! folder. No clap, no terminal handling here: the CLI layer owns those.
@@ -14,7 +15,6 @@ pub mod consistency;
 pub mod failure;
 pub mod gc;
 pub mod history;
-pub mod hold;
 pub mod images;
 pub mod instances;
 pub mod output;
@@ -24,8 +24,8 @@ pub mod prune;
 pub mod release;
 pub mod resume;
 pub mod rollback;
-pub mod rollout;
 pub mod script;
+pub mod status;
 pub mod steps;
 pub mod teardown;
 pub mod tester;

@@ -1,146 +1,96 @@
 //! `kiln release`: release an image explicitly and clear the launch template's hold.
 //!
-//! The image is the newest available one built by kiln from the recipe, or the one named with
-//! `--image` (refused when kiln did not build it from this recipe, unless `--allow-foreign`, as
-//! `rollback --image`). It is released with the recipe's strategy, exactly as a build releases:
-//! a new version from the current default with only the image changed, and with a group either
-//! a `verified` refresh before the default moves or `default-then-refresh`. The hold is cleared
-//! once the release succeeded.
+//! The image is the newest available one kiln built for this recipe identity that did not fail
+//! its test phase, or the one named with `--image` (refused when kiln did not build it for this
+//! recipe, unless `--allow-foreign`, and when it failed its test phase, unless
+//! `--allow-failed-test`). The release itself is the one release path ([`release::release`]),
+//! as a build's.
 
-use serde::Serialize;
-
-use crate::aws::{Cloud, Image, ImageQuery, ImageState, LaunchTemplate, TemplateRef};
+use crate::aws::{Cloud, Image};
 use crate::error::{Error, Result};
 use crate::ledger::Ledger;
-use crate::pipeline::hold::{self, Hold};
-use crate::pipeline::release::{self, LaunchTemplateRelease, RefreshOutcome, Rollout};
+use crate::pipeline::images::{self, failed_its_test};
+use crate::pipeline::release::{self, Command, Parameter, Released, Target};
 use crate::pipeline::rollback::usable_image;
-use crate::pipeline::rollout;
-use crate::plan::{Plan, ReleaseSpec, ReleaseStrategy};
-use crate::report::Reporter;
-use crate::tags;
-
-#[derive(Debug, Clone, Serialize)]
-pub struct PromoteOutcome {
-    pub image_id: String,
-    pub launch_template: LaunchTemplateRelease,
-    pub instance_refresh: Option<RefreshOutcome>,
-    /// The hold this release cleared.
-    pub cleared_hold: Option<Hold>,
-}
+use crate::pipeline::Context;
+use crate::plan::{Plan, ReleaseSpec};
 
 /// What to release, and how.
 pub struct Request<'a> {
     pub image: Option<&'a str>,
     pub allow_foreign: bool,
+    pub allow_failed_test: bool,
     pub refresh: bool,
-    /// The command's journal: the version it creates and its refresh, so an interrupt's
-    /// teardown removes the one and rolls back the other.
-    pub ledger: Option<&'a Ledger>,
+    /// The command's journal: the version it creates and its refresh.
+    pub journal: &'a Ledger,
+    /// The `kiln release …` line (with the `--var` names the recipe needs) for messages.
+    pub release_hint: String,
 }
 
 pub async fn promote(
-    cloud: &dyn Cloud,
-    reporter: &dyn Reporter,
+    ctx: &Context<'_>,
     plan: &Plan,
     spec: &ReleaseSpec,
     request: &Request<'_>,
-) -> Result<PromoteOutcome> {
+) -> Result<Released> {
+    let cloud = ctx.cloud.as_ref();
     let image = match request.image {
-        Some(id) => usable_image(cloud, plan, id, request.allow_foreign).await?,
-        None => newest_image(cloud, plan).await?,
-    };
-    let template = cloud
-        .launch_template(&TemplateRef::parse(&spec.launch_template))
-        .await?;
-    let group = spec
-        .auto_scaling_group
-        .as_deref()
-        .filter(|_| request.refresh);
-    let verified = group.is_some() && spec.strategy == ReleaseStrategy::Verified;
-    if let Some(group) = group {
-        warn_about_group(cloud, reporter, spec, group, &template.id).await?;
-    }
-    let description = version_description(plan, &image);
-    let token = format!("kiln-release-{}-{}", template.default_version, image.id);
-    let mut released = release::release_image(
-        cloud,
-        spec,
-        &image.id,
-        &description,
-        &token,
-        request.ledger,
-        !verified,
-    )
-    .await?;
-    let instance_refresh = match (group, released.created_version) {
-        (Some(group), Some(version)) => {
-            let target = (&mut released, version);
-            let how = Rollout {
-                verified,
-                timeout: plan.timeouts.instance_refresh,
-                ledger: request.ledger,
-            };
-            Some(release::roll_group(cloud, reporter, spec, group, target, how).await?)
+        Some(id) => {
+            let image = usable_image(cloud, plan, id, request.allow_foreign).await?;
+            if failed_its_test(&image) && !request.allow_failed_test {
+                return Err(Error::Refused(format!(
+                    "image {id} failed its test phase (tag kiln:test=failed): releasing it would put a broken image into production; \
+                     pass --allow-failed-test to release it anyway"
+                )));
+            }
+            image
         }
-        _ => None,
+        None => newest_image(ctx, plan).await?,
     };
-    let cleared_hold = clear_hold(cloud, &template).await?;
-    Ok(PromoteOutcome {
-        image_id: image.id,
-        launch_template: released,
-        instance_refresh,
-        cleared_hold,
-    })
+    let parameter = plan.image.ssm_parameter.as_ref().map(|name| Parameter {
+        name: name.clone(),
+        images: vec![(cloud.region().to_owned(), image.id.clone())],
+        description: format!("{} {} (kiln release)", plan.name, plan.version),
+    });
+    let release_request = release::Request {
+        command: Command::Release,
+        spec,
+        recipe: &plan.name,
+        recipe_version: image_version(&image, plan),
+        release_hint: request.release_hint.clone(),
+        target: Target::Image {
+            id: image.id.clone(),
+        },
+        refresh: request.refresh,
+        refresh_timeout: plan.timeouts.instance_refresh,
+        parameter,
+        journal: request.journal,
+    };
+    release::release(ctx, &release_request).await
 }
 
-/// Reports what about the group may keep its refresh from going well.
-async fn warn_about_group(
-    cloud: &dyn Cloud,
-    reporter: &dyn Reporter,
-    spec: &ReleaseSpec,
-    group: &str,
-    template_id: &str,
-) -> Result<()> {
-    let default = cloud
-        .default_template_version(&TemplateRef::Id(template_id.to_owned()))
-        .await?;
-    for warning in rollout::check_group(cloud, spec, group, &default).await? {
-        reporter.warning(&warning);
-    }
-    Ok(())
-}
-
-/// The new version's description: the image's build, or `kiln release` for an image without one.
-fn version_description(plan: &Plan, image: &Image) -> String {
-    let built_by = image
+/// The recipe version the image was built at (its `kiln:version` tag), else the recipe's.
+fn image_version<'a>(image: &'a Image, plan: &'a Plan) -> &'a str {
+    image
         .tags
-        .get(tags::BUILD_ID)
-        .map_or("kiln release", String::as_str);
-    release::version_description(built_by, &plan.name, &plan.version, &image.id)
+        .get(crate::tags::VERSION)
+        .map_or(plan.version.as_str(), String::as_str)
 }
 
-/// Clears the launch template's hold, if it has one; returns the hold cleared.
-async fn clear_hold(cloud: &dyn Cloud, template: &LaunchTemplate) -> Result<Option<Hold>> {
-    let cleared_hold = Hold::of(template);
-    if cleared_hold.is_some() {
-        hold::clear(cloud, &template.id).await?;
-    }
-    Ok(cleared_hold)
-}
-
-/// The newest available image kiln built from this recipe.
-async fn newest_image(cloud: &dyn Cloud, plan: &Plan) -> Result<Image> {
-    let query = ImageQuery::own().tagged(tags::RECIPE, &plan.name);
-    let images = cloud.find_images(&query).await?;
-    images
-        .into_iter()
-        .filter(|i| i.state == ImageState::Available)
+/// The newest available image kiln built for this recipe identity that did not fail its test.
+async fn newest_image(ctx: &Context<'_>, plan: &Plan) -> Result<Image> {
+    let cloud: &dyn Cloud = ctx.cloud.as_ref();
+    let found = images::of_recipe(cloud, plan).await?;
+    found.warn_about_legacy(ctx.reporter);
+    found
+        .releasable()
         .max_by(|a, b| a.creation_date.cmp(&b.creation_date))
+        .cloned()
         .ok_or_else(|| {
             Error::Refused(format!(
-                "no available image built by kiln from recipe {} in {}: build one first, or name one with --image",
+                "no available image built by kiln for recipe {} (identity {}) in {} that passed its test phase: build one first, or name one with --image",
                 plan.name,
+                plan.identity(),
                 cloud.region()
             ))
         })

@@ -1,7 +1,8 @@
 //! `kiln prune`: retention. Deregisters this recipe's kiln-built images beyond the newest N and
 //! deletes their snapshots, in the home region and every region the recipe copies to; and
 //! deletes the versions kiln made of the recipe's launch template beyond the newest N, never the
-//! default or the latest (a version AWS does not delete is reported, not fatal).
+//! default or the latest, nor one that an auto scaling group, a group's instance or an active
+//! instance refresh launches from (a version AWS does not delete is reported, not fatal).
 //!
 //! An image survives, whatever its age, when it is referenced by: the launch template's default
 //! or latest version, any of its newest N versions, any version of any other launch template in
@@ -20,6 +21,7 @@ use crate::aws::{Cloud, Image, ImageQuery, ImageReference, InstanceQuery, Instan
 use crate::aws::{TemplateRef, TemplateVersion};
 use crate::error::Result;
 use crate::pipeline::images::{self, age_key, Deletion};
+use crate::pipeline::release::references::InUse;
 use crate::plan::Plan;
 use crate::tags;
 
@@ -102,8 +104,13 @@ async fn prune_versions(
         .launch_template(&TemplateRef::parse(&release.launch_template))
         .await?;
     let versions = cloud.template_versions(&template.id).await?;
+    // A version a group, an instance or an active refresh launches from stays, however old.
+    let in_use = InUse::read(cloud, &template).await?;
     let mut pruned = Vec::new();
     for version in versions_to_prune(&template, &versions, keep) {
+        if in_use.why(version.number).is_some() {
+            continue;
+        }
         let failure = match dry_run {
             true => None,
             false => cloud

@@ -1,43 +1,72 @@
-//! `kiln rollback`: make an earlier image the launch template's default again.
+//! `kiln rollback`: make an earlier release the launch template's default again, through the
+//! one release path, and hold releases until `kiln release`.
 //!
-//! Without arguments the target is the newest version older than the latest one whose image
-//! still exists and differs from the latest's image, so running rollback twice changes nothing
-//! the second time. `--to N` selects a version; `--image` creates a new version (from the current
-//! default) with that image, refusing images that are missing, not available, or not built by
-//! kiln from this recipe unless `--allow-foreign`.
+//! [`choose`] decides the target before anything moves (the CLI prints it, and asks on a
+//! terminal); [`rollback`] carries it out.
 //!
-//! A rollback puts a hold on the launch template (`kiln:hold`): `kiln build` then builds but does
-//! not release until `kiln release` clears it. `--to N` is refused, like `--image`, when version
-//! N's image was not built by kiln from this recipe, unless `--allow-foreign`.
-//!
-//! With a group and the `verified` strategy, rolling back is a release of the older version: the
-//! group is refreshed onto it first and the default moves only once the group is healthy on it.
+//! Without arguments the target comes from the release history: the newest image that is older
+//! than the current default's image, was released before (kiln made it a default: its
+//! `kiln:released` tag), did not fail its test phase, still exists and is available; the newest
+//! version that uses it. Never a version that was never released or that failed, and never an
+//! image newer than the current default's, so a second rollback goes further back, never
+//! forward onto the release the first one left. `--to N` and `--image` go anywhere else
+//! explicitly; they refuse images that are gone, not kiln's for this recipe (unless
+//! `--allow-foreign`) or that failed their test (unless `--allow-failed-test`).
 
 use serde::Serialize;
 
-use crate::aws::{Cloud, ImageState, NewTemplateVersion, TemplateRef};
+use crate::aws::Cloud;
 use crate::error::{Error, Result};
 use crate::ledger::Ledger;
 use crate::pipeline::history::{history, History, HistoryEntry};
-use crate::pipeline::hold::{self, Hold};
-use crate::pipeline::release::{self, LaunchTemplateRelease, RefreshOutcome, Rollout};
-use crate::pipeline::rollout;
-use crate::plan::{Plan, ReleaseSpec, ReleaseStrategy};
-use crate::report::Reporter;
+use crate::pipeline::images::{failed_its_test, Identity};
+use crate::pipeline::release::{self, Command, Hold, Parameter, Released, Target as Move};
+use crate::pipeline::release::{RefreshOutcome, SsmParameterWrite};
+use crate::pipeline::Context;
+use crate::plan::{Plan, ReleaseSpec};
 use crate::tags;
 
 /// What to roll back to.
 #[derive(Debug, Clone)]
 pub enum Target {
     Previous,
-    Version { version: i64, allow_foreign: bool },
-    Image { id: String, allow_foreign: bool },
+    Version { version: i64, allowed: Allowed },
+    Image { id: String, allowed: Allowed },
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// What an explicit target may be that kiln otherwise refuses.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Allowed {
+    /// An image kiln did not build for this recipe identity.
+    pub foreign: bool,
+    /// An image that failed its test phase.
+    pub failed_test: bool,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Pointer {
-    pub version: i64,
+    /// `None`: a new version from the current default (`--image`).
+    pub version: Option<i64>,
     pub image_id: Option<String>,
+}
+
+/// What a rollback will do, decided before anything moves.
+#[derive(Debug, Clone, Serialize)]
+pub struct Choice {
+    pub launch_template_id: String,
+    pub launch_template_name: String,
+    pub before: Pointer,
+    pub after: Pointer,
+    /// Why this target.
+    pub why: String,
+}
+
+impl Choice {
+    /// Whether the default is already the target.
+    pub fn changes_nothing(&self) -> bool {
+        self.after == self.before
+            || (self.after.version.is_none() && self.after.image_id == self.before.image_id)
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -48,165 +77,186 @@ pub struct RollbackOutcome {
     pub after: Pointer,
     pub changed: bool,
     pub instance_refresh: Option<RefreshOutcome>,
-    /// The hold the rollback put on the launch template (see [`crate::pipeline::hold`]).
+    pub ssm_parameters: Vec<SsmParameterWrite>,
+    /// The hold the rollback put on the launch template (see [`crate::pipeline::release::hold`]).
     pub hold: Option<Hold>,
 }
 
-/// Picks the version the default `rollback` goes to (pure; `versions` newest first).
-pub fn previous_version(versions: &[HistoryEntry]) -> Option<&HistoryEntry> {
-    let latest = versions.first()?;
+/// Decides the rollback's target (see the module doc); nothing changes in AWS.
+pub async fn choose(
+    cloud: &dyn Cloud,
+    plan: &Plan,
+    spec: &ReleaseSpec,
+    target: &Target,
+) -> Result<Choice> {
+    let found = history(cloud, spec).await?;
+    let default = found.versions.iter().find(|v| v.is_default);
+    let before = Pointer {
+        version: Some(found.default_version),
+        image_id: default.and_then(|v| v.image_id.clone()),
+    };
+    let (after, why) = match target {
+        Target::Previous => {
+            let entry = previous_release(&found.versions).ok_or_else(|| nothing_earlier(&found))?;
+            let why = format!(
+                "the newest earlier release: image {} ({}), released {}, created {}",
+                entry.image_id.as_deref().unwrap_or("-"),
+                entry.image_name.as_deref().unwrap_or("unnamed"),
+                entry.released_at.as_deref().unwrap_or("?"),
+                entry.image_created_at.as_deref().unwrap_or("?"),
+            );
+            (pointer(entry), why)
+        }
+        Target::Version { version, allowed } => {
+            let entry = version_target(&found, plan, *version, *allowed)?;
+            (
+                pointer(entry),
+                format!("version {version}, as asked (--to)"),
+            )
+        }
+        Target::Image { id, allowed } => {
+            image_target(cloud, plan, id, *allowed).await?;
+            let after = match &before.image_id {
+                Some(image) if image == id => before.clone(),
+                _ => Pointer {
+                    version: None,
+                    image_id: Some(id.clone()),
+                },
+            };
+            (after, format!("image {id}, as asked (--image)"))
+        }
+    };
+    Ok(Choice {
+        launch_template_id: found.launch_template_id,
+        launch_template_name: found.launch_template_name,
+        before,
+        after,
+        why,
+    })
+}
+
+fn pointer(entry: &HistoryEntry) -> Pointer {
+    Pointer {
+        version: Some(entry.version),
+        image_id: entry.image_id.clone(),
+    }
+}
+
+/// Carries out `choice`: the one release path with the rollback's target, then the hold.
+pub async fn rollback(
+    ctx: &Context<'_>,
+    plan: &Plan,
+    spec: &ReleaseSpec,
+    choice: &Choice,
+    refresh: bool,
+    journal: &Ledger,
+    release_hint: String,
+) -> Result<RollbackOutcome> {
+    let target = match choice.after.version {
+        Some(number) => Move::Version {
+            number,
+            image_id: choice.after.image_id.clone(),
+        },
+        None => Move::Image {
+            id: choice.after.image_id.clone().unwrap_or_default(),
+        },
+    };
+    let parameter = match (&plan.image.ssm_parameter, &choice.after.image_id) {
+        (Some(name), Some(image)) => Some(Parameter {
+            name: name.clone(),
+            images: vec![(ctx.cloud.region().to_owned(), image.clone())],
+            description: format!("{} (kiln rollback)", plan.name),
+        }),
+        _ => None,
+    };
+    let request = release::Request {
+        command: Command::Rollback,
+        spec,
+        recipe: &plan.name,
+        recipe_version: &plan.version,
+        release_hint,
+        target,
+        refresh,
+        refresh_timeout: plan.timeouts.instance_refresh,
+        parameter,
+        journal,
+    };
+    let released: Released = release::release(ctx, &request).await?;
+    let lt = &released.launch_template;
+    Ok(RollbackOutcome {
+        launch_template_id: lt.id.clone(),
+        launch_template_name: lt.name.clone(),
+        before: choice.before.clone(),
+        after: Pointer {
+            version: Some(lt.default_version),
+            image_id: released.image_id.clone(),
+        },
+        changed: lt.default_version != lt.previous_default_version,
+        instance_refresh: released.instance_refresh,
+        ssm_parameters: released.ssm_parameters,
+        hold: released.hold,
+    })
+}
+
+/// The default rollback's target among `versions` (newest first): see the module doc. Pure.
+pub fn previous_release(versions: &[HistoryEntry]) -> Option<&HistoryEntry> {
+    let default = versions.iter().find(|v| v.is_default)?;
+    let current_image = default.image_id.as_deref();
+    // Images made in the same second are ordered by the versions that use them.
+    let current = (default.image_created_at.as_deref(), default.version);
     versions
         .iter()
-        .skip(1)
-        .find(|v| v.image_usable() && v.image_id.is_some() && v.image_id != latest.image_id)
-}
-
-pub async fn rollback(
-    cloud: &dyn Cloud,
-    reporter: &dyn Reporter,
-    plan: &Plan,
-    spec: &ReleaseSpec,
-    target: &Target,
-    refresh: bool,
-    ledger: Option<&Ledger>,
-) -> Result<RollbackOutcome> {
-    let found = history(cloud, spec).await?;
-    let before = default_pointer(&found);
-    let after_version = resolve_target(cloud, plan, &found, &before, target, ledger).await?;
-    let changed = after_version != found.default_version;
-    let group = spec
-        .auto_scaling_group
-        .as_deref()
-        .filter(|_| refresh && changed);
-    let verified = group.is_some() && spec.strategy == ReleaseStrategy::Verified;
-    if changed && !verified {
-        cloud
-            .set_default_version(&found.launch_template_id, after_version)
-            .await?;
-    }
-    let mut outcome = RollbackOutcome {
-        launch_template_id: found.launch_template_id.clone(),
-        launch_template_name: found.launch_template_name.clone(),
-        before,
-        after: Pointer {
-            version: after_version,
-            image_id: target_image(&found, target, after_version),
-        },
-        changed,
-        instance_refresh: None,
-        hold: None,
-    };
-    if let Some(group) = group {
-        let how = Rollout {
-            verified,
-            timeout: plan.timeouts.instance_refresh,
-            ledger,
-        };
-        let refreshed = roll(cloud, reporter, spec, group, &outcome, how).await?;
-        outcome.instance_refresh = Some(refreshed);
-    }
-    outcome.hold = Some(place_hold(cloud, &outcome).await?);
-    Ok(outcome)
-}
-
-/// The launch template's default version and its image, before the rollback.
-fn default_pointer(found: &History) -> Pointer {
-    Pointer {
-        version: found.default_version,
-        image_id: found
-            .versions
-            .iter()
-            .find(|v| v.is_default)
-            .and_then(|v| v.image_id.clone()),
-    }
-}
-
-/// The launch template version `target` names (creating one for `--image`, recorded in `ledger`
-/// so that an interrupted rollback removes it unless it became the default).
-async fn resolve_target(
-    cloud: &dyn Cloud,
-    plan: &Plan,
-    found: &History,
-    before: &Pointer,
-    target: &Target,
-    ledger: Option<&Ledger>,
-) -> Result<i64> {
-    match target {
-        Target::Previous => previous_target(found),
-        Target::Version {
-            version,
-            allow_foreign,
-        } => version_target(found, plan, *version, *allow_foreign),
-        Target::Image { id, allow_foreign } => {
-            image_target(cloud, plan, found, before, id, *allow_foreign, ledger).await
-        }
-    }
-}
-
-/// The image the rollback makes the default: `--image`'s, or that of the version it went to.
-fn target_image(found: &History, target: &Target, after_version: i64) -> Option<String> {
-    match target {
-        Target::Image { id, .. } => Some(id.clone()),
-        _ => found
-            .versions
-            .iter()
-            .find(|v| v.version == after_version)
-            .and_then(|v| v.image_id.clone()),
-    }
-}
-
-/// Holds the default where the rollback put it: builds leave it there until `kiln release`.
-async fn place_hold(cloud: &dyn Cloud, outcome: &RollbackOutcome) -> Result<Hold> {
-    let held = Hold::now(
-        outcome.after.image_id.as_deref().unwrap_or_default(),
-        outcome.after.version,
-    );
-    hold::place(cloud, &outcome.launch_template_id, &held).await?;
-    Ok(held)
-}
-
-/// Refreshes the group onto the rollback's version with the release strategy: with `verified`
-/// the default moves (to `outcome.after`) only once the group is healthy on it; otherwise it
-/// already moved.
-async fn roll(
-    cloud: &dyn Cloud,
-    reporter: &dyn Reporter,
-    spec: &ReleaseSpec,
-    group: &str,
-    outcome: &RollbackOutcome,
-    how: Rollout<'_>,
-) -> Result<RefreshOutcome> {
-    let template = TemplateRef::Id(outcome.launch_template_id.clone());
-    let preflight = cloud.default_template_version(&template).await?;
-    for warning in rollout::check_group(cloud, spec, group, &preflight).await? {
-        reporter.warning(&warning);
-    }
-    let mut release = LaunchTemplateRelease {
-        id: outcome.launch_template_id.clone(),
-        name: outcome.launch_template_name.clone(),
-        previous_default_version: outcome.before.version,
-        default_version: outcome.after.version,
-        created_version: None,
-    };
-    if how.verified {
-        release.default_version = outcome.before.version;
-    }
-    let target = (&mut release, outcome.after.version);
-    release::roll_group(cloud, reporter, spec, group, target, how).await
-}
-
-fn previous_target(found: &History) -> Result<i64> {
-    previous_version(&found.versions)
-        .map(|v| v.version)
-        .ok_or_else(|| {
-            Error::Refused(format!(
-                "launch template {} has no earlier version whose image still exists: nothing to roll back to",
-                found.launch_template_name
-            ))
+        .filter(|v| v.image_usable() && !v.test_failed && v.was_released())
+        .filter(|v| v.image_id.is_some() && v.image_id.as_deref() != current_image)
+        .filter(|v| match (v.image_created_at.as_deref(), current) {
+            (Some(created), (Some(now), version)) => (created, v.version) < (now, version),
+            // The current default's image is gone: any earlier release is older.
+            (_, (None, _)) => true,
+            (None, (Some(_), _)) => false,
+        })
+        .max_by(|a, b| {
+            (a.image_created_at.as_deref(), a.version)
+                .cmp(&(b.image_created_at.as_deref(), b.version))
         })
 }
 
-fn version_target(found: &History, plan: &Plan, n: i64, allow_foreign: bool) -> Result<i64> {
+/// Why the default rollback found nothing, with what was passed over.
+fn nothing_earlier(found: &History) -> Error {
+    let passed: Vec<String> = found
+        .versions
+        .iter()
+        .filter(|v| !v.is_default)
+        .map(|v| {
+            let why = if !v.image_usable() {
+                "image gone or not available"
+            } else if v.test_failed {
+                "image failed its test phase"
+            } else if !v.was_released() {
+                "image never released by kiln"
+            } else {
+                "image not older than the current default's"
+            };
+            format!("{} ({why})", v.version)
+        })
+        .collect();
+    Error::Refused(format!(
+        "launch template {} has no earlier release to roll back to: no version uses an image that is older than the default's, was released before, passed its test and still exists{}; \
+         name one explicitly with --to VERSION or --image AMI_ID (see `kiln history`)",
+        found.launch_template_name,
+        if passed.is_empty() {
+            String::new()
+        } else {
+            format!(" (versions passed over: {})", passed.join(", "))
+        }
+    ))
+}
+
+fn version_target<'h>(
+    found: &'h History,
+    plan: &Plan,
+    n: i64,
+    allowed: Allowed,
+) -> Result<&'h HistoryEntry> {
     let name = &found.launch_template_name;
     let entry = found
         .versions
@@ -217,32 +267,45 @@ fn version_target(found: &History, plan: &Plan, n: i64, allow_foreign: bool) -> 
                 "launch template {name} has no version {n} (see `kiln history`)"
             ))
         })?;
-    if !entry.image_exists {
+    let image = entry.image_id.as_deref().unwrap_or("no image");
+    if !entry.image_usable() {
         return Err(Error::Refused(format!(
-            "version {n} of {name} points at {}, which no longer exists",
-            entry.image_id.as_deref().unwrap_or("no image")
+            "version {n} of {name} points at {image}, which is {}: launching from it would fail; nothing was changed",
+            if entry.image_exists { &entry.image_state } else { "deregistered" }
         )));
     }
-    if !allow_foreign && entry.recipe.as_deref() != Some(plan.name.as_str()) {
-        return Err(foreign(
-            entry.image_id.as_deref().unwrap_or("no image"),
-            &plan.name,
-            entry.recipe.as_deref(),
-        ));
+    let own = entry.recipe.as_deref() == Some(plan.name.as_str())
+        && entry
+            .identity
+            .as_deref()
+            .is_none_or(|id| id == plan.identity());
+    if !allowed.foreign && !own {
+        return Err(foreign(image, plan, entry.recipe.as_deref()));
     }
-    Ok(n)
+    if entry.test_failed && !allowed.failed_test {
+        return Err(failed_test(image));
+    }
+    Ok(entry)
 }
 
-/// The refusal of an image kiln did not build from this recipe.
-fn foreign(image_id: &str, recipe: &str, tagged: Option<&str>) -> Error {
+/// The refusal of an image kiln did not build for this recipe identity.
+fn foreign(image_id: &str, plan: &Plan, tagged: Option<&str>) -> Error {
     Error::Refused(format!(
-        "image {image_id} was not built by kiln from recipe {recipe} (its kiln:recipe tag is {}): pass --allow-foreign to use it anyway",
+        "image {image_id} was not built by kiln for recipe {} (identity {}; its kiln:recipe tag is {}): pass --allow-foreign to use it anyway",
+        plan.name,
+        plan.identity(),
         tagged.map(|r| format!("{r:?}")).unwrap_or_else(|| "missing".into())
     ))
 }
 
+fn failed_test(image_id: &str) -> Error {
+    Error::Refused(format!(
+        "image {image_id} failed its test phase (tag kiln:test=failed): pass --allow-failed-test to use it anyway"
+    ))
+}
+
 /// Image `id`, refused unless it exists, is available and (without `allow_foreign`) was built by
-/// kiln from `plan`'s recipe.
+/// kiln for `plan`'s recipe identity.
 pub async fn usable_image(
     cloud: &dyn Cloud,
     plan: &Plan,
@@ -252,61 +315,47 @@ pub async fn usable_image(
     let image = cloud.images(&[id.to_owned()]).await?.pop().ok_or_else(|| {
         Error::Refused(format!("image {id} does not exist in {}", cloud.region()))
     })?;
-    if image.state != ImageState::Available {
+    if image.state != crate::aws::ImageState::Available {
         return Err(Error::Refused(format!(
             "image {id} is {}, not available",
             image.state
         )));
     }
     let recipe = image.tags.get(tags::RECIPE).map(String::as_str);
-    if !allow_foreign && recipe != Some(plan.name.as_str()) {
-        return Err(foreign(id, &plan.name, recipe));
+    let own = recipe == Some(plan.name.as_str())
+        && Identity::of(&image, &plan.identity()) != Identity::Other;
+    if !allow_foreign && !own {
+        return Err(foreign(id, plan, recipe));
     }
     Ok(image)
 }
 
-/// The version that uses image `id`: the default if it already does, else a new version.
-async fn image_target(
-    cloud: &dyn Cloud,
-    plan: &Plan,
-    found: &History,
-    before: &Pointer,
-    id: &str,
-    allow_foreign: bool,
-    ledger: Option<&Ledger>,
-) -> Result<i64> {
-    usable_image(cloud, plan, id, allow_foreign).await?;
-    if before.image_id.as_deref() == Some(id) {
-        return Ok(found.default_version);
+async fn image_target(cloud: &dyn Cloud, plan: &Plan, id: &str, allowed: Allowed) -> Result<()> {
+    let image = usable_image(cloud, plan, id, allowed.foreign).await?;
+    if failed_its_test(&image) && !allowed.failed_test {
+        return Err(failed_test(id));
     }
-    let new_version = NewTemplateVersion {
-        template_id: found.launch_template_id.clone(),
-        source_version: found.default_version,
-        image_id: id.to_owned(),
-        description: format!("kiln rollback to {id}"),
-        client_token: format!("kiln-rollback-{}-{id}", found.default_version),
-    };
-    release::create_version(cloud, &new_version, ledger).await
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn entry(version: i64, image: &str, exists: bool) -> HistoryEntry {
+    fn entry(version: i64, image: &str, created: &str) -> HistoryEntry {
         HistoryEntry {
             version,
             is_default: false,
             image_id: Some(image.into()),
             image_name: None,
-            image_state: if exists {
-                "available".into()
-            } else {
-                "missing".into()
-            },
-            image_exists: exists,
+            image_state: "available".into(),
+            image_exists: true,
             recipe: None,
+            identity: None,
             recipe_version: None,
+            image_created_at: Some(created.into()),
+            test_failed: false,
+            released_at: Some("2026-01-01T00:00:00Z".into()),
             build_id: None,
             fingerprint: None,
             created_at: None,
@@ -315,15 +364,66 @@ mod tests {
     }
 
     #[test]
-    fn previous_skips_missing_images_and_the_latest_image() {
-        let versions = vec![
-            entry(5, "ami-e", true),
-            entry(4, "ami-e", true),
-            entry(3, "ami-c", false),
-            entry(2, "ami-b", true),
-            entry(1, "ami-a", true),
+    fn previous_is_the_newest_older_release_that_passed_and_still_exists() {
+        let mut versions = vec![
+            entry(7, "ami-g", "2026-07"),
+            entry(6, "ami-f", "2026-06"),
+            entry(5, "ami-e", "2026-05"),
+            entry(4, "ami-d", "2026-04"),
+            entry(3, "ami-c", "2026-03"),
+            entry(2, "ami-b", "2026-02"),
+            entry(1, "ami-a", "2026-01"),
         ];
-        assert_eq!(previous_version(&versions).map(|v| v.version), Some(2));
-        assert!(previous_version(&versions[..3]).is_none());
+        versions[2].is_default = true; // 5: ami-e
+        versions[3].released_at = None; // 4: never released
+        versions[4].test_failed = true; // 3: failed its test
+        versions[5].image_exists = false; // 2: deregistered
+        versions[5].image_state = "missing".into();
+        // Never forward onto 6 or 7 (newer images), whatever was released.
+        assert_eq!(previous_release(&versions).map(|v| v.version), Some(1));
+        versions[3].released_at = Some("2026-04-02T00:00:00Z".into());
+        assert_eq!(previous_release(&versions).map(|v| v.version), Some(4));
+    }
+
+    #[test]
+    fn a_second_rollback_goes_further_back_never_forward() {
+        let mut versions = vec![
+            entry(3, "ami-c", "2026-03"),
+            entry(2, "ami-b", "2026-02"),
+            entry(1, "ami-a", "2026-01"),
+        ];
+        versions[0].is_default = true;
+        assert_eq!(previous_release(&versions).map(|v| v.version), Some(2));
+        versions[0].is_default = false;
+        versions[1].is_default = true;
+        assert_eq!(previous_release(&versions).map(|v| v.version), Some(1));
+        versions[1].is_default = false;
+        versions[2].is_default = true;
+        assert_eq!(previous_release(&versions).map(|v| v.version), None);
+    }
+
+    #[test]
+    fn images_made_in_the_same_second_are_ordered_by_their_versions() {
+        let mut versions = vec![
+            entry(3, "ami-b", "2026-02-01T00:00:00.000Z"),
+            entry(2, "ami-a", "2026-02-01T00:00:00.000Z"),
+        ];
+        versions[0].is_default = true;
+        assert_eq!(previous_release(&versions).map(|v| v.version), Some(2));
+        versions[0].is_default = false;
+        versions[1].is_default = true;
+        assert_eq!(previous_release(&versions).map(|v| v.version), None);
+    }
+
+    #[test]
+    fn the_newest_version_of_the_chosen_image_is_taken() {
+        let mut versions = vec![
+            entry(4, "ami-c", "2026-03"),
+            entry(3, "ami-b", "2026-02"),
+            entry(2, "ami-b", "2026-02"),
+            entry(1, "ami-a", "2026-01"),
+        ];
+        versions[0].is_default = true;
+        assert_eq!(previous_release(&versions).map(|v| v.version), Some(3));
     }
 }

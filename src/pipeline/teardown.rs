@@ -13,14 +13,15 @@ use std::time::{Duration, SystemTime};
 use serde::{Serialize, Serializer};
 use tokio::time::Instant;
 
-use crate::aws::poll::jittered;
+use crate::aws::poll::{jittered, wait_until, Probe, Wait};
 use crate::aws::{Cloud, ImageQuery, InstanceQuery, TemplateRef};
 use crate::error::Result;
 use crate::ledger::{Ledger, Making, Resource};
 use crate::pipeline::consistency::{self, Removal};
 use crate::pipeline::images::Deletion;
 use crate::pipeline::instances::{terminate_and_wait, TERMINATE_WAIT};
-use crate::pipeline::{first_line, images, release};
+use crate::pipeline::release::{pin, staged};
+use crate::pipeline::{first_line, images};
 use crate::tags;
 
 /// What was done, or not, about one resource.
@@ -34,6 +35,8 @@ pub enum Outcome {
     RolledBack,
     /// An instance refresh that had already ended.
     AlreadyEnded,
+    /// A group's pinned launch template setting, set back to what it was.
+    Restored,
     /// `--dry-run`: would be removed.
     WouldRemove,
     /// Left alone on purpose, with the reason.
@@ -62,6 +65,7 @@ impl fmt::Display for Outcome {
                 f.write_str("rolled back: the group returns to its previous configuration")
             }
             Outcome::AlreadyEnded => f.write_str("had already ended"),
+            Outcome::Restored => f.write_str("set back"),
             Outcome::WouldRemove => f.write_str("would remove"),
             Outcome::Spared(reason) => write!(f, "spared: {reason}"),
             Outcome::AlreadyGone => f.write_str("already gone"),
@@ -101,6 +105,7 @@ impl fmt::Display for Cleanup {
                 "rolled back {resource}: the group returns to its previous configuration"
             ),
             Outcome::AlreadyEnded => write!(f, "{resource} had already ended"),
+            Outcome::Restored => write!(f, "set back {resource}"),
             Outcome::WouldRemove => write!(f, "would remove {resource}"),
             Outcome::Spared(reason) => write!(f, "spared {resource}: {reason}"),
             Outcome::AlreadyGone => write!(f, "{resource} was already gone"),
@@ -256,7 +261,7 @@ async fn find_tagged_leftovers(
     if let Some(template) = template {
         let template = cloud.launch_template(&TemplateRef::parse(template)).await?;
         for version in cloud.template_versions(&template.id).await? {
-            if release::created_by(&version.description, build_id)
+            if staged::created_by(&version.description, build_id)
                 && version.number != template.default_version
             {
                 found.push(Resource::TemplateVersion {
@@ -268,6 +273,33 @@ async fn find_tagged_leftovers(
         }
     }
     Ok(found)
+}
+
+/// How long teardown waits for a refresh it rolled back to end, so that the version it was
+/// replacing instances onto is no longer in use when its turn comes.
+pub const ROLLBACK_WAIT: Duration = Duration::from_secs(15 * 60);
+
+/// Waits until the rolled-back refresh has ended (its instances are back on the previous
+/// configuration).
+async fn wait_for_rollback(cloud: &dyn Cloud, group: &str, refresh_id: &str) -> Result<()> {
+    let wait = Wait {
+        phase: "waiting for the rolled-back instance refresh",
+        resource: &format!("instance refresh {refresh_id} of {group}"),
+        region: cloud.region(),
+        timeout: ROLLBACK_WAIT,
+        hint: "look at the group's activity history; `kiln status` shows what it runs",
+    };
+    wait_until(
+        wait,
+        |_| {},
+        || async {
+            Ok(match cloud.refresh(group, refresh_id).await? {
+                Some(r) if !r.status.is_finished() => Probe::Pending(r.status.to_string()),
+                _ => Probe::Done(()),
+            })
+        },
+    )
+    .await
 }
 
 /// Removes one resource (in its own region).
@@ -294,16 +326,37 @@ pub async fn remove(
             if template.default_version == *version {
                 return Ok(Outcome::KeptAsDefault);
             }
-            cloud.delete_template_version(template_id, *version).await?;
-            Ok(Outcome::Removed { with: Vec::new() })
+            Ok(
+                match staged::delete_unless_in_use(cloud, template_id, *version).await? {
+                    None => Outcome::Removed { with: Vec::new() },
+                    Some(why) => Outcome::Spared(why),
+                },
+            )
         }
-        Resource::Refresh { group, .. } => match cloud.rollback_refresh(group).await {
-            Ok(()) => Ok(Outcome::RolledBack),
+        Resource::Refresh {
+            group, refresh_id, ..
+        } => match cloud.rollback_refresh(group).await {
+            Ok(()) => {
+                wait_for_rollback(cloud, group, refresh_id).await?;
+                Ok(Outcome::RolledBack)
+            }
             Err(e) if e.aws_code() == Some("ActiveInstanceRefreshNotFound") => {
                 Ok(Outcome::AlreadyEnded)
             }
             Err(e) => Err(e),
         },
+        Resource::GroupSetting {
+            group,
+            template_id,
+            original,
+            pinned,
+            ..
+        } => Ok(
+            match pin::restore_if_pinned(cloud, group, template_id, original, pinned).await? {
+                None => Outcome::Restored,
+                Some(why) => Outcome::Spared(why),
+            },
+        ),
         Resource::Image { id, .. } => Ok(
             match images::delete_image_created_at(cloud, id, created).await? {
                 Deletion::Deleted(with) => Outcome::Removed { with },

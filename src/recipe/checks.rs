@@ -30,6 +30,22 @@ pub(crate) fn recipe_name(name: &str) -> Check {
     }
 }
 
+/// A recipe identity: 1 to 128 characters of `a-z 0-9 - _ . / @ :`, starting with a letter or
+/// digit (it is written into the `kiln:identity` tag).
+pub(crate) fn recipe_id(id: &str) -> Check {
+    let allowed = |c: char| is_lower_alnum(c) || "-_./@:".contains(c);
+    let valid = (1..=128).contains(&id.len())
+        && id.chars().next().is_some_and(is_lower_alnum)
+        && id.chars().all(allowed);
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "is not a valid recipe id: `{id}` (1 to 128 characters of a-z, 0-9 and `-_./@:`, starting with a letter or digit)"
+        ))
+    }
+}
+
 /// `[A-Za-z0-9._+-]{1,64}`
 pub(crate) fn version(version: &str) -> Check {
     let valid = (1..=64).contains(&version.len())

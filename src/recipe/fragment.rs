@@ -24,6 +24,7 @@ use crate::plan::{
 
 pub(super) const TOP_LEVEL_FIELDS: &[&str] = &[
     "name",
+    "id",
     "version",
     "include",
     "allow_include_outside",
@@ -110,6 +111,8 @@ pub(crate) struct Fragment {
     /// The top-level fields the file sets (even when their values had problems).
     pub declared: Vec<String>,
     pub name: Option<At<String>>,
+    /// The recipe identity (`id:`), root only.
+    pub id: Option<At<String>>,
     pub version: Option<At<String>>,
     pub includes: Vec<At<String>>,
     pub allow_include_outside: bool,
@@ -183,6 +186,7 @@ pub(crate) fn read_fragment(
         .collect();
     let name = read_identity(session, &top, role, "name", checks::recipe_name);
     let version = read_identity(session, &top, role, "version", checks::version);
+    let id = read_recipe_id(session, &top, role);
     let includes = top.string_list(session, "include");
     let allow_include_outside = read_allow_include_outside(session, &top, role);
     let problems_before_vars = session.problems.len();
@@ -198,6 +202,7 @@ pub(crate) fn read_fragment(
         declared,
         name,
         version,
+        id,
         includes,
         allow_include_outside,
         vars,
@@ -219,6 +224,7 @@ fn empty_fragment(file: FileId) -> Fragment {
         file,
         declared: Vec::new(),
         name: None,
+        id: None,
         version: None,
         includes: Vec::new(),
         allow_include_outside: false,
@@ -311,6 +317,16 @@ fn read_identity(
             None
         }
     }
+}
+
+/// `id:`: optional, and only the root recipe names the identity.
+fn read_recipe_id(session: &mut Session, top: &MapReader<'_>, role: Role) -> Option<At<String>> {
+    let id = checked_string(session, top, "id", checks::recipe_id)?;
+    if role == Role::Included {
+        session.error_at(id.pos, "`id` is only allowed in the root recipe");
+        return None;
+    }
+    Some(id)
 }
 
 fn read_allow_include_outside(session: &mut Session, top: &MapReader<'_>, role: Role) -> bool {

@@ -26,6 +26,7 @@ pub(crate) struct MergedRecipe {
     /// The top-level fields some fragment sets.
     pub declared: BTreeSet<String>,
     pub name: Option<At<String>>,
+    pub id: Option<At<String>>,
     pub version: Option<At<String>>,
     pub vars: BTreeMap<String, VarDecl>,
     pub source: Option<SourceSpec>,
@@ -46,6 +47,7 @@ pub(crate) fn merge(fragments: Vec<Fragment>) -> Option<MergedRecipe> {
         root_file: root.file,
         declared: BTreeSet::new(),
         name: root.name.clone(),
+        id: root.id.clone(),
         version: root.version.clone(),
         vars: BTreeMap::new(),
         source: None,

@@ -166,6 +166,7 @@ pub(super) enum Exposure {
 
 /// Everything resolved, before the problems are counted.
 struct Draft {
+    id: Option<String>,
     source: Option<SourceSpec>,
     builder: Option<BuilderSpec>,
     steps: Vec<(Step, DigestStep)>,
@@ -181,6 +182,7 @@ impl Resolver<'_> {
         self.require_section(merged, "source", merged.source.is_some());
         self.require_section(merged, "builder", merged.builder.is_some());
         Draft {
+            id: merged.id.as_ref().map(|id| id.value.clone()),
             source: merged.source.clone(),
             builder: merged.builder.clone(),
             steps: self.resolve_steps(&merged.steps, "steps"),
@@ -423,6 +425,7 @@ impl Draft {
             .collect();
         Some(Plan {
             name: context.name.clone(),
+            id: self.id,
             version: context.version.clone(),
             recipe_path,
             files,

@@ -310,6 +310,14 @@ impl Cloud for Fake {
         .await
     }
 
+    async fn active_refresh(&self, group: &str) -> Result<Option<Refresh>> {
+        let resource = format!("instance refreshes of {group}");
+        self.call("DescribeInstanceRefreshes", resource, |w, here| {
+            w.active_refresh(here, group)
+        })
+        .await
+    }
+
     async fn rollback_refresh(&self, group: &str) -> Result<()> {
         let resource = format!("auto scaling group {group}");
         self.call("RollbackInstanceRefresh", resource, |w, here| {
@@ -322,6 +330,28 @@ impl Cloud for Fake {
         let resource = format!("auto scaling group {name}");
         self.call("DescribeAutoScalingGroups", resource, |w, here| {
             w.auto_scaling_group(here, name)
+        })
+        .await
+    }
+
+    async fn auto_scaling_groups(&self) -> Result<Vec<AutoScalingGroup>> {
+        self.call(
+            "DescribeAutoScalingGroups",
+            "auto scaling groups".to_owned(),
+            |w, here| w.auto_scaling_groups(here),
+        )
+        .await
+    }
+
+    async fn set_group_launch_template(
+        &self,
+        group: &str,
+        template_id: &str,
+        version: &str,
+    ) -> Result<()> {
+        let resource = format!("auto scaling group {group}");
+        self.call("UpdateAutoScalingGroup", resource, |w, here| {
+            w.set_group_launch_template(here, group, template_id, version)
         })
         .await
     }

@@ -30,6 +30,8 @@ pub struct Unhealthy {
 pub(super) struct GroupMember {
     pub id: String,
     pub version: i64,
+    /// Until then its targets are `initial` (a refresh's replacement whose health lags).
+    pub healthy_from: Option<Instant>,
 }
 
 pub(super) struct GroupRecord {
@@ -58,6 +60,8 @@ pub(super) struct RefreshRecord {
     pub rolled_back: Option<Instant>,
     /// A successful refresh's members have become the group's.
     pub applied: bool,
+    /// How long after the refresh succeeds its replacements' targets stay `initial`.
+    pub health_lag: Duration,
 }
 
 impl RefreshRecord {
@@ -88,6 +92,7 @@ impl RefreshRecord {
             status,
             status_reason: reason,
             percentage_complete: percentage,
+            desired: self.request.desired.clone(),
         }
     }
 
@@ -119,7 +124,7 @@ impl RefreshRecord {
     fn replacement_health(&self, now: Instant) -> (&'static str, Option<&Unhealthy>) {
         let elapsed = now.saturating_duration_since(self.started);
         match &self.unhealthy {
-            _ if elapsed < self.takes / 2 => ("initial", None),
+            _ if elapsed < self.takes / 2 || !self.health_lag.is_zero() => ("initial", None),
             Some(unhealthy) => ("unhealthy", Some(unhealthy)),
             None => ("healthy", None),
         }
@@ -154,6 +159,7 @@ impl GroupRecord {
                 .map(|id| GroupMember {
                     id: id.clone(),
                     version: refresh.target,
+                    healthy_from: Some(refresh.started + refresh.takes + refresh.health_lag),
                 })
                 .collect();
             if !replaced.is_empty() {
@@ -180,7 +186,11 @@ impl GroupRecord {
         let mut current: Vec<_> = self
             .members
             .iter()
-            .map(|m| (m.id.clone(), m.version, "healthy", None))
+            .map(|m| {
+                let lagging = m.healthy_from.is_some_and(|from| now < from);
+                let state = if lagging { "initial" } else { "healthy" };
+                (m.id.clone(), m.version, state, None)
+            })
             .collect();
         if let Some(refresh) = self.active(now) {
             if !refresh.launches_first() {
@@ -213,6 +223,7 @@ impl World {
         let (outcome, reason) = self.refresh_outcome.clone();
         let unhealthy = self.unhealthy_targets.clone();
         let takes = self.timings.refresh;
+        let health_lag = self.health_lag;
         let id = self.new_uuid();
         let group = self.group_mut(here, &request.group)?;
         if group.active(here.now).is_some() {
@@ -223,6 +234,22 @@ impl World {
         }
         let template_name = group.template_name.clone();
         let group_version = group.version.clone();
+        // RollbackInstanceRefresh (API reference): "A rollback is not supported in the following
+        // situations: There is no desired configuration specified for the instance refresh. [...]
+        // The Auto Scaling group uses the launch template's $Latest or $Default version." The
+        // emulator refuses AutoRollback on such a group at start, as here.
+        if request.auto_rollback && request.desired.is_none() {
+            return refuse(
+                "ValidationError",
+                "The request isn't valid. The AutoRollback parameter cannot be set to true when the DesiredConfiguration parameter is empty.",
+            );
+        }
+        if request.auto_rollback && matches!(group_version.as_str(), "$Default" | "$Latest") {
+            return refuse(
+                "ValidationError",
+                format!("AutoRollback is not supported for Auto Scaling group {}: it uses the launch template's {group_version} version", request.group),
+            );
+        }
         let target = match &request.desired {
             Some(desired) => desired.version,
             None => {
@@ -254,6 +281,7 @@ impl World {
                 unhealthy,
                 rolled_back: None,
                 applied: false,
+                health_lag,
             },
         );
         Ok(id)
@@ -269,6 +297,46 @@ impl World {
             .iter()
             .find(|r| r.id == id)
             .map(|r| r.view(here.now)))
+    }
+
+    pub fn active_refresh(&mut self, here: &Here, group: &str) -> Answer<Option<Refresh>> {
+        let now = here.now;
+        let record = self.group_mut(here, group)?;
+        Ok(record.active(now).map(|r| r.view(now)))
+    }
+
+    pub fn auto_scaling_groups(&mut self, here: &Here) -> Answer<Vec<AutoScalingGroup>> {
+        let names: Vec<String> = self.region(&here.region).groups.keys().cloned().collect();
+        let mut all = Vec::new();
+        for name in names {
+            all.extend(self.auto_scaling_group(here, &name)?);
+        }
+        Ok(all)
+    }
+
+    pub fn set_group_launch_template(
+        &mut self,
+        here: &Here,
+        name: &str,
+        template_id: &str,
+        version: &str,
+    ) -> Answer<()> {
+        let Some(template) = self
+            .region(&here.region)
+            .templates
+            .values()
+            .find(|t| t.id == template_id)
+            .map(|t| t.name.clone())
+        else {
+            return refuse(
+                "ValidationError",
+                format!("The specified launch template, with template ID {template_id}, does not exist."),
+            );
+        };
+        let group = self.group_mut(here, name)?;
+        group.template_name = template;
+        group.version = version.to_owned();
+        Ok(())
     }
 
     pub fn rollback_refresh(&mut self, here: &Here, name: &str) -> Answer<()> {

@@ -487,6 +487,12 @@ impl Fake {
 
     /// Instances that refreshes started from now on launch fail their target group's health
     /// check with this reason and description (`None`: healthy again).
+    /// Refreshes report `Successful` while their replacements' targets are still `initial`, for
+    /// `lag` more (AWS's refresh and a load balancer's health checks are not in step).
+    pub fn health_lags_refresh(&self, lag: Duration) {
+        self.with(|w, _| w.health_lag = lag);
+    }
+
     pub fn unhealthy_targets(&self, why: Option<(&str, &str)>) {
         self.with(|w, _| {
             w.unhealthy_targets = why.map(|(reason, description)| Unhealthy {

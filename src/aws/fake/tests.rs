@@ -761,6 +761,15 @@ async fn a_launch_first_refresh_keeps_the_old_member_until_the_new_one_is_health
     let arn = group.target_group_arns[0].clone();
     let old = group.instances[0].id.clone();
     assert_eq!(group.launch_template.as_ref().unwrap().version, "$Default");
+    // AWS does not roll back a refresh of a group on $Default: refused at start.
+    let refused = fake
+        .start_refresh(&verified_request(&template_id))
+        .await
+        .expect_err("AutoRollback on $Default");
+    assert_eq!(refused.aws_code(), Some("ValidationError"));
+    fake.set_group_launch_template(SEED_NAME, &template_id, "1")
+        .await
+        .unwrap();
     let id = fake
         .start_refresh(&verified_request(&template_id))
         .await
@@ -789,6 +798,9 @@ async fn an_unhealthy_replacement_rolls_the_refresh_back() {
         "Target.ResponseCodeMismatch",
         "Health checks failed with these codes: [503]",
     )));
+    fake.set_group_launch_template(SEED_NAME, &template_id, "1")
+        .await
+        .unwrap();
     let id = fake
         .start_refresh(&verified_request(&template_id))
         .await
@@ -803,7 +815,11 @@ async fn an_unhealthy_replacement_rolls_the_refresh_back() {
     assert_eq!(end.status, RefreshStatus::RollbackSuccessful);
     let after = fake.auto_scaling_group(SEED_NAME).await.unwrap().unwrap();
     assert_eq!(after.instances[0].template_version.as_deref(), Some("1"));
-    assert_eq!(after.launch_template.unwrap().version, "$Default");
+    assert_eq!(
+        after.launch_template.unwrap().version,
+        "1",
+        "back on the pinned number"
+    );
     let err = fake.rollback_refresh(SEED_NAME).await.unwrap_err();
     assert_eq!(err.aws_code(), Some("ActiveInstanceRefreshNotFound"));
 }

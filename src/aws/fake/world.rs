@@ -214,6 +214,8 @@ pub(super) struct World {
     pub refresh_outcome: (RefreshStatus, String),
     /// Targets of instances a refresh launches from now on are unhealthy, for this reason.
     pub unhealthy_targets: Option<Unhealthy>,
+    /// How long a successful refresh's replacements stay `initial` after it reports success.
+    pub health_lag: Duration,
     pub image_outcome: ImageOutcome,
     /// Whether `DescribeImageReferences` is offered (regions and partitions without it answer
     /// `InvalidAction`).
@@ -260,6 +262,7 @@ impl World {
             rules: Vec::new(),
             refresh_outcome: (RefreshStatus::Successful, String::new()),
             unhealthy_targets: None,
+            health_lag: Duration::ZERO,
             image_outcome: ImageOutcome::Available,
             refused_types: BTreeMap::new(),
             image_references_offered: true,
@@ -335,6 +338,7 @@ impl World {
         let member = GroupMember {
             id: self.new_id("i"),
             version: 1,
+            healthy_from: None,
         };
         let arn = seed_target_group(&here.region, name);
         let region = self.region(&here.region);

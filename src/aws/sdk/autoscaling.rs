@@ -6,7 +6,8 @@ use aws_sdk_autoscaling::types::{
 
 use super::Sdk;
 use crate::aws::model::{
-    AutoScalingGroup, GroupInstance, GroupTemplate, Refresh, RefreshRequest, RefreshStatus,
+    AutoScalingGroup, DesiredVersion, GroupInstance, GroupTemplate, Refresh, RefreshRequest,
+    RefreshStatus,
 };
 use crate::error::Result;
 
@@ -56,7 +57,6 @@ pub async fn start_refresh(sdk: &Sdk, request: &RefreshRequest) -> Result<String
 
 /// One refresh of a group; `None` when AWS does not list it.
 pub async fn refresh(sdk: &Sdk, group: &str, refresh_id: &str) -> Result<Option<Refresh>> {
-    const OP: &str = "DescribeInstanceRefreshes";
     let resource = format!("instance refresh {refresh_id} of {group}");
     let out = sdk
         .autoscaling
@@ -65,24 +65,67 @@ pub async fn refresh(sdk: &Sdk, group: &str, refresh_id: &str) -> Result<Option<
         .instance_refresh_ids(refresh_id)
         .send()
         .await
-        .map_err(|e| sdk.fail(OP, &resource, e))?;
-    let Some(found) = out.instance_refreshes().first() else {
-        return Ok(None);
-    };
+        .map_err(|e| sdk.fail(REFRESHES, &resource, e))?;
+    match out.instance_refreshes().first() {
+        Some(found) => Ok(Some(refresh_of(sdk, &resource, 0, found)?)),
+        None => Ok(None),
+    }
+}
+
+/// The group's refresh that has not ended, if any. AWS lists a group's refreshes newest first
+/// and runs one at a time, so an active refresh is the first of the first page.
+pub async fn active_refresh(sdk: &Sdk, group: &str) -> Result<Option<Refresh>> {
+    let resource = format!("instance refreshes of {group}");
+    let out = sdk
+        .autoscaling
+        .describe_instance_refreshes()
+        .auto_scaling_group_name(group)
+        .send()
+        .await
+        .map_err(|e| sdk.fail(REFRESHES, &resource, e))?;
+    for (i, found) in out.instance_refreshes().iter().enumerate() {
+        let refresh = refresh_of(sdk, &resource, i, found)?;
+        if !refresh.status.is_finished() {
+            return Ok(Some(refresh));
+        }
+    }
+    Ok(None)
+}
+
+const REFRESHES: &str = "DescribeInstanceRefreshes";
+
+/// Refresh `i` of a `DescribeInstanceRefreshes` answer.
+fn refresh_of(
+    sdk: &Sdk,
+    resource: &str,
+    i: usize,
+    found: &aws_sdk_autoscaling::types::InstanceRefresh,
+) -> Result<Refresh> {
+    let field = |f: &str| format!("InstanceRefreshes[{i}].{f}");
     let id = sdk.required(
         found.instance_refresh_id(),
-        OP,
-        "InstanceRefreshes[0].InstanceRefreshId",
-        &resource,
+        REFRESHES,
+        &field("InstanceRefreshId"),
+        resource,
     )?;
-    let status = sdk.required(found.status(), OP, "InstanceRefreshes[0].Status", &resource)?;
-    Ok(Some(Refresh {
+    let status = sdk.required(found.status(), REFRESHES, &field("Status"), resource)?;
+    let desired = found
+        .desired_configuration()
+        .and_then(|d| d.launch_template())
+        .and_then(|t| {
+            Some(DesiredVersion {
+                template_id: t.launch_template_id().unwrap_or_default().to_owned(),
+                version: t.version()?.parse().ok()?,
+            })
+        });
+    Ok(Refresh {
         id: id.to_owned(),
         status: RefreshStatus::from(status.as_str()),
         status_reason: found.status_reason().unwrap_or_default().to_owned(),
         // Progress, not identity: AWS may leave it out before any instance is replaced.
         percentage_complete: found.percentage_complete().unwrap_or(0),
-    }))
+        desired,
+    })
 }
 
 /// `RollbackInstanceRefresh` of the group's active refresh.
@@ -102,9 +145,37 @@ pub async fn rollback_refresh(sdk: &Sdk, group: &str) -> Result<()> {
     Ok(())
 }
 
+/// `UpdateAutoScalingGroup` with only the launch template (id and version) changed.
+pub async fn set_launch_template(
+    sdk: &Sdk,
+    group: &str,
+    template_id: &str,
+    version: &str,
+) -> Result<()> {
+    let template = LaunchTemplateSpecification::builder()
+        .launch_template_id(template_id)
+        .version(version)
+        .build();
+    sdk.autoscaling
+        .update_auto_scaling_group()
+        .auto_scaling_group_name(group)
+        .launch_template(template)
+        .send()
+        .await
+        .map_err(|e| {
+            sdk.fail(
+                "UpdateAutoScalingGroup",
+                format!(
+                    "auto scaling group {group} (launch template {template_id} version {version})"
+                ),
+                e,
+            )
+        })?;
+    Ok(())
+}
+
 /// One group (`DescribeAutoScalingGroups`); `None` when it does not exist.
 pub async fn group(sdk: &Sdk, name: &str) -> Result<Option<AutoScalingGroup>> {
-    const OP: &str = "DescribeAutoScalingGroups";
     let resource = format!("auto scaling group {name}");
     let out = sdk
         .autoscaling
@@ -112,18 +183,52 @@ pub async fn group(sdk: &Sdk, name: &str) -> Result<Option<AutoScalingGroup>> {
         .auto_scaling_group_names(name)
         .send()
         .await
-        .map_err(|e| sdk.fail(OP, &resource, e))?;
-    let Some(found) = out.auto_scaling_groups().first() else {
-        return Ok(None);
-    };
+        .map_err(|e| sdk.fail(GROUPS, &resource, e))?;
+    match out.auto_scaling_groups().first() {
+        Some(found) => Ok(Some(group_of(sdk, &resource, found)?)),
+        None => Ok(None),
+    }
+}
+
+/// Every group of the account in this region, every page.
+pub async fn groups(sdk: &Sdk) -> Result<Vec<AutoScalingGroup>> {
+    let resource = "auto scaling groups".to_owned();
+    let mut pages = sdk
+        .autoscaling
+        .describe_auto_scaling_groups()
+        .into_paginator()
+        .send();
+    let mut all = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| sdk.fail(GROUPS, &resource, e))?;
+        for found in page.auto_scaling_groups() {
+            all.push(group_of(sdk, &resource, found)?);
+        }
+    }
+    Ok(all)
+}
+
+const GROUPS: &str = "DescribeAutoScalingGroups";
+
+fn group_of(
+    sdk: &Sdk,
+    resource: &str,
+    found: &aws_sdk_autoscaling::types::AutoScalingGroup,
+) -> Result<AutoScalingGroup> {
+    let name = sdk.required(
+        found.auto_scaling_group_name(),
+        GROUPS,
+        "AutoScalingGroups[].AutoScalingGroupName",
+        resource,
+    )?;
     let launch_template = group_template(found);
     let instances = found
         .instances()
         .iter()
         .enumerate()
-        .map(|(i, instance)| group_instance(sdk, &resource, i, instance))
+        .map(|(i, instance)| group_instance(sdk, resource, i, instance))
         .collect::<Result<Vec<_>>>()?;
-    Ok(Some(AutoScalingGroup {
+    Ok(AutoScalingGroup {
         name: name.to_owned(),
         launch_template,
         health_check_type: found.health_check_type().unwrap_or("EC2").to_owned(),
@@ -131,7 +236,7 @@ pub async fn group(sdk: &Sdk, name: &str) -> Result<Option<AutoScalingGroup>> {
         desired_capacity: found.desired_capacity().unwrap_or(0),
         max_size: found.max_size().unwrap_or(0),
         instances,
-    }))
+    })
 }
 
 /// The launch template a group launches from: its own, or its mixed instances policy's.
@@ -157,8 +262,8 @@ fn group_instance(
     i: usize,
     instance: &aws_sdk_autoscaling::types::Instance,
 ) -> Result<GroupInstance> {
-    const OP: &str = "DescribeAutoScalingGroups";
-    let field = |f: &str| format!("AutoScalingGroups[0].Instances[{i}].{f}");
+    const OP: &str = GROUPS;
+    let field = |f: &str| format!("AutoScalingGroups[].Instances[{i}].{f}");
     Ok(GroupInstance {
         id: sdk
             .required(instance.instance_id(), OP, &field("InstanceId"), resource)?

@@ -468,12 +468,29 @@ impl Cloud for Sdk {
         autoscaling::refresh(self, group, refresh_id).await
     }
 
+    async fn active_refresh(&self, group: &str) -> Result<Option<Refresh>> {
+        autoscaling::active_refresh(self, group).await
+    }
+
     async fn rollback_refresh(&self, group: &str) -> Result<()> {
         autoscaling::rollback_refresh(self, group).await
     }
 
     async fn auto_scaling_group(&self, name: &str) -> Result<Option<AutoScalingGroup>> {
         autoscaling::group(self, name).await
+    }
+
+    async fn auto_scaling_groups(&self) -> Result<Vec<AutoScalingGroup>> {
+        autoscaling::groups(self).await
+    }
+
+    async fn set_group_launch_template(
+        &self,
+        group: &str,
+        template_id: &str,
+        version: &str,
+    ) -> Result<()> {
+        autoscaling::set_launch_template(self, group, template_id, version).await
     }
 
     async fn target_health(&self, target_group_arn: &str) -> Result<Vec<TargetHealth>> {

@@ -1,4 +1,5 @@
-//! Moving an auto scaling group onto a launch template version.
+//! Moving an auto scaling group onto a launch template version: the group preflight, the
+//! refresh requests of the two strategies, and following a refresh to its end.
 //!
 //! - [`check_group`], the preflight (before a builder is launched, and before any release): the
 //!   group exists and launches from the release's launch template. For `default-then-refresh` it
@@ -8,28 +9,73 @@
 //!   target groups are attached but the group's health check type is not `ELB` (the group would
 //!   then call a running but broken instance healthy).
 //! - [`start_refresh`]: `StartInstanceRefresh`, with `InstanceRefreshInProgress` refused clearly.
-//! - [`follow_verified`]: follows a `verified` refresh (`DesiredConfiguration` = the new version,
-//!   min 100 / max 200 %, `AutoRollback`) until it ends, watching the target health of the group's
-//!   instances on the new version; it succeeds only when the refresh succeeded and each of them
-//!   is `InService` and `healthy` in every target group attached to the group. A failure names
-//!   the instance, the target group, and the health reason and description AWS gave.
+//! - [`follow`]: follows a refresh until it ends, printing a line on every change of the group
+//!   (an instance launched, in service, healthy, terminating). With a health gate (the
+//!   `verified` strategy: `DesiredConfiguration` = the new version, min 100 / max 200 %,
+//!   `AutoRollback`), a `Successful` refresh counts only once each instance on the new version
+//!   is `InService` and `healthy` in every target group attached to the group: AWS may report
+//!   success before the load balancer has checked the new target. A problem names the instance,
+//!   the target group, and the state, reason and description AWS gave.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
+use serde::Serialize;
+
 use crate::aws::poll::{wait_until, Probe, Wait};
 use crate::aws::{
-    AutoScalingGroup, Cloud, DesiredVersion, RefreshRequest, RefreshStatus, TargetHealth,
-    TemplateVersion,
+    AutoScalingGroup, Cloud, DesiredVersion, RefreshRequest, RefreshStatus, TemplateVersion,
 };
 use crate::error::{Error, Result};
-use crate::pipeline::release::RefreshOutcome;
+use crate::pipeline::release::group::GroupView;
 use crate::plan::{
     ReleaseSpec, ReleaseStrategy, VERIFIED_MAX_HEALTHY_PERCENTAGE, VERIFIED_MIN_HEALTHY_PERCENTAGE,
 };
 
-/// The target state that makes an instance part of the service.
-const HEALTHY: &str = "healthy";
+/// How an instance refresh ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct RefreshOutcome {
+    pub auto_scaling_group: String,
+    pub refresh_id: String,
+    pub status: RefreshStatus,
+    /// AWS's `StatusReason`, then kiln's own finding (an unhealthy target), if any.
+    pub reason: String,
+}
+
+impl RefreshOutcome {
+    pub fn succeeded(&self) -> bool {
+        self.status == RefreshStatus::Successful
+    }
+
+    /// What the refresh's end means, in words that claim no more than AWS said.
+    pub fn meaning(&self) -> String {
+        let id = &self.refresh_id;
+        let group = &self.auto_scaling_group;
+        let reason = if self.reason.is_empty() {
+            "AWS gave no reason".to_owned()
+        } else {
+            format!("AWS says: {}", self.reason)
+        };
+        let status = &self.status;
+        let what = match status {
+            RefreshStatus::Successful => "it succeeded",
+            RefreshStatus::RollbackSuccessful => {
+                "it failed and AWS rolled it back: the instances it replaced are back on the previous configuration"
+            }
+            RefreshStatus::RollbackFailed => {
+                "it failed and so did its rollback: the group is NOT back on its previous configuration"
+            }
+            RefreshStatus::Cancelled => {
+                "it was cancelled, which is not a rollback: instances it already replaced stay on the new version"
+            }
+            RefreshStatus::Failed => {
+                "it failed and was not rolled back: instances it already replaced stay on the new version"
+            }
+            _ => "it has not ended",
+        };
+        format!("instance refresh {id} of {group} ended {status}: {what} ({reason})")
+    }
+}
 
 /// Checks that a refresh of `group` would roll out `template`'s versions; returns warnings.
 pub async fn check_group(
@@ -68,7 +114,13 @@ pub async fn check_group(
 }
 
 fn health_check_warning(group: &AutoScalingGroup) -> Option<String> {
-    if group.target_group_arns.is_empty() || group.health_check_type == "ELB" {
+    if group.target_group_arns.is_empty() {
+        return Some(format!(
+            "auto scaling group {} has no target group: the release's health gate is the group's {} health check only (a running instance whose service is down passes it)",
+            group.name, group.health_check_type
+        ));
+    }
+    if group.health_check_type == "ELB" {
         return None;
     }
     Some(format!(
@@ -130,45 +182,60 @@ pub async fn start_refresh(cloud: &dyn Cloud, request: &RefreshRequest) -> Resul
     }
 }
 
-/// Follows a `verified` refresh until it ends and the group's instances on `version` are
-/// healthy everywhere (see the module doc).
-pub async fn follow_verified(
+/// Follows refresh `refresh_id` of `group` until it ends (see the module doc); with
+/// `gate: Some(version)`, a `Successful` refresh ends the wait only once the group's instances on
+/// `version` are in service and healthy. `changed` hears one line per change of the group.
+pub async fn follow(
     cloud: &dyn Cloud,
     group: &str,
     refresh_id: &str,
-    version: i64,
+    gate: Option<i64>,
     timeout: Duration,
     on_state: impl FnMut(&str),
+    changed: &(dyn Fn(&str) + Sync),
 ) -> Result<RefreshOutcome> {
     let problem = Mutex::new(None::<String>);
+    let last_view = Mutex::new(None::<GroupView>);
     let wait = Wait {
-        phase: "waiting for the verified instance refresh",
+        phase: "waiting for the instance refresh",
         resource: &format!("instance refresh {refresh_id} of {group}"),
         region: cloud.region(),
         timeout,
-        hint: "the new instance did not get healthy in the target group in time: look at its target health and the group's activity history",
+        hint: "the new instance did not get healthy in time: look at its target health and the group's activity history",
     };
     wait_until(wait, on_state, || async {
         let Some(refresh) = cloud.refresh(group, refresh_id).await? else {
             return Ok(Probe::Pending("not visible yet".into()));
         };
-        let health = GroupHealth::read(cloud, group, version).await?;
-        if let Some(p) = health.problem() {
-            *problem.lock().expect("not poisoned") = Some(p);
+        let view = GroupView::read(cloud, group).await?;
+        let mut state = format!("{} {}%", refresh.status, refresh.percentage_complete);
+        if let Some(view) = &view {
+            let mut last = last_view.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(before) = last.as_ref() {
+                for line in view.changes_since(before) {
+                    changed(&line);
+                }
+            }
+            *last = Some(view.clone());
+            if let Some(version) = gate {
+                if let Some(p) = view.problem(version) {
+                    *problem.lock().unwrap_or_else(|p| p.into_inner()) = Some(p);
+                }
+                state = format!("{state}: {}", view.summary(version));
+            }
         }
-        let state = format!(
-            "{} {}%: {}",
-            refresh.status,
-            refresh.percentage_complete,
-            health.summary()
-        );
+        let gate_open = match (gate, &view) {
+            (None, _) => true,
+            (Some(version), Some(view)) => view.healthy_on(version),
+            (Some(_), None) => false,
+        };
         if !refresh.status.is_finished()
-            || (refresh.status == RefreshStatus::Successful && !health.all_healthy())
+            || (refresh.status == RefreshStatus::Successful && !gate_open)
         {
             return Ok(Probe::Pending(state));
         }
         let mut reason = refresh.status_reason;
-        if let Some(p) = problem.lock().expect("not poisoned").as_ref() {
+        if let Some(p) = problem.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
             reason = format!("{reason}; {p}").trim_start_matches("; ").to_owned();
         }
         Ok(Probe::Done(RefreshOutcome {
@@ -179,93 +246,4 @@ pub async fn follow_verified(
         }))
     })
     .await
-}
-
-/// The target health of a group's instances on one version, in every attached target group.
-struct GroupHealth {
-    instances: Vec<InstanceHealth>,
-}
-
-struct InstanceHealth {
-    id: String,
-    lifecycle: String,
-    /// Per target group ARN, the instance's target health (`None`: not registered yet).
-    targets: Vec<(String, Option<TargetHealth>)>,
-}
-
-impl GroupHealth {
-    async fn read(cloud: &dyn Cloud, group: &str, version: i64) -> Result<GroupHealth> {
-        let Some(found) = cloud.auto_scaling_group(group).await? else {
-            return Ok(GroupHealth {
-                instances: Vec::new(),
-            });
-        };
-        let mut targets = Vec::new();
-        for arn in &found.target_group_arns {
-            targets.push((arn.clone(), cloud.target_health(arn).await?));
-        }
-        let wanted = version.to_string();
-        let instances = found
-            .instances
-            .iter()
-            .filter(|i| i.template_version.as_deref() == Some(wanted.as_str()))
-            .map(|i| {
-                let health = targets
-                    .iter()
-                    .map(|(arn, all)| {
-                        let mine = all.iter().find(|t| t.instance_id == i.id).cloned();
-                        (arn.clone(), mine)
-                    })
-                    .collect();
-                InstanceHealth {
-                    id: i.id.clone(),
-                    lifecycle: i.lifecycle_state.clone(),
-                    targets: health,
-                }
-            })
-            .collect();
-        Ok(GroupHealth { instances })
-    }
-
-    fn all_healthy(&self) -> bool {
-        !self.instances.is_empty()
-            && self.instances.iter().all(|i| {
-                i.lifecycle == "InService"
-                    && i.targets
-                        .iter()
-                        .all(|(_, t)| t.as_ref().is_some_and(|t| t.state == HEALTHY))
-            })
-    }
-
-    /// The first target that is unhealthy, in words: instance, target group, reason, description.
-    fn problem(&self) -> Option<String> {
-        self.instances.iter().find_map(|i| {
-            i.targets.iter().find_map(|(arn, t)| {
-                let t = t.as_ref().filter(|t| t.state == "unhealthy")?;
-                Some(format!(
-                    "instance {} failed the health check of target group {arn}: {} ({}: {})",
-                    i.id, t.state, t.reason, t.description
-                ))
-            })
-        })
-    }
-
-    fn summary(&self) -> String {
-        if self.instances.is_empty() {
-            return "no instance on the new version yet".into();
-        }
-        let parts: Vec<String> = self
-            .instances
-            .iter()
-            .map(|i| {
-                let states: Vec<&str> = i
-                    .targets
-                    .iter()
-                    .map(|(_, t)| t.as_ref().map_or("unregistered", |t| t.state.as_str()))
-                    .collect();
-                format!("{} {} {}", i.id, i.lifecycle, states.join("/"))
-            })
-            .collect();
-        parts.join(", ")
-    }
 }

@@ -64,11 +64,12 @@ impl Hold {
         template.tags.get(TAG).map(|value| Hold::parse(value))
     }
 
-    /// What `kiln build` says when a hold stops its release.
-    pub fn notice(&self, template: &str, recipe_path: &str) -> String {
+    /// What `kiln build` says when a hold stops its release; `release_command` is the
+    /// `kiln release …` line to run.
+    pub fn notice(&self, template: &str, release_command: &str) -> String {
         format!(
             "RELEASE HELD: launch template {template} is held at version {} ({}) since {} by `kiln rollback`; \
-             this build did not release its image. Run `kiln release {recipe_path}` to release the newest image and clear the hold",
+             this build did not release its image. Run `{release_command}` to release the newest image and clear the hold",
             self.version, self.image_id, self.at
         )
     }
