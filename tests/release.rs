@@ -441,3 +441,506 @@ fn an_interrupted_rollback_to_an_image_removes_the_version_it_made() {
     assert_eq!(aws.template_versions("rudder-dataplane"), before);
     assert_eq!(aws.group(GROUP).1, instances);
 }
+
+// --- The release rules (one release path): each test fails when its rule is broken. ---
+
+/// The newest kiln image (by name: the test recipe names images by build id, which sorts by
+/// time).
+fn newest_image(aws: &Aws) -> String {
+    aws.kiln_images()
+        .into_iter()
+        .max_by(|a, b| a.name.cmp(&b.name))
+        .expect("a kiln image")
+        .id
+}
+
+#[test]
+fn a_failed_kiln_release_removes_its_version_and_the_next_rollback_never_moves_forward() {
+    let emulator = Emulator::seeded();
+    let aws = emulator.aws();
+    let kiln = Kiln::new(&emulator);
+    let recipe = group_recipe(&kiln, "");
+    two_releases(&kiln, &recipe);
+    let b = newest_image(&aws);
+    let rolled = kiln.run(&["rollback", &recipe, "--json"]);
+    rolled.assert_code(0);
+    let held_at = aws.template_versions(GROUP);
+    // Image B now fails its health check: releasing it again fails and AWS rolls back.
+    emulator.behaviour(json!({"target_health": {"unhealthy": [
+        {"image_id": b, "reason": "Target.ResponseCodeMismatch", "description": "Health checks failed with these codes: [503]"}
+    ]}}));
+    let run = kiln.run(&["release", &recipe]);
+    run.assert_code(1);
+    assert!(run.stderr.contains("RollbackSuccessful"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("removed launch template"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        aws.template_versions(GROUP),
+        held_at,
+        "no version left behind by the failed release"
+    );
+    // The rollback goes further back (there is nothing kiln released before A), never forward
+    // onto B, which the user rolled back from.
+    let again = kiln.run(&["rollback", &recipe]);
+    again.assert_code(1);
+    assert!(
+        again.stderr.contains("no earlier release"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(aws.template_versions(GROUP), held_at);
+    assert_ne!(aws.template_image(GROUP, held_at.0), b);
+}
+
+#[test]
+fn prune_never_deletes_a_version_the_group_s_instance_runs() {
+    let emulator = Emulator::seeded();
+    let aws = emulator.aws();
+    let kiln = Kiln::new(&emulator);
+    let recipe = group_recipe(&kiln, "");
+    kiln.run(&["build", &recipe]).assert_code(0);
+    let (running, _) = aws.template_versions(GROUP);
+    // Two more releases without a refresh: the group's instance still runs `running`.
+    for flavour in ["second", "third"] {
+        let var = format!("flavour={flavour}");
+        kiln.run(&["build", &recipe, "--var", &var, "--no-refresh"])
+            .assert_code(0);
+    }
+    let (default, latest) = aws.template_versions(GROUP);
+    assert_eq!((default, latest), (running + 2, running + 2));
+    assert_eq!(aws.group(GROUP).1[0].1, running.to_string());
+    let run = kiln.run(&["prune", &recipe, "--keep", "1", "--json"]);
+    run.assert_code(0);
+    let pruned: Vec<i64> = run.json()["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_i64().unwrap())
+        .collect();
+    assert_eq!(pruned, [running + 1], "only the version nothing uses");
+    let out = aws
+        .block_on(
+            aws.ec2
+                .describe_launch_template_versions()
+                .launch_template_name(GROUP)
+                .versions(running.to_string())
+                .send(),
+        )
+        .expect("the version the group's instance runs still exists");
+    assert_eq!(out.launch_template_versions().len(), 1);
+}
+
+#[test]
+fn interrupted_after_the_refresh_succeeded_kiln_keeps_the_version_the_group_now_runs() {
+    let emulator = Emulator::seeded();
+    // AWS reports success before the load balancer registers the new target.
+    emulator.behaviour(json!({
+        "refresh": {"success_before_healthy": true},
+        "target_health": {"register_after_seconds": 120}
+    }));
+    let aws = emulator.aws();
+    let kiln = Kiln::new(&emulator);
+    let recipe = group_recipe(&kiln, "");
+    let before = aws.template_versions(GROUP);
+    let child = kiln.spawn(&["build", &recipe]);
+    // The refresh succeeded: AWS moved the group onto the new version.
+    assert!(eventually(Duration::from_secs(60), || {
+        aws.group(GROUP).0 == (before.1 + 1).to_string()
+    }));
+    std::thread::sleep(Duration::from_secs(2));
+    send_signal(&child, libc::SIGINT);
+    let run = finish(child);
+    run.assert_code(130);
+    let new = before.1 + 1;
+    let (default, latest) = aws.template_versions(GROUP);
+    assert_eq!(default, before.0, "the default never moved: {}", run.stderr);
+    assert_eq!(
+        latest, new,
+        "the version the group runs stays: {}",
+        run.stderr
+    );
+    assert_eq!(aws.group(GROUP).0, new.to_string());
+    assert!(
+        run.stderr.contains("had already ended") && run.stderr.contains("spared"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn the_default_waits_for_a_healthy_target_even_when_the_refresh_reports_success() {
+    let emulator = Emulator::seeded();
+    emulator.behaviour(json!({
+        "refresh": {"success_before_healthy": true},
+        "target_health": {"register_after_seconds": 3, "healthy_after_seconds": 1}
+    }));
+    let aws = emulator.aws();
+    let kiln = Kiln::new(&emulator);
+    let recipe = group_recipe(&kiln, "");
+    emulator.clear_target_health();
+    let run = kiln.run(&["build", &recipe, "--json"]);
+    run.assert_code(0);
+    let version = run.json()["launch_template"]["default_version"]
+        .as_i64()
+        .unwrap();
+    let record = emulator.target_health();
+    let (_, group) = record.as_object().unwrap().iter().next().unwrap();
+    let samples = group["samples"].as_array().unwrap();
+    // The last time no target was healthy (the new one not registered yet) came before the
+    // default moved.
+    let last_unhealthy = samples
+        .iter()
+        .filter(|s| s[1].as_i64() == Some(0))
+        .filter_map(|s| s[0].as_f64())
+        .fold(0.0, f64::max);
+    let set_default = emulator.first_kiln_request("ModifyLaunchTemplate").unwrap();
+    assert!(
+        set_default > last_unhealthy,
+        "the default moved at {set_default}, before the target was healthy ({last_unhealthy})"
+    );
+    assert_eq!(aws.template_versions(GROUP).0, version);
+}
+
+#[test]
+fn a_new_version_keeps_the_current_default_s_other_settings() {
+    let emulator = Emulator::seeded();
+    let aws = emulator.aws();
+    let kiln = Kiln::new(&emulator);
+    let recipe = group_recipe(&kiln, "");
+    // By hand: a newer default with another instance type and user data.
+    let (default, _) = aws.template_versions(GROUP);
+    let data = aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+        .instance_type(aws_sdk_ec2::types::InstanceType::T3Small)
+        .user_data("IyEvYmluL3NoCmVjaG8gaGFuZC1tYWRlCg==")
+        .build();
+    let made = aws
+        .block_on(
+            aws.ec2
+                .create_launch_template_version()
+                .launch_template_name(GROUP)
+                .source_version(default.to_string())
+                .launch_template_data(data)
+                .send(),
+        )
+        .expect("CreateLaunchTemplateVersion");
+    let by_hand = made
+        .launch_template_version()
+        .and_then(|v| v.version_number())
+        .unwrap();
+    aws.block_on(
+        aws.ec2
+            .modify_launch_template()
+            .launch_template_name(GROUP)
+            .default_version(by_hand.to_string())
+            .send(),
+    )
+    .expect("ModifyLaunchTemplate");
+    let run = kiln.run(&["build", &recipe, "--json"]);
+    run.assert_code(0);
+    let manifest = run.json();
+    let version = manifest["launch_template"]["default_version"]
+        .as_i64()
+        .unwrap();
+    let data = aws.template_data(GROUP, version);
+    assert_eq!(data.image_id(), manifest["images"][0]["image_id"].as_str());
+    assert_eq!(
+        data.instance_type(),
+        Some(&aws_sdk_ec2::types::InstanceType::T3Small)
+    );
+    assert_eq!(
+        data.user_data(),
+        Some("IyEvYmluL3NoCmVjaG8gaGFuZC1tYWRlCg==")
+    );
+}
+
+/// Deregisters an image through the SDK (as someone cleaning up by hand would).
+fn deregister(aws: &Aws, image: &str) {
+    aws.block_on(aws.ec2.deregister_image().image_id(image).send())
+        .expect("DeregisterImage");
+}
+
+#[test]
+fn rollback_to_a_version_whose_image_is_gone_fails_and_changes_nothing() {
+    let emulator = Emulator::seeded();
+    let aws = emulator.aws();
+    let kiln = Kiln::new(&emulator);
+    let recipe = group_recipe(&kiln, "");
+    kiln.run(&["build", &recipe, "--no-refresh"]).assert_code(0);
+    let (first, _) = aws.template_versions(GROUP);
+    let gone = aws.template_image(GROUP, first);
+    kiln.run(&["build", &recipe, "--no-refresh", "--var", "flavour=second"])
+        .assert_code(0);
+    let before = aws.template_versions(GROUP);
+    deregister(&aws, &gone);
+    let run = kiln.run(&["rollback", &recipe, "--to", &first.to_string()]);
+    run.assert_code(1);
+    assert!(
+        run.stderr
+            .contains(&format!("points at {gone}, which is deregistered")),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(aws.template_versions(GROUP), before);
+    assert!(aws.template_image(GROUP, before.0) != gone);
+}
+
+#[test]
+fn rollback_passes_over_a_release_whose_image_is_gone() {
+    let emulator = Emulator::seeded();
+    let aws = emulator.aws();
+    let kiln = Kiln::new(&emulator);
+    let recipe = group_recipe(&kiln, "");
+    let mut images = Vec::new();
+    for flavour in ["first", "second", "third"] {
+        let var = format!("flavour={flavour}");
+        kiln.run(&["build", &recipe, "--no-refresh", "--var", &var])
+            .assert_code(0);
+        images.push(aws.template_image(GROUP, aws.template_versions(GROUP).0));
+    }
+    deregister(&aws, &images[1]);
+    let run = kiln.run(&["rollback", &recipe, "--no-refresh", "--json"]);
+    run.assert_code(0);
+    assert_eq!(run.json()["after"]["image_id"], json!(images[0]));
+    assert_eq!(
+        aws.template_image(GROUP, aws.template_versions(GROUP).0),
+        images[0]
+    );
+}
+
+#[test]
+fn a_changed_source_image_rebuilds_and_says_so() {
+    let emulator = Emulator::seeded();
+    let aws = emulator.aws();
+    let kiln = Kiln::new(&emulator);
+    // A source of this account's own: an image of the seed group's instance.
+    let (_, instances) = aws.group(GROUP);
+    let source = |name: &str| {
+        let made = aws
+            .block_on(
+                aws.ec2
+                    .create_image()
+                    .instance_id(&instances[0].0)
+                    .name(name)
+                    .send(),
+            )
+            .expect("CreateImage");
+        made.image_id().unwrap().to_owned()
+    };
+    let first = source("app-source-1");
+    let text = std::fs::read_to_string(group_recipe(&kiln, ""))
+        .unwrap()
+        .replace(
+            "  filter: { name: \"al2023-ami-2023.*-x86_64\", owners: [\"amazon\"], architecture: x86_64 }",
+            "  filter: { name: \"app-source-*\", owners: [\"self\"] }",
+        );
+    let recipe = kiln.write("sourced.yaml", &text);
+    let recipe = recipe.to_str().unwrap();
+    let built = kiln.run(&["build", recipe, "--no-refresh", "--json"]);
+    built.assert_code(0);
+    assert_eq!(built.json()["source_image"], json!(first));
+    let skipped = kiln.run(&["build", recipe, "--no-refresh", "--json"]);
+    skipped.assert_code(0);
+    assert_eq!(skipped.json()["skipped"], json!(true));
+    std::thread::sleep(Duration::from_millis(1100));
+    let second = source("app-source-2");
+    let path = kiln.path("rebuilt.json");
+    let rebuilt = kiln.run(&[
+        "build",
+        recipe,
+        "--no-refresh",
+        "--manifest",
+        path.to_str().unwrap(),
+    ]);
+    rebuilt.assert_code(0);
+    let manifest: Value = serde_json::from_str(&read(&path)).unwrap();
+    assert_eq!(manifest["skipped"], json!(false));
+    assert_eq!(manifest["source_image"], json!(second));
+    assert!(
+        rebuilt
+            .stderr
+            .contains(&format!("the source image: {first} → {second}")),
+        "{}",
+        rebuilt.stderr
+    );
+}
+
+#[test]
+fn a_held_build_exits_3_with_require_release_and_the_examples_tell_the_two_apart() {
+    let emulator = Emulator::seeded();
+    let kiln = Kiln::new(&emulator);
+    let recipe = group_recipe(&kiln, "");
+    two_releases(&kiln, &recipe);
+    kiln.run(&["rollback", &recipe]).assert_code(0);
+    let nightly = kiln.run(&["build", &recipe, "--json", "--var", "flavour=n"]);
+    nightly.assert_code(0);
+    assert_eq!(nightly.json()["release"], json!("held"));
+    let tagged = kiln.run(&[
+        "build",
+        &recipe,
+        "--json",
+        "--require-release",
+        "--var",
+        "flavour=t",
+    ]);
+    tagged.assert_code(3);
+    assert_eq!(tagged.json()["release"], json!("held"));
+    assert!(
+        tagged.stderr.contains("--require-release") && tagged.stderr.contains("kiln release"),
+        "{}",
+        tagged.stderr
+    );
+    kiln.run(&["release", &recipe]).assert_code(0);
+    let released = kiln.run(&["build", &recipe, "--json", "--require-release"]);
+    released.assert_code(0);
+    assert_eq!(released.json()["release"], json!("released"));
+}
+
+#[test]
+fn release_and_rollback_never_choose_an_image_that_failed_its_test() {
+    let emulator = Emulator::seeded();
+    let aws = emulator.aws();
+    let kiln = Kiln::new(&emulator);
+    let text = std::fs::read_to_string(group_recipe(&kiln, "")).unwrap()
+        + "test:\n  - name: serves\n    run: echo serves {{ vars.flavour }}\n";
+    let recipe = kiln.write("tested.yaml", &text);
+    let recipe = recipe.to_str().unwrap();
+    kiln.run(&["build", recipe]).assert_code(0);
+    let good = newest_image(&aws);
+    emulator.behaviour(json!({"commands": [
+        {"match": "echo serves broken", "role": "tester", "status": "Failed", "exit_code": 1}
+    ]}));
+    kiln.run(&["build", recipe, "--var", "flavour=broken"])
+        .assert_code(1);
+    let failed = newest_image(&aws);
+    assert_ne!(failed, good);
+    let before = aws.template_versions(GROUP);
+    // The hint kiln printed would have released the failed image: it releases the good one,
+    // which the default already uses.
+    let run = kiln.run(&["release", recipe, "--json"]);
+    run.assert_code(0);
+    assert_eq!(run.json()["image_id"], json!(good));
+    assert_eq!(aws.template_versions(GROUP), before);
+    let refused = kiln.run(&["release", recipe, "--image", &failed]);
+    refused.assert_code(1);
+    assert!(
+        refused.stderr.contains("--allow-failed-test"),
+        "{}",
+        refused.stderr
+    );
+    let refused = kiln.run(&["rollback", recipe, "--image", &failed]);
+    refused.assert_code(1);
+    assert_eq!(aws.template_versions(GROUP), before);
+    kiln.run(&[
+        "release",
+        recipe,
+        "--image",
+        &failed,
+        "--allow-failed-test",
+        "--no-refresh",
+    ])
+    .assert_code(0);
+    assert_eq!(
+        aws.template_image(GROUP, aws.template_versions(GROUP).0),
+        failed
+    );
+}
+
+#[test]
+fn two_projects_with_the_same_recipe_name_never_touch_each_other_s_images() {
+    let emulator = Emulator::seeded();
+    let aws = emulator.aws();
+    let kiln = Kiln::new(&emulator);
+    // A second project: its own launch template, the same recipe name and steps.
+    let seed_image = aws.template_image(GROUP, 1);
+    let data = aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+        .image_id(&seed_image)
+        .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+        .build();
+    aws.block_on(
+        aws.ec2
+            .create_launch_template()
+            .launch_template_name("other-project")
+            .launch_template_data(data)
+            .send(),
+    )
+    .expect("CreateLaunchTemplate");
+    let ours = recipe("  - name: install\n    run: echo same");
+    let theirs = ours.replace(
+        "launch_template: rudder-dataplane",
+        "launch_template: other-project",
+    );
+    let ours = kiln.write("ours.yaml", &ours);
+    let theirs = kiln.write("theirs.yaml", &theirs);
+    let (ours, theirs) = (ours.to_str().unwrap(), theirs.to_str().unwrap());
+    let a = kiln.run(&["build", ours, "--json"]);
+    a.assert_code(0);
+    let a_image = a.json()["images"][0]["image_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Same content, same fingerprint: the other project still builds its own image.
+    let b = kiln.run(&["build", theirs, "--json"]);
+    b.assert_code(0);
+    let b = b.json();
+    assert_eq!(b["skipped"], json!(false), "{b}");
+    assert_eq!(b["fingerprint"], a.json()["fingerprint"]);
+    let b_image = b["images"][0]["image_id"].as_str().unwrap().to_owned();
+    assert_ne!(b_image, a_image);
+    // A newer build of theirs; prune of theirs keeping one lists only theirs.
+    kiln.run(&["build", theirs, "--force"]).assert_code(0);
+    let run = kiln.run(&["prune", theirs, "--dry-run", "--keep", "1", "--json"]);
+    run.assert_code(0);
+    let report = run.json();
+    let listed: Vec<&str> = report["deleted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(report["kept"].as_array().unwrap())
+        .map(|i| i["image_id"].as_str().unwrap())
+        .collect();
+    assert!(!listed.contains(&a_image.as_str()), "{report}");
+    assert!(listed.contains(&b_image.as_str()), "{report}");
+}
+
+#[test]
+fn status_shows_the_release_and_follows_a_refresh_to_its_end() {
+    let emulator = Emulator::seeded();
+    let aws = emulator.aws();
+    let kiln = Kiln::new(&emulator);
+    let recipe = group_recipe(&kiln, "");
+    kiln.run(&["build", &recipe]).assert_code(0);
+    let status = kiln.run(&["status", &recipe, "--json"]);
+    status.assert_code(0);
+    let status = status.json();
+    let (default, _) = aws.template_versions(GROUP);
+    assert_eq!(status["default"]["version"], json!(default));
+    assert_eq!(status["hold"], Value::Null);
+    let instances = status["group"]["instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 1);
+    assert_eq!(instances[0]["version"], json!(default.to_string()));
+    assert_eq!(instances[0]["targets"][0]["state"], json!("healthy"));
+    // A release killed while its refresh runs (no cleanup): `status --wait` follows the
+    // refresh to its end, a line per change.
+    emulator.behaviour(json!({"target_health": {"healthy_after_seconds": 4}}));
+    let child = kiln.spawn(&["build", &recipe, "--var", "flavour=next"]);
+    assert!(eventually(Duration::from_secs(30), || {
+        aws.group(GROUP).1.len() == 2
+    }));
+    send_signal(&child, libc::SIGKILL);
+    let _ = finish(child);
+    let waited = kiln.run(&["status", &recipe, "--wait"]);
+    waited.assert_code(0);
+    assert!(
+        waited.stderr.contains("target initial → healthy"),
+        "{}",
+        waited.stderr
+    );
+    assert!(
+        waited.stdout.contains("no instance refresh in progress"),
+        "{}",
+        waited.stdout
+    );
+}

@@ -20,6 +20,7 @@ use crate::aws::LaunchTemplate;
 use crate::aws::{Cloud, Image, ImageQuery, ImageReference, InstanceQuery, InstanceState};
 use crate::aws::{TemplateRef, TemplateVersion};
 use crate::error::Result;
+use crate::pipeline::images::Identity;
 use crate::pipeline::images::{self, age_key, Deletion};
 use crate::pipeline::release::references::InUse;
 use crate::plan::Plan;
@@ -165,6 +166,52 @@ pub fn choose<'a>(
     (delete, survive)
 }
 
+/// An image built before recipe identities (no `kiln:identity` tag) may be another project's
+/// with the same recipe name: it stays unless the recipe's own launch template has a version
+/// that uses it (which proves it is this recipe's).
+async fn protect_legacy(
+    cloud: &dyn Cloud,
+    plan: &Plan,
+    images: &[Image],
+    protected: &mut Protected,
+) -> Result<()> {
+    let legacy: Vec<&Image> = images
+        .iter()
+        .filter(|i| i.tags.get(tags::IDENTITY).is_none())
+        .collect();
+    if legacy.is_empty() {
+        return Ok(());
+    }
+    let own = match &plan.release {
+        Some(release) if cloud.region() == plan_home(cloud, plan) => {
+            crate::pipeline::release::version_images(cloud, &release.launch_template)
+                .await
+                .unwrap_or_default()
+        }
+        _ => BTreeMap::new(),
+    };
+    for image in legacy {
+        if !own.values().any(|id| id == &image.id) {
+            let reason = format!(
+                "built before recipe identities (no kiln:identity tag) and not used by this recipe's launch template: it may be another project's; tag it kiln:identity={} to let prune manage it",
+                plan.identity()
+            );
+            protect(protected, Some(&image.id), reason);
+        }
+    }
+    Ok(())
+}
+
+/// The recipe's home region is the one it is pruned from first (the cloud's own); copies are
+/// elsewhere. Here: the region of `cloud` unless it is one of the copy regions.
+fn plan_home<'a>(cloud: &'a dyn Cloud, plan: &Plan) -> &'a str {
+    if plan.image.regions.iter().any(|r| r == cloud.region()) {
+        ""
+    } else {
+        cloud.region()
+    }
+}
+
 fn protect(map: &mut Protected, image: Option<&String>, reason: String) {
     if let Some(id) = image {
         let reasons = map.entry(id.clone()).or_default();
@@ -209,8 +256,16 @@ async fn prune_region(
     let query = ImageQuery::own()
         .tagged(tags::RECIPE, &plan.name)
         .with_tag_key(tags::BUILD_ID);
-    let images = cloud.find_images(&query).await?;
+    // Only this recipe identity's images: another project's recipe may have the same name.
+    let identity = plan.identity();
+    let images: Vec<Image> = cloud
+        .find_images(&query)
+        .await?
+        .into_iter()
+        .filter(|i| Identity::of(i, &identity) != Identity::Other)
+        .collect();
     let mut protected = references(cloud, plan, keep, &images).await?;
+    protect_legacy(cloud, plan, &images, &mut protected).await?;
     for image in images.iter().filter(|i| i.is_protected()) {
         let state = image.deregistration_protection.clone().unwrap_or_default();
         let reason = format!("deregistration protection is {state}");
