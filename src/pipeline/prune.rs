@@ -177,7 +177,7 @@ async fn protect_legacy(
 ) -> Result<()> {
     let legacy: Vec<&Image> = images
         .iter()
-        .filter(|i| i.tags.get(tags::IDENTITY).is_none())
+        .filter(|i| !i.tags.contains_key(tags::IDENTITY))
         .collect();
     if legacy.is_empty() {
         return Ok(());
