@@ -1977,3 +1977,190 @@ async fn a_resumed_build_checks_the_profile_too() {
     assert_eq!(h.fake.count("SendCommand"), before, "no step ran");
     assert_eq!(h.fake.count("CreateImage"), 0);
 }
+
+// --- The one release path: `kiln release` and `kiln rollback` on the fake. ---
+
+use kiln::pipeline::release::journal::CommandJournal;
+use kiln::pipeline::{promote, rollback};
+
+/// Builds one image without releasing it (the template keeps its seed default).
+async fn unreleased_image(h: &Harness, build_id: &str, extra_release: &str) -> String {
+    let plan = h.plan_with(build_id, TWO_STEPS, extra_release);
+    let mut opts = options(build_id);
+    opts.release = false;
+    let manifest = h.build_with(&plan, &opts).await.expect("build");
+    manifest.images[0].image_id.clone()
+}
+
+/// `kiln release` of `image` as the CLI runs it: a command journal that tears down on failure.
+async fn release_command(h: &Harness, plan: &Plan, image: &str) -> Result<(), Error> {
+    let spec = plan.release.as_ref().expect("release section");
+    let journal =
+        CommandJournal::open(&h.state_dir(), "r1", &spec.launch_template).expect("journal");
+    let ctx = h.context();
+    let request = promote::Request {
+        image: Some(image),
+        allow_foreign: false,
+        allow_failed_test: false,
+        refresh: true,
+        journal: &journal.ledger,
+        release_hint: plan.command_hint("release"),
+    };
+    let (_tx, mut interrupts) = Interrupts::new();
+    let work = promote::promote(&ctx, plan, spec, &request);
+    journal.guard(&ctx, &mut interrupts, work).await.map(|_| ())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_kiln_release_removes_the_version_it_made() {
+    let h = Harness::new();
+    let image = unreleased_image(&h, "b1", GROUP).await;
+    let before = h.fake.template(TEMPLATE).unwrap().versions.len();
+    h.fake
+        .unhealthy_targets(Some(("Target.Timeout", "Request timed out")));
+    let plan = h.plan_with("r1", TWO_STEPS, GROUP);
+    let err = release_command(&h, &plan, &image)
+        .await
+        .expect_err("unhealthy");
+    let text = err.to_string();
+    assert!(text.contains("RollbackSuccessful"), "{text}");
+    assert!(text.contains("removed launch template"), "{text}");
+    assert_eq!(h.fake.template(TEMPLATE).unwrap().versions.len(), before);
+    assert_eq!(h.default_image().0, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_default_then_refresh_kiln_release_honours_rollback_on_failure() {
+    let h = Harness::new();
+    let extra = format!("{GROUP}  strategy: default-then-refresh\n  rollback_on_failure: true\n");
+    let image = unreleased_image(&h, "b1", &extra).await;
+    h.fake.refresh_outcome(
+        kiln::aws::RefreshStatus::Failed,
+        "Instance refresh failed: no capacity",
+    );
+    let plan = h.plan_with("r1", TWO_STEPS, &extra);
+    let err = release_command(&h, &plan, &image)
+        .await
+        .expect_err("failed");
+    let text = err.to_string();
+    assert!(text.contains("ended Failed"), "{text}");
+    assert!(
+        text.contains("Instance refresh failed: no capacity"),
+        "{text}"
+    );
+    assert_eq!(h.default_image().0, 1, "the default went back: {text}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_create_version_answer_in_kiln_release_is_found_and_removed() {
+    let h = Harness::new();
+    let image = unreleased_image(&h, "b1", GROUP).await;
+    h.fake.fault(
+        "CreateLaunchTemplateVersion",
+        Fault::lose_answer("RequestTimeout"),
+    );
+    let plan = h.plan_with("r1", TWO_STEPS, GROUP);
+    let err = release_command(&h, &plan, &image).await.expect_err("lost");
+    let template = h.fake.template(TEMPLATE).unwrap();
+    assert_eq!(
+        template.versions.len(),
+        1,
+        "the version made by the call whose answer was lost is removed: {err}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_or_failed_rollback_refresh_is_never_called_rolled_back() {
+    for (status, words) in [
+        (
+            kiln::aws::RefreshStatus::Cancelled,
+            "was cancelled, which is not a rollback",
+        ),
+        (
+            kiln::aws::RefreshStatus::RollbackFailed,
+            "the group is NOT back on its previous configuration",
+        ),
+    ] {
+        let h = Harness::new();
+        h.fake
+            .refresh_outcome(status.clone(), "Cancelled by the user");
+        let plan = h.plan_with("b1", TWO_STEPS, GROUP);
+        let err = h.build(&plan, "b1").await.expect_err("refresh ended badly");
+        let text = err.to_string();
+        for needle in [
+            words,
+            "AWS says: Cancelled by the user",
+            "the default stays version 1",
+            "now: auto scaling group rudder-dataplane launches from version",
+        ] {
+            assert!(text.contains(needle), "{status}: {needle:?} not in {text}");
+        }
+        assert!(!text.contains("rolled it back"), "{text}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_default_moves_only_once_the_target_is_healthy_even_after_success() {
+    let h = Harness::new();
+    h.fake.health_lags_refresh(Duration::from_secs(30));
+    let plan = h.plan_with("b1", TWO_STEPS, GROUP);
+    let manifest = h.build(&plan, "b1").await.expect("build");
+    let calls = h.fake.calls();
+    let at = |op: &str| {
+        calls
+            .iter()
+            .filter(|c| c.operation == op)
+            .map(|c| c.at)
+            .last()
+            .unwrap_or_else(|| panic!("no {op}"))
+    };
+    let started = at("StartInstanceRefresh");
+    let set_default = at("ModifyLaunchTemplate");
+    let refresh = h.fake.timings().refresh;
+    assert!(
+        set_default >= started + refresh + Duration::from_secs(30),
+        "the default moved {:?} after the refresh started; the target was healthy only after {:?}",
+        set_default - started,
+        refresh + Duration::from_secs(30)
+    );
+    assert_eq!(
+        manifest.launch_template.unwrap().default_version,
+        h.default_image().0
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn rollback_checks_the_group_before_it_moves_the_default() {
+    let h = Harness::new();
+    let plan = h.plan_with("b1", TWO_STEPS, "");
+    h.build(&plan, "b1").await.expect("first");
+    let text = std::fs::read_to_string(h.dir.path().join("b1.yaml")).unwrap();
+    let plan2 = h.plan_of(
+        "b2",
+        &text.replace("echo configuring", "echo configured"),
+        &[],
+    );
+    h.build(&plan2, "b2").await.expect("second");
+    let before = h.default_image();
+    // The recipe now names a group that does not exist.
+    let plan = h.plan_with("r1", TWO_STEPS, "  auto_scaling_group: no-such-group\n");
+    let spec = plan.release.as_ref().unwrap();
+    let ctx = h.context();
+    let choice = rollback::choose(&h.fake, &plan, spec, &rollback::Target::Previous)
+        .await
+        .expect("a previous release");
+    let journal = CommandJournal::open(&h.state_dir(), "r1", &spec.launch_template).unwrap();
+    let err = rollback::rollback(
+        &ctx,
+        &plan,
+        spec,
+        &choice,
+        true,
+        &journal.ledger,
+        String::new(),
+    )
+    .await
+    .expect_err("no group");
+    assert!(err.to_string().contains("no-such-group"), "{err}");
+    assert_eq!(h.default_image(), before, "the default did not move");
+}
