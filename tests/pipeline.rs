@@ -2109,9 +2109,9 @@ async fn the_default_moves_only_once_the_target_is_healthy_even_after_success() 
     let at = |op: &str| {
         calls
             .iter()
-            .filter(|c| c.operation == op)
+            .rev()
+            .find(|c| c.operation == op)
             .map(|c| c.at)
-            .last()
             .unwrap_or_else(|| panic!("no {op}"))
     };
     let started = at("StartInstanceRefresh");
