@@ -3,8 +3,8 @@
 //! - `pipeline`: the library on the in-memory fake cloud (virtual time, no emulator).
 //! - `conformance`: one suite of cloud behaviours over the fake, the emulator and (with
 //!   `KILN_TEST_AWS=1`) a real account.
-//! - `build`, `builders`, `lifecycle`, `release`, `faults`, `input`, `limits`, `paging`,
-//!   `settings`, `iam`: the compiled `kiln` driven as a user would, each test against its own
+//! - `build`, `builders`, `lifecycle`, `release`, `examples`, `faults`, `input`, `limits`,
+//!   `paging`, `settings`, `iam`: the compiled `kiln` driven as a user would, each test against its own
 //!   emulator process, AWS state checked through the SDK.
 
 mod support;
@@ -12,6 +12,7 @@ mod support;
 mod build;
 mod builders;
 mod conformance;
+mod examples;
 mod faults;
 mod iam;
 mod input;

@@ -581,11 +581,24 @@ fn the_default_waits_for_a_healthy_target_even_when_the_refresh_reports_success(
     let kiln = Kiln::new(&emulator);
     let recipe = group_recipe(&kiln, "");
     emulator.clear_target_health();
-    let run = kiln.run(&["build", &recipe, "--json"]);
+    let path = kiln.path("manifest.json");
+    let run = kiln.run(&["build", &recipe, "--manifest", path.to_str().unwrap()]);
     run.assert_code(0);
-    let version = run.json()["launch_template"]["default_version"]
+    let manifest: Value = serde_json::from_str(&read(&path)).unwrap();
+    let version = manifest["launch_template"]["default_version"]
         .as_i64()
         .unwrap();
+    // kiln saw the refresh succeed, kept following the new target until it was healthy, and
+    // only then moved the default.
+    let healthy = run.stderr.find("→ healthy").unwrap_or(usize::MAX);
+    let moved = run
+        .stderr
+        .find("is the default: the group is healthy on it");
+    assert!(
+        moved.is_some_and(|moved| healthy < moved),
+        "the default moved before kiln saw the new target healthy:\n{}",
+        run.stderr
+    );
     let record = emulator.target_health();
     let (_, group) = record.as_object().unwrap().iter().next().unwrap();
     let samples = group["samples"].as_array().unwrap();
