@@ -957,3 +957,70 @@ fn status_shows_the_release_and_follows_a_refresh_to_its_end() {
         waited.stdout
     );
 }
+
+/// `script` gives kiln a terminal, so it asks before rolling back.
+fn rollback_on_a_terminal(kiln: &Kiln, recipe: &str, answer: &str) -> Run {
+    let kiln_bin = env!("CARGO_BIN_EXE_kiln");
+    let line = format!("{kiln_bin} rollback {recipe} --no-refresh");
+    let mut cmd = kiln.command(&[]);
+    let envs: Vec<_> = cmd
+        .get_envs()
+        .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned())))
+        .collect();
+    cmd = std::process::Command::new("script");
+    cmd.args(["-qec", &line, "/dev/null"])
+        .current_dir(kiln.dir.path())
+        .env_clear()
+        .envs(envs)
+        .env_remove("CI")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("script");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(answer.as_bytes())
+        .unwrap();
+    finish(child)
+}
+
+#[test]
+fn rollback_asks_on_a_terminal_and_dry_run_only_prints() {
+    let emulator = Emulator::seeded();
+    let aws = emulator.aws();
+    let kiln = Kiln::new(&emulator);
+    let recipe = group_recipe(&kiln, "");
+    for flavour in ["first", "second"] {
+        let var = format!("flavour={flavour}");
+        kiln.run(&["build", &recipe, "--no-refresh", "--var", &var])
+            .assert_code(0);
+    }
+    let before = aws.template_versions(GROUP);
+    let dry = kiln.run(&["rollback", &recipe, "--dry-run", "--json"]);
+    dry.assert_code(0);
+    let choice = dry.json();
+    assert_eq!(choice["before"]["version"], json!(before.0));
+    assert_eq!(choice["after"]["version"], json!(before.0 - 1));
+    assert_eq!(
+        aws.template_versions(GROUP),
+        before,
+        "--dry-run changes nothing"
+    );
+    let no = rollback_on_a_terminal(&kiln, &recipe, "n\n");
+    assert!(
+        no.stdout.contains("roll back? [y/N]") && no.stdout.contains("not confirmed"),
+        "{}",
+        no.stdout
+    );
+    assert_eq!(aws.template_versions(GROUP), before);
+    let yes = rollback_on_a_terminal(&kiln, &recipe, "y\n");
+    assert!(
+        yes.stdout.contains("held: builds will not release"),
+        "{}",
+        yes.stdout
+    );
+    assert_eq!(aws.template_versions(GROUP).0, before.0 - 1);
+}
