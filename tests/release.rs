@@ -1024,3 +1024,189 @@ fn rollback_asks_on_a_terminal_and_dry_run_only_prints() {
     );
     assert_eq!(aws.template_versions(GROUP).0, before.0 - 1);
 }
+
+/// The group recipe with a short refresh timeout, so that kiln's own health wait gives up.
+fn impatient_recipe(kiln: &Kiln) -> String {
+    let text = std::fs::read_to_string(group_recipe(&kiln, "")).unwrap()
+        + "timeouts: { instance_refresh: 15s }\n";
+    kiln.write("impatient.yaml", &text)
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// After a refresh that succeeded while kiln's health gate never opened: exit 1, the default
+/// where it was, the version the group now runs kept, and a message that says so.
+fn assert_kept_after_success(aws: &Aws, run: &Run, before: (i64, i64), needle: &str) {
+    run.assert_code(1);
+    let new = before.1 + 1;
+    assert_eq!(
+        aws.template_versions(GROUP),
+        (before.0, new),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(aws.group(GROUP).0, new.to_string(), "{}", run.stderr);
+    for words in [
+        "the refresh itself succeeded",
+        &format!("version {new} stays: the group launches from it"),
+        "the default stays version 1",
+        needle,
+    ] {
+        assert!(
+            run.stderr.contains(words),
+            "{words:?} not in:\n{}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn a_target_stuck_unused_is_named_and_the_refresh_rolled_back_when_kiln_gives_up() {
+    let emulator = Emulator::seeded();
+    // The new instance's Availability Zone is not enabled on the load balancer: the refresh
+    // never sees it healthy and does not end by itself.
+    emulator.behaviour(json!({"target_health": {"unhealthy": [
+        {"image_tagged": "kiln:build-id", "state": "unused", "reason": "Target.NotInUse",
+         "description": "Target is in an Availability Zone that is not enabled for the load balancer"}
+    ]}}));
+    let aws = emulator.aws();
+    let kiln = Kiln::new(&emulator);
+    let before = aws.template_versions(GROUP);
+    let run = kiln.run(&["build", &impatient_recipe(&kiln)]);
+    run.assert_code(1);
+    for words in [
+        "is unused in target group",
+        "Target.NotInUse",
+        "RollbackSuccessful: it failed and AWS rolled it back",
+        "the default stays version 1",
+        "set auto scaling group rudder-dataplane back to $Default",
+    ] {
+        assert!(
+            run.stderr.contains(words),
+            "{words:?} not in:\n{}",
+            run.stderr
+        );
+    }
+    assert_eq!(aws.template_versions(GROUP), before);
+    assert_eq!(aws.group(GROUP).0, "$Default");
+}
+
+#[test]
+fn ec2_health_checks_let_a_refresh_succeed_with_an_unhealthy_target_and_kiln_says_so() {
+    let emulator = Emulator::seeded();
+    emulator.behaviour(json!({
+        "refresh_rules": {"elb_grace_period": true},
+        "target_health": {"unhealthy": [
+            {"image_tagged": "kiln:build-id", "reason": "Target.ResponseCodeMismatch",
+             "description": "Health checks failed with these codes: [503]"}
+        ]}
+    }));
+    let aws = emulator.aws();
+    aws.block_on(
+        aws.autoscaling
+            .update_auto_scaling_group()
+            .auto_scaling_group_name(GROUP)
+            .health_check_type("EC2")
+            .send(),
+    )
+    .expect("UpdateAutoScalingGroup");
+    let kiln = Kiln::new(&emulator);
+    let before = aws.template_versions(GROUP);
+    let run = kiln.run(&["build", &impatient_recipe(&kiln)]);
+    assert!(
+        run.stderr.contains("health check type EC2"),
+        "{}",
+        run.stderr
+    );
+    assert_kept_after_success(&aws, &run, before, "is unhealthy in target group");
+}
+
+#[test]
+fn a_group_scaled_to_zero_is_released_without_an_instance_to_verify() {
+    let emulator = Emulator::seeded();
+    let aws = emulator.aws();
+    aws.block_on(
+        aws.autoscaling
+            .update_auto_scaling_group()
+            .auto_scaling_group_name(GROUP)
+            .min_size(0)
+            .desired_capacity(0)
+            .send(),
+    )
+    .expect("UpdateAutoScalingGroup");
+    assert!(eventually(Duration::from_secs(30), || aws
+        .group(GROUP)
+        .1
+        .is_empty()));
+    let kiln = Kiln::new(&emulator);
+    let run = kiln.run(&["build", &impatient_recipe(&kiln), "--json"]);
+    run.assert_code(0);
+    let manifest = run.json();
+    let version = manifest["launch_template"]["default_version"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(
+        manifest["launch_template"]["created_version"],
+        json!(version)
+    );
+    assert_eq!(aws.template_versions(GROUP).0, version);
+    assert_eq!(aws.group(GROUP).0, "$Default");
+}
+
+#[test]
+fn a_target_group_attached_as_a_traffic_source_gates_the_default() {
+    let emulator = Emulator::seeded();
+    let aws = emulator.aws();
+    // The seed's target group, moved from TargetGroupARNs to the group's traffic sources.
+    let out = aws
+        .block_on(
+            aws.autoscaling
+                .describe_auto_scaling_groups()
+                .auto_scaling_group_names(GROUP)
+                .send(),
+        )
+        .expect("DescribeAutoScalingGroups");
+    let arn = out.auto_scaling_groups()[0].target_group_arns()[0].clone();
+    aws.block_on(
+        aws.autoscaling
+            .detach_load_balancer_target_groups()
+            .auto_scaling_group_name(GROUP)
+            .target_group_arns(&arn)
+            .send(),
+    )
+    .expect("DetachLoadBalancerTargetGroups");
+    let source = aws_sdk_autoscaling::types::TrafficSourceIdentifier::builder()
+        .identifier(&arn)
+        .r#type("elbv2")
+        .build();
+    aws.block_on(
+        aws.autoscaling
+            .attach_traffic_sources()
+            .auto_scaling_group_name(GROUP)
+            .traffic_sources(source)
+            .send(),
+    )
+    .expect("AttachTrafficSources");
+    emulator.behaviour(json!({
+        "refresh": {"success_before_healthy": true},
+        "target_health": {"register_after_seconds": 2, "healthy_after_seconds": 1}
+    }));
+    let kiln = Kiln::new(&emulator);
+    let run = kiln.run(&["build", &group_recipe(&kiln, "")]);
+    run.assert_code(0);
+    assert!(
+        !run.stderr.contains("has no target group"),
+        "{}",
+        run.stderr
+    );
+    let healthy = run.stderr.find("→ healthy").unwrap_or(usize::MAX);
+    let moved = run
+        .stderr
+        .find("is the default: the group is healthy on it");
+    assert!(
+        moved.is_some_and(|moved| healthy < moved),
+        "the default moved before the traffic source's target was healthy:\n{}",
+        run.stderr
+    );
+}

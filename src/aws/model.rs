@@ -555,7 +555,12 @@ pub struct AutoScalingGroup {
     pub launch_template: Option<GroupTemplate>,
     /// `EC2` or `ELB` (or another value AWS adds).
     pub health_check_type: String,
+    /// The target groups the group registers its instances in: `TargetGroupARNs` and the
+    /// `elbv2` traffic sources attached with `AttachTrafficSources` (which AWS lists only
+    /// there).
     pub target_group_arns: Vec<String>,
+    /// Traffic sources whose health kiln cannot read (VPC Lattice...), as `TYPE IDENTIFIER`.
+    pub other_traffic_sources: Vec<String>,
     pub desired_capacity: i32,
     pub max_size: i32,
     pub instances: Vec<GroupInstance>,

@@ -379,6 +379,7 @@ impl World {
             launch_template: None,
             health_check_type: group.health_check_type.clone(),
             target_group_arns: group.target_group_arns.clone(),
+            other_traffic_sources: Vec::new(),
             desired_capacity: group.members.len() as i32,
             max_size: group.members.len() as i32,
             instances,

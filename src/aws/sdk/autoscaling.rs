@@ -228,11 +228,25 @@ fn group_of(
         .enumerate()
         .map(|(i, instance)| group_instance(sdk, resource, i, instance))
         .collect::<Result<Vec<_>>>()?;
+    // DescribeLoadBalancerTargetGroups (API reference): "You can use this operation to describe
+    // target groups that were attached by using AttachLoadBalancerTargetGroups, but not for
+    // target groups that were attached by using AttachTrafficSources." Both count here.
+    let mut target_group_arns = found.target_group_arns().to_vec();
+    let mut other_traffic_sources = Vec::new();
+    for source in found.traffic_sources() {
+        let id = source.identifier().unwrap_or_default().to_owned();
+        match source.r#type().unwrap_or("elbv2") {
+            "elbv2" if !target_group_arns.contains(&id) => target_group_arns.push(id),
+            "elbv2" => {}
+            other => other_traffic_sources.push(format!("{other} {id}")),
+        }
+    }
     Ok(AutoScalingGroup {
         name: name.to_owned(),
         launch_template,
         health_check_type: found.health_check_type().unwrap_or("EC2").to_owned(),
-        target_group_arns: found.target_group_arns().to_vec(),
+        target_group_arns,
+        other_traffic_sources,
         desired_capacity: found.desired_capacity().unwrap_or(0),
         max_size: found.max_size().unwrap_or(0),
         instances,

@@ -114,6 +114,14 @@ pub async fn check_group(
 }
 
 fn health_check_warning(group: &AutoScalingGroup) -> Option<String> {
+    if !group.other_traffic_sources.is_empty() {
+        return Some(format!(
+            "auto scaling group {} has traffic sources whose health kiln cannot read ({}): the release's health gate uses its target groups and the group's {} health check only",
+            group.name,
+            group.other_traffic_sources.join(", "),
+            group.health_check_type
+        ));
+    }
     if group.target_group_arns.is_empty() {
         return Some(format!(
             "auto scaling group {} has no target group: the release's health gate is the group's {} health check only (a running instance whose service is down passes it)",
@@ -203,7 +211,7 @@ pub async fn follow(
         timeout,
         hint: "the new instance did not get healthy in time: look at its target health and the group's activity history",
     };
-    wait_until(wait, on_state, || async {
+    let followed = wait_until(wait, on_state, || async {
         let Some(refresh) = cloud.refresh(group, refresh_id).await? else {
             return Ok(Probe::Pending("not visible yet".into()));
         };
@@ -224,9 +232,10 @@ pub async fn follow(
                 state = format!("{state}: {}", view.summary(version));
             }
         }
+        // A group scaled to zero has no instance to verify: the refresh's own end decides.
         let gate_open = match (gate, &view) {
             (None, _) => true,
-            (Some(version), Some(view)) => view.healthy_on(version),
+            (Some(version), Some(view)) => view.healthy_on(version) || view.desired_capacity == 0,
             (Some(_), None) => false,
         };
         if !refresh.status.is_finished()
@@ -245,5 +254,30 @@ pub async fn follow(
             reason,
         }))
     })
-    .await
+    .await;
+    // A wait that ran out says what was wrong with the new target, as AWS said it.
+    match (
+        followed,
+        problem.into_inner().unwrap_or_else(|p| p.into_inner()),
+    ) {
+        (
+            Err(Error::Timeout {
+                phase,
+                resource,
+                region,
+                waited,
+                last_state,
+                hint,
+            }),
+            Some(p),
+        ) => Err(Error::Timeout {
+            phase,
+            resource,
+            region,
+            waited,
+            last_state: format!("{last_state}; {p}"),
+            hint,
+        }),
+        (followed, _) => followed,
+    }
 }
