@@ -1027,7 +1027,7 @@ fn rollback_asks_on_a_terminal_and_dry_run_only_prints() {
 
 /// The group recipe with a short refresh timeout, so that kiln's own health wait gives up.
 fn impatient_recipe(kiln: &Kiln) -> String {
-    let text = std::fs::read_to_string(group_recipe(&kiln, "")).unwrap()
+    let text = std::fs::read_to_string(group_recipe(kiln, "")).unwrap()
         + "timeouts: { instance_refresh: 15s }\n";
     kiln.write("impatient.yaml", &text)
         .to_str()
@@ -1209,4 +1209,42 @@ fn a_target_group_attached_as_a_traffic_source_gates_the_default() {
         "the default moved before the traffic source's target was healthy:\n{}",
         run.stderr
     );
+}
+
+#[test]
+fn the_ssm_parameter_is_written_only_once_the_default_moved() {
+    let emulator = Emulator::seeded();
+    let aws = emulator.aws();
+    let kiln = Kiln::new(&emulator);
+    let text = std::fs::read_to_string(group_recipe(&kiln, ""))
+        .unwrap()
+        .replace(
+            "  tags: { app: demo }\n",
+            "  tags: { app: demo }\n  ssm_parameter: /kiln/demo-app/ami\n",
+        );
+    let recipe = kiln.write("published.yaml", &text);
+    let recipe = recipe.to_str().unwrap();
+    let parameter = || {
+        aws.block_on(aws.ssm.get_parameter().name("/kiln/demo-app/ami").send())
+            .ok()
+            .and_then(|p| p.parameter().and_then(|p| p.value()).map(str::to_owned))
+    };
+    // A failed verified release writes nothing.
+    emulator.behaviour(json!({"target_health": {"unhealthy": [
+        {"image_tagged": "kiln:build-id", "reason": "Target.ResponseCodeMismatch",
+         "description": "Health checks failed with these codes: [503]"}
+    ]}}));
+    kiln.run(&["build", recipe]).assert_code(1);
+    assert_eq!(parameter(), None, "written before the release was verified");
+    emulator.behaviour(json!({"target_health": {"unhealthy": []}}));
+    let run = kiln.run(&["build", recipe, "--var", "flavour=good", "--json"]);
+    run.assert_code(0);
+    let image = run.json()["images"][0]["image_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(parameter(), Some(image));
+    let actions = emulator.kiln_actions();
+    let position = |action: &str| actions.iter().rposition(|a| a == action).unwrap();
+    assert!(position("PutParameter") > position("ModifyLaunchTemplate"));
 }
