@@ -1248,3 +1248,32 @@ fn the_ssm_parameter_is_written_only_once_the_default_moved() {
     let position = |action: &str| actions.iter().rposition(|a| a == action).unwrap();
     assert!(position("PutParameter") > position("ModifyLaunchTemplate"));
 }
+
+#[test]
+fn a_new_version_not_visible_yet_is_made_the_default_once_it_is() {
+    let emulator = Emulator::seeded();
+    // EC2: "the result of an API command [...] might not be immediately visible to all
+    // subsequent commands you run": ModifyLaunchTemplate answers VersionNotFound for a while.
+    emulator.behaviour(json!({"invisible_seconds": {"launch_template_version": 3}}));
+    let aws = emulator.aws();
+    let kiln = Kiln::new(&emulator);
+    let run = kiln.run(&["build", &recipe_path(&kiln), "--json"]);
+    run.assert_code(0);
+    let version = run.json()["launch_template"]["default_version"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(aws.template_versions(GROUP).0, version);
+    assert!(
+        emulator.kiln_action_count("ModifyLaunchTemplate") > 1,
+        "it was tried again"
+    );
+}
+
+/// The plain test recipe (release to the template only), written to the scratch folder.
+fn recipe_path(kiln: &Kiln) -> String {
+    let path = kiln.write(
+        "plain.yaml",
+        &recipe("  - name: install\n    run: echo install"),
+    );
+    path.to_str().unwrap().to_owned()
+}

@@ -17,11 +17,12 @@ pub const VISIBILITY_WINDOW: Duration = Duration::from_secs(60);
 /// The pause between tries while an id is not visible yet.
 const VISIBILITY_RETRY: Duration = Duration::from_secs(1);
 
-/// Whether `error` is AWS saying it does not know an id.
+/// Whether `error` is AWS saying it does not know an id (a launch template version it does not
+/// know answers `InvalidLaunchTemplateId.VersionNotFound`).
 pub fn is_not_found(error: &Error) -> bool {
-    error
-        .aws_code()
-        .is_some_and(|code| code.ends_with(".NotFound"))
+    error.aws_code().is_some_and(|code| {
+        code.ends_with(".NotFound") || code == "InvalidLaunchTemplateId.VersionNotFound"
+    })
 }
 
 /// What a removal of something kiln created found.

@@ -9,8 +9,8 @@
 use crate::aws::{Cloud, NewTemplateVersion, TemplateRef};
 use crate::error::Result;
 use crate::ledger::{Ledger, Making, Resource};
-use crate::pipeline::first_line;
 use crate::pipeline::release::references::InUse;
+use crate::pipeline::{consistency, first_line};
 
 /// The description of a version made by `command` (`build`, `release`, `rollback`) under
 /// journal `journal_id`.
@@ -94,9 +94,12 @@ impl Staged {
         make_default: bool,
     ) -> Result<()> {
         if make_default {
-            cloud
-                .set_default_version(&self.template_id, self.version)
-                .await?;
+            // A version created a moment ago may not be visible to ModifyLaunchTemplate yet.
+            let set = || cloud.set_default_version(&self.template_id, self.version);
+            match self.created {
+                true => consistency::until_visible(set).await?,
+                false => set().await?,
+            }
         }
         self.keep(journal)
     }
