@@ -432,6 +432,44 @@ fn release_statements(release: &crate::plan::ReleaseSpec, recipe: &str) -> Vec<V
     statements
 }
 
+/// The ARN partition of a region: `aws-cn` for China, `aws-us-gov` for GovCloud, `aws-iso` and
+/// `aws-iso-b` for the isolated regions, `aws` elsewhere.
+pub fn partition(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else if region.starts_with("us-isob-") {
+        "aws-iso-b"
+    } else if region.starts_with("us-iso-") {
+        "aws-iso"
+    } else {
+        "aws"
+    }
+}
+
+/// `policy` with every ARN it writes (`arn:aws:...`) in `partition` instead.
+pub fn in_partition(policy: Value, partition: &str) -> Value {
+    match policy {
+        Value::String(text) => match text.strip_prefix("arn:aws:") {
+            Some(rest) => Value::String(format!("arn:{partition}:{rest}")),
+            None => Value::String(text),
+        },
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .map(|v| in_partition(v, partition))
+                .collect(),
+        ),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k, in_partition(v, partition)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
 /// Every action named in `policy`.
 pub fn actions(policy: &Value) -> Vec<String> {
     let mut actions: Vec<String> = policy["Statement"]
@@ -477,6 +515,18 @@ mod tests {
                 "{action} is in ACTIONS but in no statement"
             );
         }
+    }
+
+    #[test]
+    fn arns_follow_the_partition_of_the_region() {
+        assert_eq!(partition("us-east-1"), "aws");
+        assert_eq!(partition("cn-north-1"), "aws-cn");
+        assert_eq!(partition("us-gov-west-1"), "aws-us-gov");
+        let policy = in_partition(policy(&full_plan(), Some("ci")), partition("cn-north-1"));
+        let text = policy.to_string();
+        assert!(!text.contains("arn:aws:"), "{text}");
+        assert!(text.contains("arn:aws-cn:iam::*:role/ci"), "{text}");
+        assert!(text.contains("arn:aws-cn:ec2:*::image/*"), "{text}");
     }
 
     #[test]

@@ -153,3 +153,61 @@ fn policy_allows_every_action_the_suite_recorded() {
          (remove them, exercise them in a test, or list them in NOT_RECORDED with the reason)"
     );
 }
+
+#[test]
+fn iam_policy_reads_the_role_inside_the_builder_s_profile_and_writes_the_region_s_partition() {
+    let emulator = Emulator::seeded();
+    let aws = emulator.aws();
+    let assume = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+    aws.block_on(
+        aws.iam
+            .create_role()
+            .role_name("ci-image-builder")
+            .assume_role_policy_document(assume)
+            .send(),
+    )
+    .expect("CreateRole");
+    aws.empty_instance_profile("ci-profile");
+    aws.block_on(
+        aws.iam
+            .add_role_to_instance_profile()
+            .instance_profile_name("ci-profile")
+            .role_name("ci-image-builder")
+            .send(),
+    )
+    .expect("AddRoleToInstanceProfile");
+    let kiln = Kiln::new(&emulator);
+    let text = recipe("  - name: install\n    run: echo install").replace(
+        "iam_instance_profile: kiln-builder",
+        "iam_instance_profile: ci-profile",
+    );
+    let recipe = kiln.write("app.yaml", &text);
+    let run = kiln.run(&["iam-policy", recipe.to_str().unwrap()]);
+    run.assert_code(0);
+    assert!(
+        run.stderr
+            .contains("`ci-image-builder`, read from the builder's instance profile"),
+        "{}",
+        run.stderr
+    );
+    let statements = run.json()["Statement"].as_array().unwrap().clone();
+    let pass_role = statements
+        .iter()
+        .find(|s| s["Sid"] == "KilnPassBuilderRole")
+        .expect("PassRole");
+    assert_eq!(
+        pass_role["Resource"],
+        "arn:aws:iam::*:role/ci-image-builder"
+    );
+    // GovCloud: every ARN in its partition.
+    let gov = kiln.run(&[
+        "iam-policy",
+        recipe.to_str().unwrap(),
+        "--region",
+        "us-gov-west-1",
+    ]);
+    gov.assert_code(0);
+    let text = gov.stdout;
+    assert!(!text.contains("arn:aws:"), "{text}");
+    assert!(text.contains("arn:aws-us-gov:ec2:"), "{text}");
+}

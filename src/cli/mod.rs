@@ -520,7 +520,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::IamPolicy {
             recipe,
             builder_role,
-        } => iam_policy(&recipe, builder_role.as_deref()),
+        } => iam_policy(global, &recipe, builder_role.as_deref()).await,
     }
 }
 
@@ -565,14 +565,62 @@ fn man() -> Result<i32> {
     Ok(exit::OK)
 }
 
-/// `kiln iam-policy`: prints the caller's least-privilege policy, and a note on the builder role.
-fn iam_policy(recipe: &RecipeArgs, builder_role: Option<&str>) -> Result<i32> {
+/// `kiln iam-policy`: prints the caller's least-privilege policy (its ARNs in the partition of
+/// the region), and a note on the builder role: without `--builder-role`, the role inside the
+/// builder's instance profile is read with `iam:GetInstanceProfile` when credentials allow it,
+/// and guessed (with a warning) when they do not.
+async fn iam_policy(
+    global: &Global,
+    recipe: &RecipeArgs,
+    builder_role: Option<&str>,
+) -> Result<i32> {
     let plan = load(recipe, None)?;
-    println!("{}", to_json(&crate::iam::policy(&plan, builder_role))?);
-    if let Some(note) = crate::iam::builder_role_note(&plan, builder_role) {
-        eprintln!("{note}");
+    let found = match (builder_role, &plan.builder.iam_instance_profile) {
+        (None, Some(profile)) => profile_role(global, profile).await,
+        _ => Err(String::new()),
+    };
+    let role = builder_role.map(str::to_owned).or(found.clone().ok());
+    let region = global
+        .region
+        .clone()
+        .or_else(|| std::env::var("AWS_REGION").ok())
+        .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+        .unwrap_or_default();
+    let policy = crate::iam::policy(&plan, role.as_deref());
+    let policy = crate::iam::in_partition(policy, crate::iam::partition(&region));
+    println!("{}", to_json(&policy)?);
+    match (&found, crate::iam::builder_role_note(&plan, role.as_deref())) {
+        (Ok(role), _) => eprintln!(
+            "note: iam:PassRole names the role `{role}`, read from the builder's instance profile (iam:GetInstanceProfile)"
+        ),
+        (Err(why), Some(note)) if !why.is_empty() => {
+            eprintln!("warning: could not read the builder's instance profile ({why})\n{note}")
+        }
+        (_, Some(note)) => eprintln!("{note}"),
+        _ => {}
     }
     Ok(exit::OK)
+}
+
+/// The role inside the builder's instance profile, read with `iam:GetInstanceProfile` (within
+/// 10 s); the reason when it cannot be read.
+async fn profile_role(global: &Global, profile: &str) -> std::result::Result<String, String> {
+    let lookup = async {
+        let cloud = connect(global).await.map_err(|e| e.to_string())?;
+        match cloud.instance_profile(profile).await {
+            Ok(Some(found)) => found
+                .roles
+                .first()
+                .cloned()
+                .ok_or_else(|| format!("instance profile {profile} has no role")),
+            Ok(None) => Err(format!("instance profile {profile} does not exist")),
+            Err(e) => Err(pipeline::first_line(&e.to_string())),
+        }
+    };
+    match tokio::time::timeout(Duration::from_secs(10), lookup).await {
+        Ok(found) => found,
+        Err(_) => Err("no answer from IAM within 10 s".into()),
+    }
 }
 
 /// `kiln init NAME`: writes the starter recipe, refusing to overwrite anything.

@@ -65,6 +65,9 @@ pub(super) const IMAGE_FIELDS: &[&str] = &[
 ];
 /// AWS deprecates an image at most ten years ahead (years of 365.25 days, as durations read).
 const MAX_DEPRECATE_AFTER: Duration = Duration::from_secs(10 * 31_557_600);
+/// EnableImageDeprecation (API reference): "You can't specify a date in the past", and AWS
+/// rounds the time to the nearest minute: less than a minute ahead could be rounded into the past.
+pub(crate) const MIN_DEPRECATE_AFTER: Duration = Duration::from_secs(60);
 /// The fields of an `image.regions` entry written as a mapping.
 pub(super) const REGION_FIELDS: &[&str] = &["region", "kms_key_id"];
 pub(super) const RELEASE_FIELDS: &[&str] = &[
@@ -582,7 +585,12 @@ fn read_image(session: &mut Session, top: &MapReader<'_>) -> (Option<ImageDecl>,
         ssm_parameter: image.text(session, "ssm_parameter"),
         require_imdsv2: flag(session, &image, "require_imdsv2", true),
         deprecate_after: image
-            .duration(session, "deprecate_after", NONZERO, MAX_DEPRECATE_AFTER)
+            .duration(
+                session,
+                "deprecate_after",
+                MIN_DEPRECATE_AFTER,
+                MAX_DEPRECATE_AFTER,
+            )
             .map(|after| after.value),
         deregistration_protection: flag(session, &image, "deregistration_protection", false),
     };
