@@ -99,6 +99,9 @@ pub struct Plan {
 pub struct TesterSpec {
     pub instance_type: Option<String>,
     pub subnet_id: Option<String>,
+    /// The group whose `VPCZoneIdentifier` gives the tester its subnet when neither the recipe
+    /// nor the template names one (default: `release.auto_scaling_group`); never refreshed.
+    pub auto_scaling_group: Option<String>,
 }
 
 /// Where the builder instance's root image comes from.

@@ -1678,7 +1678,7 @@ fn testers(fake: &Fake) -> Vec<kiln::aws::Instance> {
 #[tokio::test(start_paused = true)]
 async fn the_test_phase_boots_the_new_image_before_the_release_and_terminates_the_tester() {
     let h = Harness::new();
-    let plan = h.plan_with("b1", TWO_STEPS, SMOKE_TEST);
+    let plan = h.plan_with("b1", TWO_STEPS, &format!("{GROUP}{SMOKE_TEST}"));
     let manifest = h.build(&plan, "b1").await.expect("build");
     let image = &manifest.images[0].image_id;
     let testers = testers(&h.fake);
@@ -1722,9 +1722,12 @@ fn tester_launch(fake: &Fake) -> String {
 #[tokio::test(start_paused = true)]
 async fn the_tester_uses_the_launch_template_with_only_the_recipe_s_overrides() {
     let h = Harness::new();
-    h.build(&h.plan_with("b1", TWO_STEPS, SMOKE_TEST), "b1")
-        .await
-        .expect("build");
+    h.build(
+        &h.plan_with("b1", TWO_STEPS, &format!("{GROUP}{SMOKE_TEST}")),
+        "b1",
+    )
+    .await
+    .expect("build");
     let template = h.fake.template(TEMPLATE).expect("template");
     let plain = tester_launch(&h.fake);
     assert!(plain.starts_with("[] instance from ami-"), "{plain}");
@@ -1732,7 +1735,9 @@ async fn the_tester_uses_the_launch_template_with_only_the_recipe_s_overrides() 
         plain.contains(&format!("launch template {} version 1", template.id)),
         "{plain}"
     );
-    assert!(plain.ends_with("in subnet []"), "{plain}");
+    // The template names no subnet: one of the group's.
+    let subnet = kiln::aws::fake::SEED_SUBNET;
+    assert!(plain.ends_with(&format!("in subnet [{subnet}]")), "{plain}");
 
     let h = Harness::new();
     let extra =
@@ -1764,7 +1769,7 @@ async fn a_failed_test_keeps_the_image_tagged_releases_nothing_and_is_never_reus
         },
     });
     let before = h.default_image();
-    let plan = h.plan_with("b1", TWO_STEPS, SMOKE_TEST);
+    let plan = h.plan_with("b1", TWO_STEPS, &format!("{GROUP}{SMOKE_TEST}"));
     let err = h.build(&plan, "b1").await.expect_err("test fails");
     assert_eq!(err.exit_code(), 1, "{err}");
     assert!(err.to_string().contains("kiln:test=failed"), "{err}");
@@ -1779,7 +1784,7 @@ async fn a_failed_test_keeps_the_image_tagged_releases_nothing_and_is_never_reus
     assert_eq!(h.default_image(), before);
     assert_eq!(h.fake.template(TEMPLATE).unwrap().versions.len(), 1);
     // The same recipe again: the failed image is not reused; the build bakes (and tests) anew.
-    let again = h.plan_with("b2", TWO_STEPS, SMOKE_TEST);
+    let again = h.plan_with("b2", TWO_STEPS, &format!("{GROUP}{SMOKE_TEST}"));
     let err = h.build(&again, "b2").await.expect_err("tests again");
     assert!(err.to_string().contains("kiln:test=failed"), "{err}");
     assert_eq!(testers(&h.fake).len(), 2);

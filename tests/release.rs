@@ -1277,3 +1277,50 @@ fn recipe_path(kiln: &Kiln) -> String {
     );
     path.to_str().unwrap().to_owned()
 }
+
+#[test]
+fn without_a_default_vpc_the_tester_launches_in_a_subnet_of_the_group() {
+    let emulator = Emulator::start();
+    let seeded = emulator.seed_with(json!({"default_vpc": false}));
+    let subnets: Vec<String> = seeded["subnet_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect();
+    let aws = emulator.aws();
+    let kiln = Kiln::new(&emulator);
+    // The builder names its subnet; the tester takes one from the group (the template names
+    // none), as a recipe that only says `release.auto_scaling_group` gets.
+    let text = std::fs::read_to_string(group_recipe(&kiln, ""))
+        .unwrap()
+        .replace(
+            "  volume_size_gb: 10\n",
+            &format!("  volume_size_gb: 10\n  subnet_id: {}\n", subnets[0]),
+        )
+        + "test:\n  - name: boots\n    run: echo boots\n";
+    let recipe = kiln.write("vpc.yaml", &text);
+    let run = kiln.run(&["build", recipe.to_str().unwrap()]);
+    run.assert_code(0);
+    let out = aws
+        .block_on(
+            aws.ec2
+                .describe_instances()
+                .filters(
+                    aws_sdk_ec2::types::Filter::builder()
+                        .name("tag:kiln:role")
+                        .values("tester")
+                        .build(),
+                )
+                .send(),
+        )
+        .expect("DescribeInstances");
+    let tester = &out.reservations()[0].instances()[0];
+    assert!(
+        subnets
+            .iter()
+            .any(|s| Some(s.as_str()) == tester.subnet_id()),
+        "{:?} not in {subnets:?}",
+        tester.subnet_id()
+    );
+}

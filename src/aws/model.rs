@@ -449,6 +449,11 @@ pub struct TemplateVersion {
     pub description: String,
     /// RFC 3339.
     pub created_at: Option<String>,
+    /// The instance type it names (`None`: the launch names one, as a mixed instances group's
+    /// overrides do).
+    pub instance_type: Option<String>,
+    /// The subnet of its first network interface, when it names one.
+    pub subnet_id: Option<String>,
 }
 
 /// A new launch template version: `source_version`'s data with only the image changed.
@@ -561,6 +566,8 @@ pub struct AutoScalingGroup {
     pub target_group_arns: Vec<String>,
     /// Traffic sources whose health kiln cannot read (VPC Lattice...), as `TYPE IDENTIFIER`.
     pub other_traffic_sources: Vec<String>,
+    /// The subnets of its `VPCZoneIdentifier`.
+    pub subnet_ids: Vec<String>,
     pub desired_capacity: i32,
     pub max_size: i32,
     pub instances: Vec<GroupInstance>,

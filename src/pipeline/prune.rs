@@ -469,6 +469,8 @@ mod tests {
             image_id: Some(format!("ami-{number}")),
             description: description.into(),
             created_at: None,
+            instance_type: None,
+            subnet_id: None,
         }
     }
 

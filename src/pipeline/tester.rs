@@ -19,6 +19,7 @@ use crate::aws::{Cloud, DesiredVersion, InstanceState, LaunchRequest, TemplateRe
 use crate::error::{Error, Result};
 use crate::ledger::{Ledger, Making, Resource};
 use crate::pipeline::instances::{terminate_and_wait, wait_for_state};
+use crate::pipeline::release::strategy;
 use crate::pipeline::steps::{wait_agent_online, StepRunner};
 use crate::pipeline::Context;
 use crate::plan::Plan;
@@ -124,13 +125,27 @@ async fn tester_request(
         let default = cloud
             .default_template_version(&TemplateRef::parse(&release.launch_template))
             .await?;
+        // The template's own instance type, unless the recipe's `tester:` says; a template
+        // with none (a mixed instances group's overrides name the types) takes the builder's.
+        request.instance_type = match (&run.plan.tester.instance_type, &default.instance_type) {
+            (Some(tester), _) => tester.clone(),
+            (None, Some(_)) => String::new(),
+            (None, None) => builder.instance_type.clone(),
+        };
+        // The recipe's `tester.subnet_id`, else the template's own, else one of the group's
+        // subnets (a template an auto scaling group uses usually names none).
+        request.subnet_id = match &run.plan.tester.subnet_id {
+            Some(subnet) => Some(subnet.clone()),
+            None => {
+                let tester = run.plan.tester.auto_scaling_group.as_deref();
+                let group = tester.or(release.auto_scaling_group.as_deref());
+                strategy::tester_subnet(cloud, group, &default).await?
+            }
+        };
         request.launch_template = Some(DesiredVersion {
             template_id: default.template_id,
             version: default.number,
         });
-        // The template's own instance type and subnet, unless the recipe's `tester:` says.
-        request.instance_type = run.plan.tester.instance_type.clone().unwrap_or_default();
-        request.subnet_id = run.plan.tester.subnet_id.clone();
     }
     Ok(request)
 }

@@ -79,7 +79,7 @@ pub(super) const RELEASE_FIELDS: &[&str] = &[
     "strategy",
     "refresh",
 ];
-pub(super) const TESTER_FIELDS: &[&str] = &["instance_type", "subnet_id"];
+pub(super) const TESTER_FIELDS: &[&str] = &["instance_type", "subnet_id", "auto_scaling_group"];
 pub(super) const REFRESH_FIELDS: &[&str] = &[
     "min_healthy_percentage",
     "instance_warmup",
@@ -499,6 +499,13 @@ fn read_tester(session: &mut Session, top: &MapReader<'_>) -> Option<TesterSpec>
             checks::resource_id(id, "subnet", "subnet")
         })
         .map(|id| id.value),
+        auto_scaling_group: checked_string(
+            session,
+            &tester,
+            "auto_scaling_group",
+            checks::auto_scaling_group,
+        )
+        .map(|group| group.value),
     })
 }
 

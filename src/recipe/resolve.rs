@@ -181,6 +181,7 @@ impl Resolver<'_> {
     fn resolve_all(&mut self, merged: &MergedRecipe) -> Draft {
         self.require_section(merged, "source", merged.source.is_some());
         self.require_section(merged, "builder", merged.builder.is_some());
+        self.require_tester_subnet(merged);
         Draft {
             id: merged.id.as_ref().map(|id| id.value.clone()),
             source: merged.source.clone(),
@@ -196,6 +197,28 @@ impl Resolver<'_> {
             image: self.resolve_image(merged),
             release: merged.release.clone(),
             timeouts: merged.timeouts.clone().unwrap_or_default(),
+        }
+    }
+
+    /// The tester launches from the release launch template, which (for a template an auto
+    /// scaling group uses) usually names no subnet: the group's `VPCZoneIdentifier` supplies it.
+    /// Without a group to take one from and without `tester.subnet_id`, RunInstances would pick
+    /// the default VPC, and fail after the whole bake where the account has none.
+    fn require_tester_subnet(&mut self, merged: &MergedRecipe) {
+        let (Some(first), Some(release)) = (merged.test.first(), &merged.release) else {
+            return;
+        };
+        let tester = merged.tester.as_ref();
+        let subnet = tester.and_then(|t| t.subnet_id.as_ref());
+        let group = tester
+            .and_then(|t| t.auto_scaling_group.as_ref())
+            .or(release.auto_scaling_group.as_ref());
+        if group.is_none() && subnet.is_none() {
+            self.session.error_at(
+                first.name.pos,
+                "the test phase launches its tester from the release launch template, and there is no subnet to launch it in: \
+                 set `tester.subnet_id`, or `tester.auto_scaling_group` / `release.auto_scaling_group` (kiln takes a subnet of the group's VPCZoneIdentifier)",
+            );
         }
     }
 

@@ -110,7 +110,12 @@ impl Emulator {
     }
 
     pub fn seed(&self) -> Value {
-        self.control("POST", "seed", Some(serde_json::json!({})))
+        self.seed_with(serde_json::json!({}))
+    }
+
+    /// Seeds with options (`{"default_vpc": false}`); returns what the seed made.
+    pub fn seed_with(&self, options: Value) -> Value {
+        self.control("POST", "seed", Some(options))
     }
 
     pub fn faults(&self, faults: Value) {

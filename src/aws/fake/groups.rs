@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::world::{refuse, Answer, Here, Region, World};
+use super::SEED_SUBNET;
 use crate::aws::model::{
     AutoScalingGroup, GroupInstance, GroupTemplate, Refresh, RefreshRequest, RefreshStatus,
     TargetHealth,
@@ -380,6 +381,7 @@ impl World {
             health_check_type: group.health_check_type.clone(),
             target_group_arns: group.target_group_arns.clone(),
             other_traffic_sources: Vec::new(),
+            subnet_ids: vec![SEED_SUBNET.to_owned()],
             desired_capacity: group.members.len() as i32,
             max_size: group.members.len() as i32,
             instances,

@@ -72,6 +72,8 @@ pub const ACCOUNT_ID: &str = "123456789012";
 pub const AMAZON_OWNER_ID: &str = "137112412989";
 /// The name of the seeded launch template and auto scaling group.
 pub const SEED_NAME: &str = "rudder-dataplane";
+/// The subnet of the seeded group's `VPCZoneIdentifier`.
+pub const SEED_SUBNET: &str = "subnet-0fa4e5ed0000seed";
 /// The seeded instance profile, and the role in it (like the emulator's seed).
 pub const BUILDER_PROFILE: &str = "kiln-builder";
 

@@ -31,6 +31,8 @@ impl TemplateRecord {
             image_id: data.data.get("ImageId").cloned(),
             description: data.description.clone(),
             created_at: Some(data.created_at.clone()),
+            instance_type: data.data.get("InstanceType").cloned(),
+            subnet_id: data.data.get("SubnetId").cloned(),
         }
     }
 

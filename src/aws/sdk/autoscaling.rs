@@ -247,6 +247,14 @@ fn group_of(
         health_check_type: found.health_check_type().unwrap_or("EC2").to_owned(),
         target_group_arns,
         other_traffic_sources,
+        subnet_ids: found
+            .vpc_zone_identifier()
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
         desired_capacity: found.desired_capacity().unwrap_or(0),
         max_size: found.max_size().unwrap_or(0),
         instances,

@@ -102,6 +102,14 @@ fn to_version(
         created_at: version
             .create_time()
             .and_then(|t| t.fmt(DateTimeFormat::DateTime).ok()),
+        instance_type: version
+            .launch_template_data()
+            .and_then(|d| d.instance_type())
+            .map(|t| t.as_str().to_owned()),
+        subnet_id: version
+            .launch_template_data()
+            .and_then(|d| d.network_interfaces().iter().find_map(|n| n.subnet_id()))
+            .map(str::to_owned),
     })
 }
 

@@ -78,6 +78,26 @@ impl RefreshOutcome {
 }
 
 /// Checks that a refresh of `group` would roll out `template`'s versions; returns warnings.
+/// The subnet a tester launched from `template` takes: none when the template names one, else
+/// the first of the group's `VPCZoneIdentifier` (without a group: none, and the recipe names
+/// `tester.subnet_id`, as validation requires).
+pub async fn tester_subnet(
+    cloud: &dyn Cloud,
+    group: Option<&str>,
+    template: &TemplateVersion,
+) -> Result<Option<String>> {
+    if template.subnet_id.is_some() {
+        return Ok(None);
+    }
+    let Some(group) = group else {
+        return Ok(None);
+    };
+    Ok(cloud
+        .auto_scaling_group(group)
+        .await?
+        .and_then(|g| g.subnet_ids.into_iter().next()))
+}
+
 pub async fn check_group(
     cloud: &dyn Cloud,
     spec: &ReleaseSpec,
