@@ -73,7 +73,7 @@ pub const ACTIONS: &[(&str, &str)] = &[
     ),
     (
         "autoscaling:UpdateAutoScalingGroup",
-        "set_group_launch_template (a verified release pins a group on $Default/$Latest)",
+        "set_group_launch_template, set_group_max_size (a verified release pins a group on $Default/$Latest and makes room for one more instance)",
     ),
     ("elasticloadbalancing:DescribeTargetHealth", "target_health"),
     (

@@ -50,6 +50,14 @@ pub enum Resource {
         pinned: String,
         region: String,
     },
+    /// A group's `MaxSize` that a release raised from `original` to `raised` (room to launch
+    /// before terminating): set back on teardown while it is still `raised`.
+    GroupMaxSize {
+        group: String,
+        original: i32,
+        raised: i32,
+        region: String,
+    },
 }
 
 impl Resource {
@@ -59,7 +67,7 @@ impl Resource {
     pub fn teardown_rank(&self) -> u8 {
         match self {
             Resource::Refresh { .. } => 0,
-            Resource::GroupSetting { .. } => 1,
+            Resource::GroupSetting { .. } | Resource::GroupMaxSize { .. } => 1,
             Resource::TemplateVersion { .. } => 2,
             Resource::Image { .. } => 3,
             Resource::Snapshot { .. } => 4,
@@ -75,7 +83,8 @@ impl Resource {
             | Resource::Snapshot { region, .. }
             | Resource::TemplateVersion { region, .. }
             | Resource::Refresh { region, .. }
-            | Resource::GroupSetting { region, .. } => region,
+            | Resource::GroupSetting { region, .. }
+            | Resource::GroupMaxSize { region, .. } => region,
         }
     }
 }
@@ -100,6 +109,15 @@ impl std::fmt::Display for Resource {
             } => write!(
                 f,
                 "launch template setting of auto scaling group {group} (pinned to version {pinned}, was {original}) ({region})"
+            ),
+            Resource::GroupMaxSize {
+                group,
+                original,
+                raised,
+                region,
+            } => write!(
+                f,
+                "MaxSize of auto scaling group {group} (raised to {raised}, was {original}) ({region})"
             ),
             Resource::TemplateVersion {
                 template_id,

@@ -135,7 +135,8 @@ fn a_verified_release_never_leaves_the_group_without_a_healthy_target() {
     // the new version.
     assert_eq!(setting, "$Default", "the group's own setting is restored");
     assert_eq!(aws.template_versions(GROUP).0, version);
-    assert_eq!(emulator.kiln_action_count("UpdateAutoScalingGroup"), 2);
+    // Pinned and set back; MaxSize raised to 2 and set back.
+    assert_eq!(emulator.kiln_action_count("UpdateAutoScalingGroup"), 4);
     assert!(eventually(Duration::from_secs(5), || {
         aws.instance_state(&before[0].0) == "terminated"
     }));
@@ -1323,4 +1324,32 @@ fn without_a_default_vpc_the_tester_launches_in_a_subnet_of_the_group() {
         "{:?} not in {subnets:?}",
         tester.subnet_id()
     );
+}
+
+#[test]
+fn a_group_at_its_max_size_gets_room_to_launch_before_it_terminates() {
+    let emulator = Emulator::seeded();
+    // The pessimistic reading of AWS: a refresh never exceeds MaxSize (desired = max = 1), so
+    // without room it would terminate the only instance first.
+    emulator.behaviour(json!({"refresh_rules": {"max_size": true}}));
+    slow_health(&emulator, json!({}));
+    let aws = emulator.aws();
+    let kiln = Kiln::new(&emulator);
+    let recipe = group_recipe(&kiln, "");
+    emulator.clear_target_health();
+    let run = kiln.run(&["build", &recipe]);
+    run.assert_code(0);
+    assert!(run.stderr.contains("kiln raises it to 2"), "{}", run.stderr);
+    let (gap, most, _) = health_record(&emulator);
+    assert_eq!(gap, 0.0, "seconds without a healthy target");
+    assert_eq!(most, 2);
+    let out = aws
+        .block_on(
+            aws.autoscaling
+                .describe_auto_scaling_groups()
+                .auto_scaling_group_names(GROUP)
+                .send(),
+        )
+        .expect("DescribeAutoScalingGroups");
+    assert_eq!(out.auto_scaling_groups()[0].max_size(), Some(1), "set back");
 }

@@ -290,6 +290,11 @@ impl Cloud for Counting {
             .await
     }
 
+    async fn set_group_max_size(&self, group: &str, max_size: i32) -> Result<()> {
+        self.counts.add(Service::AutoScaling);
+        self.inner.set_group_max_size(group, max_size).await
+    }
+
     async fn target_health(&self, target_group_arn: &str) -> Result<Vec<TargetHealth>> {
         self.counts.add(Service::Elb);
         self.inner.target_health(target_group_arn).await

@@ -146,6 +146,8 @@ pub trait Cloud: Send + Sync {
         template_id: &str,
         version: &str,
     ) -> Result<()>;
+    /// `UpdateAutoScalingGroup`: only the group's `MaxSize` changes.
+    async fn set_group_max_size(&self, group: &str, max_size: i32) -> Result<()>;
 
     // --- IAM ---
 

@@ -175,7 +175,8 @@ async fn already_gone(home: &dyn Cloud, resource: &Resource) -> Result<bool> {
         Resource::Snapshot { .. }
         | Resource::TemplateVersion { .. }
         | Resource::Refresh { .. }
-        | Resource::GroupSetting { .. } => false,
+        | Resource::GroupSetting { .. }
+        | Resource::GroupMaxSize { .. } => false,
     })
 }
 

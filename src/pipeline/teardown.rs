@@ -357,6 +357,17 @@ pub async fn remove(
                 Some(why) => Outcome::Spared(why),
             },
         ),
+        Resource::GroupMaxSize {
+            group,
+            original,
+            raised,
+            ..
+        } => Ok(
+            match pin::restore_max_size_if_raised(cloud, group, *original, *raised).await? {
+                None => Outcome::Restored,
+                Some(why) => Outcome::Spared(why),
+            },
+        ),
         Resource::Image { id, .. } => Ok(
             match images::delete_image_created_at(cloud, id, created).await? {
                 Deletion::Deleted(with) => Outcome::Removed { with },

@@ -356,6 +356,15 @@ impl Cloud for Fake {
         .await
     }
 
+    async fn set_group_max_size(&self, group: &str, max_size: i32) -> Result<()> {
+        let resource = format!("auto scaling group {group}");
+        self.call("UpdateAutoScalingGroup", resource, |w, here| {
+            w.group_mut(here, group)?.max_size = Some(max_size);
+            Ok(())
+        })
+        .await
+    }
+
     async fn target_health(&self, target_group_arn: &str) -> Result<Vec<TargetHealth>> {
         let resource = format!("target group {target_group_arn}");
         self.call("DescribeTargetHealth", resource, |w, here| {

@@ -41,6 +41,8 @@ pub(super) struct GroupRecord {
     pub health_check_type: String,
     pub target_group_arns: Vec<String>,
     pub members: Vec<GroupMember>,
+    /// `MaxSize` once set (`None`: as many as its members).
+    pub max_size: Option<i32>,
     /// Newest first.
     pub refreshes: Vec<RefreshRecord>,
 }
@@ -141,6 +143,7 @@ impl GroupRecord {
             health_check_type: "ELB".into(),
             target_group_arns: vec![target_group_arn],
             members: Vec::new(),
+            max_size: None,
             refreshes: Vec::new(),
         }
     }
@@ -207,7 +210,7 @@ impl GroupRecord {
 }
 
 impl World {
-    fn group_mut(&mut self, here: &Here, name: &str) -> Answer<&mut GroupRecord> {
+    pub(super) fn group_mut(&mut self, here: &Here, name: &str) -> Answer<&mut GroupRecord> {
         match self.region(&here.region).groups.get_mut(name) {
             Some(group) => {
                 group.settle(here.now);
@@ -383,7 +386,7 @@ impl World {
             other_traffic_sources: Vec::new(),
             subnet_ids: vec![SEED_SUBNET.to_owned()],
             desired_capacity: group.members.len() as i32,
-            max_size: group.members.len() as i32,
+            max_size: group.max_size.unwrap_or(group.members.len() as i32),
             instances,
         };
         let region = self.region(&here.region);

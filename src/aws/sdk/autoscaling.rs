@@ -174,6 +174,24 @@ pub async fn set_launch_template(
     Ok(())
 }
 
+/// `UpdateAutoScalingGroup` with only `MaxSize` changed.
+pub async fn set_max_size(sdk: &Sdk, group: &str, max_size: i32) -> Result<()> {
+    sdk.autoscaling
+        .update_auto_scaling_group()
+        .auto_scaling_group_name(group)
+        .max_size(max_size)
+        .send()
+        .await
+        .map_err(|e| {
+            sdk.fail(
+                "UpdateAutoScalingGroup",
+                format!("auto scaling group {group} (MaxSize {max_size})"),
+                e,
+            )
+        })?;
+    Ok(())
+}
+
 /// One group (`DescribeAutoScalingGroups`); `None` when it does not exist.
 pub async fn group(sdk: &Sdk, name: &str) -> Result<Option<AutoScalingGroup>> {
     let resource = format!("auto scaling group {name}");

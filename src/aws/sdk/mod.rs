@@ -493,6 +493,10 @@ impl Cloud for Sdk {
         autoscaling::set_launch_template(self, group, template_id, version).await
     }
 
+    async fn set_group_max_size(&self, group: &str, max_size: i32) -> Result<()> {
+        autoscaling::set_max_size(self, group, max_size).await
+    }
+
     async fn target_health(&self, target_group_arn: &str) -> Result<Vec<TargetHealth>> {
         targets::target_health(self, target_group_arn).await
     }

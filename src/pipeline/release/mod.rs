@@ -40,7 +40,7 @@ use crate::aws::{Cloud, DesiredVersion, NewTemplateVersion, RefreshStatus, Templ
 use crate::error::{Error, Result};
 use crate::ledger::{Ledger, Resource};
 use crate::pipeline::release::group::GroupView;
-use crate::pipeline::release::pin::Pin;
+use crate::pipeline::release::pin::{Pin, Room};
 use crate::pipeline::release::staged::Staged;
 use crate::pipeline::{first_line, now_rfc3339, Context, PhaseResult};
 use crate::plan::{ReleaseSpec, ReleaseStrategy};
@@ -208,22 +208,38 @@ pub async fn release(ctx: &Context<'_>, request: &Request<'_>) -> Result<Release
     }
     // A verified release rolls back a refresh that fails: AWS allows that only for a group
     // that names a version number.
-    let pin = match group {
+    // ...and launches before it terminates, which a group at its MaxSize has no room for.
+    let (pin, room) = match group {
         Some(group) if spec.strategy == ReleaseStrategy::Verified => {
-            Pin::place(cloud, ctx.reporter, request.journal, group, &template).await?
+            let journal = request.journal;
+            let pin = Pin::place(cloud, ctx.reporter, journal, group, &template).await?;
+            let room = match Room::make(cloud, ctx.reporter, journal, group).await {
+                Ok(room) => room,
+                Err(e) => {
+                    let undone = match pin {
+                        Some(pin) => pin.restore(cloud, journal, false).await,
+                        None => None,
+                    };
+                    return Err(with_cleanup(e, undone.into_iter().collect()));
+                }
+            };
+            (pin, room)
         }
-        _ => None,
+        _ => (None, None),
     };
     let moved = stage_and_move(ctx, request, group, &default, &mut released).await;
-    if let Some(pin) = pin {
-        let line = pin.restore(cloud, request.journal, moved.is_ok()).await;
-        match (&moved, line) {
-            (Err(_), Some(line)) => return Err(with_cleanup(moved.unwrap_err(), vec![line])),
-            (Ok(()), Some(line)) => ctx.reporter.warning(&line),
-            _ => {}
-        }
+    let mut lines = Vec::new();
+    if let Some(room) = room {
+        lines.extend(room.restore(cloud, request.journal).await);
     }
-    moved?;
+    if let Some(pin) = pin {
+        lines.extend(pin.restore(cloud, request.journal, moved.is_ok()).await);
+    }
+    match moved {
+        Err(e) if !lines.is_empty() => return Err(with_cleanup(e, lines)),
+        Err(e) => return Err(e),
+        Ok(()) => lines.iter().for_each(|line| ctx.reporter.warning(line)),
+    }
     if released.status == Status::Released || request.command == Command::Rollback {
         write_parameter(ctx, request, &mut released).await?;
     }

@@ -115,6 +115,104 @@ impl Pin {
     }
 }
 
+/// Room for one more instance during a `verified` refresh of a group at its `MaxSize`.
+///
+/// The verified refresh launches the new instance before it terminates the old one
+/// (`MaxHealthyPercentage` 200). The instance maintenance policy guide bounds that by the
+/// desired capacity ("The maximum healthy percentage is the percentage of its desired capacity
+/// that your Auto Scaling group can increase to when replacing instances"); no AWS document
+/// found says whether the launch may exceed `MaxSize`. So kiln does not rely on it: a group at
+/// its `MaxSize` (the seed's desired = max = 1) gets one more for the release, journalled
+/// first, and its `MaxSize` back afterwards (teardown and `kiln gc` too, while it is still the
+/// raised value).
+#[derive(Debug)]
+pub struct Room {
+    resource: Resource,
+}
+
+impl Room {
+    /// Raises `group`'s `MaxSize` to desired + 1 when it is below that; `None` otherwise.
+    pub async fn make(
+        cloud: &dyn Cloud,
+        reporter: &dyn Reporter,
+        journal: &Ledger,
+        group: &str,
+    ) -> Result<Option<Room>> {
+        let Some(found) = cloud.auto_scaling_group(group).await? else {
+            return Ok(None);
+        };
+        let wanted = found.desired_capacity + 1;
+        if found.desired_capacity == 0 || found.max_size >= wanted {
+            return Ok(None);
+        }
+        let resource = Resource::GroupMaxSize {
+            group: group.to_owned(),
+            original: found.max_size,
+            raised: wanted,
+            region: cloud.region().to_owned(),
+        };
+        journal.created(resource.clone())?;
+        if let Err(e) = cloud.set_group_max_size(group, wanted).await {
+            journal.removed(resource)?;
+            return Err(e);
+        }
+        reporter.notice(&format!(
+            "auto scaling group {group} is at its MaxSize {}: kiln raises it to {wanted} for this release, so the new instance launches before the old one terminates, and sets it back afterwards",
+            found.max_size
+        ));
+        Ok(Some(Room { resource }))
+    }
+
+    /// Sets `MaxSize` back while it is still the raised value; a line when there is something
+    /// to say.
+    pub async fn restore(self, cloud: &dyn Cloud, journal: &Ledger) -> Option<String> {
+        let Resource::GroupMaxSize {
+            group,
+            original,
+            raised,
+            ..
+        } = &self.resource
+        else {
+            return None;
+        };
+        match restore_max_size_if_raised(cloud, group, *original, *raised).await {
+            Ok(None) => {
+                let _ = journal.removed(self.resource.clone());
+                None
+            }
+            Ok(Some(why)) => {
+                let _ = journal.kept(self.resource.clone());
+                Some(why)
+            }
+            Err(e) => Some(format!(
+                "FAILED to set the MaxSize of auto scaling group {group} back to {original}: {} (aws autoscaling update-auto-scaling-group --auto-scaling-group-name {group} --max-size {original})",
+                first_line(&e.to_string())
+            )),
+        }
+    }
+}
+
+/// Sets `group`'s `MaxSize` back to `original` while it is still `raised`; says why not
+/// otherwise.
+pub async fn restore_max_size_if_raised(
+    cloud: &dyn Cloud,
+    group: &str,
+    original: i32,
+    raised: i32,
+) -> Result<Option<String>> {
+    match cloud.auto_scaling_group(group).await? {
+        Some(found) if found.max_size == raised => {
+            cloud.set_group_max_size(group, original).await?;
+            Ok(None)
+        }
+        Some(found) => Ok(Some(format!(
+            "auto scaling group {group} has MaxSize {}, not the {raised} kiln set (was {original}): left as it is",
+            found.max_size
+        ))),
+        None => Ok(Some(format!("auto scaling group {group} no longer exists"))),
+    }
+}
+
 /// Sets `group` back to `original` while it still launches from the `pinned` number; returns why
 /// it was left as it is otherwise.
 pub async fn restore_if_pinned(
