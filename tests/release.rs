@@ -1353,3 +1353,50 @@ fn a_group_at_its_max_size_gets_room_to_launch_before_it_terminates() {
         .expect("DescribeAutoScalingGroups");
     assert_eq!(out.auto_scaling_groups()[0].max_size(), Some(1), "set back");
 }
+
+#[test]
+fn an_unhealthy_new_instance_is_replaced_by_the_group_before_the_refresh_fails() {
+    let emulator = Emulator::seeded();
+    // AWS: an ELB health check counts only after the grace period, and then the group
+    // *replaces* the instance; the refresh fails once replacements keep failing.
+    emulator.behaviour(json!({
+        "refresh_rules": {"elb_grace_period": true},
+        "refresh": {"replacements_before_failure": 2},
+        "target_health": {"healthy_after_seconds": 1, "unhealthy": [
+            {"image_tagged": "kiln:build-id", "reason": "Target.ResponseCodeMismatch",
+             "description": "Health checks failed with these codes: [503]"}
+        ]}
+    }));
+    let aws = emulator.aws();
+    aws.block_on(
+        aws.autoscaling
+            .update_auto_scaling_group()
+            .auto_scaling_group_name(GROUP)
+            .health_check_grace_period(0)
+            .send(),
+    )
+    .expect("UpdateAutoScalingGroup");
+    let (_, instances) = aws.group(GROUP);
+    let before = aws.template_versions(GROUP);
+    let kiln = Kiln::new(&emulator);
+    let recipe = group_recipe(&kiln, "");
+    let run = kiln.run(&["build", &recipe]);
+    run.assert_code(1);
+    for words in [
+        "RollbackSuccessful: it failed and AWS rolled it back",
+        "Target.ResponseCodeMismatch",
+        "the default stays version 1",
+    ] {
+        assert!(
+            run.stderr.contains(words),
+            "{words:?} not in:\n{}",
+            run.stderr
+        );
+    }
+    // kiln followed the replacements (more than one new instance launched) rather than
+    // failing on the first unhealthy report.
+    let launched = run.stderr.matches(" launched (version 2)").count();
+    assert!(launched >= 2, "{launched} launches seen:\n{}", run.stderr);
+    assert_eq!(aws.template_versions(GROUP), before);
+    assert_eq!(aws.group(GROUP).1, instances);
+}
