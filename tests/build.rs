@@ -535,3 +535,34 @@ fn a_build_ends_with_its_summary_and_writes_its_events_as_ndjson() {
         "{text}"
     );
 }
+
+#[test]
+fn a_step_that_asks_for_a_reboot_keeps_its_log_across_the_rerun() {
+    let emulator = Emulator::seeded();
+    // The script exits 194 once: the agent reboots the builder (offline for 3 s) and runs the
+    // command again.
+    emulator.behaviour(json!({"commands": [
+        {"match": "echo reboot-me", "stdout": "before the reboot\nsecond line\n",
+         "in_progress_seconds": 3, "reboots": 1, "reboot_seconds": 3}
+    ]}));
+    let kiln = Kiln::new(&emulator);
+    let recipe = kiln.write(
+        "app.yaml",
+        &recipe("  - name: reboot\n    run: echo reboot-me"),
+    );
+    let run = kiln.run(&["build", recipe.to_str().unwrap(), "--json", "--no-release"]);
+    run.assert_code(0);
+    assert!(
+        !run.stderr.contains("its output is what SSM kept"),
+        "the live reader gave up during the reboot:\n{}",
+        run.stderr
+    );
+    let log_dir = std::path::PathBuf::from(run.json()["log_dir"].as_str().unwrap().to_owned());
+    let log = read(&log_dir.join("steps/01-reboot.log"));
+    assert_eq!(log.matches("before the reboot").count(), 2, "{log}");
+    let rerun = log
+        .find(kiln::pipeline::script::RERUN_LINE)
+        .expect("the rerun line");
+    assert!(log.find("before the reboot").unwrap() < rerun, "{log}");
+    assert!(log.rfind("before the reboot").unwrap() > rerun, "{log}");
+}

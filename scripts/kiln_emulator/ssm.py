@@ -45,7 +45,9 @@ moto 5.2.5 gaps, and how this module covers each:
   DescribeInstanceInformation, SendCommand to it answers InvalidInstanceId; the instance stays
   `running`, as an OS reboot leaves it) and then runs the script again; the invocation stays
   InProgress throughout and ends with the rule's outcome after the last run. kiln's run-wrapper
-  log holds the last run's output (earlier runs' output is not modelled).
+  log: a wrapper that appends on a rerun (it echoes a `--- kiln: ...` line into an existing
+  log) keeps every run's output, each rerun after that line; a wrapper that starts its log
+  afresh holds the last run's output only, as such a wrapper would on a real instance.
 - ListCommandInvocations and CancelCommand are not implemented (500). -> implemented
   (Details=true gives CommandPlugins with Output); ListCommands shows the same status.
 
@@ -111,6 +113,8 @@ WRAPPER_TAIL = 20000  # bytes of the log's end kiln's run wrapper prints
 LOG_READ_CHUNK = 16000  # bytes a read command returns at most
 LOG_NAME = re.compile(r"kiln_log='([^']*)'")
 READ_FROM = re.compile(r"kiln_from=(\d+)")
+# The line kiln's run wrapper appends to an existing log when the agent reruns it after a reboot.
+RERUN_LINE = re.compile(r'echo "(--- kiln: [^"]*)" >>')
 
 
 class CommandRun:
@@ -145,12 +149,20 @@ class CommandRun:
             full = b""
         until = min(now, self.cancelled_at.get(instance_id, now))
         takes = self.rule["in_progress_seconds"]
+        rerun = RERUN_LINE.search(self.text)
+        if self.reboot_windows and rerun:
+            # every run writes the whole output; each rerun appends after the wrapper's line
+            starts = [self.sent_at + self.rule["pending_seconds"]] + [end for _, end in self.reboot_windows]
+            log = b""
+            for i, began in enumerate(starts):
+                if until < began:
+                    break
+                if i:
+                    log += (rerun.group(1) + "\n").encode()
+                log += _written(full, until - began, takes)
+            return log
         began = self.sent_at if not self.reboot_windows else self.last_run_at
-        if until >= began + takes:
-            return full
-        lines = full.splitlines(keepends=True)
-        shown = int(len(lines) * max(0.0, until - began) / takes)
-        return b"".join(lines[:shown])
+        return _written(full, until - began, takes)
 
     def outcome(self, instance_id):
         now = time.time()
@@ -179,6 +191,14 @@ class CommandRun:
             stderr=stderr,
             code=self.rule["exit_code"],
         )
+
+
+def _written(full, elapsed, takes):
+    """What a run that writes `full` line by line over `takes` seconds wrote in `elapsed`."""
+    if elapsed >= takes:
+        return full
+    lines = full.splitlines(keepends=True)
+    return b"".join(lines[: int(len(lines) * max(0.0, elapsed) / takes)])
 
 
 def read_log_rule(backend, text, instance_ids):

@@ -24,6 +24,10 @@ pub const WRAPPER_TAIL_BYTES: usize = 20_000;
 /// Raw bytes of the builder's log per read command: base64 makes 21,336 characters of stdout,
 /// under SSM's 24,000.
 pub const LOG_READ_CHUNK: usize = 16_000;
+/// The line a run step's log gets when the step runs again after the reboot it asked for (exit
+/// 194): the log of the run before the reboot stays above it.
+pub const RERUN_LINE: &str =
+    "--- kiln: the step runs again after the reboot it asked for (exit 194) ---";
 /// The first line of what the wrapper prints after the script: `kiln-log-size <bytes>`.
 const SIZE_HEADER: &str = "kiln-log-size ";
 /// The first line of a read command's answer: `kiln-log <size>`, then the base64 of the bytes.
@@ -99,6 +103,11 @@ pub fn builder_log(build_id: &str, file_name: &str) -> String {
 /// stdout and stderr both go to `log` on the builder, never truncated, and read while the step
 /// runs ([`read_log_command`]); afterwards the wrapper prints the log's size and its last
 /// [`WRAPPER_TAIL_BYTES`], so a short output needs no read at all ([`parse_wrapper_output`]).
+///
+/// A script that exits 194 asks the SSM agent to reboot the instance and run the command again
+/// ("Handling reboots when running commands", Systems Manager user guide): the wrapper then finds
+/// its log from the run before the reboot and appends to it, after a line that says so
+/// ([`RERUN_LINE`]), instead of starting it afresh.
 pub fn run_command(script: &str, build_id: &str, step_name: &str, log: &str) -> String {
     let delimiter = heredoc_delimiter(script, build_id);
     let comment: String = step_name
@@ -108,7 +117,8 @@ pub fn run_command(script: &str, build_id: &str, step_name: &str, log: &str) -> 
         .collect();
     format!(
         "#!/bin/bash\n# kiln build {build_id}, step: {comment}\nkiln_log={log}\n\
-         mkdir -p \"$(dirname \"$kiln_log\")\" && : > \"$kiln_log\" || exit 125\n\
+         mkdir -p \"$(dirname \"$kiln_log\")\" || exit 125\n\
+         if [ -e \"$kiln_log\" ]; then echo \"{RERUN_LINE}\" >>\"$kiln_log\"; else : > \"$kiln_log\" || exit 125; fi\n\
          kiln_step=$(mktemp /tmp/kiln-step.XXXXXX)\n\
          cat > \"$kiln_step\" <<'{delimiter}'\n{script}{newline}{delimiter}\n\
          chmod 700 \"$kiln_step\"\nkiln_rc=0\nbash \"$kiln_step\" </dev/null >>\"$kiln_log\" 2>&1 || kiln_rc=$?\nrm -f \"$kiln_step\"\n\

@@ -190,9 +190,15 @@ impl StepRunner<'_> {
             tokio::select! {
                 done = &mut follow => break done?,
                 _ = tokio::time::sleep(pause), if streaming => {
-                    if let Err(e) = tail.read_new().await {
-                        self.log_unreadable(step, &e);
-                        streaming = false;
+                    match tail.read_new().await {
+                        // The agent is offline while the instance reboots (a script's exit
+                        // 194): the next read, after the reboot, goes on where this one was.
+                        Err(e) if e.aws_code() == Some("InvalidInstanceId") => {}
+                        Err(e) => {
+                            self.log_unreadable(step, &e);
+                            streaming = false;
+                        }
+                        Ok(()) => {}
                     }
                 }
             }
