@@ -432,6 +432,15 @@ fn release_statements(release: &crate::plan::ReleaseSpec, recipe: &str) -> Vec<V
     statements
 }
 
+/// `iam:PassRole` on the role inside the release launch template's instance profile: launching
+/// from the template (the tester; StartInstanceRefresh and UpdateAutoScalingGroup, which AWS
+/// checks with a RunInstances dry run) passes that role.
+pub fn pass_template_role(role: &str) -> Value {
+    let mut statement = pass_role(role);
+    statement["Sid"] = json!("KilnPassTemplateRole");
+    statement
+}
+
 /// The ARN partition of a region: `aws-cn` for China, `aws-us-gov` for GovCloud, `aws-iso` and
 /// `aws-iso-b` for the isolated regions, `aws` elsewhere.
 pub fn partition(region: &str) -> &'static str {

@@ -79,7 +79,15 @@ fn iam_policy_takes_the_builder_role_or_says_the_role_is_a_guess() {
         "ci-image-builder",
     ]);
     named.assert_code(0);
-    assert_eq!(named.stderr, "");
+    // No guess about the builder role; offline, only the template's role is unknown.
+    assert!(!named.stderr.contains("a guess"), "{}", named.stderr);
+    assert!(
+        named
+            .stderr
+            .contains("the release launch template's instance profile could not be read"),
+        "{}",
+        named.stderr
+    );
     let pass_role = named.json()["Statement"]
         .as_array()
         .unwrap()
@@ -159,23 +167,59 @@ fn iam_policy_reads_the_role_inside_the_builder_s_profile_and_writes_the_region_
     let emulator = Emulator::seeded();
     let aws = emulator.aws();
     let assume = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+    for (role, profile) in [
+        ("ci-image-builder", "ci-profile"),
+        ("web-role", "web-profile"),
+    ] {
+        aws.block_on(
+            aws.iam
+                .create_role()
+                .role_name(role)
+                .assume_role_policy_document(assume)
+                .send(),
+        )
+        .expect("CreateRole");
+        aws.empty_instance_profile(profile);
+        aws.block_on(
+            aws.iam
+                .add_role_to_instance_profile()
+                .instance_profile_name(profile)
+                .role_name(role)
+                .send(),
+        )
+        .expect("AddRoleToInstanceProfile");
+    }
+    // Production's instances run with their own profile, named in the launch template.
+    let (default, _) = aws.template_versions("rudder-dataplane");
+    let data = aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+        .iam_instance_profile(
+            aws_sdk_ec2::types::LaunchTemplateIamInstanceProfileSpecificationRequest::builder()
+                .name("web-profile")
+                .build(),
+        )
+        .build();
+    let made = aws
+        .block_on(
+            aws.ec2
+                .create_launch_template_version()
+                .launch_template_name("rudder-dataplane")
+                .source_version(default.to_string())
+                .launch_template_data(data)
+                .send(),
+        )
+        .expect("CreateLaunchTemplateVersion");
+    let version = made
+        .launch_template_version()
+        .and_then(|v| v.version_number())
+        .unwrap();
     aws.block_on(
-        aws.iam
-            .create_role()
-            .role_name("ci-image-builder")
-            .assume_role_policy_document(assume)
+        aws.ec2
+            .modify_launch_template()
+            .launch_template_name("rudder-dataplane")
+            .default_version(version.to_string())
             .send(),
     )
-    .expect("CreateRole");
-    aws.empty_instance_profile("ci-profile");
-    aws.block_on(
-        aws.iam
-            .add_role_to_instance_profile()
-            .instance_profile_name("ci-profile")
-            .role_name("ci-image-builder")
-            .send(),
-    )
-    .expect("AddRoleToInstanceProfile");
+    .expect("ModifyLaunchTemplate");
     let kiln = Kiln::new(&emulator);
     let text = recipe("  - name: install\n    run: echo install").replace(
         "iam_instance_profile: kiln-builder",
@@ -199,6 +243,11 @@ fn iam_policy_reads_the_role_inside_the_builder_s_profile_and_writes_the_region_
         pass_role["Resource"],
         "arn:aws:iam::*:role/ci-image-builder"
     );
+    let template_role = statements
+        .iter()
+        .find(|s| s["Sid"] == "KilnPassTemplateRole")
+        .expect("PassRole on the template's role");
+    assert_eq!(template_role["Resource"], "arn:aws:iam::*:role/web-role");
     // GovCloud: every ARN in its partition.
     let gov = kiln.run(&[
         "iam-policy",

@@ -454,6 +454,8 @@ pub struct TemplateVersion {
     pub instance_type: Option<String>,
     /// The subnet of its first network interface, when it names one.
     pub subnet_id: Option<String>,
+    /// The instance profile it names (an ARN or a name), when it names one.
+    pub instance_profile: Option<String>,
 }
 
 /// A new launch template version: `source_version`'s data with only the image changed.

@@ -575,10 +575,7 @@ async fn iam_policy(
     builder_role: Option<&str>,
 ) -> Result<i32> {
     let plan = load(recipe, None)?;
-    let found = match (builder_role, &plan.builder.iam_instance_profile) {
-        (None, Some(profile)) => profile_role(global, profile).await,
-        _ => Err(String::new()),
-    };
+    let (found, template_role) = read_roles(global, &plan, builder_role).await;
     let role = builder_role.map(str::to_owned).or(found.clone().ok());
     let region = global
         .region
@@ -586,7 +583,18 @@ async fn iam_policy(
         .or_else(|| std::env::var("AWS_REGION").ok())
         .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
         .unwrap_or_default();
-    let policy = crate::iam::policy(&plan, role.as_deref());
+    let mut policy = crate::iam::policy(&plan, role.as_deref());
+    match &template_role {
+        Ok(Some(passed)) if role.as_deref() != Some(passed.as_str()) => {
+            if let Some(statements) = policy["Statement"].as_array_mut() {
+                statements.push(crate::iam::pass_template_role(passed));
+            }
+        }
+        Ok(_) => {}
+        Err(why) => eprintln!(
+            "note: the release launch template's instance profile could not be read ({why}): launching from it (the tester, a group's refresh) also needs iam:PassRole on the role inside it"
+        ),
+    }
     let policy = crate::iam::in_partition(policy, crate::iam::partition(&region));
     println!("{}", to_json(&policy)?);
     match (&found, crate::iam::builder_role_note(&plan, role.as_deref())) {
@@ -602,24 +610,79 @@ async fn iam_policy(
     Ok(exit::OK)
 }
 
-/// The role inside the builder's instance profile, read with `iam:GetInstanceProfile` (within
-/// 10 s); the reason when it cannot be read.
-async fn profile_role(global: &Global, profile: &str) -> std::result::Result<String, String> {
-    let lookup = async {
-        let cloud = connect(global).await.map_err(|e| e.to_string())?;
-        match cloud.instance_profile(profile).await {
-            Ok(Some(found)) => found
-                .roles
-                .first()
-                .cloned()
-                .ok_or_else(|| format!("instance profile {profile} has no role")),
-            Ok(None) => Err(format!("instance profile {profile} does not exist")),
-            Err(e) => Err(pipeline::first_line(&e.to_string())),
-        }
+/// How long `kiln iam-policy` waits for AWS to say which roles the profiles hold.
+const ROLE_LOOKUP: Duration = Duration::from_secs(5);
+
+/// The role inside the builder's instance profile (unless `--builder-role` names it) and the one
+/// inside the instance profile the release launch template names, read at once with the caller's
+/// credentials (`iam:GetInstanceProfile`, `ec2:DescribeLaunchTemplateVersions`) within
+/// [`ROLE_LOOKUP`]; the reason when one cannot be read (empty: nothing to read).
+async fn read_roles(
+    global: &Global,
+    plan: &Plan,
+    builder_role: Option<&str>,
+) -> (
+    std::result::Result<String, String>,
+    std::result::Result<Option<String>, String>,
+) {
+    let lookups = async {
+        let cloud = match connect(global).await {
+            Ok(cloud) => cloud,
+            Err(e) => return (Err(e.to_string()), Err(e.to_string())),
+        };
+        let cloud = cloud.as_ref();
+        let builder = async {
+            match (builder_role, &plan.builder.iam_instance_profile) {
+                (None, Some(profile)) => match profile_roles(cloud, profile).await {
+                    Ok(Some(role)) => Ok(role),
+                    Ok(None) => Err(format!("instance profile {profile} has no role")),
+                    Err(e) => Err(e),
+                },
+                _ => Err(String::new()),
+            }
+        };
+        let template = async {
+            let Some(release) = &plan.release else {
+                return Ok(None);
+            };
+            let reference = crate::aws::TemplateRef::parse(&release.launch_template);
+            let default = cloud
+                .default_template_version(&reference)
+                .await
+                .map_err(|e| pipeline::first_line(&e.to_string()))?;
+            match default.instance_profile {
+                Some(profile) => profile_roles(cloud, &profile).await,
+                None => Ok(None),
+            }
+        };
+        futures::join!(builder, template)
     };
-    match tokio::time::timeout(Duration::from_secs(10), lookup).await {
+    match tokio::time::timeout(ROLE_LOOKUP, lookups).await {
         Ok(found) => found,
-        Err(_) => Err("no answer from IAM within 10 s".into()),
+        Err(_) => {
+            let why = format!("no answer from AWS within {} s", ROLE_LOOKUP.as_secs());
+            let builder = match (builder_role, &plan.builder.iam_instance_profile) {
+                (None, Some(_)) => Err(why.clone()),
+                _ => Err(String::new()),
+            };
+            let template = match &plan.release {
+                Some(_) => Err(why),
+                None => Ok(None),
+            };
+            (builder, template)
+        }
+    }
+}
+
+/// The first role inside instance profile `profile` (a name or an ARN).
+async fn profile_roles(
+    cloud: &dyn crate::aws::Cloud,
+    profile: &str,
+) -> std::result::Result<Option<String>, String> {
+    match cloud.instance_profile(profile).await {
+        Ok(Some(found)) => Ok(found.roles.first().cloned()),
+        Ok(None) => Err(format!("instance profile {profile} does not exist")),
+        Err(e) => Err(pipeline::first_line(&e.to_string())),
     }
 }
 

@@ -471,6 +471,7 @@ mod tests {
             created_at: None,
             instance_type: None,
             subnet_id: None,
+            instance_profile: None,
         }
     }
 

@@ -33,6 +33,7 @@ impl TemplateRecord {
             created_at: Some(data.created_at.clone()),
             instance_type: data.data.get("InstanceType").cloned(),
             subnet_id: data.data.get("SubnetId").cloned(),
+            instance_profile: data.data.get("IamInstanceProfile").cloned(),
         }
     }
 

@@ -110,6 +110,11 @@ fn to_version(
             .launch_template_data()
             .and_then(|d| d.network_interfaces().iter().find_map(|n| n.subnet_id()))
             .map(str::to_owned),
+        instance_profile: version
+            .launch_template_data()
+            .and_then(|d| d.iam_instance_profile())
+            .and_then(|p| p.arn().or(p.name()))
+            .map(str::to_owned),
     })
 }
 
