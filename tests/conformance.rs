@@ -1101,5 +1101,56 @@ conformance!(
     launch_template_tags_are_set_read_and_removed: None,
     instance_profiles_are_found_by_name_and_by_arn_and_unknown_ones_are_absent: None,
     a_verified_refresh_replaces_instances_without_losing_a_healthy_target: Own,
+    groups_are_listed_with_their_subnets_and_their_max_size_can_be_raised: Own,
     a_minimal_recipe_builds_tests_and_releases_end_to_end: Own,
 );
+
+/// Every group is listed (the release's references read them all), with the subnets of its
+/// `VPCZoneIdentifier` (the tester's subnet) and its `MaxSize`, which `UpdateAutoScalingGroup`
+/// raises and sets back (a verified release's room to launch before it terminates); a group
+/// without a refresh has no active one.
+pub async fn groups_are_listed_with_their_subnets_and_their_max_size_can_be_raised(b: Backend) {
+    let cloud = b.cloud.as_ref();
+    let Some(name) = b.group.clone() else {
+        println!("skipped: the backend has no auto scaling group");
+        return;
+    };
+    let all = cloud.auto_scaling_groups().await.expect("list groups");
+    let group = all
+        .into_iter()
+        .find(|g| g.name == name)
+        .expect("the group is listed");
+    assert!(!group.subnet_ids.is_empty(), "{group:?}");
+    assert!(
+        group.subnet_ids.iter().all(|s| s.starts_with("subnet-")),
+        "{group:?}"
+    );
+    let original = group.max_size;
+    cloud
+        .set_group_max_size(&name, original + 1)
+        .await
+        .expect("raise MaxSize");
+    let raised = cloud
+        .auto_scaling_group(&name)
+        .await
+        .expect("describe")
+        .expect("group");
+    assert_eq!(raised.max_size, original + 1);
+    cloud
+        .set_group_max_size(&name, original)
+        .await
+        .expect("set MaxSize back");
+    let back = cloud
+        .auto_scaling_group(&name)
+        .await
+        .expect("describe")
+        .expect("group");
+    assert_eq!(back.max_size, original);
+    assert_eq!(
+        cloud
+            .active_refresh(&name)
+            .await
+            .expect("describe refreshes"),
+        None
+    );
+}
