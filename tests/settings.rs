@@ -154,3 +154,44 @@ fn a_retry_setting_the_sdk_cannot_use_is_a_usage_error() {
         run.stderr
     );
 }
+
+/// `scripts/emulator` as a user beside the test suite runs it: its own state dir and a free
+/// port, documented in `--help`.
+#[test]
+fn the_emulator_script_runs_with_its_own_state_dir_and_port() {
+    let script = repo_root().join("scripts/emulator");
+    let help = std::process::Command::new(&script)
+        .arg("--help")
+        .output()
+        .expect("scripts/emulator --help");
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    for words in [
+        "--state-dir DIR",
+        "KILN_EMULATOR_STATE_DIR",
+        "--port N",
+        "KILN_EMULATOR_PORT",
+    ] {
+        assert!(help.contains(words), "{words:?} not in:\n{help}");
+    }
+    let state = tempfile::tempdir().expect("tempdir");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(&script)
+            .arg("--state-dir")
+            .arg(state.path())
+            .args(args)
+            .output()
+            .expect("scripts/emulator");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let url = run(&["start", "--port", "0"]);
+    assert!(url.trim().starts_with("http://127.0.0.1:"), "{url}");
+    assert!(state.path().join("emulator.pid").exists());
+    assert!(run(&["seed"]).contains("auto_scaling_group"));
+    run(&["stop"]);
+    assert!(!state.path().join("emulator.pid").exists());
+}
