@@ -6,12 +6,14 @@
 //! - `build`, `builders`, `lifecycle`, `release`, `faults`, `input`, `limits`, `paging`,
 //!   `settings`, `iam`: the compiled `kiln` driven as a user would, each test against its own
 //!   emulator process, AWS state checked through the SDK.
+//! - `dist`: shipping: scripts/dist's static binary, the action's install script, `cargo package`.
 
 mod support;
 
 mod build;
 mod builders;
 mod conformance;
+mod dist;
 mod faults;
 mod iam;
 mod input;
