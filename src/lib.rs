@@ -23,3 +23,14 @@ pub mod report;
 pub mod tags;
 
 pub use error::{Error, Result};
+
+/// What `kiln --version` prints after the name: the version, the git commit and the target the
+/// binary was built from (stamped by build.rs).
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("KILN_GIT_COMMIT"),
+    ", ",
+    env!("KILN_TARGET"),
+    ")"
+);

@@ -7,8 +7,8 @@
 //! - `aws::*`: the SDK implementation against a real account, only when `KILN_TEST_AWS=1`
 //!   (otherwise one line for the whole run says they were skipped). It launches t3.micro
 //!   instances from the newest Amazon Linux 2023 image, gives the behaviours that need one its
-//!   own auto scaling group ([`Group::Own`]), and removes everything it created; see the README
-//!   ("Conformance against a real account") for the variables and the cost.
+//!   own auto scaling group ([`Group::Own`]), and removes everything it created; see the book
+//!   (docs/src/real-aws/conformance.md) for the variables and the cost.
 //!
 //! Besides the single calls, [`end_to_end`] runs a minimal recipe through the whole pipeline.
 //!
@@ -94,7 +94,7 @@ impl Backend {
                 let _ = writeln!(
                     std::io::stderr(),
                     "skipped the real-account conformance tests (conformance::aws::*): set KILN_TEST_AWS=1, \
-                     KILN_TEST_INSTANCE_PROFILE and a profile/region to run them (README: \"Conformance against a real account\")"
+                     KILN_TEST_INSTANCE_PROFILE and a profile/region to run them (docs: real-aws/conformance.md)"
                 );
             });
             return None;

@@ -6,12 +6,16 @@
 //! - `build`, `builders`, `lifecycle`, `release`, `examples`, `faults`, `input`, `limits`,
 //!   `paging`, `settings`, `iam`: the compiled `kiln` driven as a user would, each test against its own
 //!   emulator process, AWS state checked through the SDK.
+//! - `docs`: the README and the book: links, recipe snippets, `kiln` command lines.
+//! - `dist`: shipping: scripts/dist's static binary, the action's install script, `cargo package`.
 
 mod support;
 
 mod build;
 mod builders;
 mod conformance;
+mod dist;
+mod docs;
 mod examples;
 mod faults;
 mod iam;

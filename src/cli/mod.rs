@@ -26,7 +26,7 @@ use progress::{Mode, Progress};
 #[derive(Parser, Debug)]
 #[command(
     name = "kiln",
-    version,
+    version = crate::LONG_VERSION,
     about = "Bake Amazon Machine Images from YAML recipes and roll them out through launch templates"
 )]
 struct Cli {
