@@ -170,6 +170,12 @@ impl Error {
         }
     }
 
+    /// What an AWS failure means to the pipeline ([`crate::aws::Meaning`]), when it is one the
+    /// pipeline reacts to.
+    pub fn meaning(&self) -> Option<crate::aws::Meaning> {
+        self.aws_code().and_then(crate::aws::Meaning::of)
+    }
+
     /// The AWS error code, if this is an AWS failure.
     pub fn aws_code(&self) -> Option<&str> {
         match self {

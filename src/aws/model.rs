@@ -165,6 +165,50 @@ impl RefreshStatus {
     }
 }
 
+/// What an AWS error means to the pipeline, decided here at the seam from the codes the SDK and
+/// the fake answer with, so that the pipeline reacts to meanings, never to AWS's code strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Meaning {
+    /// AWS does not know the id (yet, or any more): `*.NotFound`,
+    /// `InvalidLaunchTemplateId.VersionNotFound`.
+    NotFound,
+    /// Something else still uses it (`InvalidSnapshot.InUse`: an image behind a snapshot).
+    InUse,
+    /// Something else is under way on it (`InstanceRefreshInProgress`).
+    Busy,
+    /// The name is taken (`InvalidAMIName.Duplicate`: AMI names are unique per region).
+    Duplicate,
+    /// No capacity for the instance type there, or the type is not offered
+    /// (`InsufficientInstanceCapacity`, `Unsupported`): another type may launch.
+    NoCapacity,
+    /// What the call would act on has ended (`ActiveInstanceRefreshNotFound`).
+    AlreadyEnded,
+    /// The caller is not allowed (`AccessDenied`, `AccessDeniedException`,
+    /// `UnauthorizedOperation`).
+    Denied,
+    /// The instance's SSM agent cannot take a command now: not registered yet, or offline while
+    /// the instance reboots (`InvalidInstanceId` from SendCommand).
+    Unreachable,
+}
+
+impl Meaning {
+    /// The meaning of AWS error `code`, when the pipeline reacts to it.
+    pub fn of(code: &str) -> Option<Meaning> {
+        Some(match code {
+            c if c.ends_with(".NotFound") => Meaning::NotFound,
+            "InvalidLaunchTemplateId.VersionNotFound" => Meaning::NotFound,
+            "InvalidSnapshot.InUse" => Meaning::InUse,
+            "InstanceRefreshInProgress" => Meaning::Busy,
+            "InvalidAMIName.Duplicate" => Meaning::Duplicate,
+            "InsufficientInstanceCapacity" | "Unsupported" => Meaning::NoCapacity,
+            "ActiveInstanceRefreshNotFound" => Meaning::AlreadyEnded,
+            "AccessDenied" | "AccessDeniedException" | "UnauthorizedOperation" => Meaning::Denied,
+            "InvalidInstanceId" => Meaning::Unreachable,
+            _ => return None,
+        })
+    }
+}
+
 /// An image, as kiln reads it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Image {
@@ -620,7 +664,29 @@ pub struct Refresh {
 
 #[cfg(test)]
 mod tests {
-    use super::InstanceProfile;
+    use super::{InstanceProfile, Meaning};
+
+    #[test]
+    fn codes_the_pipeline_reacts_to_have_a_meaning_and_others_none() {
+        for (code, meaning) in [
+            ("InvalidInstanceID.NotFound", Meaning::NotFound),
+            ("InvalidAMIID.NotFound", Meaning::NotFound),
+            ("InvalidLaunchTemplateId.VersionNotFound", Meaning::NotFound),
+            ("InvalidSnapshot.InUse", Meaning::InUse),
+            ("InstanceRefreshInProgress", Meaning::Busy),
+            ("InvalidAMIName.Duplicate", Meaning::Duplicate),
+            ("InsufficientInstanceCapacity", Meaning::NoCapacity),
+            ("Unsupported", Meaning::NoCapacity),
+            ("ActiveInstanceRefreshNotFound", Meaning::AlreadyEnded),
+            ("AccessDenied", Meaning::Denied),
+            ("UnauthorizedOperation", Meaning::Denied),
+            ("InvalidInstanceId", Meaning::Unreachable),
+        ] {
+            assert_eq!(Meaning::of(code), Some(meaning), "{code}");
+        }
+        assert_eq!(Meaning::of("RequestLimitExceeded"), None);
+        assert_eq!(Meaning::of("ValidationError"), None);
+    }
 
     #[test]
     fn a_profile_is_named_by_its_name_or_its_exact_arn() {

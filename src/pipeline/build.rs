@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::aws::counting::{Counting, Counts};
 use crate::aws::{Cloud, CopyImageRequest, CreateImageRequest, Image, ImageQuery, InstanceQuery};
-use crate::aws::{InstanceState, LaunchRequest, RootVolume, Tags, TemplateRef};
+use crate::aws::{InstanceState, LaunchRequest, Meaning, RootVolume, Tags, TemplateRef};
 use crate::error::{Error, Result};
 use crate::ledger::{Ledger, Making, Resource};
 use crate::limits;
@@ -662,9 +662,6 @@ async fn launch_builder(ctx: &Context<'_>, job: &Job<'_>, ledger: &Ledger) -> Re
     Ok(id)
 }
 
-/// RunInstances errors after which the next instance type of the recipe is tried.
-const TRY_NEXT_TYPE: &[&str] = &["InsufficientInstanceCapacity", "Unsupported"];
-
 /// Launches the builder as the first instance type AWS has capacity for, in the recipe's order;
 /// each type has its own client token (a token is bound to one request).
 async fn launch_first_available(
@@ -688,7 +685,7 @@ async fn launch_first_available(
         let launched = ledger.making(Making::Instance, ctx.cloud.launch_instance(&attempt));
         match launched.await {
             Ok(id) => return Ok(id),
-            Err(e) if e.aws_code().is_some_and(|c| TRY_NEXT_TYPE.contains(&c)) => {
+            Err(e) if e.meaning() == Some(Meaning::NoCapacity) => {
                 ctx.reporter.notice(&format!("{instance_type}: {e}"));
                 refused.push(format!(
                     "{instance_type} ({})",
@@ -1051,7 +1048,7 @@ async fn create_image_once(
 ) -> Result<String> {
     match cloud.create_image(request).await {
         Ok(id) => Ok(id),
-        Err(e) if e.aws_code() == Some("InvalidAMIName.Duplicate") => {
+        Err(e) if e.meaning() == Some(Meaning::Duplicate) => {
             let query = ImageQuery::own().named(&request.name);
             // Whose image has the name: this build's (made by a first call whose answer was
             // lost, moments ago: it may be missing from searches for a while) or another's.

@@ -20,9 +20,7 @@ const VISIBILITY_RETRY: Duration = Duration::from_secs(1);
 /// Whether `error` is AWS saying it does not know an id (a launch template version it does not
 /// know answers `InvalidLaunchTemplateId.VersionNotFound`).
 pub fn is_not_found(error: &Error) -> bool {
-    error.aws_code().is_some_and(|code| {
-        code.ends_with(".NotFound") || code == "InvalidLaunchTemplateId.VersionNotFound"
-    })
+    error.meaning() == Some(crate::aws::Meaning::NotFound)
 }
 
 /// What a removal of something kiln created found.

@@ -6,10 +6,10 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use crate::aws::poll::{wait_until, Probe, Wait};
-use crate::aws::{Cloud, Image, ImageQuery, ImageState};
+use crate::aws::{Cloud, Image, ImageQuery, ImageState, Meaning};
 use crate::error::{Error, Result};
 use crate::pipeline::consistency::{self, is_not_found, Removal};
-use crate::plan::SourceSpec;
+use crate::plan::{Plan, SourceSpec};
 use crate::tags;
 
 /// The source image: a fixed id, or the newest available image matching the filter.
@@ -242,7 +242,7 @@ pub async fn delete_snapshot_when_free(
         || async {
             match cloud.delete_snapshot(snapshot_id).await {
                 Ok(()) => Ok(Probe::Done(Removal::Removed)),
-                Err(e) if e.aws_code() == Some("InvalidSnapshot.InUse") => {
+                Err(e) if e.meaning() == Some(Meaning::InUse) => {
                     Ok(Probe::Pending(format!("in use ({e})")))
                 }
                 Err(e) if is_not_found(&e) && Instant::now() < settled_at => {
@@ -321,4 +321,40 @@ pub async fn delete_image_created_at(
         return Ok(Deletion::AlreadyGone);
     }
     Ok(Deletion::Deleted(deleted))
+}
+
+/// The refusal of an image kiln did not build for this recipe identity.
+pub fn foreign(image_id: &str, plan: &Plan, tagged: Option<&str>) -> Error {
+    Error::Refused(format!(
+        "image {image_id} was not built by kiln for recipe {} (identity {}; its kiln:recipe tag is {}): pass --allow-foreign to use it anyway",
+        plan.name,
+        plan.identity(),
+        tagged.map(|r| format!("{r:?}")).unwrap_or_else(|| "missing".into())
+    ))
+}
+
+/// Image `id`, refused unless it exists, is available and (without `allow_foreign`) was built by
+/// kiln for `plan`'s recipe identity.
+pub async fn usable_image(
+    cloud: &dyn Cloud,
+    plan: &Plan,
+    id: &str,
+    allow_foreign: bool,
+) -> Result<crate::aws::Image> {
+    let image = cloud.images(&[id.to_owned()]).await?.pop().ok_or_else(|| {
+        Error::Refused(format!("image {id} does not exist in {}", cloud.region()))
+    })?;
+    if image.state != ImageState::Available {
+        return Err(Error::Refused(format!(
+            "image {id} is {}, not available",
+            image.state
+        )));
+    }
+    let recipe = image.tags.get(tags::RECIPE).map(String::as_str);
+    let own = recipe == Some(plan.name.as_str())
+        && Identity::of(&image, &plan.identity()) != Identity::Other;
+    if !allow_foreign && !own {
+        return Err(foreign(id, plan, recipe));
+    }
+    Ok(image)
 }

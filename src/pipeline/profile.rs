@@ -8,13 +8,10 @@
 //! IAM (a runner in a private subnet: IAM's VPC endpoint is only in us-east-1), is warned and the
 //! build goes on unchecked: the check must not stop builds that worked before it existed.
 
-use crate::aws::{Cloud, InstanceProfile};
+use crate::aws::{Cloud, InstanceProfile, Meaning};
 use crate::error::{Error, Result};
 use crate::pipeline::Context;
 use crate::plan::Plan;
-
-/// The error codes with which AWS refuses a call the caller's policy does not allow.
-const DENIED: &[&str] = &["AccessDenied", "AccessDeniedException"];
 
 /// Refuses a build whose builder profile is missing or has no role; warns (once per build,
 /// since a build checks once) when IAM does not let the caller look.
@@ -27,7 +24,7 @@ pub async fn check_builder_profile(ctx: &Context<'_>, plan: &Plan) -> Result<()>
         Ok(Some(profile)) if profile.roles.is_empty() => Err(no_role(&profile)),
         Ok(Some(_)) => Ok(()),
         Ok(None) => Err(missing(cloud, plan, reference)),
-        Err(e) if e.aws_code().is_some_and(|c| DENIED.contains(&c)) => {
+        Err(e) if e.meaning() == Some(Meaning::Denied) => {
             ctx.reporter.warning(&format!(
                 "could not check instance profile `{reference}`: the caller may not call \
                  iam:GetInstanceProfile ({}); going on without the check (`kiln iam-policy RECIPE` \

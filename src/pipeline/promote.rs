@@ -9,9 +9,8 @@
 use crate::aws::{Cloud, Image};
 use crate::error::{Error, Result};
 use crate::ledger::Ledger;
-use crate::pipeline::images::{self, failed_its_test};
+use crate::pipeline::images::{self, failed_its_test, usable_image};
 use crate::pipeline::release::{self, Command, Parameter, Released, Target};
-use crate::pipeline::rollback::usable_image;
 use crate::pipeline::Context;
 use crate::plan::{Plan, ReleaseSpec};
 

@@ -19,12 +19,11 @@ use crate::aws::Cloud;
 use crate::error::{Error, Result};
 use crate::ledger::Ledger;
 use crate::pipeline::history::{history, History, HistoryEntry};
-use crate::pipeline::images::{failed_its_test, Identity};
+use crate::pipeline::images::{self, failed_its_test};
 use crate::pipeline::release::{self, Command, Hold, Parameter, Released, Target as Move};
 use crate::pipeline::release::{RefreshOutcome, SsmParameterWrite};
 use crate::pipeline::Context;
 use crate::plan::{Plan, ReleaseSpec};
-use crate::tags;
 
 /// What to roll back to.
 #[derive(Debug, Clone)]
@@ -280,22 +279,12 @@ fn version_target<'h>(
             .as_deref()
             .is_none_or(|id| id == plan.identity());
     if !allowed.foreign && !own {
-        return Err(foreign(image, plan, entry.recipe.as_deref()));
+        return Err(images::foreign(image, plan, entry.recipe.as_deref()));
     }
     if entry.test_failed && !allowed.failed_test {
         return Err(failed_test(image));
     }
     Ok(entry)
-}
-
-/// The refusal of an image kiln did not build for this recipe identity.
-fn foreign(image_id: &str, plan: &Plan, tagged: Option<&str>) -> Error {
-    Error::Refused(format!(
-        "image {image_id} was not built by kiln for recipe {} (identity {}; its kiln:recipe tag is {}): pass --allow-foreign to use it anyway",
-        plan.name,
-        plan.identity(),
-        tagged.map(|r| format!("{r:?}")).unwrap_or_else(|| "missing".into())
-    ))
 }
 
 fn failed_test(image_id: &str) -> Error {
@@ -304,34 +293,8 @@ fn failed_test(image_id: &str) -> Error {
     ))
 }
 
-/// Image `id`, refused unless it exists, is available and (without `allow_foreign`) was built by
-/// kiln for `plan`'s recipe identity.
-pub async fn usable_image(
-    cloud: &dyn Cloud,
-    plan: &Plan,
-    id: &str,
-    allow_foreign: bool,
-) -> Result<crate::aws::Image> {
-    let image = cloud.images(&[id.to_owned()]).await?.pop().ok_or_else(|| {
-        Error::Refused(format!("image {id} does not exist in {}", cloud.region()))
-    })?;
-    if image.state != crate::aws::ImageState::Available {
-        return Err(Error::Refused(format!(
-            "image {id} is {}, not available",
-            image.state
-        )));
-    }
-    let recipe = image.tags.get(tags::RECIPE).map(String::as_str);
-    let own = recipe == Some(plan.name.as_str())
-        && Identity::of(&image, &plan.identity()) != Identity::Other;
-    if !allow_foreign && !own {
-        return Err(foreign(id, plan, recipe));
-    }
-    Ok(image)
-}
-
 async fn image_target(cloud: &dyn Cloud, plan: &Plan, id: &str, allowed: Allowed) -> Result<()> {
-    let image = usable_image(cloud, plan, id, allowed.foreign).await?;
+    let image = images::usable_image(cloud, plan, id, allowed.foreign).await?;
     if failed_its_test(&image) && !allowed.failed_test {
         return Err(failed_test(id));
     }

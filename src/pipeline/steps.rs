@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::aws::poll::{jittered, wait_after_pause, wait_until_from, Probe, Wait, SSM_POLL_MIN};
 use crate::aws::{
-    Cloud, CommandStatus, Invocation, PingStatus, ShellCommand, COMMAND_DELIVERY_TIMEOUT,
+    Cloud, CommandStatus, Invocation, Meaning, PingStatus, ShellCommand, COMMAND_DELIVERY_TIMEOUT,
 };
 use crate::error::{Error, Result};
 use crate::pipeline::first_line;
@@ -147,7 +147,7 @@ impl StepRunner<'_> {
         loop {
             let err = match self.cloud.send_command(command).await {
                 Ok(id) => return Ok(id),
-                Err(e) if e.aws_code() == Some("InvalidInstanceId") => e,
+                Err(e) if e.meaning() == Some(Meaning::Unreachable) => e,
                 Err(e) => return Err(e),
             };
             if let Some(instance) = self.cloud.instance(self.instance_id).await? {
@@ -193,7 +193,7 @@ impl StepRunner<'_> {
                     match tail.read_new().await {
                         // The agent is offline while the instance reboots (a script's exit
                         // 194): the next read, after the reboot, goes on where this one was.
-                        Err(e) if e.aws_code() == Some("InvalidInstanceId") => {}
+                        Err(e) if e.meaning() == Some(Meaning::Unreachable) => {}
                         Err(e) => {
                             self.log_unreadable(step, &e);
                             streaming = false;

@@ -14,7 +14,7 @@ use serde::{Serialize, Serializer};
 use tokio::time::Instant;
 
 use crate::aws::poll::{jittered, wait_until, Probe, Wait};
-use crate::aws::{Cloud, ImageQuery, InstanceQuery, TemplateRef};
+use crate::aws::{Cloud, ImageQuery, InstanceQuery, Meaning, TemplateRef};
 use crate::error::Result;
 use crate::ledger::{Ledger, Making, Resource};
 use crate::pipeline::consistency::{self, Removal};
@@ -340,9 +340,7 @@ pub async fn remove(
                 wait_for_rollback(cloud, group, refresh_id).await?;
                 Ok(Outcome::RolledBack)
             }
-            Err(e) if e.aws_code() == Some("ActiveInstanceRefreshNotFound") => {
-                Ok(Outcome::AlreadyEnded)
-            }
+            Err(e) if e.meaning() == Some(Meaning::AlreadyEnded) => Ok(Outcome::AlreadyEnded),
             Err(e) => Err(e),
         },
         Resource::GroupSetting {

@@ -36,7 +36,7 @@ use serde::Serialize;
 pub use hold::Hold;
 pub use strategy::RefreshOutcome;
 
-use crate::aws::{Cloud, DesiredVersion, NewTemplateVersion, RefreshStatus, TemplateRef};
+use crate::aws::{Cloud, DesiredVersion, Meaning, NewTemplateVersion, RefreshStatus, TemplateRef};
 use crate::error::{Error, Result};
 use crate::ledger::{Ledger, Resource};
 use crate::pipeline::release::group::GroupView;
@@ -592,7 +592,7 @@ pub async fn roll_back_and_wait(
 ) -> String {
     let cloud = ctx.cloud.as_ref();
     if let Err(e) = cloud.rollback_refresh(group).await {
-        if e.aws_code() != Some("ActiveInstanceRefreshNotFound") {
+        if e.meaning() != Some(Meaning::AlreadyEnded) {
             return format!(
                 "instance refresh {refresh_id} of {group}: could not roll it back ({}); roll it back with aws autoscaling rollback-instance-refresh --auto-scaling-group-name {group}",
                 first_line(&e.to_string())

@@ -24,7 +24,8 @@ use serde::Serialize;
 
 use crate::aws::poll::{wait_until, Probe, Wait};
 use crate::aws::{
-    AutoScalingGroup, Cloud, DesiredVersion, RefreshRequest, RefreshStatus, TemplateVersion,
+    AutoScalingGroup, Cloud, DesiredVersion, Meaning, RefreshRequest, RefreshStatus,
+    TemplateVersion,
 };
 use crate::error::{Error, Result};
 use crate::pipeline::release::group::GroupView;
@@ -199,7 +200,7 @@ fn secs(duration: Duration) -> i32 {
 /// `StartInstanceRefresh`; a refresh already running is refused with what to do.
 pub async fn start_refresh(cloud: &dyn Cloud, request: &RefreshRequest) -> Result<String> {
     match cloud.start_refresh(request).await {
-        Err(e) if e.aws_code() == Some("InstanceRefreshInProgress") => Err(Error::Refused(format!(
+        Err(e) if e.meaning() == Some(Meaning::Busy) => Err(Error::Refused(format!(
             "auto scaling group {} in {} already has an instance refresh in progress: wait for it to end \
              (aws autoscaling describe-instance-refreshes --auto-scaling-group-name {}) or cancel it, then run kiln again",
             request.group,
