@@ -18,10 +18,6 @@ use std::process::Command;
 
 use crate::support::repo_root;
 
-/// Pages that another branch adds and SUMMARY.md already links: their absence alone is excused,
-/// and only until they exist. Empty this list once they are merged.
-const AWAITED_PAGES: &[&str] = &["docs/src/rudder-rehearsal.md"];
-
 struct Doc {
     /// Relative to the repository root, with `/`.
     path: String,
@@ -238,9 +234,7 @@ fn every_internal_link_resolves() {
                 let at = format!("{}:{}: link `{target}`", doc.path, index + 1);
                 let full = repo_root().join(&resolved);
                 if !full.exists() {
-                    if !AWAITED_PAGES.contains(&resolved.as_str()) {
-                        problems.push(format!("{at}: no file {resolved}"));
-                    }
+                    problems.push(format!("{at}: no file {resolved}"));
                     continue;
                 }
                 let Some(anchor) = anchor else { continue };

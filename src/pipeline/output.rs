@@ -7,7 +7,7 @@
 //! build already has (the builder's `AmazonSSMManagedInstanceCore` does not allow writing to
 //! CloudWatch Logs, and the caller would need `logs:GetLogEvents` and a log group), and it costs
 //! nothing when a step is short: the wrapper prints the log's last 20,000 bytes, which is the
-//! whole log for most steps. The README states the calls it adds.
+//! whole log for most steps. docs/src/building/step-output.md states the calls it adds.
 //!
 //! Every line is redacted, reported ([`Reporter::step_line`]) and appended to the step's log in
 //! the build folder as soon as it is complete, so the local log is whole even for a step whose
