@@ -206,35 +206,14 @@ pub async fn release(ctx: &Context<'_>, request: &Request<'_>) -> Result<Release
             ctx.reporter.warning(&warning);
         }
     }
-    // A verified release rolls back a refresh that fails: AWS allows that only for a group
-    // that names a version number.
-    // ...and launches before it terminates, which a group at its MaxSize has no room for.
     let (pin, room) = match group {
         Some(group) if spec.strategy == ReleaseStrategy::Verified => {
-            let journal = request.journal;
-            let pin = Pin::place(cloud, ctx.reporter, journal, group, &template).await?;
-            let room = match Room::make(cloud, ctx.reporter, journal, group).await {
-                Ok(room) => room,
-                Err(e) => {
-                    let undone = match pin {
-                        Some(pin) => pin.restore(cloud, journal, false).await,
-                        None => None,
-                    };
-                    return Err(with_cleanup(e, undone.into_iter().collect()));
-                }
-            };
-            (pin, room)
+            prepare_group(ctx, request, group, &template).await?
         }
         _ => (None, None),
     };
     let moved = stage_and_move(ctx, request, group, &default, &mut released).await;
-    let mut lines = Vec::new();
-    if let Some(room) = room {
-        lines.extend(room.restore(cloud, request.journal).await);
-    }
-    if let Some(pin) = pin {
-        lines.extend(pin.restore(cloud, request.journal, moved.is_ok()).await);
-    }
+    let lines = restore_group(cloud, request.journal, (pin, room), moved.is_ok()).await;
     match moved {
         Err(e) if !lines.is_empty() => return Err(with_cleanup(e, lines)),
         Err(e) => return Err(e),
@@ -247,22 +226,74 @@ pub async fn release(ctx: &Context<'_>, request: &Request<'_>) -> Result<Release
     if lt.default_version != lt.previous_default_version {
         mark_released(ctx, released.image_id.as_deref()).await;
     }
-    match request.command {
+    settle_hold(cloud, request.command, &template.id, hold, &mut released).await?;
+    Ok(released)
+}
+
+/// The verified strategy's changes to the group before anything is staged: it rolls back a
+/// refresh that fails, which AWS allows only for a group that names a version number
+/// ([`Pin`]), and it launches before it terminates, which a group at its `MaxSize` has no room
+/// for ([`Room`]). Both are journalled; a failure undoes what was done.
+async fn prepare_group(
+    ctx: &Context<'_>,
+    request: &Request<'_>,
+    group: &str,
+    template: &crate::aws::LaunchTemplate,
+) -> Result<(Option<Pin>, Option<Room>)> {
+    let (cloud, journal) = (ctx.cloud.as_ref(), request.journal);
+    let pin = Pin::place(cloud, ctx.reporter, journal, group, template).await?;
+    match Room::make(cloud, ctx.reporter, journal, group).await {
+        Ok(room) => Ok((pin, room)),
+        Err(e) => {
+            let undone = restore_group(cloud, journal, (pin, None), false).await;
+            Err(with_cleanup(e, undone))
+        }
+    }
+}
+
+/// Undoes [`prepare_group`]'s changes once the release ended (`moved`: it succeeded); the lines
+/// to say about it.
+async fn restore_group(
+    cloud: &dyn Cloud,
+    journal: &Ledger,
+    (pin, room): (Option<Pin>, Option<Room>),
+    moved: bool,
+) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(room) = room {
+        lines.extend(room.restore(cloud, journal).await);
+    }
+    if let Some(pin) = pin {
+        lines.extend(pin.restore(cloud, journal, moved).await);
+    }
+    lines
+}
+
+/// The hold after a release: a rollback places one at what it moved to, `kiln release` clears
+/// the one it `found`.
+async fn settle_hold(
+    cloud: &dyn Cloud,
+    command: Command,
+    template_id: &str,
+    found: Option<Hold>,
+    released: &mut Released,
+) -> Result<()> {
+    match command {
         Command::Rollback => {
             let placed = Hold::now(
                 released.image_id.as_deref().unwrap_or_default(),
                 released.launch_template.default_version,
             );
-            hold::place(cloud, &template.id, &placed).await?;
+            hold::place(cloud, template_id, &placed).await?;
             released.hold = Some(placed);
         }
-        Command::Release if hold.is_some() => {
-            hold::clear(cloud, &template.id).await?;
-            released.cleared_hold = hold;
+        Command::Release if found.is_some() => {
+            hold::clear(cloud, template_id).await?;
+            released.cleared_hold = found;
         }
         _ => {}
     }
-    Ok(released)
+    Ok(())
 }
 
 /// Tags the image that is now the default `kiln:released` (when kiln last made it a default):
