@@ -253,14 +253,8 @@ pub async fn follow(
                 state = format!("{state}: {}", view.summary(version));
             }
         }
-        // A group scaled to zero has no instance to verify: the refresh's own end decides.
-        let gate_open = match (gate, &view) {
-            (None, _) => true,
-            (Some(version), Some(view)) => view.healthy_on(version) || view.desired_capacity == 0,
-            (Some(_), None) => false,
-        };
         if !refresh.status.is_finished()
-            || (refresh.status == RefreshStatus::Successful && !gate_open)
+            || (refresh.status == RefreshStatus::Successful && !gate_open(gate, view.as_ref()))
         {
             return Ok(Probe::Pending(state));
         }
@@ -276,11 +270,18 @@ pub async fn follow(
         }))
     })
     .await;
-    // A wait that ran out says what was wrong with the new target, as AWS said it.
-    match (
+    with_problem(
         followed,
         problem.into_inner().unwrap_or_else(|p| p.into_inner()),
-    ) {
+    )
+}
+
+/// A wait that ran out says what was wrong with the new target, as AWS said it.
+fn with_problem(
+    followed: Result<RefreshOutcome>,
+    problem: Option<String>,
+) -> Result<RefreshOutcome> {
+    match (followed, problem) {
         (
             Err(Error::Timeout {
                 phase,
@@ -300,5 +301,16 @@ pub async fn follow(
             hint,
         }),
         (followed, _) => followed,
+    }
+}
+
+/// Whether the health gate lets a `Successful` refresh end the wait: every instance on `gate`'s
+/// version healthy; a group scaled to zero has no instance to verify (the refresh's own end
+/// decides); without a gate, always.
+fn gate_open(gate: Option<i64>, view: Option<&GroupView>) -> bool {
+    match (gate, view) {
+        (None, _) => true,
+        (Some(version), Some(view)) => view.healthy_on(version) || view.desired_capacity == 0,
+        (Some(_), None) => false,
     }
 }
