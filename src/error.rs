@@ -170,6 +170,24 @@ impl Error {
         }
     }
 
+    /// This error with `lines` of what was undone after it (added to a [`Error::Build`]'s
+    /// cleanup, or making one).
+    pub fn with_cleanup(self, lines: Vec<String>) -> Error {
+        match self {
+            Error::Build {
+                primary,
+                mut cleanup,
+            } => {
+                cleanup.extend(lines);
+                Error::Build { primary, cleanup }
+            }
+            other => Error::Build {
+                primary: Box::new(other),
+                cleanup: lines,
+            },
+        }
+    }
+
     /// What an AWS failure means to the pipeline ([`crate::aws::Meaning`]), when it is one the
     /// pipeline reacts to.
     pub fn meaning(&self) -> Option<crate::aws::Meaning> {

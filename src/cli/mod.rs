@@ -400,6 +400,17 @@ async fn connect(global: &Global) -> Result<Arc<dyn Cloud>> {
     Ok(Arc::new(Sdk::connect(&options).await?))
 }
 
+/// [`connect`], unless SIGINT or SIGTERM comes first.
+async fn connect_or_interrupted(
+    global: &Global,
+    interrupts: &mut Interrupts,
+) -> Result<Arc<dyn Cloud>> {
+    tokio::select! {
+        r = connect(global) => r,
+        signal = interrupts.next() => Err(Error::Interrupted { signal }),
+    }
+}
+
 fn to_json(value: &impl serde::Serialize) -> Result<String> {
     serde_json::to_string_pretty(value)
         .map_err(|e| Error::Internal(format!("could not encode JSON: {e}")))
@@ -780,10 +791,7 @@ async fn build(
         None => &progress,
     };
     let mut interrupts = listen_for_signals()?;
-    let cloud = tokio::select! {
-        r = connect(global) => r?,
-        signal = interrupts.next() => return Err(Error::Interrupted { signal }),
-    };
+    let cloud = connect_or_interrupted(global, &mut interrupts).await?;
     let ctx = Context {
         cloud,
         reporter,
@@ -866,10 +874,7 @@ async fn rollback(
     let spec = pipeline::history::release_spec(&plan, "rollback")?;
     let reporter = progress(global, how.json);
     let mut interrupts = listen_for_signals()?;
-    let cloud = tokio::select! {
-        r = connect(global) => r?,
-        signal = interrupts.next() => return Err(Error::Interrupted { signal }),
-    };
+    let cloud = connect_or_interrupted(global, &mut interrupts).await?;
     let choice = tokio::select! {
         r = pipeline::rollback::choose(cloud.as_ref(), &plan, spec, target) => r?,
         signal = interrupts.next() => return Err(Error::Interrupted { signal }),
@@ -884,8 +889,7 @@ async fn rollback(
             "rollback not confirmed: nothing changed".into(),
         ));
     }
-    let id = new_build_id();
-    let journal = CommandJournal::open(&global.state_dir, &id, &spec.launch_template)?;
+    let journal = CommandJournal::open(&global.state_dir, &new_build_id(), &spec.launch_template)?;
     let ctx = Context {
         cloud,
         reporter: &reporter,
@@ -940,12 +944,8 @@ async fn release(
     let spec = pipeline::history::release_spec(&plan, "release")?;
     let reporter = progress(global, json);
     let mut interrupts = listen_for_signals()?;
-    let cloud = tokio::select! {
-        r = connect(global) => r?,
-        signal = interrupts.next() => return Err(Error::Interrupted { signal }),
-    };
-    let id = new_build_id();
-    let journal = CommandJournal::open(&global.state_dir, &id, &spec.launch_template)?;
+    let cloud = connect_or_interrupted(global, &mut interrupts).await?;
+    let journal = CommandJournal::open(&global.state_dir, &new_build_id(), &spec.launch_template)?;
     let ctx = Context {
         cloud,
         reporter: &reporter,

@@ -53,18 +53,6 @@ impl CommandJournal {
         if lines.is_empty() {
             return Err(primary);
         }
-        Err(match primary {
-            Error::Build {
-                primary,
-                mut cleanup,
-            } => {
-                cleanup.extend(lines);
-                Error::Build { primary, cleanup }
-            }
-            other => Error::Build {
-                primary: Box::new(other),
-                cleanup: lines,
-            },
-        })
+        Err(primary.with_cleanup(lines))
     }
 }

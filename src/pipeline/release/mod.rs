@@ -215,7 +215,7 @@ pub async fn release(ctx: &Context<'_>, request: &Request<'_>) -> Result<Release
     let moved = stage_and_move(ctx, request, group, &default, &mut released).await;
     let lines = restore_group(cloud, request.journal, (pin, room), moved.is_ok()).await;
     match moved {
-        Err(e) if !lines.is_empty() => return Err(with_cleanup(e, lines)),
+        Err(e) if !lines.is_empty() => return Err(e.with_cleanup(lines)),
         Err(e) => return Err(e),
         Ok(()) => lines.iter().for_each(|line| ctx.reporter.warning(line)),
     }
@@ -246,7 +246,7 @@ async fn prepare_group(
         Ok(room) => Ok((pin, room)),
         Err(e) => {
             let undone = restore_group(cloud, journal, (pin, None), false).await;
-            Err(with_cleanup(e, undone))
+            Err(e.with_cleanup(undone))
         }
     }
 }
@@ -442,7 +442,7 @@ async fn verified(
         Ok(id) => id,
         Err(e) => {
             let undone = staged.abort(cloud, journal).await;
-            return Err(with_cleanup(e, vec![undone]));
+            return Err(e.with_cleanup(vec![undone]));
         }
     };
     let refresh = Resource::Refresh {
@@ -554,7 +554,7 @@ async fn failed(
     let undone = staged.abort(ctx.cloud.as_ref(), request.journal).await;
     let mut state = vec![default_stays(ctx, request).await];
     state.extend(now_and_next(ctx, request, group).await);
-    with_cleanup(Error::Release { what, state }, vec![undone])
+    Error::Release { what, state }.with_cleanup(vec![undone])
 }
 
 /// kiln could not follow a verified refresh to its end (its own health wait timed out, AWS
@@ -610,7 +610,7 @@ async fn unfinished(
     if let Some(now) = now_and_next(ctx, request, group).await.first() {
         lines.push(now.clone());
     }
-    with_cleanup(error, lines)
+    error.with_cleanup(lines)
 }
 
 /// `RollbackInstanceRefresh`, then waits (within the release's refresh timeout) for the
@@ -727,22 +727,5 @@ impl PhaseResult for Writes {
             .map(|w| format!("{} v{} ({})", w.name, w.version, w.region))
             .collect::<Vec<_>>()
             .join(", ")
-    }
-}
-
-/// `error` with `lines` of what was undone after it.
-fn with_cleanup(error: Error, lines: Vec<String>) -> Error {
-    match error {
-        Error::Build {
-            primary,
-            mut cleanup,
-        } => {
-            cleanup.extend(lines);
-            Error::Build { primary, cleanup }
-        }
-        other => Error::Build {
-            primary: Box::new(other),
-            cleanup: lines,
-        },
     }
 }
