@@ -1985,7 +1985,7 @@ async fn a_resumed_build_checks_the_profile_too() {
 
 // --- The one release path: `kiln release` and `kiln rollback` on the fake. ---
 
-use kiln::pipeline::release::journal::CommandJournal;
+use kiln::pipeline::journal::CommandJournal;
 use kiln::pipeline::{promote, rollback};
 
 /// Builds one image without releasing it (the template keeps its seed default).

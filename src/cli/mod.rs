@@ -16,7 +16,7 @@ use crate::aws::sdk::{ConnectOptions, Sdk};
 use crate::aws::Cloud;
 use crate::error::{exit, Error, Result};
 use crate::pipeline::build::{BuildOptions, Interrupts, OnError};
-use crate::pipeline::release::journal::CommandJournal;
+use crate::pipeline::journal::CommandJournal;
 use crate::pipeline::rollback::{Allowed, Target};
 use crate::pipeline::{self, Context};
 use crate::plan::Plan;

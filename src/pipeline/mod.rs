@@ -17,6 +17,7 @@ pub mod gc;
 pub mod history;
 pub mod images;
 pub mod instances;
+pub mod journal;
 pub mod output;
 pub mod profile;
 pub mod promote;

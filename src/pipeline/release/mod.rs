@@ -22,7 +22,6 @@
 
 pub mod group;
 pub mod hold;
-pub mod journal;
 pub mod pin;
 pub mod references;
 pub mod staged;
