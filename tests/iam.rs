@@ -190,7 +190,6 @@ fn iam_policy_reads_the_role_inside_the_builder_s_profile_and_writes_the_region_
         .expect("AddRoleToInstanceProfile");
     }
     // Production's instances run with their own profile, named in the launch template.
-    let (default, _) = aws.template_versions("rudder-dataplane");
     let data = aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
         .iam_instance_profile(
             aws_sdk_ec2::types::LaunchTemplateIamInstanceProfileSpecificationRequest::builder()
@@ -198,28 +197,7 @@ fn iam_policy_reads_the_role_inside_the_builder_s_profile_and_writes_the_region_
                 .build(),
         )
         .build();
-    let made = aws
-        .block_on(
-            aws.ec2
-                .create_launch_template_version()
-                .launch_template_name("rudder-dataplane")
-                .source_version(default.to_string())
-                .launch_template_data(data)
-                .send(),
-        )
-        .expect("CreateLaunchTemplateVersion");
-    let version = made
-        .launch_template_version()
-        .and_then(|v| v.version_number())
-        .unwrap();
-    aws.block_on(
-        aws.ec2
-            .modify_launch_template()
-            .launch_template_name("rudder-dataplane")
-            .default_version(version.to_string())
-            .send(),
-    )
-    .expect("ModifyLaunchTemplate");
+    aws.new_default_version("rudder-dataplane", data);
     let kiln = Kiln::new(&emulator);
     let text = recipe("  - name: install\n    run: echo install").replace(
         "iam_instance_profile: kiln-builder",

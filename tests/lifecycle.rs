@@ -147,33 +147,10 @@ fn a_default_version_that_resolves_an_ssm_alias_to_the_image_is_already_released
     )
     .expect("parameter");
     // The template now launches `resolve:ssm:/app/ami`, which AWS resolves to the same image.
-    let (default, _) = aws.template_versions("rudder-dataplane");
-    let created = aws
-        .block_on(
-            aws.ec2
-                .create_launch_template_version()
-                .launch_template_name("rudder-dataplane")
-                .source_version(default.to_string())
-                .launch_template_data(
-                    aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
-                        .image_id("resolve:ssm:/app/ami")
-                        .build(),
-                )
-                .send(),
-        )
-        .expect("alias version");
-    let alias_version = created
-        .launch_template_version()
-        .and_then(|v| v.version_number())
-        .unwrap();
-    aws.block_on(
-        aws.ec2
-            .modify_launch_template()
-            .launch_template_name("rudder-dataplane")
-            .default_version(alias_version.to_string())
-            .send(),
-    )
-    .expect("make it the default");
+    let alias = aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+        .image_id("resolve:ssm:/app/ami")
+        .build();
+    let alias_version = aws.new_default_version("rudder-dataplane", alias);
     let again = build(&kiln, &recipe, &[]);
     assert_eq!(again["skipped"], json!(true));
     assert_eq!(

@@ -625,33 +625,11 @@ fn a_new_version_keeps_the_current_default_s_other_settings() {
     let kiln = Kiln::new(&emulator);
     let recipe = group_recipe(&kiln, "");
     // By hand: a newer default with another instance type and user data.
-    let (default, _) = aws.template_versions(GROUP);
     let data = aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
         .instance_type(aws_sdk_ec2::types::InstanceType::T3Small)
         .user_data("IyEvYmluL3NoCmVjaG8gaGFuZC1tYWRlCg==")
         .build();
-    let made = aws
-        .block_on(
-            aws.ec2
-                .create_launch_template_version()
-                .launch_template_name(GROUP)
-                .source_version(default.to_string())
-                .launch_template_data(data)
-                .send(),
-        )
-        .expect("CreateLaunchTemplateVersion");
-    let by_hand = made
-        .launch_template_version()
-        .and_then(|v| v.version_number())
-        .unwrap();
-    aws.block_on(
-        aws.ec2
-            .modify_launch_template()
-            .launch_template_name(GROUP)
-            .default_version(by_hand.to_string())
-            .send(),
-    )
-    .expect("ModifyLaunchTemplate");
+    aws.new_default_version(GROUP, data);
     let run = kiln.run(&["build", &recipe, "--json"]);
     run.assert_code(0);
     let manifest = run.json();

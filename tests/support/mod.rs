@@ -467,6 +467,39 @@ impl Aws {
             .unwrap_or_default()
     }
 
+    /// A new version of template `name` made by hand from its default with `data` changed, made
+    /// the default (as someone editing production's template would); returns its number.
+    pub fn new_default_version(
+        &self,
+        name: &str,
+        data: aws_sdk_ec2::types::RequestLaunchTemplateData,
+    ) -> i64 {
+        let (default, _) = self.template_versions(name);
+        let made = self
+            .block_on(
+                self.ec2
+                    .create_launch_template_version()
+                    .launch_template_name(name)
+                    .source_version(default.to_string())
+                    .launch_template_data(data)
+                    .send(),
+            )
+            .expect("CreateLaunchTemplateVersion");
+        let version = made
+            .launch_template_version()
+            .and_then(|v| v.version_number())
+            .expect("a version number");
+        self.block_on(
+            self.ec2
+                .modify_launch_template()
+                .launch_template_name(name)
+                .default_version(version.to_string())
+                .send(),
+        )
+        .expect("ModifyLaunchTemplate");
+        version
+    }
+
     pub fn template_image(&self, name: &str, version: i64) -> String {
         self.template_data(name, version)
             .image_id()
