@@ -384,6 +384,21 @@ fn a_failed_test_phase_releases_nothing_and_keeps_the_image() {
     assert_eq!(aws.template_versions("rudder-dataplane"), before);
     assert_eq!(aws.group(GROUP).1, instances);
     // The tester ran the image, from the launch template, and is gone.
+    let testers = testers(&aws);
+    assert_eq!(testers.len(), 1);
+    assert_eq!(testers[0].image_id(), Some(images[0].id.as_str()));
+    let state = testers[0]
+        .state()
+        .and_then(|s| s.name())
+        .map(|n| n.as_str().to_owned());
+    assert!(
+        matches!(state.as_deref(), Some("terminated" | "shutting-down")),
+        "{state:?}"
+    );
+}
+
+/// The instances tagged `kiln:role=tester`, any state.
+fn testers(aws: &Aws) -> Vec<aws_sdk_ec2::types::Instance> {
     let out = aws
         .block_on(
             aws.ec2
@@ -397,21 +412,11 @@ fn a_failed_test_phase_releases_nothing_and_keeps_the_image() {
                 .send(),
         )
         .expect("DescribeInstances");
-    let testers: Vec<_> = out
-        .reservations()
+    out.reservations()
         .iter()
         .flat_map(|r| r.instances())
-        .collect();
-    assert_eq!(testers.len(), 1);
-    assert_eq!(testers[0].image_id(), Some(images[0].id.as_str()));
-    let state = testers[0]
-        .state()
-        .and_then(|s| s.name())
-        .map(|n| n.as_str().to_owned());
-    assert!(
-        matches!(state.as_deref(), Some("terminated" | "shutting-down")),
-        "{state:?}"
-    );
+        .cloned()
+        .collect()
 }
 
 #[test]
@@ -1281,20 +1286,7 @@ fn without_a_default_vpc_the_tester_launches_in_a_subnet_of_the_group() {
     let recipe = kiln.write("vpc.yaml", &text);
     let run = kiln.run(&["build", recipe.to_str().unwrap()]);
     run.assert_code(0);
-    let out = aws
-        .block_on(
-            aws.ec2
-                .describe_instances()
-                .filters(
-                    aws_sdk_ec2::types::Filter::builder()
-                        .name("tag:kiln:role")
-                        .values("tester")
-                        .build(),
-                )
-                .send(),
-        )
-        .expect("DescribeInstances");
-    let tester = &out.reservations()[0].instances()[0];
+    let tester = &testers(&aws)[0];
     assert!(
         subnets
             .iter()
