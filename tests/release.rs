@@ -210,7 +210,19 @@ fn an_interrupt_during_the_refresh_rolls_it_back() {
         .iter()
         .any(|a| a == "RollbackInstanceRefresh"));
     assert_eq!(aws.template_versions("rudder-dataplane"), before);
-    assert_eq!(aws.group(GROUP).1, instances);
+    let (setting, after) = aws.group(GROUP);
+    assert_eq!(after, instances);
+    // The teardown set back what the release changed on the group: its setting and MaxSize.
+    assert_eq!(setting, "$Default");
+    let out = aws
+        .block_on(
+            aws.autoscaling
+                .describe_auto_scaling_groups()
+                .auto_scaling_group_names(GROUP)
+                .send(),
+        )
+        .expect("DescribeAutoScalingGroups");
+    assert_eq!(out.auto_scaling_groups()[0].max_size(), Some(1));
 }
 
 #[test]
