@@ -1,7 +1,7 @@
 //! Stamps what `kiln --version` prints besides the version: the git commit and the target.
 //!
 //! The commit comes from `KILN_GIT_COMMIT` (a container build has no .git), else from git, else
-//! from the `.cargo_vcs_info.json` that `cargo package` writes (a crates.io install), else
+//! from the `.cargo_vcs_info.json` that `cargo package` writes (an install of the published crate), else
 //! `unknown`. Nothing here changes what kiln does; it only names the build.
 
 use std::path::Path;
