@@ -183,7 +183,8 @@ async fn protect_legacy(
         return Ok(());
     }
     let own = match &plan.release {
-        Some(release) if cloud.region() == plan_home(cloud, plan) => {
+        // The template is in the home region, not in the regions the recipe copies to.
+        Some(release) if !plan.image.regions.iter().any(|r| r == cloud.region()) => {
             crate::pipeline::release::version_images(cloud, &release.launch_template)
                 .await
                 .unwrap_or_default()
@@ -200,16 +201,6 @@ async fn protect_legacy(
         }
     }
     Ok(())
-}
-
-/// The recipe's home region is the one it is pruned from first (the cloud's own); copies are
-/// elsewhere. Here: the region of `cloud` unless it is one of the copy regions.
-fn plan_home<'a>(cloud: &'a dyn Cloud, plan: &Plan) -> &'a str {
-    if plan.image.regions.iter().any(|r| r == cloud.region()) {
-        ""
-    } else {
-        cloud.region()
-    }
 }
 
 fn protect(map: &mut Protected, image: Option<&String>, reason: String) {

@@ -444,18 +444,13 @@ async fn verified(
             return Err(e.with_cleanup(vec![undone]));
         }
     };
-    let refresh = Resource::Refresh {
-        group: group.to_owned(),
-        refresh_id: refresh_id.clone(),
-        region: cloud.region().to_owned(),
-    };
-    journal.created(refresh.clone())?;
+    journal.created(refresh_resource(cloud, group, &refresh_id))?;
     let followed = follow(ctx, request, group, &refresh_id, Some(staged.version)).await;
     let outcome = match followed {
         Ok(outcome) => outcome,
-        Err(e) => return Err(unfinished(ctx, request, group, &refresh, staged, e).await),
+        Err(e) => return Err(unfinished(ctx, request, (group, &refresh_id), staged, e).await),
     };
-    journal.removed(refresh)?;
+    journal.removed(refresh_resource(cloud, group, &refresh_id))?;
     released.instance_refresh = Some(outcome.clone());
     if !outcome.succeeded() {
         return Err(failed(ctx, request, group, staged, outcome.meaning()).await);
@@ -565,16 +560,13 @@ async fn failed(
 async fn unfinished(
     ctx: &Context<'_>,
     request: &Request<'_>,
-    group: &str,
-    refresh: &Resource,
+    (group, refresh_id): (&str, &str),
     staged: Staged,
     error: Error,
 ) -> Error {
     let cloud = ctx.cloud.as_ref();
     let journal = request.journal;
-    let Resource::Refresh { refresh_id, .. } = refresh else {
-        return error;
-    };
+    let refresh = refresh_resource(cloud, group, refresh_id);
     let status = cloud.refresh(group, refresh_id).await.ok().flatten();
     let mut lines = Vec::new();
     match status.as_ref().map(|r| &r.status) {
@@ -603,7 +595,7 @@ async fn unfinished(
         }
         _ => {}
     }
-    let _ = journal.removed(refresh.clone());
+    let _ = journal.removed(refresh);
     lines.push(staged.abort(cloud, journal).await);
     lines.push(default_stays(ctx, request).await);
     if let Some(now) = now_and_next(ctx, request, group).await.first() {
@@ -612,9 +604,18 @@ async fn unfinished(
     error.with_cleanup(lines)
 }
 
+/// The journal's entry for a refresh of `group`.
+fn refresh_resource(cloud: &dyn Cloud, group: &str, refresh_id: &str) -> Resource {
+    Resource::Refresh {
+        group: group.to_owned(),
+        refresh_id: refresh_id.to_owned(),
+        region: cloud.region().to_owned(),
+    }
+}
+
 /// `RollbackInstanceRefresh`, then waits (within the release's refresh timeout) for the
 /// rollback to end; says how it ended.
-pub async fn roll_back_and_wait(
+async fn roll_back_and_wait(
     ctx: &Context<'_>,
     request: &Request<'_>,
     group: &str,
