@@ -587,7 +587,9 @@ async fn iam_policy(
 ) -> Result<i32> {
     let plan = load(recipe, None)?;
     let (found, template_role) = read_roles(global, &plan, builder_role).await;
-    let role = builder_role.map(str::to_owned).or(found.clone().ok());
+    let role = builder_role
+        .map(str::to_owned)
+        .or_else(|| found.clone().ok().flatten());
     let region = global
         .region
         .clone()
@@ -609,13 +611,13 @@ async fn iam_policy(
     let policy = crate::iam::in_partition(policy, crate::iam::partition(&region));
     println!("{}", to_json(&policy)?);
     match (&found, crate::iam::builder_role_note(&plan, role.as_deref())) {
-        (Ok(role), _) => eprintln!(
+        (Ok(Some(role)), _) => eprintln!(
             "note: iam:PassRole names the role `{role}`, read from the builder's instance profile (iam:GetInstanceProfile)"
         ),
-        (Err(why), Some(note)) if !why.is_empty() => {
+        (Err(why), Some(note)) => {
             eprintln!("warning: could not read the builder's instance profile ({why})\n{note}")
         }
-        (_, Some(note)) => eprintln!("{note}"),
+        (Ok(None), Some(note)) => eprintln!("{note}"),
         _ => {}
     }
     Ok(exit::OK)
@@ -627,29 +629,33 @@ const ROLE_LOOKUP: Duration = Duration::from_secs(5);
 /// The role inside the builder's instance profile (unless `--builder-role` names it) and the one
 /// inside the instance profile the release launch template names, read at once with the caller's
 /// credentials (`iam:GetInstanceProfile`, `ec2:DescribeLaunchTemplateVersions`) within
-/// [`ROLE_LOOKUP`]; the reason when one cannot be read (empty: nothing to read).
+/// [`ROLE_LOOKUP`]: each `Ok(None)` when there is nothing to read, the reason when it cannot be
+/// read.
 async fn read_roles(
     global: &Global,
     plan: &Plan,
     builder_role: Option<&str>,
 ) -> (
-    std::result::Result<String, String>,
+    std::result::Result<Option<String>, String>,
     std::result::Result<Option<String>, String>,
 ) {
+    let builder_profile = match builder_role {
+        Some(_) => None,
+        None => plan.builder.iam_instance_profile.as_deref(),
+    };
     let lookups = async {
         let cloud = match connect(global).await {
             Ok(cloud) => cloud,
-            Err(e) => return (Err(e.to_string()), Err(e.to_string())),
+            Err(e) => return unread(builder_profile, plan, &e.to_string()),
         };
         let cloud = cloud.as_ref();
         let builder = async {
-            match (builder_role, &plan.builder.iam_instance_profile) {
-                (None, Some(profile)) => match profile_roles(cloud, profile).await {
-                    Ok(Some(role)) => Ok(role),
-                    Ok(None) => Err(format!("instance profile {profile} has no role")),
-                    Err(e) => Err(e),
-                },
-                _ => Err(String::new()),
+            let Some(profile) = builder_profile else {
+                return Ok(None);
+            };
+            match profile_roles(cloud, profile).await? {
+                Some(role) => Ok(Some(role)),
+                None => Err(format!("instance profile {profile} has no role")),
             }
         };
         let template = async {
@@ -672,17 +678,26 @@ async fn read_roles(
         Ok(found) => found,
         Err(_) => {
             let why = format!("no answer from AWS within {} s", ROLE_LOOKUP.as_secs());
-            let builder = match (builder_role, &plan.builder.iam_instance_profile) {
-                (None, Some(_)) => Err(why.clone()),
-                _ => Err(String::new()),
-            };
-            let template = match &plan.release {
-                Some(_) => Err(why),
-                None => Ok(None),
-            };
-            (builder, template)
+            unread(builder_profile, plan, &why)
         }
     }
+}
+
+/// [`read_roles`]'s answer when AWS could not be asked: `why` for each lookup there was.
+fn unread(
+    builder_profile: Option<&str>,
+    plan: &Plan,
+    why: &str,
+) -> (
+    std::result::Result<Option<String>, String>,
+    std::result::Result<Option<String>, String>,
+) {
+    (
+        builder_profile.map_or(Ok(None), |_| Err(why.to_owned())),
+        plan.release
+            .as_ref()
+            .map_or(Ok(None), |_| Err(why.to_owned())),
+    )
 }
 
 /// The first role inside instance profile `profile` (a name or an ARN).
