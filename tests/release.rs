@@ -214,15 +214,7 @@ fn an_interrupt_during_the_refresh_rolls_it_back() {
     assert_eq!(after, instances);
     // The teardown set back what the release changed on the group: its setting and MaxSize.
     assert_eq!(setting, "$Default");
-    let out = aws
-        .block_on(
-            aws.autoscaling
-                .describe_auto_scaling_groups()
-                .auto_scaling_group_names(GROUP)
-                .send(),
-        )
-        .expect("DescribeAutoScalingGroups");
-    assert_eq!(out.auto_scaling_groups()[0].max_size(), Some(1));
+    assert_eq!(max_size(&aws), 1);
 }
 
 #[test]
@@ -407,6 +399,19 @@ fn a_failed_test_phase_releases_nothing_and_keeps_the_image() {
         matches!(state.as_deref(), Some("terminated" | "shutting-down")),
         "{state:?}"
     );
+}
+
+/// The seed group's `MaxSize`.
+fn max_size(aws: &Aws) -> i32 {
+    let out = aws
+        .block_on(
+            aws.autoscaling
+                .describe_auto_scaling_groups()
+                .auto_scaling_group_names(GROUP)
+                .send(),
+        )
+        .expect("DescribeAutoScalingGroups");
+    out.auto_scaling_groups()[0].max_size().expect("MaxSize")
 }
 
 /// The instances tagged `kiln:role=tester`, any state.
@@ -1325,15 +1330,7 @@ fn a_group_at_its_max_size_gets_room_to_launch_before_it_terminates() {
     let (gap, most, _) = health_record(&emulator);
     assert_eq!(gap, 0.0, "seconds without a healthy target");
     assert_eq!(most, 2);
-    let out = aws
-        .block_on(
-            aws.autoscaling
-                .describe_auto_scaling_groups()
-                .auto_scaling_group_names(GROUP)
-                .send(),
-        )
-        .expect("DescribeAutoScalingGroups");
-    assert_eq!(out.auto_scaling_groups()[0].max_size(), Some(1), "set back");
+    assert_eq!(max_size(&aws), 1, "set back");
 }
 
 #[test]
