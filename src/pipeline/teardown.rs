@@ -327,7 +327,7 @@ pub async fn remove(
                 return Ok(Outcome::KeptAsDefault);
             }
             Ok(
-                match staged::delete_unless_in_use(cloud, template_id, *version).await? {
+                match staged::delete_unless_in_use(cloud, &template, *version).await? {
                     None => Outcome::Removed { with: Vec::new() },
                     Some(why) => Outcome::Spared(why),
                 },

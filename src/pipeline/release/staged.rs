@@ -6,7 +6,7 @@
 //! it, `kiln COMMAND JOURNAL_ID: RECIPE VERSION IMAGE`, so that a teardown or `kiln gc` finds a
 //! version whose `CreateLaunchTemplateVersion` answer never came back.
 
-use crate::aws::{Cloud, NewTemplateVersion, TemplateRef};
+use crate::aws::{Cloud, LaunchTemplate, NewTemplateVersion, TemplateRef};
 use crate::error::Result;
 use crate::ledger::{Ledger, Making, Resource};
 use crate::pipeline::release::references::InUse;
@@ -119,7 +119,12 @@ impl Staged {
         if !self.created {
             return format!("{resource} was not made by this command: left as it was");
         }
-        match delete_unless_in_use(cloud, &self.template_id, self.version).await {
+        let template = TemplateRef::Id(self.template_id.clone());
+        let deleted = match cloud.launch_template(&template).await {
+            Ok(template) => delete_unless_in_use(cloud, &template, self.version).await,
+            Err(e) => Err(e),
+        };
+        match deleted {
             Ok(None) => {
                 let _ = journal.removed(resource.clone());
                 format!("removed {resource}")
@@ -140,16 +145,13 @@ impl Staged {
 /// active refresh uses it ([`InUse`]); returns why it stayed, or `None` once deleted.
 pub async fn delete_unless_in_use(
     cloud: &dyn Cloud,
-    template_id: &str,
+    template: &LaunchTemplate,
     version: i64,
 ) -> Result<Option<String>> {
-    let template = cloud
-        .launch_template(&TemplateRef::Id(template_id.to_owned()))
-        .await?;
-    if let Some(why) = InUse::read(cloud, &template).await?.why(version) {
+    if let Some(why) = InUse::read(cloud, template).await?.why(version) {
         return Ok(Some(why));
     }
-    cloud.delete_template_version(template_id, version).await?;
+    cloud.delete_template_version(&template.id, version).await?;
     Ok(None)
 }
 
