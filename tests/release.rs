@@ -1379,3 +1379,44 @@ fn an_unhealthy_new_instance_is_replaced_by_the_group_before_the_refresh_fails()
     assert_eq!(aws.template_versions(GROUP), before);
     assert_eq!(aws.group(GROUP).1, instances);
 }
+
+#[test]
+fn an_instance_that_turns_unhealthy_during_its_warm_up_keeps_the_default_where_it_was() {
+    let emulator = Emulator::seeded();
+    // The new target is healthy 1 s after it is registered and turns unhealthy 3 s later,
+    // within its 5 s warm-up; the refresh succeeds after the warm-up. With health check type
+    // EC2 the group keeps the instance, so the refresh's success stands: kiln's own gate, which
+    // looks at the target when the refresh has ended, is what must notice.
+    emulator.behaviour(json!({
+        "refresh_rules": {"elb_grace_period": true, "instance_warmup": true},
+        "target_health": {"healthy_after_seconds": 1, "unhealthy": [
+            {"image_tagged": "kiln:build-id", "after_seconds": 4,
+             "reason": "Target.ResponseCodeMismatch",
+             "description": "Health checks failed with these codes: [502]"}
+        ]}
+    }));
+    let aws = emulator.aws();
+    aws.block_on(
+        aws.autoscaling
+            .update_auto_scaling_group()
+            .auto_scaling_group_name(GROUP)
+            .health_check_type("EC2")
+            .send(),
+    )
+    .expect("UpdateAutoScalingGroup");
+    let kiln = Kiln::new(&emulator);
+    let before = aws.template_versions(GROUP);
+    let text = std::fs::read_to_string(group_recipe(&kiln, "  refresh: { instance_warmup: 5s }\n"))
+        .unwrap()
+        + "timeouts: { instance_refresh: 12s }\n";
+    let recipe = kiln.write("warm-up.yaml", &text);
+    let run = kiln.run(&["build", recipe.to_str().unwrap()]);
+    // kiln saw the new target healthy before it turned.
+    assert!(run.stderr.contains("→ healthy"), "{}", run.stderr);
+    assert_kept_after_success(&aws, &run, before, "is unhealthy in target group");
+    assert!(
+        run.stderr.contains("Target.ResponseCodeMismatch"),
+        "{}",
+        run.stderr
+    );
+}

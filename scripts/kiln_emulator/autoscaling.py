@@ -52,8 +52,8 @@ moto 5.2.5 gaps, and how this module covers each:
 
 AWS rules behind `refresh_rules` (POST /_kiln/behaviour {"refresh_rules": {...}}):
 `irreversible` is on by default (kiln pins a group on $Default/$Latest to a number before a
-verified refresh, src/pipeline/release/pin.rs); `max_size` and `elb_grace_period` are off by
-default (the emulator's earlier behaviour) and switched on by the tests that exercise them:
+verified refresh, src/pipeline/release/pin.rs); `max_size`, `elb_grace_period` and
+`instance_warmup` are off by default (the emulator's earlier behaviour) and switched on by the tests that exercise them:
 
 - `irreversible`. RollbackInstanceRefresh (API reference): "A rollback is not supported in the
   following situations: There is no desired configuration specified for the instance refresh.
@@ -87,7 +87,16 @@ default (the emulator's earlier behaviour) and switched on by the tests that exe
   done once running, and the refresh succeeds with a target that is `unhealthy` or `unused`.
   Off: the first `unhealthy` report fails the refresh at once, whatever the health check type.
 
-Not modelled: instance warm-up, bake time and alarms (accepted), the target group's
+- `instance_warmup`. RefreshPreferences.InstanceWarmup (API reference): "A time period, in
+  seconds, during which an instance refresh waits before moving on to replacing the next
+  instance after a new instance enters the InService state." -> a replacement counts done, and
+  the last one ends the refresh Successful, only InstanceWarmup seconds after the group first
+  saw it healthy (the old instance of a launch-first replacement is terminated at that first
+  moment). A target can turn unhealthy within that time: with HealthCheckType EC2 the refresh
+  still succeeds, on an instance the load balancer no longer calls healthy. Off: done at once
+  (kiln's default warm-up is 60 s; the tests that need it switch it on).
+
+Not modelled: bake time and alarms (accepted), the target group's
 deregistration delay (a terminated instance leaves its target groups at once), checkpoints,
 ProgressDetails and RollbackDetails, the group replacing an unhealthy instance outside a
 refresh.
@@ -295,6 +304,7 @@ class Refresh:
         self.irreversible = _irreversible(group)  # why a rollback is not supported, or None
         self.scripted = outcome
         self.started_at = time.time()
+        self.healthy_since = None  # when the group first saw the current replacement healthy
         self.status = "Pending"
         self.reason = "Waiting to start"
         self.ended_at = None
@@ -387,6 +397,7 @@ class Refresh:
             )
             if _rules()["elb_grace_period"] and self.replaced < self.scripted["replacements_before_failure"]:
                 self.replaced += 1  # the group replaces it; the refresh goes on
+                self.healthy_since = None
                 terminate(group, new)
                 self.current = (old, self._launch(group, now), first)
                 return
@@ -394,10 +405,16 @@ class Refresh:
             return
         if state != "healthy":
             return
-        if first:
+        if first and old not in self.terminated:
             elbv2.sample(now)  # the moment both are healthy is in the record, however short
             terminate(group, old)
             self.terminated.append(old)
+        if _rules()["instance_warmup"]:
+            if self.healthy_since is None:
+                self.healthy_since = now
+            if now < self.healthy_since + float(self.preferences.get("InstanceWarmup") or 0):
+                return
+        self.healthy_since = None
         self.current = None
 
     def _as_group_sees(self, group, state, now):

@@ -28,7 +28,7 @@ DEFAULT_BEHAVIOUR = {
     # AWS rules a refresh follows (autoscaling.py quotes each). `irreversible` is on: kiln pins a
     # group on $Default/$Latest before a verified refresh. The others stay off by default (the
     # emulator's earlier behaviour) and are switched on by the tests that exercise them.
-    "refresh_rules": {"irreversible": True, "max_size": False, "elb_grace_period": False},
+    "refresh_rules": {"irreversible": True, "max_size": False, "elb_grace_period": False, "instance_warmup": False},
     # False: the region has no default VPC (seed {"default_vpc": false}); RunInstances without a
     # subnet answers VPCIdNotSpecified (ec2.py).
     "default_vpc": True,
