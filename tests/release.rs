@@ -1420,3 +1420,48 @@ fn an_instance_that_turns_unhealthy_during_its_warm_up_keeps_the_default_where_i
         run.stderr
     );
 }
+
+#[test]
+fn gc_sets_back_what_a_killed_release_changed_on_the_group() {
+    let emulator = Emulator::seeded();
+    // A group at its MaxSize (kiln raises it) on $Default (kiln pins it to a number); the new
+    // target never gets healthy, so the refresh is still under way when kiln is killed.
+    emulator.behaviour(json!({
+        "refresh_rules": {"max_size": true},
+        "target_health": {"healthy_after_seconds": 600}
+    }));
+    let aws = emulator.aws();
+    let before = aws.template_versions(GROUP);
+    let (_, instances) = aws.group(GROUP);
+    let kiln = Kiln::new(&emulator);
+    let recipe = group_recipe(&kiln, "");
+    let child = kiln.spawn(&["build", &recipe]);
+    assert!(eventually(Duration::from_secs(60), || {
+        aws.group(GROUP).1.len() == 2
+    }));
+    send_signal(&child, libc::SIGKILL);
+    finish(child);
+    // Killed: nothing was set back.
+    assert_eq!(max_size(&aws), 2);
+    assert_ne!(aws.group(GROUP).0, "$Default");
+
+    let gc = kiln.run(&["gc", "--older-than", "0s", "--json"]);
+    gc.assert_code(0);
+    let outcomes: Vec<String> = gc.json()["leftovers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| format!("{} {}", l["resource"], l["outcome"]))
+        .collect();
+    for kind in ["instance refresh", "MaxSize", "launch template"] {
+        assert!(
+            outcomes.iter().any(|o| o.contains(kind)),
+            "{kind} not among {outcomes:#?}"
+        );
+    }
+    let (setting, after) = aws.group(GROUP);
+    assert_eq!(setting, "$Default", "{outcomes:#?}");
+    assert_eq!(max_size(&aws), 1, "{outcomes:#?}");
+    assert_eq!(after, instances, "{outcomes:#?}");
+    assert_eq!(aws.template_versions(GROUP), before, "{outcomes:#?}");
+}
