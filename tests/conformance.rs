@@ -563,7 +563,18 @@ pub async fn lifecycle_settings_show_and_references_name_what_uses_an_image(b: B
     kiln::pipeline::images::wait_available(cloud, &image_id, PATIENCE, |_| {})
         .await
         .expect("available");
-    let in_a_day = std::time::SystemTime::now() + Duration::from_secs(24 * 3600);
+    // EnableImageDeprecation: not in the past, at most 10 years ahead (the recipe's
+    // `deprecate_after` is checked against the same limits at validate and at apply time).
+    let now = std::time::SystemTime::now();
+    let year = Duration::from_secs(365 * 24 * 3600);
+    for refused in [now - Duration::from_secs(24 * 3600), now + 11 * year] {
+        // AWS documents no error code for it: refused is what counts.
+        cloud
+            .deprecate_image(&image_id, refused)
+            .await
+            .expect_err("a deprecation time out of bounds");
+    }
+    let in_a_day = now + Duration::from_secs(24 * 3600);
     cloud
         .deprecate_image(&image_id, in_a_day)
         .await

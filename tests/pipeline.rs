@@ -2169,3 +2169,20 @@ async fn rollback_checks_the_group_before_it_moves_the_default() {
     assert!(err.to_string().contains("no-such-group"), "{err}");
     assert_eq!(h.default_image(), before, "the default did not move");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_new_template_version_not_visible_yet_becomes_the_default_once_it_is() {
+    let h = Harness::new();
+    // EC2's eventual consistency: for 20 s the new version answers VersionNotFound.
+    slow(&h.fake, |t| t.version_invisible = Duration::from_secs(20));
+    let plan = h.plan("b1", TWO_STEPS);
+    let (before, _) = h.default_image();
+    let manifest = h.build(&plan, "b1").await.expect("build");
+    let (after, image) = h.default_image();
+    assert_eq!(after, before + 1);
+    assert_eq!(image.as_deref(), Some(manifest.images[0].image_id.as_str()));
+    assert!(
+        h.fake.count("ModifyLaunchTemplate") > 1,
+        "it was tried again"
+    );
+}

@@ -1,7 +1,7 @@
 //! EC2 in the fake: instances, images, snapshots and tags.
 
 use std::collections::BTreeMap;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use super::world::{
     blank_image, refuse, Answer, Encryption, Here, ImageRecord, InstanceRecord, Transition, World,
@@ -13,6 +13,8 @@ use crate::aws::model::{
 };
 
 /// AWS's state reason for instances stopped or terminated by a call.
+/// EnableImageDeprecation's upper limit, 10 years from now: 3,653 days at most.
+const DEPRECATION_LIMIT: Duration = Duration::from_secs(3653 * 86_400);
 const USER_SHUTDOWN: &str = "Client.UserInitiatedShutdown: User initiated shutdown";
 
 impl ImageRecord {
@@ -377,7 +379,26 @@ impl World {
         self.modify_image(here, image_id, |i| i.imds_support = Some("v2.0".into()))
     }
 
+    /// EnableImageDeprecation API reference (DeprecateAt): "You can't specify a date in the
+    /// past. The upper limit for DeprecateAt is 10 years from now" (the emulator's code for it,
+    /// `InvalidParameterValue`; AWS rounds to the minute). Deprecation times are wall-clock
+    /// times, so the fake checks them against the wall clock.
     pub fn deprecate_image(&mut self, here: &Here, id: &str, at: SystemTime) -> Answer<()> {
+        let now = SystemTime::now();
+        let minute = Duration::from_secs(60);
+        let stamp = humantime::format_rfc3339_seconds(at);
+        if at + minute / 2 < now - minute {
+            return refuse(
+                "InvalidParameterValue",
+                format!("The DeprecateAt time {stamp} is in the past."),
+            );
+        }
+        if at > now + DEPRECATION_LIMIT {
+            return refuse(
+                "InvalidParameterValue",
+                format!("The DeprecateAt time {stamp} is too far in the future: the upper limit is 10 years from now."),
+            );
+        }
         let at = humantime::format_rfc3339_seconds(at).to_string();
         self.modify_image(here, id, |i| i.deprecation_time = Some(at))
     }

@@ -106,6 +106,10 @@ pub struct Timings {
     /// How long a new instance, image or snapshot is missing from searches (by tag, client
     /// token, name or description): the same eventual consistency, for filter queries.
     pub search_lag: Duration,
+    /// How long a new launch template version is unknown to calls naming it
+    /// (`InvalidLaunchTemplateId.VersionNotFound` from ModifyLaunchTemplate and from
+    /// CreateLaunchTemplateVersion's source) and missing from the template's version list.
+    pub version_invisible: Duration,
 }
 
 impl Default for Timings {
@@ -122,6 +126,7 @@ impl Default for Timings {
             command_delivery: Duration::ZERO,
             invisible: Duration::ZERO,
             search_lag: Duration::ZERO,
+            version_invisible: Duration::ZERO,
         }
     }
 }
@@ -141,6 +146,7 @@ impl Timings {
             command_delivery: Duration::ZERO,
             invisible: Duration::ZERO,
             search_lag: Duration::ZERO,
+            version_invisible: Duration::ZERO,
         }
     }
 }

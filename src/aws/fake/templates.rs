@@ -116,10 +116,38 @@ impl World {
 
     pub fn template_versions(&mut self, here: &Here, id: &str) -> Answer<Vec<TemplateVersion>> {
         let versions = self.template_by_id(here, id)?.versions_newest_first();
-        Ok(versions
+        let visible: Vec<TemplateVersion> = versions
+            .into_iter()
+            .filter(|v| !self.version_invisible(id, v.number, here.now))
+            .collect();
+        Ok(visible
             .into_iter()
             .map(|v| self.resolve_alias(here, v))
             .collect())
+    }
+
+    /// Whether version `number` of template `id` is too new to be known yet
+    /// ([`super::Timings::version_invisible`]).
+    fn version_invisible(&self, id: &str, number: i64, now: tokio::time::Instant) -> bool {
+        let window = self.timings.version_invisible;
+        !window.is_zero()
+            && self
+                .born
+                .get(&version_key(id, number))
+                .is_some_and(|born| now < *born + window)
+    }
+
+    /// A version not visible yet answers as one that does not exist.
+    fn refuse_invisible(&self, here: &Here, id: &str, number: i64) -> Answer<()> {
+        if self.version_invisible(id, number, here.now) {
+            return refuse(
+                "InvalidLaunchTemplateId.VersionNotFound",
+                format!(
+                    "Could not find launch template version {number} for launch template ID {id}"
+                ),
+            );
+        }
+        Ok(())
     }
 
     /// As `DescribeLaunchTemplateVersions` with `ResolveAlias`: an image id written as
@@ -146,6 +174,7 @@ impl World {
         request: &NewTemplateVersion,
     ) -> Answer<i64> {
         let created_at = self.rfc3339(here.now);
+        self.refuse_invisible(here, &request.template_id, request.source_version)?;
         let template = self.template_by_id(here, &request.template_id)?;
         if let Some(number) = template.tokens.get(&request.client_token) {
             return Ok(*number);
@@ -164,10 +193,12 @@ impl World {
         if !request.client_token.is_empty() {
             template.tokens.insert(request.client_token.clone(), number);
         }
+        self.note_born(&version_key(&request.template_id, number), here.now);
         Ok(number)
     }
 
     pub fn set_default_version(&mut self, here: &Here, id: &str, version: i64) -> Answer<()> {
+        self.refuse_invisible(here, id, version)?;
         let template = self.template_by_id(here, id)?;
         template.has_version(version)?;
         template.default_version = version;
@@ -219,4 +250,9 @@ impl World {
             .ok()?;
         template.versions.get(&version).map(|v| v.data.clone())
     }
+}
+
+/// The key under which a template version's creation is noted in [`World::born`].
+fn version_key(template_id: &str, number: i64) -> String {
+    format!("{template_id}:{number}")
 }
