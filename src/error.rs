@@ -88,6 +88,9 @@ pub struct AwsError {
     pub region: String,
     pub code: Option<String>,
     pub message: String,
+    /// The HTTP status of an answer that was not an AWS one (no error code in it: a proxy, a
+    /// web server, a wrong `--endpoint-url`); `None` for AWS errors and for no answer at all.
+    pub http_status: Option<u16>,
 }
 
 impl AwsError {
@@ -117,6 +120,16 @@ impl AwsError {
             }
             "InsufficientInstanceCapacity" | "Unsupported" => {
                 "try another instance type or subnet (availability zone)".into()
+            }
+            "" if self.http_status.is_some_and(|s| s >= 500 || s == 429) => {
+                "the endpoint kept failing through every retry: if it is AWS's, retry later (AWS Health shows outages); \
+                 if not, check --endpoint-url, AWS_ENDPOINT_URL, `endpoint_url` in the profile and the proxy (HTTPS_PROXY)"
+                    .into()
+            }
+            "" if self.http_status.is_some() => {
+                "check that the endpoint is AWS's (or an AWS emulator's): --endpoint-url, AWS_ENDPOINT_URL, `endpoint_url` in the profile, \
+                 and that no proxy (HTTPS_PROXY) answers in its place"
+                    .into()
             }
             "" => "check the network, --endpoint-url / AWS_ENDPOINT_URL and the region, then retry".into(),
             _ => "see the AWS message above; re-run with -v for the full request log".into(),
@@ -152,7 +165,9 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Aws(e) => match e.code.as_deref() {
-                None => true,
+                // No answer (a lost connection), or one that was not AWS's: only a failing
+                // server's (5xx, 429) may differ next time; a web page or a 404 will not.
+                None => e.http_status.is_none_or(|s| s >= 500 || s == 429),
                 Some(code) => matches!(
                     code,
                     "RequestLimitExceeded"

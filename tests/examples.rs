@@ -81,6 +81,10 @@ fn run_step(kiln: &Kiln, recipe: &str, script: &str, env: &[(&str, &str)]) -> St
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
+    assert_no_raw_sdk_error(
+        &String::from_utf8_lossy(&out.stdout),
+        &String::from_utf8_lossy(&out.stderr),
+    );
     StepRun {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

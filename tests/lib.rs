@@ -3,7 +3,7 @@
 //! - `pipeline`: the library on the in-memory fake cloud (virtual time, no emulator).
 //! - `conformance`: one suite of cloud behaviours over the fake, the emulator and (with
 //!   `KILN_TEST_AWS=1`) a real account.
-//! - `build`, `builders`, `lifecycle`, `release`, `examples`, `faults`, `input`, `limits`,
+//! - `build`, `builders`, `lifecycle`, `release`, `examples`, `faults`, `input`, `limits`, `logs`,
 //!   `paging`, `settings`, `iam`: the compiled `kiln` driven as a user would, each test against its own
 //!   emulator process, AWS state checked through the SDK.
 //! - `docs`: the README and the book: links, recipe snippets, `kiln` command lines.
@@ -22,6 +22,7 @@ mod iam;
 mod input;
 mod lifecycle;
 mod limits;
+mod logs;
 mod paging;
 mod pipeline;
 mod release;

@@ -5,7 +5,10 @@ Each request is identified (service and region from the SigV4 credential scope, 
 `Action=` for query protocols or `X-Amz-Target` for JSON protocols), recorded, and given the
 fault the settings pick for it: throttle / 500 / 503 / denied (the caller's policy does not
 allow the action) answered here as AWS would for the request's protocol, drop (hang up before
-moto acts), drop_after (hang up after moto acted), delay (hold moto's answer back), or none. `Faults` holds the settings of POST /_kiln/faults.
+moto acts), drop_after (hang up after moto acted), delay (hold moto's answer back), foreign (an
+answer that is not AWS's at all: the rule's `status`, default 200, and `body`, default a web
+page, as a proxy, a captive portal or a wrong --endpoint-url would answer), or none. `Faults`
+holds the settings of POST /_kiln/faults.
 """
 
 import json
@@ -14,15 +17,17 @@ import re
 import socket
 import time
 import uuid
+from http import HTTPStatus
 from urllib.parse import parse_qs
 
 from .common import BadRequest, buffer_body, number, rate
 from .visibility import hide_new, is_lagging_search, not_visible
 
-FAULTS = ("throttle", "500", "503", "denied", "drop", "drop_after", "delay")
+FAULTS = ("throttle", "500", "503", "denied", "drop", "drop_after", "delay", "foreign")
 ANSWERED = ("throttle", "500", "503", "denied")  # faults answered here, without moto
 CONFIG_KEYS = {"seed", "throttle_rate", "error_rate", "drop_rate", "latency_ms", "rules"}
-RULE_KEYS = {"action", "service", "fault", "count", "after", "ms"}
+RULE_KEYS = {"action", "service", "fault", "count", "after", "ms", "status", "body"}
+FOREIGN_PAGE = "<!DOCTYPE html>\n<html><head><title>Sign in to the network</title></head><body></body></html>\n"
 
 
 def _rule(rule):
@@ -38,7 +43,10 @@ def _rule(rule):
     ms = rule.get("ms", 1000)
     if not isinstance(ms, (int, float)) or ms < 0:
         raise BadRequest("rule ms must be a number >= 0")
-    return dict(rule, count=count, after=after, ms=ms, seen=0)
+    status, body = rule.get("status", 200), rule.get("body", FOREIGN_PAGE)
+    if not isinstance(status, int) or not 100 <= status <= 599 or not isinstance(body, str):
+        raise BadRequest("rule status must be an HTTP status (100-599) and body a string")
+    return dict(rule, count=count, after=after, ms=ms, status=status, body=body, seen=0)
 
 
 class Faults:
@@ -59,6 +67,7 @@ class Faults:
         self.latency_ms = number(config.get("latency_ms", 0), "latency_ms")
         self.rules = [_rule(rule) for rule in config.get("rules", [])]
         self.delay_ms = 0  # `ms` of the last rule that applied (how long a "delay" holds back)
+        self.foreign = (200, FOREIGN_PAGE)  # (status, body) of the last rule that applied
 
     def pick(self, service, action):
         """Rules first (each counts every request it matches), then the random rates."""
@@ -77,6 +86,7 @@ class Faults:
             if chosen is None and nth >= 1 and (rule["count"] < 0 or nth <= rule["count"]):
                 chosen = rule["fault"]
                 self.delay_ms = rule["ms"]
+                self.foreign = (rule["status"], rule["body"])
         return chosen
 
     def _random_fault(self):
@@ -221,9 +231,11 @@ class AwsLayer:
         body = buffer_body(environ)
         service, region, action, protocol = identify(environ, body)
         record = _new_record(environ, service, region, action)
-        fault, latency, delay_ms = self._register(record, service, action)
+        fault, latency, delay_ms, foreign = self._register(record, service, action)
         if latency:
             time.sleep(latency / 1000)
+        if fault == "foreign":
+            return self._foreign_answer(record, foreign, start_response)
         if fault in ANSWERED:
             return self._error_answer(record, protocol, fault, start_response)
         unseen = not_visible(self.state, action, body) if service == "ec2" else None
@@ -249,11 +261,21 @@ class AwsLayer:
         return self.moto_app(environ, capture)
 
     def _register(self, record, service, action):
-        """Records the request and picks its fault: (fault, latency ms, delay ms)."""
+        """Records the request and picks its fault: (fault, latency ms, delay ms, foreign answer)."""
         with self.state.lock:
             self.state.requests.append(record)
-            record["fault"] = fault = self.state.faults.pick(service, action)
-            return fault, self.state.faults.latency_ms, self.state.faults.delay_ms
+            faults = self.state.faults
+            record["fault"] = fault = faults.pick(service, action)
+            return fault, faults.latency_ms, faults.delay_ms, faults.foreign
+
+    def _foreign_answer(self, record, foreign, start_response):
+        """An answer that is not AWS's: the rule's status and body, as a web server sends them."""
+        code, text = foreign
+        status = f"{code} {HTTPStatus(code).phrase if code in HTTPStatus._value2member_map_ else 'Status'}"
+        _set_status(record, status)
+        payload = text.encode()
+        start_response(status, [("Content-Type", "text/html"), ("Content-Length", str(len(payload)))])
+        return [payload]
 
     def _error_answer(self, record, protocol, fault, start_response):
         status, headers, text = fault_response(protocol, fault)

@@ -170,5 +170,6 @@ pub fn missing(operation: &'static str, field: &str, resource: &str, region: &st
         region: region.to_owned(),
         code: Some("MissingField".into()),
         message: format!("the response has no {field}"),
+        http_status: None,
     })
 }

@@ -277,6 +277,7 @@ mod tests {
                 region: "x".into(),
                 code: Some(code.into()),
                 message: String::new(),
+                http_status: None,
             })
         };
         let mut answers = vec![Err(aws("RequestLimitExceeded")), Ok(Probe::Done(7))].into_iter();

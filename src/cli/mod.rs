@@ -50,10 +50,11 @@ struct Global {
     /// Only warnings, errors and results
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     quiet: bool,
-    /// More detail: full step output, every state change; -vv adds debug logs
+    /// More detail: every state change, a step's whole output at its end; -vv adds debug logs
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
-    /// Plain lines instead of progress spinners, even on a terminal
+    /// Plain timestamped lines instead of progress spinners (step output line by line as it
+    /// is read), even on a terminal
     #[arg(long, global = true)]
     no_progress: bool,
     /// Where builds keep their journal, step logs and manifest
@@ -325,11 +326,11 @@ fn init_tracing(verbose: u8) {
         .try_init();
 }
 
-fn progress(global: &Global, json: bool) -> Progress {
+/// How progress is shown on stderr. `--json` changes stdout only: a CI log still shows what the
+/// build did and when.
+fn progress(global: &Global) -> Progress {
     use std::io::IsTerminal;
-    let mode = if json {
-        Mode::Silent
-    } else if global.quiet {
+    let mode = if global.quiet {
         Mode::Quiet
     } else if global.no_progress
         || global.verbose > 0
@@ -795,7 +796,7 @@ async fn build(
         require_release,
     } = outputs;
     let plan = load(recipe, Some(&options.build_id))?;
-    let progress = progress(global, json);
+    let progress = progress(global);
     let events = events.map(events::Events::create).transpose()?;
     let both;
     let reporter: &dyn crate::report::Reporter = match &events {
@@ -816,9 +817,12 @@ async fn build(
     {
         Ok(manifest) => manifest,
         Err(failed) => {
+            // One document on stdout even for a failure, so CI has something to pick up; or
+            // the same end summary as a success (phases, times, requests).
             if json {
-                // One document on stdout even for a failure, so CI has something to pick up.
                 println!("{}", redact_json_too(&plan, &to_json(&failed.report)?));
+            } else {
+                print!("{}", render::failure_summary(&failed.report));
             }
             return Err(redact_error(&plan, failed.error));
         }
@@ -887,7 +891,7 @@ async fn rollback(
 ) -> Result<i32> {
     let plan = load(recipe, None)?;
     let spec = pipeline::history::release_spec(&plan, "rollback")?;
-    let reporter = progress(global, how.json);
+    let reporter = progress(global);
     let mut interrupts = listen_for_signals()?;
     let cloud = connect_or_interrupted(global, &mut interrupts).await?;
     let choice = tokio::select! {
@@ -957,7 +961,7 @@ async fn release(
 ) -> Result<i32> {
     let plan = load(recipe, None)?;
     let spec = pipeline::history::release_spec(&plan, "release")?;
-    let reporter = progress(global, json);
+    let reporter = progress(global);
     let mut interrupts = listen_for_signals()?;
     let cloud = connect_or_interrupted(global, &mut interrupts).await?;
     let journal = CommandJournal::open(&global.state_dir, &new_build_id(), &spec.launch_template)?;
@@ -983,7 +987,7 @@ async fn release(
 async fn status(global: &Global, recipe: &RecipeArgs, wait: bool, json: bool) -> Result<i32> {
     let plan = load(recipe, None)?;
     let spec = pipeline::history::release_spec(&plan, "status")?;
-    let reporter = progress(global, json);
+    let reporter = progress(global);
     let found = interruptible(async {
         let ctx = Context {
             cloud: connect(global).await?,

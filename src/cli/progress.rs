@@ -1,6 +1,11 @@
 //! The CLI's [`Reporter`]: indicatif spinners on a terminal, timestamped plain lines elsewhere
-//! (CI, pipes, `--no-progress`, `-v`), nothing with `--json`. Everything goes to stderr; stdout
-//! is for results.
+//! (CI, pipes, `--no-progress`, `-v`), notices and warnings only with `-q`. Everything goes to
+//! stderr, `--json` or not: stdout is for results.
+//!
+//! In plain mode a running step's output lines are printed as they are read from the builder
+//! (every [`LOG_READ_FIRST`](crate::pipeline::output::LOG_READ_FIRST) to
+//! [`LOG_READ_MAX_INTERVAL`](crate::pipeline::output::LOG_READ_MAX_INTERVAL)), each with its
+//! time, so a CI log shows when each line came; the step's end repeats none of them.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -20,8 +25,6 @@ pub enum Mode {
     Plain,
     /// Notices, warnings and failures only.
     Quiet,
-    /// Nothing at all (`--json`: stdout carries only the result).
-    Silent,
 }
 
 /// How much of a step's output is shown in each mode (all of it is in the log folder).
@@ -122,7 +125,7 @@ impl Reporter for Progress {
                     .insert(phase.clone(), Instant::now());
                 self.plain(&format!("{phase} ..."));
             }
-            Mode::Quiet | Mode::Silent => {}
+            Mode::Quiet => {}
         }
     }
 
@@ -152,7 +155,7 @@ impl Reporter for Progress {
                     took.unwrap_or_default()
                 ));
             }
-            Mode::Quiet | Mode::Silent => {}
+            Mode::Quiet => {}
         }
     }
 
@@ -160,7 +163,7 @@ impl Reporter for Progress {
         match self.mode {
             Mode::Bars => self.finish_bar(phase, &format!("✗ {phase}: {message}")),
             Mode::Plain => self.plain(&format!("{phase} FAILED: {message}")),
-            Mode::Quiet | Mode::Silent => {}
+            Mode::Quiet => {}
         }
     }
 
@@ -170,17 +173,22 @@ impl Reporter for Progress {
                 let line: String = line.chars().take(LATEST_LINE_CHARS).collect();
                 self.set_bar_message(phase, format!("{phase} │ {line}"));
             }
-            Mode::Plain if self.verbose => self.plain(&format!("  │ {line}")),
-            _ => {}
+            // Streamed as read, with the time it came, `-v` or not.
+            Mode::Plain => self.plain(&format!("  │ {line}")),
+            Mode::Quiet => {}
         }
     }
 
     fn step_output(&self, step: &str, stdout: &str, stderr: &str, streamed: bool) {
-        if matches!(self.mode, Mode::Quiet | Mode::Silent) {
+        if self.mode == Mode::Quiet {
             return;
         }
-        // With -v a streamed output was shown line by line already.
-        let stdout = if streamed && self.verbose { "" } else { stdout };
+        // Plain lines showed a streamed output line by line already.
+        let stdout = if streamed && self.mode == Mode::Plain {
+            ""
+        } else {
+            stdout
+        };
         let label = if streamed { "output" } else { "stdout" };
         for (stream, text) in [(label, stdout), ("stderr", stderr)] {
             let lines: Vec<&str> = text.lines().collect();
@@ -209,13 +217,11 @@ impl Reporter for Progress {
     }
 
     fn notice(&self, message: &str) {
-        if self.mode != Mode::Silent {
-            self.line(&format!("note: {message}"));
-        }
+        self.line(&format!("note: {message}"));
     }
 
-    /// Shown in every mode, `--json` too (on stderr: stdout keeps only the JSON): a warning is
-    /// what must not pass unseen (a held release, a group without ELB health checks).
+    /// Shown in every mode: a warning is what must not pass unseen (a held release, a group
+    /// without ELB health checks).
     fn warning(&self, message: &str) {
         self.line(&format!("warning: {message}"));
     }

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use serde_json::json;
 
 use crate::pipeline::build::Manifest;
-use crate::pipeline::failure::BuildSummary;
+use crate::pipeline::failure::{BuildSummary, FailureReport};
 use crate::pipeline::gc::GcReport;
 use crate::pipeline::history::History;
 use crate::pipeline::prune::PruneReport;
@@ -194,6 +194,21 @@ pub fn manifest_summary(m: &Manifest) -> String {
     if let Some(summary) = &m.summary {
         out.push_str(&build_summary(summary));
     }
+    out
+}
+
+/// What a failed build prints on stdout: its id, where it stopped, and the same phase table
+/// and request count as a success (the error itself goes to stderr).
+pub fn failure_summary(report: &FailureReport) -> String {
+    let mut out = String::new();
+    let stopped = match (&report.interrupted, &report.failed_phase) {
+        (Some(signal), Some(phase)) => format!("interrupted by {signal} during {phase}"),
+        (Some(signal), None) => format!("interrupted by {signal}"),
+        (None, Some(phase)) => format!("failed in {phase}"),
+        (None, None) => "failed".to_owned(),
+    };
+    let _ = writeln!(out, "build {} {stopped}", report.build_id);
+    out.push_str(&build_summary(&report.summary));
     out
 }
 

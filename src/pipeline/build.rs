@@ -595,7 +595,7 @@ async fn prepare_builder(
     build_dir: &Path,
 ) -> Result<String> {
     let (builder, first) = match job.resume.as_ref().map(|r| &r.start) {
-        Some(Start::Steps { builder, first }) => {
+        Some(Start::Steps { builder, first, .. }) => {
             ledger.created(instance_resource(ctx, builder))?;
             (builder.clone(), *first)
         }
@@ -758,6 +758,7 @@ async fn run_steps(
         region: cloud.region().to_owned(),
         source_image: job.source.id.clone(),
         builder_digest: plan.builder_digest.clone(),
+        settings: resume::settings_digests(plan),
         done: Vec::new(),
     };
     (0..first).for_each(|index| record.step_done(plan, index));

@@ -123,6 +123,7 @@ mod tests {
             region: "eu-west-1".into(),
             code: Some("InvalidAMIID.NotFound".into()),
             message: "The image id '[ami-1]' does not exist".into(),
+            http_status: None,
         })
     }
 

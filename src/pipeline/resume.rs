@@ -14,13 +14,14 @@
 //! Either way the image's fingerprint is the recipe's, from the same source image, as if it had
 //! been built from scratch, and the image is tagged `kiln:resumed-from`.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::aws::{Cloud, Image, ImageQuery, ImageState, InstanceQuery, InstanceState};
 use crate::error::{Error, Result};
-use crate::plan::Plan;
+use crate::plan::{sha256_hex, Plan};
 use crate::tags;
 
 /// The name of the step record in a build's folder.
@@ -34,8 +35,29 @@ pub struct StepRecord {
     pub source_image: String,
     /// The plan's [`Plan::builder_digest`].
     pub builder_digest: String,
+    /// A digest per setting under it ([`settings_digests`]): `source`, `builder.instance_type`...,
+    /// so a refusal can name what changed. Empty in records of kiln versions before it.
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
     /// The steps that succeeded, in order.
     pub done: Vec<DoneStep>,
+}
+
+/// A digest of each setting the builder digest covers: the whole `source`, and each field of
+/// `builder` (`builder.instance_type`...). Digests, not values: the record stays free of
+/// anything a recipe may hold.
+pub fn settings_digests(plan: &Plan) -> BTreeMap<String, String> {
+    let digest = |value: &serde_json::Value| sha256_hex(value.to_string().as_bytes());
+    let mut settings = BTreeMap::new();
+    if let Ok(source) = serde_json::to_value(&plan.source) {
+        settings.insert("source".to_owned(), digest(&source));
+    }
+    if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(&plan.builder) {
+        for (field, value) in &fields {
+            settings.insert(format!("builder.{field}"), digest(value));
+        }
+    }
+    settings
 }
 
 /// One step that succeeded on the builder.
@@ -86,7 +108,21 @@ impl StepRecord {
     pub fn differences(&self, plan: &Plan) -> Vec<String> {
         let mut lines = Vec::new();
         if self.builder_digest != plan.builder_digest {
-            lines.push("`source` or `builder` changed".to_owned());
+            let now = settings_digests(plan);
+            let changed: Vec<String> = self
+                .settings
+                .keys()
+                .chain(now.keys())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .filter(|key| self.settings.get(*key) != now.get(*key))
+                .map(|key| format!("`{key}` changed"))
+                .collect();
+            if changed.is_empty() || self.settings.is_empty() {
+                lines.push("`source` or `builder` changed".to_owned());
+            } else {
+                lines.extend(changed);
+            }
         }
         for (index, done) in self.done.iter().enumerate() {
             let now = plan.steps.get(index).map(|step| step.name.as_str());
@@ -113,8 +149,14 @@ impl StepRecord {
 /// Where a resumed build starts.
 #[derive(Debug, Clone)]
 pub enum Start {
-    /// Runs the steps from `first` on the kept `builder`.
-    Steps { builder: String, first: usize },
+    /// Runs the steps from `first` (0-based; the plan's `total` steps) on the kept `builder`;
+    /// `next` is the name of step `first`, `None` when every step ran there.
+    Steps {
+        builder: String,
+        first: usize,
+        total: usize,
+        next: Option<String>,
+    },
     /// Waits for this build's image; terminates its builder if it is still there.
     Image {
         image_id: String,
@@ -224,6 +266,8 @@ async fn continue_steps(
         start: Start::Steps {
             builder: record.builder,
             first: record.done.len(),
+            total: plan.steps.len(),
+            next: plan.steps.get(record.done.len()).map(|s| s.name.clone()),
         },
     })
 }
@@ -241,10 +285,26 @@ async fn source_image(cloud: &dyn Cloud, from: &str, id: &str) -> Result<Image> 
 impl crate::pipeline::PhaseResult for Resumption {
     fn summary(&self) -> String {
         match &self.start {
-            Start::Steps { builder, first } => format!(
-                "{} (resuming build {} on {builder} after step {first})",
-                self.source.id, self.from
-            ),
+            Start::Steps {
+                builder,
+                first,
+                total,
+                next,
+            } => {
+                let at = match next {
+                    Some(name) => format!("at step {}/{total} `{name}`", first + 1),
+                    None => format!("after all {total} steps, with the image"),
+                };
+                let ran = match first {
+                    0 => "no step had succeeded there".to_owned(),
+                    1 => "step 1 ran there".to_owned(),
+                    n => format!("steps 1-{n} ran there"),
+                };
+                format!(
+                    "{} (resuming build {} on {builder} {at}; {ran})",
+                    self.source.id, self.from
+                )
+            }
             Start::Image { image_id, .. } => format!(
                 "{} (resuming build {}: its image {image_id})",
                 self.source.id, self.from

@@ -72,10 +72,13 @@ fn describe_load_error(session: &Session, file: FileId, err: &LoadError) -> (Pos
         LoadError::ScanError(marker, scan) if scan.info().contains("unknown anchor") => {
             (Pos::from_marker(marker), ALIASES_UNSUPPORTED.into())
         }
-        LoadError::ScanError(marker, scan) => (
-            Pos::from_marker(marker),
-            format!("YAML syntax error: {}{}", scan.info(), syntax_hint(scan.info())),
-        ),
+        LoadError::ScanError(marker, scan) => {
+            let pos = Pos::from_marker(marker);
+            let text = &session.file(file).text;
+            let hint = over_indented_hint(text, pos.line, pos.column, scan.info())
+                .unwrap_or_else(|| syntax_hint(scan.info()).to_owned());
+            (pos, format!("YAML syntax error: {}{hint}", scan.info()))
+        }
         LoadError::DuplicateKey(inner) => {
             let first = inner.prev_key.span().start().map(Pos::from_marker);
             let second = inner.key.span().start().map(Pos::from_marker);
@@ -554,6 +557,45 @@ pub(crate) fn parse_duration_within(
     Ok(duration)
 }
 
+/// The hint for a `key: value` line indented deeper than the `key: value` line above it: YAML
+/// reads it as the continuation of that value, then stumbles on its `: ` ("mapping values are
+/// not allowed"), which would otherwise get the quoting hint. `line` and `column` (1-based) are
+/// where the parser stopped: the line's first `: `.
+fn over_indented_hint(text: &str, line: usize, column: usize, info: &str) -> Option<String> {
+    if !info.contains("mapping values are not allowed") {
+        return None;
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    let here = lines.get(line.checked_sub(1)?)?;
+    let indent = |l: &str| l.chars().take_while(|c| *c == ' ').count();
+    let key_end = here
+        .find(": ")
+        .or_else(|| here.ends_with(':').then(|| here.len() - 1))?;
+    // The error is at this line's first `: ` (not a second one after a value: `a: b: c`).
+    if here[..key_end].chars().count() + 1 != column {
+        return None;
+    }
+    let key = here[..key_end].trim();
+    let (above_number, above) = lines[..line - 1]
+        .iter()
+        .enumerate()
+        .rev()
+        .find(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))?;
+    let (above_key, _) = above
+        .trim_start()
+        .trim_start_matches("- ")
+        .split_once(": ")?;
+    if indent(here) <= indent(above) || key.is_empty() || key.contains(' ') {
+        return None;
+    }
+    Some(format!(
+        " (hint: line {line} is indented more than line {} above it, so YAML reads `{key}` as part of the value of `{}`: start it in the same column as `{}`, or indent it under a key that ends with `:`)",
+        above_number + 1,
+        above_key.trim(),
+        above_key.trim()
+    ))
+}
+
 /// A hint for the YAML syntax errors whose usual cause is indentation or tabs (or an unquoted
 /// `: `); empty for the others.
 fn syntax_hint(info: &str) -> &'static str {
@@ -594,6 +636,28 @@ mod tests {
             messages(&session),
             ["x.yaml:1:5: YAML syntax error: mapping values are not allowed in this context (hint: a value that contains `: ` must be quoted, or written as a block with `|`)"]
         );
+    }
+
+    #[test]
+    fn an_over_indented_key_gets_the_indentation_hint_not_the_quoting_one() {
+        let (session, node) =
+            parse("builder:\n  instance_type: t3.micro\n    volume_size_gb: 10\n");
+        assert!(node.is_none());
+        assert_eq!(
+            messages(&session),
+            ["x.yaml:3:19: YAML syntax error: mapping values are not allowed in this context (hint: line 3 is indented more than line 2 above it, so YAML reads `volume_size_gb` as part of the value of `instance_type`: start it in the same column as `instance_type`, or indent it under a key that ends with `:`)"]
+        );
+        // Under a list item too.
+        let (session, _) = parse("steps:\n  - name: a\n      run: echo\n");
+        let message = messages(&session).join("\n");
+        assert!(
+            message.contains("line 3 is indented more than line 2"),
+            "{message}"
+        );
+        // A second `: ` on one line is still the quoting hint.
+        let (session, _) = parse("a:\n  b: c: d\n");
+        let message = messages(&session).join("\n");
+        assert!(message.contains("must be quoted"), "{message}");
     }
 
     #[test]

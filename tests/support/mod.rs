@@ -543,14 +543,79 @@ impl Run {
     }
 }
 
+/// What the SDK's debug dump of an error response looks like: none of it may reach a user.
+pub const RAW_SDK_ERROR_MARKS: [&str; 3] = ["SdkBody", "ServiceError {", "Unhandled("];
+
+/// Fails the test when kiln's output holds a raw SDK error dump instead of a sentence.
+#[track_caller]
+pub fn assert_no_raw_sdk_error(stdout: &str, stderr: &str) {
+    for (stream, text) in [("stdout", stdout), ("stderr", stderr)] {
+        if let Some(mark) = RAW_SDK_ERROR_MARKS.iter().find(|m| text.contains(*m)) {
+            panic!("kiln's {stream} holds a raw SDK error (`{mark}`):\n{text}");
+        }
+    }
+}
+
+/// Every run of kiln in the suite passes here (`Kiln::run`, `finish`, `Run::from`): none may
+/// show the user a raw SDK error.
 impl From<Output> for Run {
     fn from(out: Output) -> Run {
-        Run {
+        let run = Run {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        };
+        assert_no_raw_sdk_error(&run.stdout, &run.stderr);
+        run
     }
+}
+
+/// An HTTP server that is not AWS: answers every request with `status` and `body`, for as long
+/// as the test runs. Its URL.
+pub fn foreign_endpoint(
+    status: &'static str,
+    content_type: &'static str,
+    body: &'static [u8],
+) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("port").port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            // The whole request first (headers, then Content-Length bytes), so the client
+            // reads the answer instead of a reset.
+            let mut request = Vec::new();
+            let mut buffer = [0u8; 4096];
+            let complete = |request: &[u8]| {
+                let text = String::from_utf8_lossy(request);
+                let Some(end) = text.find("\r\n\r\n") else {
+                    return false;
+                };
+                let length = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse::<usize>().ok())?
+                    })
+                    .unwrap_or(0);
+                request.len() >= end + 4 + length
+            };
+            while !complete(&request) {
+                match stream.read(&mut buffer) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buffer[..n]),
+                }
+            }
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(body);
+        }
+    });
+    format!("http://127.0.0.1:{port}")
 }
 
 impl Kiln {
@@ -558,6 +623,14 @@ impl Kiln {
         Kiln {
             dir: tempfile::tempdir().expect("tempdir"),
             endpoint: emulator.url.clone(),
+        }
+    }
+
+    /// A kiln whose AWS requests go to `endpoint` (something that is not AWS).
+    pub fn at(endpoint: &str) -> Kiln {
+        Kiln {
+            dir: tempfile::tempdir().expect("tempdir"),
+            endpoint: endpoint.to_owned(),
         }
     }
 

@@ -593,6 +593,7 @@ impl Fake {
             region: self.region.clone(),
             code: Some(code),
             message,
+            http_status: None,
         })
     }
 }

@@ -78,6 +78,7 @@ mod tests {
             region: "eu-west-1".into(),
             code: Some(code.into()),
             message: String::new(),
+            http_status: None,
         })
     }
 

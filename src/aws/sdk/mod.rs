@@ -75,6 +75,9 @@ pub struct Sdk {
     pub elb: aws_sdk_elasticloadbalancingv2::Client,
     /// IAM is global; kiln only reads instance profiles.
     pub iam: aws_sdk_iam::Client,
+    /// Where requests go, for messages: the endpoint URL when one is set (`--endpoint-url`,
+    /// `AWS_ENDPOINT_URL`, the profile's `endpoint_url`), else AWS's in the region.
+    endpoint: String,
     config: aws_config::SdkConfig,
 }
 
@@ -129,7 +132,12 @@ impl Sdk {
     }
 
     fn from_config(config: aws_config::SdkConfig, region: String) -> Sdk {
+        let endpoint = match config.endpoint_url() {
+            Some(url) => format!("the endpoint {url}"),
+            None => format!("AWS's endpoint in {region}"),
+        };
         Sdk {
+            endpoint,
             region,
             ec2: aws_sdk_ec2::Client::new(&config),
             ssm: aws_sdk_ssm::Client::new(&config),
@@ -155,17 +163,16 @@ impl Sdk {
     }
 
     /// Maps an SDK failure to kiln's error with the operation, resource and this client's region.
-    pub fn fail<E, R>(
+    pub fn fail<E>(
         &self,
         operation: &'static str,
         resource: impl Into<String>,
-        err: SdkError<E, R>,
+        err: SdkError<E, HttpResponse>,
     ) -> Error
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-        R: std::fmt::Debug,
     {
-        aws_error(operation, resource, &self.region, err)
+        aws_error(operation, resource, &self.region, &self.endpoint, err)
     }
 
     /// A field kiln needs from a response: present, or an error naming the operation, the field,
@@ -195,6 +202,7 @@ impl Sdk {
             region: self.region.clone(),
             code,
             message: message.to_owned(),
+            http_status: None,
         })
     }
 }
@@ -278,43 +286,102 @@ fn check_retry_setting(key: &str, value: &str, source: &str) -> Result<()> {
     )))
 }
 
-/// See [`Sdk::fail`].
-pub fn aws_error<E, R>(
+/// The SDK's raw HTTP response.
+type HttpResponse = aws_sdk_ec2::config::http::HttpResponse;
+
+/// How much of the first line of an answer that is not AWS's goes into the message.
+const BODY_LINE_CHARS: usize = 120;
+
+/// See [`Sdk::fail`]. `endpoint` names where the request went, for failures that are not AWS
+/// errors: no connection, or an answer without an AWS error code in it (a web page, a proxy's
+/// 404, a load balancer's 502, garbage), which gets one sentence with the HTTP status and the
+/// first line of the body instead of the SDK's dump of the response.
+pub fn aws_error<E>(
     operation: &'static str,
     resource: impl Into<String>,
     region: &str,
-    err: SdkError<E, R>,
+    endpoint: &str,
+    err: SdkError<E, HttpResponse>,
 ) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
 {
-    if let Some(detail) = credentials_failure(std::error::Error::source(&err)) {
-        return Error::Aws(AwsError {
-            operation,
-            resource: resource.into(),
-            region: region.to_owned(),
-            code: Some(CREDENTIALS_ERROR.to_owned()),
-            message: format!("no usable AWS credentials: {detail}"),
-        });
-    }
-    let code = err.code().map(str::to_owned);
-    let message = match (&err, err.message()) {
-        (_, Some(m)) => m.to_owned(),
-        (SdkError::DispatchFailure(_), None) => {
-            "could not reach the endpoint (connection failed)".to_owned()
-        }
-        (SdkError::TimeoutError(_), None) => "the request timed out".to_owned(),
-        (SdkError::ResponseError(_), None) => "the response could not be read".to_owned(),
-        (_, None) => aws_sdk_ec2::error::DisplayErrorContext(&err).to_string(),
-    };
-    Error::Aws(AwsError {
+    let mut error = AwsError {
         operation,
         resource: resource.into(),
         region: region.to_owned(),
-        code,
-        message,
-    })
+        code: err.code().map(str::to_owned),
+        message: String::new(),
+        http_status: None,
+    };
+    if let Some(detail) = credentials_failure(std::error::Error::source(&err)) {
+        error.code = Some(CREDENTIALS_ERROR.to_owned());
+        error.message = format!("no usable AWS credentials: {detail}");
+        return Error::Aws(error);
+    }
+    error.message = match (&err, err.message(), err.raw_response()) {
+        _ if error.code.is_some() => err.message().unwrap_or("(no message)").to_owned(),
+        (_, _, Some(raw)) => {
+            let status = raw.status().as_u16();
+            error.http_status = Some(status);
+            unexpected_answer(endpoint, status, raw.body().bytes().unwrap_or_default())
+        }
+        (_, Some(m), None) => m.to_owned(),
+        (SdkError::DispatchFailure(_), None, None) => format!(
+            "could not reach {endpoint}: {}",
+            innermost_cause(&err).unwrap_or_else(|| "the connection failed".into())
+        ),
+        (SdkError::TimeoutError(_), None, None) => {
+            format!("no answer from {endpoint} in time")
+        }
+        (_, None, None) => match innermost_cause(&err) {
+            Some(cause) => format!("the request to {endpoint} failed: {cause}"),
+            None => format!("the request to {endpoint} failed"),
+        },
+    };
+    Error::Aws(error)
+}
+
+/// One sentence for an HTTP answer that is not an AWS one: who answered, the status, the first
+/// line of the body.
+fn unexpected_answer(endpoint: &str, status: u16, body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let line = text.lines().map(str::trim).find(|l| !l.is_empty());
+    let shown = line.map(|line| {
+        let printable: String = line
+            .chars()
+            .flat_map(|c| {
+                let escaped: Vec<char> = if c.is_control() {
+                    c.escape_default().collect()
+                } else {
+                    vec![c]
+                };
+                escaped
+            })
+            .collect();
+        let cut: String = printable.chars().take(BODY_LINE_CHARS).collect();
+        if cut.len() < printable.len() {
+            format!("{cut}…")
+        } else {
+            cut
+        }
+    });
+    match shown {
+        Some(line) => format!(
+            "{endpoint} answered HTTP {status}, which is not an AWS answer; its body begins `{line}`"
+        ),
+        None => format!("{endpoint} answered HTTP {status} with an empty body, which is not an AWS answer"),
+    }
+}
+
+/// The message of the last error in `err`'s chain of causes (`Connection refused (os error
+/// 111)`), which says what happened without the SDK's wrapping.
+fn innermost_cause(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cause = err.source()?;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    Some(cause.to_string())
 }
 
 #[async_trait::async_trait]
