@@ -590,7 +590,46 @@ fn completions(shell: Shell) -> Result<i32> {
     };
     let mut command = <Cli as clap::CommandFactory>::command();
     clap_complete::generate(shell, &mut command, "kiln", &mut std::io::stdout());
+    if shell == clap_complete::Shell::Bash {
+        print!("{}", bash_file_arguments(&command));
+    }
     Ok(exit::OK)
+}
+
+/// clap's bash script offers only the flags where a command's first argument goes; for the
+/// commands whose first argument is a file (the recipe), this completes file paths there
+/// instead (zsh and fish scripts already do).
+fn bash_file_arguments(command: &clap::Command) -> String {
+    let takes_a_file = |sub: &&clap::Command| {
+        sub.get_positionals()
+            .next()
+            .is_some_and(|arg| arg.get_value_hint() == ValueHint::FilePath)
+    };
+    let names: Vec<&str> = command
+        .get_subcommands()
+        .filter(takes_a_file)
+        .map(clap::Command::get_name)
+        .collect();
+    format!(
+        r#"
+# The file argument (the recipe) of {commands}: file paths, not flags.
+_kiln_file_argument() {{
+    if [[ ${{COMP_CWORD}} -eq 2 && "${{COMP_WORDS[2]}}" != -* ]]; then
+        case "${{COMP_WORDS[1]}}" in
+            {alternatives})
+                compopt -o filenames 2>/dev/null
+                COMPREPLY=($(compgen -f -- "${{COMP_WORDS[2]}}"))
+                return 0
+                ;;
+        esac
+    fi
+    _kiln "$@"
+}}
+complete -F _kiln_file_argument -o bashdefault -o default kiln
+"#,
+        commands = names.join(", "),
+        alternatives = names.join("|"),
+    )
 }
 
 /// `kiln schema [--fragment]`: prints the JSON Schema of recipes or of included files.
@@ -613,6 +652,11 @@ fn man_command() -> clap::Command {
     command
 }
 
+/// The page of `command`, its footer naming kiln and its version.
+fn man_page(command: clap::Command) -> clap_mangen::Man {
+    clap_mangen::Man::new(command).source(format!("kiln {}", env!("CARGO_PKG_VERSION")))
+}
+
 /// `kiln man [COMMAND] [--dir DIR]`: prints kiln(1) or kiln-COMMAND(1), or writes them all.
 fn man(page: Option<&str>, dir: Option<&Path>) -> Result<i32> {
     let command = man_command();
@@ -620,13 +664,17 @@ fn man(page: Option<&str>, dir: Option<&Path>) -> Result<i32> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io("create the folder", dir, e))?;
         let mut pages = vec![command.clone()];
         pages.extend(command.get_subcommands().cloned());
+        let mut written = Vec::new();
         for page in pages {
-            let man = clap_mangen::Man::new(page);
+            let man = man_page(page);
             let path = dir.join(man.get_filename());
             let mut roff = Vec::new();
             man.render(&mut roff)
                 .and_then(|()| std::fs::write(&path, roff))
                 .map_err(|e| Error::io("write", &path, e))?;
+            written.push(path);
+        }
+        for path in written {
             println!("wrote {}", path.display());
         }
         return Ok(exit::OK);
@@ -638,7 +686,7 @@ fn man(page: Option<&str>, dir: Option<&Path>) -> Result<i32> {
             .cloned()
             .ok_or_else(|| Error::Usage(format!("no man page for `{name}`")))?,
     };
-    clap_mangen::Man::new(page)
+    man_page(page)
         .render(&mut std::io::stdout())
         .map_err(|e| Error::io("write", "the man page", e))?;
     Ok(exit::OK)
