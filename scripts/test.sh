@@ -2,11 +2,13 @@
 # Runs every check and test of kiln, from a fresh clone:
 #   1. installs the pinned local AWS emulator (moto server) into .emulator/ (idempotent),
 #   2. cargo fmt --check and cargo clippy -D warnings,
-#   3. actionlint and hadolint (pinned, into .tools/venv) on the workflows, the examples and the
-#      Dockerfile, which this machine cannot run,
+#   3. actionlint and hadolint (pinned, into .tools/venv with check-jsonschema) on the workflows,
+#      the examples and the Dockerfile, which this machine cannot run,
 #   4. cargo test: unit tests, then the integration tests, each of which starts its own emulator
 #      process on a free loopback port and stops it when done; among them the docs tests
-#      (docs::*: links, recipe snippets, command lines) and the cargo package list; then, alone,
+#      (docs::*: links, recipe snippets, command lines), the schema agreement (schema::*: the recipe
+#      schemas and `kiln validate` over the recipe corpus, with check-jsonschema) and the cargo
+#      package list; then, alone,
 #      the shipping tests (dist::*: the static binary of scripts/dist, the action's install
 #      script), which build kiln once more.
 set -euo pipefail

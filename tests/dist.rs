@@ -251,6 +251,7 @@ fn cargo_package_ships_the_sources_and_nothing_of_the_work_tree() {
         "src/main.rs",
         "src/lib.rs",
         "schema/recipe.schema.json",
+        "schema/fragment.schema.json",
     ] {
         assert!(files.contains(&needed), "{needed} is missing from:\n{list}");
     }

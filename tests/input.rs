@@ -248,6 +248,17 @@ fn init_writes_a_starter_recipe_that_validates_and_never_overwrites() {
     let init = kiln.run(&["init", "my-app"]);
     init.assert_code(0);
     assert!(init.stdout.contains("wrote my-app.yaml"), "{}", init.stdout);
+    // Editors find the schema through the modeline: the file it names is next to the recipe,
+    // and is what `kiln schema` prints.
+    let recipe = read(&kiln.path("my-app.yaml"));
+    assert!(
+        recipe.starts_with("# yaml-language-server: $schema=recipe.schema.json\n"),
+        "{recipe}"
+    );
+    assert_eq!(
+        read(&kiln.path("recipe.schema.json")),
+        kiln.run(&["schema"]).stdout
+    );
     let validate = kiln.run(&["validate", "my-app.yaml", "--json"]);
     validate.assert_code(0);
     assert_eq!(
@@ -285,4 +296,95 @@ fn shell_completions_and_the_man_page_come_from_the_command_line_definition() {
         "{}",
         man.stdout
     );
+}
+
+/// Each shell completes a recipe path where a command takes the recipe, directories for
+/// `--state-dir`, files for `--manifest`, and the closed values of a flag (`--on-error`).
+#[test]
+fn completions_offer_recipe_paths_and_flag_values() {
+    let kiln = Kiln::offline();
+    let zsh = kiln.run(&["completions", "zsh"]).stdout;
+    for wanted in [
+        "':recipe -- The recipe file:_files'",
+        ":DIR:_files -/'",
+        ":PATH:_files'",
+        ":ON_ERROR:(cleanup abort)'",
+    ] {
+        assert!(zsh.contains(wanted), "zsh: no {wanted}");
+    }
+    let fish = kiln.run(&["completions", "fish"]).stdout;
+    for wanted in [
+        "-l manifest -d 'Also write the manifest to this file' -r -F",
+        "-l state-dir -d 'Where builds keep their journal, step logs and manifest' -r -f -a \"(__fish_complete_directories)\"",
+        "-l on-error",
+        "-a \"cleanup\\t",
+    ] {
+        assert!(fish.contains(wanted), "fish: no {wanted}");
+    }
+    // bash: run the script. The recipe position completes files; a flag's closed set its values.
+    let bash = kiln.write("kiln.bash", &kiln.run(&["completions", "bash"]).stdout);
+    kiln.write("web.yaml", "");
+    let complete = |words: &str| {
+        let script = format!(
+            "source {}; COMP_WORDS=({words}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); \
+             _kiln_file_argument kiln \"${{COMP_WORDS[COMP_CWORD]}}\" \"${{COMP_WORDS[COMP_CWORD-1]}}\"; echo \"${{COMPREPLY[*]}}\"",
+            bash.display()
+        );
+        let output = std::process::Command::new("bash")
+            .args(["-c", &script])
+            .current_dir(kiln.dir.path())
+            .output()
+            .expect("run bash");
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    };
+    assert_eq!(complete("kiln validate we"), "web.yaml");
+    assert_eq!(complete("kiln build we"), "web.yaml");
+    assert_eq!(
+        complete("kiln build web.yaml --on-error ''"),
+        "cleanup abort"
+    );
+    assert!(complete("kiln gc ''").contains("--older-than"));
+}
+
+/// kiln(1) names a page per command (kiln-build(1), ...): `kiln man COMMAND` prints it, and
+/// `kiln man --dir DIR` writes kiln.1 and every page kiln(1) names.
+#[test]
+fn every_command_has_a_man_page_of_its_own() {
+    let kiln = Kiln::offline();
+    let overview = kiln.run(&["man"]).stdout;
+    let named: Vec<String> = overview
+        .lines()
+        .filter_map(|line| line.strip_prefix("kiln\\-")?.strip_suffix("(1)"))
+        .map(|name| name.replace("\\-", "-"))
+        .collect();
+    assert!(named.len() >= 13, "{named:?}");
+    let build = kiln.run(&["man", "build"]);
+    build.assert_code(0);
+    assert!(
+        build.stdout.contains(".TH kiln-build 1"),
+        "{}",
+        build.stdout
+    );
+    assert!(
+        build.stdout.contains("\\-\\-on\\-error"),
+        "{}",
+        build.stdout
+    );
+    kiln.run(&["man", "frobnicate"]).assert_code(2);
+    let written = kiln.run(&["man", "--dir", "man1"]);
+    written.assert_code(0);
+    let dir = kiln.path("man1");
+    assert!(dir.join("kiln.1").is_file());
+    for name in &named {
+        let page = read(&dir.join(format!("kiln-{name}.1")));
+        assert!(
+            page.contains(&format!(".TH kiln-{name} 1")),
+            "kiln-{name}.1"
+        );
+        assert!(
+            written.stdout.contains(&format!("kiln-{name}.1")),
+            "{}",
+            written.stdout
+        );
+    }
 }

@@ -6,6 +6,8 @@
 //! - `build`, `builders`, `lifecycle`, `release`, `examples`, `faults`, `input`, `limits`, `logs`,
 //!   `paging`, `settings`, `iam`: the compiled `kiln` driven as a user would, each test against its own
 //!   emulator process, AWS state checked through the SDK.
+//! - `schema`: the recipe schemas and `kiln validate` agree, with check-jsonschema (pinned, in
+//!   .tools/venv).
 //! - `docs`: the README and the book: links, recipe snippets, `kiln` command lines.
 //! - `dist`: shipping: scripts/dist's static binary, the action's install script, `cargo package`.
 
@@ -26,4 +28,5 @@ mod logs;
 mod paging;
 mod pipeline;
 mod release;
+mod schema;
 mod settings;

@@ -8,7 +8,7 @@ mod render;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueHint};
 
 use std::sync::Arc;
 
@@ -45,7 +45,7 @@ struct Global {
     #[arg(long, global = true, value_name = "NAME")]
     profile: Option<String>,
     /// Send every AWS request to this endpoint (a local emulator); AWS_ENDPOINT_URL works too
-    #[arg(long, global = true, value_name = "URL")]
+    #[arg(long, global = true, value_name = "URL", value_hint = ValueHint::Url)]
     endpoint_url: Option<String>,
     /// Only warnings, errors and results
     #[arg(short, long, global = true, conflicts_with = "verbose")]
@@ -63,7 +63,8 @@ struct Global {
         global = true,
         env = "KILN_STATE_DIR",
         default_value = ".kiln",
-        value_name = "DIR"
+        value_name = "DIR",
+        value_hint = ValueHint::DirPath
     )]
     state_dir: PathBuf,
 }
@@ -71,6 +72,7 @@ struct Global {
 #[derive(Args, Debug)]
 struct RecipeArgs {
     /// The recipe file
+    #[arg(value_hint = ValueHint::FilePath)]
     recipe: PathBuf,
     /// Set a variable (repeatable): K=V; `version=X` overrides the recipe's version
     #[arg(long = "var", value_name = "K=V", value_parser = parse_var)]
@@ -92,7 +94,7 @@ struct BuildArgs {
     #[arg(long)]
     no_refresh: bool,
     /// Also write the manifest to this file
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", value_hint = ValueHint::FilePath)]
     manifest: Option<PathBuf>,
     /// Print only the manifest JSON on stdout
     #[arg(long)]
@@ -109,7 +111,7 @@ struct BuildArgs {
     #[arg(long, value_name = "BUILD_ID")]
     resume: Option<String>,
     /// Also write every phase's start, state changes and end to FILE as NDJSON
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
     events: Option<PathBuf>,
     /// Exit 3 when a hold (`kiln rollback`) kept the image from being released (default: exit
     /// 0, with "release": "held" in the manifest)
@@ -240,11 +242,41 @@ enum Command {
         #[arg(value_enum)]
         shell: Shell,
     },
-    /// Print kiln's man page (roff): `kiln man > kiln.1`
-    Man,
-    /// Print the JSON Schema of recipes (shipped as schema/recipe.schema.json)
-    Schema,
+    /// Print a man page (roff): kiln(1), or kiln-COMMAND(1); --dir writes them all
+    Man {
+        /// The command whose page to print (default: kiln(1), the overview)
+        #[arg(value_parser = clap::builder::PossibleValuesParser::new(MAN_PAGES), conflicts_with = "dir")]
+        command: Option<String>,
+        /// Write kiln.1 and every kiln-COMMAND.1 into DIR (created if missing) instead
+        #[arg(long, value_name = "DIR", value_hint = ValueHint::DirPath)]
+        dir: Option<PathBuf>,
+    },
+    /// Print the JSON Schema of recipes (shipped as schema/recipe.schema.json), or with
+    /// --fragment of included files (schema/fragment.schema.json)
+    Schema {
+        /// The schema of a file that a recipe includes
+        #[arg(long)]
+        fragment: bool,
+    },
 }
+
+/// The commands with a page of their own, kiln-COMMAND(1): every subcommand (a unit test checks
+/// the list against the command-line definition).
+const MAN_PAGES: [&str; 13] = [
+    "validate",
+    "build",
+    "history",
+    "rollback",
+    "status",
+    "release",
+    "prune",
+    "gc",
+    "iam-policy",
+    "init",
+    "completions",
+    "man",
+    "schema",
+];
 
 /// The shells `kiln completions` writes for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -527,8 +559,8 @@ async fn run(cli: Cli) -> Result<i32> {
         } => gc(global, older_than, dry_run, json).await,
         Command::Init { name } => init(&name),
         Command::Completions { shell } => completions(shell),
-        Command::Schema => schema(),
-        Command::Man => man(),
+        Command::Schema { fragment } => schema(fragment),
+        Command::Man { command, dir } => man(command.as_deref(), dir.as_deref()),
         Command::IamPolicy {
             recipe,
             builder_role,
@@ -559,19 +591,103 @@ fn completions(shell: Shell) -> Result<i32> {
     };
     let mut command = <Cli as clap::CommandFactory>::command();
     clap_complete::generate(shell, &mut command, "kiln", &mut std::io::stdout());
+    if shell == clap_complete::Shell::Bash {
+        print!("{}", bash_file_arguments(&command));
+    }
     Ok(exit::OK)
 }
 
-/// `kiln schema`: prints the JSON Schema of recipes.
-fn schema() -> Result<i32> {
-    println!("{}", to_json(&crate::recipe::recipe_schema())?);
+/// clap's bash script offers only the flags where a command's first argument goes; for the
+/// commands whose first argument is a file (the recipe), this completes file paths there
+/// instead (zsh and fish scripts already do).
+fn bash_file_arguments(command: &clap::Command) -> String {
+    let takes_a_file = |sub: &&clap::Command| {
+        sub.get_positionals()
+            .next()
+            .is_some_and(|arg| arg.get_value_hint() == ValueHint::FilePath)
+    };
+    let names: Vec<&str> = command
+        .get_subcommands()
+        .filter(takes_a_file)
+        .map(clap::Command::get_name)
+        .collect();
+    format!(
+        r#"
+# The file argument (the recipe) of {commands}: file paths, not flags.
+_kiln_file_argument() {{
+    if [[ ${{COMP_CWORD}} -eq 2 && "${{COMP_WORDS[2]}}" != -* ]]; then
+        case "${{COMP_WORDS[1]}}" in
+            {alternatives})
+                compopt -o filenames 2>/dev/null
+                COMPREPLY=($(compgen -f -- "${{COMP_WORDS[2]}}"))
+                return 0
+                ;;
+        esac
+    fi
+    _kiln "$@"
+}}
+complete -F _kiln_file_argument -o bashdefault -o default kiln
+"#,
+        commands = names.join(", "),
+        alternatives = names.join("|"),
+    )
+}
+
+/// `kiln schema [--fragment]`: prints the JSON Schema of recipes or of included files.
+fn schema(fragment: bool) -> Result<i32> {
+    use crate::recipe::schema::{render, SchemaKind};
+    let kind = if fragment {
+        SchemaKind::Fragment
+    } else {
+        SchemaKind::Recipe
+    };
+    print!("{}", render(kind));
     Ok(exit::OK)
 }
 
-/// `kiln man`: prints the man page (roff).
-fn man() -> Result<i32> {
-    let command = <Cli as clap::CommandFactory>::command();
-    clap_mangen::Man::new(command)
+/// The command-line definition as the man pages show it: built, so that every subcommand
+/// carries its display name (`kiln-build`) and the global options.
+fn man_command() -> clap::Command {
+    let mut command = <Cli as clap::CommandFactory>::command().disable_help_subcommand(true);
+    command.build();
+    command
+}
+
+/// The page of `command`, its footer naming kiln and its version.
+fn man_page(command: clap::Command) -> clap_mangen::Man {
+    clap_mangen::Man::new(command).source(format!("kiln {}", env!("CARGO_PKG_VERSION")))
+}
+
+/// `kiln man [COMMAND] [--dir DIR]`: prints kiln(1) or kiln-COMMAND(1), or writes them all.
+fn man(page: Option<&str>, dir: Option<&Path>) -> Result<i32> {
+    let command = man_command();
+    if let Some(dir) = dir {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("create the folder", dir, e))?;
+        let mut pages = vec![command.clone()];
+        pages.extend(command.get_subcommands().cloned());
+        let mut written = Vec::new();
+        for page in pages {
+            let man = man_page(page);
+            let path = dir.join(man.get_filename());
+            let mut roff = Vec::new();
+            man.render(&mut roff)
+                .and_then(|()| std::fs::write(&path, roff))
+                .map_err(|e| Error::io("write", &path, e))?;
+            written.push(path);
+        }
+        for path in written {
+            println!("wrote {}", path.display());
+        }
+        return Ok(exit::OK);
+    }
+    let page = match page {
+        None => command,
+        Some(name) => command
+            .find_subcommand(name)
+            .cloned()
+            .ok_or_else(|| Error::Usage(format!("no man page for `{name}`")))?,
+    };
+    man_page(page)
         .render(&mut std::io::stdout())
         .map_err(|e| Error::io("write", "the man page", e))?;
     Ok(exit::OK)
@@ -1068,6 +1184,15 @@ fn write_file(path: &Path, text: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::new_build_id;
+
+    #[test]
+    fn every_command_has_a_man_page() {
+        let names: Vec<String> = super::man_command()
+            .get_subcommands()
+            .map(|command| command.get_name().to_owned())
+            .collect();
+        assert_eq!(names, super::MAN_PAGES);
+    }
     use crate::recipe::PLACEHOLDER_BUILD_ID;
 
     /// A character's class: a hex digit, or itself (`t`, `z`, `-`).

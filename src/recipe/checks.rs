@@ -110,10 +110,12 @@ pub(crate) fn resource_id(id: &str, prefix: &str, what: &str) -> Check {
     }
 }
 
-/// `family.size`, e.g. `t3.large`, `m7g.metal-48xl`.
+/// `family.size`, e.g. `t3.large`, `m7g.metal-48xl`, `u-6tb1.metal`: every family starts with a
+/// letter (so a YAML number such as `1.5` is never an instance type).
 pub(crate) fn instance_type(instance_type: &str) -> Check {
     let parts: Vec<&str> = instance_type.split('.').collect();
     let valid = parts.len() == 2
+        && instance_type.starts_with(|c: char| c.is_ascii_lowercase())
         && parts
             .iter()
             .all(|part| !part.is_empty() && part.chars().all(|c| is_lower_alnum(c) || c == '-'));
@@ -187,14 +189,16 @@ pub(crate) fn instance_profile(profile: &str) -> Check {
 }
 
 /// The architectures EC2 knows.
+pub(crate) const ARCHITECTURES: [&str; 5] = ["i386", "x86_64", "arm64", "x86_64_mac", "arm64_mac"];
+
+/// One of [`ARCHITECTURES`].
 pub(crate) fn architecture(architecture: &str) -> Check {
-    const KNOWN: [&str; 5] = ["i386", "x86_64", "arm64", "x86_64_mac", "arm64_mac"];
-    if KNOWN.contains(&architecture) {
+    if ARCHITECTURES.contains(&architecture) {
         Ok(())
     } else {
         Err(format!(
             "is not an architecture: `{architecture}` (expected one of {})",
-            KNOWN.join(", ")
+            ARCHITECTURES.join(", ")
         ))
     }
 }
@@ -435,6 +439,8 @@ mod tests {
         assert!(account_id("12345678901").is_err());
         assert!(instance_type("m7g.metal-48xl").is_ok());
         assert!(instance_type("t3large").is_err());
+        assert!(instance_type("u-6tb1.metal").is_ok());
+        assert!(instance_type("1.5").is_err());
         assert!(kms_key_id("1234abcd-12ab-34cd-56ef-1234567890ab").is_ok());
         assert!(kms_key_id("mrk-1234abcd12ab34cd56ef1234567890ab").is_ok());
         assert!(kms_key_id("alias/kiln-images").is_ok());

@@ -1,17 +1,22 @@
 //! `kiln init NAME`: a starter recipe that validates as written. It bakes a small web page onto
 //! the newest Amazon Linux 2023: one run step (installs and enables nginx), one file step (the
 //! page) and one check step (nginx serves it), and releases the image to launch template `NAME`.
+//! Its first line is the YAML language server's modeline, naming the recipe schema that `kiln
+//! init` writes next to it ([`SCHEMA_FILE_NAME`]): editors complete and check the recipe as it is
+//! written.
 
 use std::path::PathBuf;
 
 use super::checks;
+use super::schema::{render, SchemaKind, SCHEMA_FILE_NAME};
 
-/// The files of the starter recipe `name`, relative to the folder it is written to; or why
-/// `name` cannot be a recipe name.
+/// The files of the starter recipe `name` (the recipe, its page, the recipe schema), relative to
+/// the folder they are written to; or why `name` cannot be a recipe name.
 pub fn starter(name: &str) -> Result<Vec<(PathBuf, String)>, String> {
     checks::recipe_name(name).map_err(|problem| format!("`{name}` {problem}"))?;
     let recipe = format!(
-        r#"# A starter recipe: `kiln validate {name}.yaml`, then `kiln build {name}.yaml`.
+        r#"# yaml-language-server: $schema={SCHEMA_FILE_NAME}
+# A starter recipe: `kiln validate {name}.yaml`, then `kiln build {name}.yaml`.
 name: {name}
 version: "0.1.0"
 vars:
@@ -41,6 +46,7 @@ release:
     Ok(vec![
         (PathBuf::from(format!("{name}.yaml")), recipe),
         (PathBuf::from("files/index.html"), page.to_owned()),
+        (PathBuf::from(SCHEMA_FILE_NAME), render(SchemaKind::Recipe)),
     ])
 }
 
@@ -74,6 +80,11 @@ mod tests {
         );
         assert_eq!(plan.release.unwrap().launch_template, "my-app");
         assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+        let files = starter("my-app").unwrap();
+        assert!(files[0]
+            .1
+            .starts_with("# yaml-language-server: $schema=recipe.schema.json\n"));
+        assert_eq!(files[2].0, PathBuf::from("recipe.schema.json"));
         assert!(starter("My_App")
             .unwrap_err()
             .contains("not a valid recipe name"));
