@@ -75,6 +75,8 @@ pub struct Sdk {
     pub elb: aws_sdk_elasticloadbalancingv2::Client,
     /// IAM is global; kiln only reads instance profiles.
     pub iam: aws_sdk_iam::Client,
+    /// Only secret values (`from: secretsmanager:`).
+    pub secretsmanager: aws_sdk_secretsmanager::Client,
     config: aws_config::SdkConfig,
 }
 
@@ -136,6 +138,7 @@ impl Sdk {
             autoscaling: aws_sdk_autoscaling::Client::new(&config),
             elb: aws_sdk_elasticloadbalancingv2::Client::new(&config),
             iam: aws_sdk_iam::Client::new(&config),
+            secretsmanager: aws_sdk_secretsmanager::Client::new(&config),
             config,
         }
     }
@@ -458,6 +461,14 @@ impl Cloud for Sdk {
 
     async fn put_parameter(&self, name: &str, value: &str, description: &str) -> Result<i64> {
         commands::put_parameter(self, name, value, description).await
+    }
+
+    async fn parameter_value(&self, name: &str) -> Result<String> {
+        commands::parameter_value(self, name).await
+    }
+
+    async fn secret_value(&self, id: &str) -> Result<String> {
+        commands::secret_value(self, id).await
     }
 
     async fn start_refresh(&self, request: &RefreshRequest) -> Result<String> {
