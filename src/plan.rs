@@ -668,7 +668,7 @@ pub fn shell_word(text: &str) -> String {
 /// Replaces each secret, and each line of a multi-line secret that is long enough to tell apart
 /// ([`MIN_SECRET_CHARS`], after trimming), by `***`, longest first: step output is read line
 /// by line, so a multi-line secret printed whole still arrives one line at a time.
-fn redact_values(text: &str, secrets: &[String]) -> String {
+pub fn redact_values(text: &str, secrets: &[String]) -> String {
     let lines = secrets
         .iter()
         .filter(|secret| secret.contains('\n'))
@@ -916,6 +916,43 @@ mod tests {
             plan.redact("password1 and pass and passes"),
             "*** and *** and ***es"
         );
+    }
+
+    #[test]
+    fn redaction_changes_the_secret_and_no_other_word() {
+        let mut plan = sample_plan();
+        // A secret that is also a common word part: only its own occurrences change.
+        plan.secrets = vec!["expired-token-9".into()];
+        let text = "credentials are missing or expired: export fresh credentials (expired-token-9)";
+        assert_eq!(
+            plan.redact(text),
+            "credentials are missing or expired: export fresh credentials (***)"
+        );
+    }
+
+    #[test]
+    fn a_multi_line_secret_is_redacted_whole_and_line_by_line() {
+        let mut plan = sample_plan();
+        let key = "-----BEGIN KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEF\nAASCBKcwggSjAgEAAoIBAQC7\nab=\n-----END KEY-----";
+        plan.secrets = vec![key.into()];
+        assert_eq!(plan.redact(&format!("key: {key} done")), "key: *** done");
+        // Step output arrives one line at a time: each line long enough to tell apart goes.
+        assert_eq!(
+            plan.redact("line MIIEvQIBADANBgkqhkiG9w0BAQEF seen"),
+            "line *** seen"
+        );
+        assert_eq!(plan.redact("  AASCBKcwggSjAgEAAoIBAQC7"), "  ***");
+        // A line shorter than MIN_SECRET_CHARS is not redacted alone: it would garble words.
+        assert_eq!(plan.redact("ab= about"), "ab= about");
+    }
+
+    #[test]
+    fn shell_words_are_quoted_only_when_a_shell_would_split_or_expand_them() {
+        assert_eq!(shell_word("recipes/app.yaml"), "recipes/app.yaml");
+        assert_eq!(shell_word("port=8080"), "port=8080");
+        assert_eq!(shell_word("a b"), "'a b'");
+        assert_eq!(shell_word("it's $HOME"), r"'it'\''s $HOME'");
+        assert_eq!(shell_word(""), "''");
     }
 
     #[test]

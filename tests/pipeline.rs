@@ -19,7 +19,7 @@ use kiln::ledger::{Event, Ledger, Resource};
 use kiln::pipeline::build::{self, BuildOptions, Interrupts, Manifest, OnError};
 use kiln::pipeline::{gc, Context};
 use kiln::plan::Plan;
-use kiln::recipe::{load_plan, LoadOptions};
+use kiln::recipe::{load_plan, LoadOptions, SecretValues};
 use kiln::report::{Phase, Recorder};
 
 const REGION: &str = "us-east-1";
@@ -70,6 +70,8 @@ impl Harness {
                 .collect(),
             now: SystemTime::now(),
             build_id: build_id.to_owned(),
+            secrets: SecretValues::Build,
+            ..LoadOptions::without_build(Vec::new())
         };
         load_plan(&path, &options).unwrap_or_else(|d| panic!("recipe: {d:?}"))
     }

@@ -18,8 +18,8 @@ use super::step::{self, StepDecl};
 use super::template::TemplateText;
 use super::yaml::{describe, is_null, node_pos, Entry, MapReader};
 use crate::plan::{
-    BuilderSpec, ReleaseSpec, ReleaseStrategy, SecretSource, SourceSpec, TesterSpec, Timeouts, DEFAULT_KEEP,
-    DEFAULT_MIN_HEALTHY_PERCENTAGE,
+    BuilderSpec, ReleaseSpec, ReleaseStrategy, SecretSource, SourceSpec, TesterSpec, Timeouts,
+    DEFAULT_KEEP, DEFAULT_MIN_HEALTHY_PERCENTAGE,
 };
 
 pub(super) const TOP_LEVEL_FIELDS: &[&str] = &[

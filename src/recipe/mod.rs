@@ -106,7 +106,9 @@ impl LoadOptions {
     }
 
     /// The `KILN_VAR_<name>` values among `vars` (the process environment, say), by `<name>`.
-    pub fn env_values(vars: impl IntoIterator<Item = (String, String)>) -> BTreeMap<String, String> {
+    pub fn env_values(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> BTreeMap<String, String> {
         vars.into_iter()
             .filter_map(|(key, value)| Some((key.strip_prefix(ENV_PREFIX)?.to_owned(), value)))
             .filter(|(name, _)| !name.is_empty())

@@ -297,7 +297,12 @@ impl World {
 
     /// The latest version's value; `ParameterNotFound` as AWS answers for a missing one.
     pub fn parameter_value(&mut self, here: &Here, name: &str) -> Answer<String> {
-        match self.region(&here.region).parameters.get(name).and_then(|v| v.last()) {
+        match self
+            .region(&here.region)
+            .parameters
+            .get(name)
+            .and_then(|v| v.last())
+        {
             Some(value) => Ok(value.clone()),
             None => refuse("ParameterNotFound", format!("Parameter {name} not found.")),
         }
@@ -311,7 +316,10 @@ impl World {
             .rsplit_once(":secret:")
             .and_then(|(_, rest)| rest.rsplit_once('-'))
             .map(|(name, _)| name);
-        match secrets.get(id).or_else(|| by_arn.and_then(|name| secrets.get(name))) {
+        match secrets
+            .get(id)
+            .or_else(|| by_arn.and_then(|name| secrets.get(name)))
+        {
             Some(value) => Ok(value.clone()),
             None => refuse(
                 "ResourceNotFoundException",
