@@ -4,7 +4,7 @@
 //! - `conformance`: one suite of cloud behaviours over the fake, the emulator and (with
 //!   `KILN_TEST_AWS=1`) a real account.
 //! - `build`, `builders`, `lifecycle`, `release`, `examples`, `faults`, `input`, `limits`,
-//!   `paging`, `settings`, `iam`: the compiled `kiln` driven as a user would, each test against its own
+//!   `paging`, `settings`, `iam`, `secrets`: the compiled `kiln` driven as a user would, each test against its own
 //!   emulator process, AWS state checked through the SDK.
 //! - `docs`: the README and the book: links, recipe snippets, `kiln` command lines.
 //! - `dist`: shipping: scripts/dist's static binary, the action's install script, `cargo package`.
@@ -25,4 +25,5 @@ mod limits;
 mod paging;
 mod pipeline;
 mod release;
+mod secrets;
 mod settings;
