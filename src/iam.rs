@@ -12,7 +12,7 @@
 use serde_json::{json, Value};
 
 use crate::aws::InstanceProfile;
-use crate::plan::Plan;
+use crate::plan::{Plan, SecretSource};
 use crate::tags;
 
 /// Every action kiln's policies may name, with the [`Cloud`](crate::aws::Cloud) operation that
@@ -64,6 +64,14 @@ pub const ACTIONS: &[(&str, &str)] = &[
     ("ssm:GetCommandInvocation", "invocation"),
     ("ssm:CancelCommand", "cancel_command"),
     ("ssm:PutParameter", "put_parameter"),
+    (
+        "ssm:GetParameter",
+        "parameter_value (a secret variable `from: ssm:`)",
+    ),
+    (
+        "secretsmanager:GetSecretValue",
+        "secret_value (a secret variable `from: secretsmanager:`)",
+    ),
     ("autoscaling:StartInstanceRefresh", "start_refresh"),
     ("autoscaling:DescribeInstanceRefreshes", "refresh, active_refresh"),
     ("autoscaling:RollbackInstanceRefresh", "rollback_refresh"),
@@ -137,7 +145,77 @@ pub fn policy(plan: &Plan, builder_role: Option<&str>) -> Value {
             "Resource": format!("arn:aws:ssm:*:*:parameter{parameter}")
         }));
     }
+    statements.extend(source_statements(plan));
     json!({ "Version": "2012-10-17", "Statement": statements })
+}
+
+/// Reading the recipe's secret variables declared `from: ssm:` (`ssm:GetParameter` on each
+/// parameter) and `from: secretsmanager:` (`secretsmanager:GetSecretValue` on each secret: by
+/// name, the ARN ends in `-` and six random characters). No `kms:Decrypt`: the AWS managed keys
+/// `aws/ssm` and `aws/secretsmanager` grant it to every principal of the account ("The AWS
+/// managed key for Parameter Store (aws/ssm) grants Decrypt permission to all IAM principals in
+/// the AWS account", Systems Manager user guide); a customer managed key is not named in the
+/// recipe, see [`source_key_note`].
+fn source_statements(plan: &Plan) -> Vec<Value> {
+    let mut parameters = Vec::new();
+    let mut secrets = Vec::new();
+    for declared in &plan.sources {
+        match &declared.source {
+            SecretSource::Env(_) => {}
+            SecretSource::Ssm(name) => {
+                let path = if name.starts_with('/') {
+                    name.clone()
+                } else {
+                    format!("/{name}")
+                };
+                parameters.push(format!("arn:aws:ssm:*:*:parameter{path}"));
+            }
+            SecretSource::SecretsManager { id, .. } if id.starts_with("arn:") => {
+                secrets.push(id.clone())
+            }
+            SecretSource::SecretsManager { id, .. } => {
+                secrets.push(format!("arn:aws:secretsmanager:*:*:secret:{id}-??????"))
+            }
+        }
+    }
+    parameters.sort();
+    parameters.dedup();
+    secrets.sort();
+    secrets.dedup();
+    let mut statements = Vec::new();
+    if !parameters.is_empty() {
+        statements.push(json!({
+            "Sid": "KilnReadSecretParameters",
+            "Effect": "Allow",
+            "Action": ["ssm:GetParameter"],
+            "Resource": parameters
+        }));
+    }
+    if !secrets.is_empty() {
+        statements.push(json!({
+            "Sid": "KilnReadSecrets",
+            "Effect": "Allow",
+            "Action": ["secretsmanager:GetSecretValue"],
+            "Resource": secrets
+        }));
+    }
+    statements
+}
+
+/// What to tell the caller when the recipe reads SSM parameters or Secrets Manager secrets:
+/// one encrypted with a customer managed KMS key also needs `kms:Decrypt` on that key.
+pub fn source_key_note(plan: &Plan) -> Option<String> {
+    let reads = plan
+        .sources
+        .iter()
+        .any(|declared| !matches!(declared.source, SecretSource::Env(_)));
+    reads.then(|| {
+        "note: the policy reads the recipe's `from: ssm:` parameters and `from: secretsmanager:` secrets without kms:Decrypt, \
+         which the AWS managed keys (aws/ssm, aws/secretsmanager) grant to every principal of the account; for one encrypted \
+         with a customer managed KMS key, also allow kms:Decrypt on that key (with the condition kms:ViaService = \
+         ssm.REGION.amazonaws.com or secretsmanager.REGION.amazonaws.com)"
+            .to_owned()
+    })
 }
 
 /// What to tell the caller when the policy's `iam:PassRole` names a guessed role.
@@ -501,9 +579,9 @@ mod tests {
     fn full_plan() -> Plan {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let options = LoadOptions {
-            vars: Vec::new(),
             now: std::time::SystemTime::UNIX_EPOCH,
             build_id: "b".into(),
+            ..LoadOptions::without_build(Vec::new())
         };
         load_plan(&root.join("tests/recipes/full-featured.yaml"), &options).expect("loads")
     }
@@ -524,6 +602,48 @@ mod tests {
                 "{action} is in ACTIONS but in no statement"
             );
         }
+    }
+
+    #[test]
+    fn secret_sources_are_read_only_on_the_parameters_and_secrets_the_recipe_names() {
+        let mut plan = full_plan();
+        let statement = |policy: &Value, sid: &str| {
+            policy["Statement"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["Sid"] == sid)
+                .cloned()
+        };
+        let policy = policy(&plan, None);
+        let parameters = statement(&policy, "KilnReadSecretParameters").expect("parameters");
+        assert_eq!(parameters["Action"], json!(["ssm:GetParameter"]));
+        assert_eq!(
+            parameters["Resource"],
+            json!(["arn:aws:ssm:*:*:parameter/kiln/full-featured/api-key"])
+        );
+        let secrets = statement(&policy, "KilnReadSecrets").expect("secrets");
+        assert_eq!(secrets["Action"], json!(["secretsmanager:GetSecretValue"]));
+        assert_eq!(
+            secrets["Resource"],
+            json!(["arn:aws:secretsmanager:*:*:secret:kiln/full-featured/db-??????"])
+        );
+        assert!(source_key_note(&plan).is_some());
+        // An ARN is taken as written; `env:` sources need no permission.
+        plan.sources[1].source = SecretSource::SecretsManager {
+            id: "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf".into(),
+            key: None,
+        };
+        plan.sources[0].source = SecretSource::Env("API_KEY".into());
+        let policy = super::policy(&plan, None);
+        assert!(statement(&policy, "KilnReadSecretParameters").is_none());
+        assert_eq!(
+            statement(&policy, "KilnReadSecrets").unwrap()["Resource"],
+            json!(["arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf"])
+        );
+        plan.sources.remove(1);
+        assert!(source_key_note(&plan).is_none());
+        assert!(statement(&super::policy(&plan, None), "KilnReadSecrets").is_none());
     }
 
     #[test]

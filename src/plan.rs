@@ -92,6 +92,133 @@ pub struct Plan {
     /// Each variable's hex sha256 of its value; `*` for a secret (named, never compared).
     #[serde(skip)]
     pub var_digests: BTreeMap<String, String>,
+    /// The `from:` of each secret variable that declares one, in name order. Only a build reads
+    /// them (after connecting, before the first step), and only those not `overridden`.
+    #[serde(skip)]
+    pub sources: Vec<VarSource>,
+    /// The `--var-file` and `--var` flags the plan was loaded with, for the commands messages
+    /// suggest ([`Plan::command_hint`]).
+    #[serde(skip)]
+    pub var_flags: VarFlags,
+}
+
+/// The fewest characters a secret value may have. kiln redacts a secret by replacing every
+/// occurrence of its value in what it prints and writes; a shorter value also occurs inside
+/// ordinary words (`x` in `expired`), which redaction would garble while hiding nothing.
+pub const MIN_SECRET_CHARS: usize = 8;
+
+/// Where a secret variable's value is read at build time: its `from:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// `env:NAME`: the environment variable NAME of the kiln process.
+    Env(String),
+    /// `ssm:NAME`: an SSM parameter's value (a SecureString is decrypted).
+    Ssm(String),
+    /// `secretsmanager:ID` or `secretsmanager:ID#KEY`: a Secrets Manager secret's SecretString,
+    /// or the string at KEY of the JSON object it holds.
+    SecretsManager { id: String, key: Option<String> },
+}
+
+impl SecretSource {
+    /// Reads `env:NAME`, `ssm:/path`, `secretsmanager:ID` or `secretsmanager:ID#KEY`.
+    pub fn parse(text: &str) -> Result<SecretSource, String> {
+        const EXPECTED: &str = "expected `env:NAME`, `ssm:/PARAMETER` or `secretsmanager:ID` (optionally `secretsmanager:ID#JSON_KEY`)";
+        let Some((kind, rest)) = text.split_once(':') else {
+            return Err(format!("`{text}` is not a source: {EXPECTED}"));
+        };
+        match kind {
+            "env" => {
+                let valid = rest
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                match valid {
+                    true => Ok(SecretSource::Env(rest.to_owned())),
+                    false => Err(format!(
+                        "`{text}`: `{rest}` is not an environment variable name (letters, digits and `_`, not starting with a digit)"
+                    )),
+                }
+            }
+            "ssm" => {
+                // PutParameter: a name of letters, digits and `.-_/`, at most 2048 characters
+                // with the path; a hierarchy starts with `/`.
+                let valid = !rest.is_empty()
+                    && rest.len() <= 2048
+                    && rest
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c));
+                match valid {
+                    true => Ok(SecretSource::Ssm(rest.to_owned())),
+                    false => Err(format!(
+                        "`{text}`: `{rest}` is not an SSM parameter name (letters, digits and `._-/`, e.g. `ssm:/app/api-key`)"
+                    )),
+                }
+            }
+            "secretsmanager" => {
+                let (id, key) = match rest.split_once('#') {
+                    Some((id, key)) => (id, Some(key)),
+                    None => (rest, None),
+                };
+                // A secret's name: letters, digits and `/_+=.@-`; an ARN adds `:`.
+                let valid = !id.is_empty()
+                    && id.len() <= 2048
+                    && id
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "/_+=.@-:".contains(c));
+                if !valid {
+                    return Err(format!(
+                        "`{text}`: `{id}` is not a Secrets Manager secret name or ARN (letters, digits and `/_+=.@-`)"
+                    ));
+                }
+                if key.is_some_and(str::is_empty) {
+                    return Err(format!(
+                        "`{text}`: the JSON key after `#` is empty (write `secretsmanager:{id}` for the whole secret)"
+                    ));
+                }
+                Ok(SecretSource::SecretsManager {
+                    id: id.to_owned(),
+                    key: key.map(str::to_owned),
+                })
+            }
+            _ => Err(format!("`{text}`: unknown source `{kind}:`, {EXPECTED}")),
+        }
+    }
+}
+
+impl fmt::Display for SecretSource {
+    /// The `from:` spelling.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretSource::Env(name) => write!(f, "env:{name}"),
+            SecretSource::Ssm(name) => write!(f, "ssm:{name}"),
+            SecretSource::SecretsManager { id, key: None } => write!(f, "secretsmanager:{id}"),
+            SecretSource::SecretsManager { id, key: Some(key) } => {
+                write!(f, "secretsmanager:{id}#{key}")
+            }
+        }
+    }
+}
+
+/// A secret variable's `from:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VarSource {
+    pub var: String,
+    pub source: SecretSource,
+    /// `path:line:column` of the `from:` field.
+    pub declared_at: String,
+    /// `--var`, a var file or `KILN_VAR_<name>` gave the value: the source is not read.
+    pub overridden: bool,
+}
+
+/// The `--var-file` and `--var` flags a command was given, as the commands that messages
+/// suggest repeat them: var files by the path given, non-secret `--var`s with their value,
+/// secret `--var`s by name only.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VarFlags {
+    pub var_files: Vec<PathBuf>,
+    /// `--var` flags in command-line order: the name, and the value unless the var is secret.
+    pub vars: Vec<(String, Option<String>)>,
 }
 
 /// What the test phase's instance overrides of the launch template's settings.
@@ -439,9 +566,35 @@ impl Plan {
         }
     }
 
-    /// The command line of `kiln COMMAND` for this recipe, as messages suggest it.
+    /// The command line of `kiln COMMAND` for this recipe, as messages suggest it: with the
+    /// `--var-file` flags as given and the `--var` flags of non-secret variables (shell-quoted
+    /// where needed). A secret given with `--var` is left out of commands that send no steps
+    /// (they do not need secret values); `kiln build` names it as `--var NAME="$NAME"` (the
+    /// name in capitals), a shell variable to set first: its value is never printed.
     pub fn command_hint(&self, command: &str) -> String {
-        format!("kiln {command} {}", self.recipe_path.display())
+        let mut words = vec![
+            "kiln".to_owned(),
+            command.to_owned(),
+            shell_word(&self.recipe_path.display().to_string()),
+        ];
+        for file in &self.var_flags.var_files {
+            words.push("--var-file".into());
+            words.push(shell_word(&file.display().to_string()));
+        }
+        for (name, value) in &self.var_flags.vars {
+            match value {
+                Some(value) => {
+                    words.push("--var".into());
+                    words.push(shell_word(&format!("{name}={value}")));
+                }
+                None if command == "build" => {
+                    words.push("--var".into());
+                    words.push(format!("{name}=\"${}\"", name.to_uppercase()));
+                }
+                None => {}
+            }
+        }
+        words.join(" ")
     }
 
     /// `text` with every secret value replaced by `***` (longest secrets first).
@@ -501,11 +654,32 @@ struct PlanDebugView<'a> {
     digest: &'a str,
 }
 
-fn redact_values(text: &str, secrets: &[String]) -> String {
+/// `text` as a POSIX shell reads it back as one word: as is when it has only characters no
+/// shell treats specially, else in single quotes.
+pub fn shell_word(text: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_-./:=@%+,".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
+}
+
+/// Replaces each secret, and each line of a multi-line secret that is long enough to tell apart
+/// ([`MIN_SECRET_CHARS`], after trimming), by `***`, longest first: step output is read line
+/// by line, so a multi-line secret printed whole still arrives one line at a time.
+pub fn redact_values(text: &str, secrets: &[String]) -> String {
+    let lines = secrets
+        .iter()
+        .filter(|secret| secret.contains('\n'))
+        .flat_map(|secret| secret.lines())
+        .map(str::trim)
+        .filter(|line| line.chars().count() >= MIN_SECRET_CHARS);
     let mut longest_first: Vec<&str> = secrets
         .iter()
         .map(String::as_str)
         .filter(|secret| !secret.is_empty())
+        .chain(lines)
         .collect();
     longest_first.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
     longest_first
@@ -705,6 +879,8 @@ mod tests {
             image_digest: String::new(),
             warnings: Vec::new(),
             var_digests: BTreeMap::new(),
+            sources: Vec::new(),
+            var_flags: VarFlags::default(),
         }
     }
 
@@ -740,6 +916,43 @@ mod tests {
             plan.redact("password1 and pass and passes"),
             "*** and *** and ***es"
         );
+    }
+
+    #[test]
+    fn redaction_changes_the_secret_and_no_other_word() {
+        let mut plan = sample_plan();
+        // A secret that is also a common word part: only its own occurrences change.
+        plan.secrets = vec!["expired-token-9".into()];
+        let text = "credentials are missing or expired: export fresh credentials (expired-token-9)";
+        assert_eq!(
+            plan.redact(text),
+            "credentials are missing or expired: export fresh credentials (***)"
+        );
+    }
+
+    #[test]
+    fn a_multi_line_secret_is_redacted_whole_and_line_by_line() {
+        let mut plan = sample_plan();
+        let key = "-----BEGIN KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEF\nAASCBKcwggSjAgEAAoIBAQC7\nab=\n-----END KEY-----";
+        plan.secrets = vec![key.into()];
+        assert_eq!(plan.redact(&format!("key: {key} done")), "key: *** done");
+        // Step output arrives one line at a time: each line long enough to tell apart goes.
+        assert_eq!(
+            plan.redact("line MIIEvQIBADANBgkqhkiG9w0BAQEF seen"),
+            "line *** seen"
+        );
+        assert_eq!(plan.redact("  AASCBKcwggSjAgEAAoIBAQC7"), "  ***");
+        // A line shorter than MIN_SECRET_CHARS is not redacted alone: it would garble words.
+        assert_eq!(plan.redact("ab= about"), "ab= about");
+    }
+
+    #[test]
+    fn shell_words_are_quoted_only_when_a_shell_would_split_or_expand_them() {
+        assert_eq!(shell_word("recipes/app.yaml"), "recipes/app.yaml");
+        assert_eq!(shell_word("port=8080"), "port=8080");
+        assert_eq!(shell_word("a b"), "'a b'");
+        assert_eq!(shell_word("it's $HOME"), r"'it'\''s $HOME'");
+        assert_eq!(shell_word(""), "''");
     }
 
     #[test]

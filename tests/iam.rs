@@ -116,7 +116,8 @@ fn the_policy_names_only_real_actions_of_the_services_kiln_uses() {
                 "autoscaling",
                 "elasticloadbalancing",
                 "iam",
-                "kms"
+                "kms",
+                "secretsmanager"
             ]
             .contains(&service),
             "{action}"

@@ -4,7 +4,7 @@
 //! - `conformance`: one suite of cloud behaviours over the fake, the emulator and (with
 //!   `KILN_TEST_AWS=1`) a real account.
 //! - `build`, `builders`, `lifecycle`, `release`, `examples`, `faults`, `input`, `limits`, `logs`,
-//!   `paging`, `settings`, `iam`: the compiled `kiln` driven as a user would, each test against its own
+//!   `paging`, `settings`, `iam`, `secrets`: the compiled `kiln` driven as a user would, each test against its own
 //!   emulator process, AWS state checked through the SDK.
 //! - `schema`: the recipe schemas and `kiln validate` agree, with check-jsonschema (pinned, in
 //!   .tools/venv).
@@ -29,4 +29,5 @@ mod paging;
 mod pipeline;
 mod release;
 mod schema;
+mod secrets;
 mod settings;

@@ -19,7 +19,7 @@ use kiln::ledger::{Event, Ledger, Resource};
 use kiln::pipeline::build::{self, BuildOptions, Interrupts, Manifest, OnError};
 use kiln::pipeline::{gc, Context};
 use kiln::plan::Plan;
-use kiln::recipe::{load_plan, LoadOptions};
+use kiln::recipe::{load_plan, LoadOptions, SecretValues};
 use kiln::report::{Phase, Recorder};
 
 const REGION: &str = "us-east-1";
@@ -70,6 +70,8 @@ impl Harness {
                 .collect(),
             now: SystemTime::now(),
             build_id: build_id.to_owned(),
+            secrets: SecretValues::Build,
+            ..LoadOptions::without_build(Vec::new())
         };
         load_plan(&path, &options).unwrap_or_else(|d| panic!("recipe: {d:?}"))
     }
@@ -266,11 +268,17 @@ async fn a_skip_says_secret_values_are_not_compared_and_force_rebuilds() {
         "steps:\n",
         "vars:\n  key: { value: \"\", secret: true }\nsteps:\n",
     );
-    h.build(&h.plan_of("b1", &recipe, &[("key", "first")]), "b1")
-        .await
-        .expect("first");
+    h.build(
+        &h.plan_of("b1", &recipe, &[("key", "first-key-value")]),
+        "b1",
+    )
+    .await
+    .expect("first");
     let manifest = h
-        .build(&h.plan_of("b2", &recipe, &[("key", "second")]), "b2")
+        .build(
+            &h.plan_of("b2", &recipe, &[("key", "second-key-value")]),
+            "b2",
+        )
         .await
         .expect("second");
     assert!(manifest.skipped, "{manifest:?}");
@@ -1272,7 +1280,7 @@ fn why_recipe(
     source: &str,
 ) -> String {
     format!(
-        "name: why-app\nversion: \"{version}\"\nvars:\n  flavour: {flavour}\n  token: {{ value: t0k3n, secret: true }}\n\
+        "name: why-app\nversion: \"{version}\"\nvars:\n  flavour: {flavour}\n  token: {{ value: t0k3n-value, secret: true }}\n\
          source: {source}\nbuilder: {{ instance_type: {instance_type}, iam_instance_profile: kiln-builder }}\n\
          steps:\n  - name: a\n    run: echo {{{{ vars.flavour }}}} {{{{ vars.token }}}}\n  - name: b\n    run: echo {step_b}\n\
          image:\n  name: \"why-app-{{{{ build_id }}}}\"\n"

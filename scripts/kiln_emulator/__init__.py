@@ -17,6 +17,14 @@ package, one module per concern:
     common.py       helpers the others share
     process.py      starting, calling and stopping an emulator process from Python
 
+Services kiln calls with no module here are moto's own: IAM (instance profiles), SSM Parameter
+Store reads and Secrets Manager (the values of secret variables, `from: ssm:` and
+`from: secretsmanager:`). moto's server routes them by the SigV4 service of the request, and
+faults.py records them like every request (GetParameter, GetSecretValue). GetParameter (API
+reference): "WithDecryption: Return decrypted values for secure string parameters. This flag is
+ignored for String and StringList parameter types." moto stores SecureString values unencrypted
+and returns them as such with WithDecryption; it evaluates no KMS key policy.
+
 The service modules' docstrings list the moto 5.2.5 gaps each one covers. They import moto when
 they are imported, so only server.patch_moto() imports them; everything else here imports moto
 lazily, and process.py needs only the standard library.

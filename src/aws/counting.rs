@@ -24,6 +24,8 @@ pub enum Service {
     Elb,
     #[serde(rename = "IAM")]
     Iam,
+    #[serde(rename = "Secrets Manager")]
+    SecretsManager,
 }
 
 impl std::fmt::Display for Service {
@@ -34,6 +36,7 @@ impl std::fmt::Display for Service {
             Service::AutoScaling => "Auto Scaling",
             Service::Elb => "Elastic Load Balancing",
             Service::Iam => "IAM",
+            Service::SecretsManager => "Secrets Manager",
         })
     }
 }
@@ -246,6 +249,16 @@ impl Cloud for Counting {
     async fn put_parameter(&self, name: &str, value: &str, description: &str) -> Result<i64> {
         self.counts.add(Service::Ssm);
         self.inner.put_parameter(name, value, description).await
+    }
+
+    async fn parameter_value(&self, name: &str) -> Result<String> {
+        self.counts.add(Service::Ssm);
+        self.inner.parameter_value(name).await
+    }
+
+    async fn secret_value(&self, id: &str) -> Result<String> {
+        self.counts.add(Service::SecretsManager);
+        self.inner.secret_value(id).await
     }
 
     async fn start_refresh(&self, request: &RefreshRequest) -> Result<String> {

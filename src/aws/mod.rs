@@ -121,6 +121,14 @@ pub trait Cloud: Send + Sync {
     async fn cancel_command(&self, command_id: &str, instance_id: &str) -> Result<()>;
     /// Writes a String parameter (overwriting); returns its new version.
     async fn put_parameter(&self, name: &str, value: &str, description: &str) -> Result<i64>;
+    /// `GetParameter` with decryption: the value of a parameter (a SecureString decrypted).
+    async fn parameter_value(&self, name: &str) -> Result<String>;
+
+    // --- Secrets Manager ---
+
+    /// `GetSecretValue` of the current version (`AWSCURRENT`) of a secret (a name or an ARN):
+    /// its SecretString; a secret stored as binary is an error.
+    async fn secret_value(&self, id: &str) -> Result<String>;
 
     // --- Auto Scaling ---
 

@@ -20,7 +20,7 @@ use crate::pipeline::journal::CommandJournal;
 use crate::pipeline::rollback::{Allowed, Target};
 use crate::pipeline::{self, Context};
 use crate::plan::Plan;
-use crate::recipe::{load_plan, LoadOptions};
+use crate::recipe::{load_plan, LoadOptions, SecretValues};
 use progress::{Mode, Progress};
 
 #[derive(Parser, Debug)]
@@ -74,9 +74,14 @@ struct RecipeArgs {
     /// The recipe file
     #[arg(value_hint = ValueHint::FilePath)]
     recipe: PathBuf,
-    /// Set a variable (repeatable): K=V; `version=X` overrides the recipe's version
+    /// Set a variable (repeatable): K=V; `version=X` overrides the recipe's version. Wins
+    /// over --var-file, KILN_VAR_<K>, the var's `from:` and its `value:`
     #[arg(long = "var", value_name = "K=V", value_parser = parse_var)]
     vars: Vec<(String, String)>,
+    /// Read variable values from a YAML file shaped like `vars:` (repeatable; a later file
+    /// wins): keeps secrets off the command line
+    #[arg(long = "var-file", value_name = "FILE")]
+    var_files: Vec<PathBuf>,
 }
 
 /// `kiln build`'s arguments.
@@ -410,17 +415,61 @@ pub fn new_build_id() -> String {
     format!("{}-{}", stamp.to_lowercase(), &random[..6])
 }
 
-/// Loads the recipe for a build with this id, or with placeholders when `None` (no build).
-fn load(recipe: &RecipeArgs, build_id: Option<&str>) -> Result<Plan> {
+/// The load options of `recipe`'s command: its `--var`s and `--var-file`s, `KILN_VAR_<name>`
+/// from the environment, and the build id (placeholders when `None`: no build).
+fn load_options(recipe: &RecipeArgs, build_id: Option<&str>, secrets: SecretValues) -> LoadOptions {
     let mut options = LoadOptions::without_build(recipe.vars.clone());
+    options.var_files = recipe.var_files.clone();
+    options.env = LoadOptions::env_values(std::env::vars());
+    options.secrets = secrets;
     if let Some(build_id) = build_id {
         options.build_id = build_id.to_owned();
     }
-    let plan = load_plan(&recipe.recipe, &options).map_err(Error::Recipe)?;
+    options
+}
+
+/// Loads the recipe for a command that sends no steps: secret values are not needed, and
+/// `from:` sources are not read.
+fn load(recipe: &RecipeArgs) -> Result<Plan> {
+    load_with(recipe, &load_options(recipe, None, SecretValues::NotNeeded))
+}
+
+fn load_with(recipe: &RecipeArgs, options: &LoadOptions) -> Result<Plan> {
+    let plan = load_plan(&recipe.recipe, options).map_err(Error::Recipe)?;
     for warning in &plan.warnings {
         eprintln!("{warning}");
     }
     Ok(plan)
+}
+
+/// The plan of a build, with the values of the `from:` sources that apply read through `cloud`
+/// (after connecting, before anything is created), or `plan` itself when none applies.
+async fn with_source_values(
+    cloud: &dyn Cloud,
+    recipe: &RecipeArgs,
+    plan: Plan,
+    options: LoadOptions,
+) -> Result<Plan> {
+    if plan.sources.iter().all(|source| source.overridden) {
+        return Ok(plan);
+    }
+    let env = |name: &str| std::env::var(name).ok();
+    let values = pipeline::sources::read(cloud, &plan.sources, &env).await?;
+    let read: Vec<String> = values.values().cloned().collect();
+    let options = LoadOptions {
+        secrets: SecretValues::Read(values),
+        ..options
+    };
+    load_plan(&recipe.recipe, &options).map_err(|problems| {
+        // A check of a rendered field may quote a value read from a source: never shown.
+        let error = Error::Recipe(problems);
+        let text = error.to_string();
+        let redacted = crate::plan::redact_values(&text, &read);
+        match redacted == text {
+            true => error,
+            false => Error::Usage(redacted),
+        }
+    })
 }
 
 async fn connect(global: &Global) -> Result<Arc<dyn Cloud>> {
@@ -702,7 +751,7 @@ async fn iam_policy(
     recipe: &RecipeArgs,
     builder_role: Option<&str>,
 ) -> Result<i32> {
-    let plan = load(recipe, None)?;
+    let plan = load(recipe)?;
     let (found, template_role) = read_roles(global, &plan, builder_role).await;
     let role = builder_role
         .map(str::to_owned)
@@ -727,6 +776,9 @@ async fn iam_policy(
     }
     let policy = crate::iam::in_partition(policy, crate::iam::partition(&region));
     println!("{}", to_json(&policy)?);
+    if let Some(note) = crate::iam::source_key_note(&plan) {
+        eprintln!("{note}");
+    }
     match (&found, crate::iam::builder_role_note(&plan, role.as_deref())) {
         (Ok(Some(role)), _) => eprintln!(
             "note: iam:PassRole names the role `{role}`, read from the builder's instance profile (iam:GetInstanceProfile)"
@@ -847,7 +899,7 @@ fn init(name: &str) -> Result<i32> {
 }
 
 fn validate(recipe: &RecipeArgs, json: bool) -> Result<i32> {
-    let plan = load(recipe, None)?;
+    let plan = load(recipe)?;
     // Rendered scripts may hold secret values: nothing leaves unredacted.
     let text = if json {
         to_json(&render::plan_json(&plan))? + "\n"
@@ -911,7 +963,8 @@ async fn build(
         json,
         require_release,
     } = outputs;
-    let plan = load(recipe, Some(&options.build_id))?;
+    let load_options = load_options(recipe, Some(&options.build_id), SecretValues::Build);
+    let plan = load_with(recipe, &load_options)?;
     let progress = progress(global);
     let events = events.map(events::Events::create).transpose()?;
     let both;
@@ -924,6 +977,10 @@ async fn build(
     };
     let mut interrupts = listen_for_signals()?;
     let cloud = connect_or_interrupted(global, &mut interrupts).await?;
+    let plan = tokio::select! {
+        r = with_source_values(cloud.as_ref(), recipe, plan, load_options) => r?,
+        signal = interrupts.next() => return Err(Error::Interrupted { signal }),
+    };
     let ctx = Context {
         cloud,
         reporter,
@@ -963,7 +1020,7 @@ async fn history(
     limit: Option<usize>,
     json: bool,
 ) -> Result<i32> {
-    let plan = load(recipe, None)?;
+    let plan = load(recipe)?;
     let spec = pipeline::history::release_spec(&plan, "history")?;
     let mut found = interruptible(async {
         pipeline::history::history(connect(global).await?.as_ref(), spec).await
@@ -1005,7 +1062,7 @@ async fn rollback(
     target: &Target,
     how: RollbackHow,
 ) -> Result<i32> {
-    let plan = load(recipe, None)?;
+    let plan = load(recipe)?;
     let spec = pipeline::history::release_spec(&plan, "rollback")?;
     let reporter = progress(global);
     let mut interrupts = listen_for_signals()?;
@@ -1075,7 +1132,7 @@ async fn release(
     choice: ReleaseChoice,
     json: bool,
 ) -> Result<i32> {
-    let plan = load(recipe, None)?;
+    let plan = load(recipe)?;
     let spec = pipeline::history::release_spec(&plan, "release")?;
     let reporter = progress(global);
     let mut interrupts = listen_for_signals()?;
@@ -1101,7 +1158,7 @@ async fn release(
 }
 
 async fn status(global: &Global, recipe: &RecipeArgs, wait: bool, json: bool) -> Result<i32> {
-    let plan = load(recipe, None)?;
+    let plan = load(recipe)?;
     let spec = pipeline::history::release_spec(&plan, "status")?;
     let reporter = progress(global);
     let found = interruptible(async {
@@ -1127,7 +1184,7 @@ async fn prune(
     dry_run: bool,
     json: bool,
 ) -> Result<i32> {
-    let plan = load(recipe, None)?;
+    let plan = load(recipe)?;
     let keep = keep
         .or(plan.release.as_ref().map(|r| r.keep))
         .unwrap_or(crate::plan::DEFAULT_KEEP);

@@ -469,7 +469,7 @@ async fn keep_builder(
             .display()
             .to_string(),
     };
-    let recipe = plan.recipe_path.display().to_string();
+    let recipe = plan.command_hint("build");
     Some(KeptBuilder::new(
         id,
         region,

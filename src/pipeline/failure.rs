@@ -71,7 +71,15 @@ pub struct KeptBuilder {
 }
 
 impl KeptBuilder {
-    pub fn new(instance_id: &str, region: &str, log: &str, recipe: &str, build_id: &str) -> Self {
+    /// `build_command` is `kiln build RECIPE` with the flags the build needs again
+    /// ([`crate::plan::Plan::command_hint`]).
+    pub fn new(
+        instance_id: &str,
+        region: &str,
+        log: &str,
+        build_command: &str,
+        build_id: &str,
+    ) -> Self {
         KeptBuilder {
             instance_id: instance_id.to_owned(),
             region: region.to_owned(),
@@ -79,7 +87,7 @@ impl KeptBuilder {
             session_command: format!(
                 "aws ssm start-session --target {instance_id} --region {region}"
             ),
-            resume_command: format!("kiln build {recipe} --resume {build_id} --region {region}"),
+            resume_command: format!("{build_command} --resume {build_id} --region {region}"),
             remove_command: format!(
                 "aws ec2 terminate-instances --instance-ids {instance_id} --region {region}"
             ),

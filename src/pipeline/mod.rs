@@ -26,6 +26,7 @@ pub mod release;
 pub mod resume;
 pub mod rollback;
 pub mod script;
+pub mod sources;
 pub mod status;
 pub mod steps;
 pub mod teardown;

@@ -18,8 +18,8 @@ use super::step::{self, StepDecl};
 use super::template::TemplateText;
 use super::yaml::{describe, is_null, node_pos, Entry, MapReader};
 use crate::plan::{
-    BuilderSpec, ReleaseSpec, ReleaseStrategy, SourceSpec, TesterSpec, Timeouts, DEFAULT_KEEP,
-    DEFAULT_MIN_HEALTHY_PERCENTAGE,
+    BuilderSpec, ReleaseSpec, ReleaseStrategy, SecretSource, SourceSpec, TesterSpec, Timeouts,
+    DEFAULT_KEEP, DEFAULT_MIN_HEALTHY_PERCENTAGE,
 };
 
 pub(super) const TOP_LEVEL_FIELDS: &[&str] = &[
@@ -143,6 +143,8 @@ pub(crate) struct VarDecl {
     pub secret: bool,
     /// A secret that may be empty (`allow_empty: true`); an empty secret is refused otherwise.
     pub allow_empty: bool,
+    /// Where a build reads the value (`from:`); secret variables only.
+    pub from: Option<At<SecretSource>>,
 }
 
 /// The `image` fields other than `tags`.
@@ -360,7 +362,7 @@ fn read_vars(session: &mut Session, top: &MapReader<'_>) -> Vec<VarDecl> {
 }
 
 /// The fields of a variable declared as a mapping.
-pub(super) const VAR_FIELDS: &[&str] = &["value", "secret", "allow_empty"];
+pub(super) const VAR_FIELDS: &[&str] = &["value", "secret", "allow_empty", "from"];
 
 fn read_var(session: &mut Session, vars: &MapReader<'_>, var: Entry<'_>) -> Option<VarDecl> {
     let name = At {
@@ -382,6 +384,7 @@ fn read_var(session: &mut Session, vars: &MapReader<'_>, var: Entry<'_>) -> Opti
             name,
             secret: false,
             allow_empty: false,
+            from: None,
         }),
         Node::Mapping(_) => {
             let declaration = MapReader::open(session, var.value, &path, var.key_pos, VAR_FIELDS)?;
@@ -394,22 +397,58 @@ fn read_var(session: &mut Session, vars: &MapReader<'_>, var: Entry<'_>) -> Opti
             let allow_empty = declaration
                 .boolean(session, "allow_empty")
                 .is_some_and(|allow| allow.value);
+            let from = read_var_source(session, &declaration, &path, secret);
             Some(VarDecl {
                 name,
                 value: value.unwrap_or_default(),
                 secret,
                 allow_empty,
+                from,
             })
         }
         Node::Sequence(_) => {
             let message = format!(
-                "`{path}` must be a string or a mapping with `value`, `secret` and `allow_empty`, found {}",
+                "`{path}` must be a string or a mapping with `value`, `secret`, `allow_empty` and `from`, found {}",
                 describe(var.value)
             );
             session.error_at(var.value_pos(), message);
             None
         }
     }
+}
+
+/// A variable's `from:` (`env:NAME`, `ssm:/path`, `secretsmanager:ID[#KEY]`): only on secret
+/// variables, since a value read at build time is neither in the fingerprint nor known to
+/// `kiln validate`, and is redacted like every secret.
+fn read_var_source(
+    session: &mut Session,
+    declaration: &MapReader<'_>,
+    path: &str,
+    secret: bool,
+) -> Option<At<SecretSource>> {
+    let from = declaration.string(session, "from")?;
+    let source = match SecretSource::parse(&from.value) {
+        Ok(source) => source,
+        Err(problem) => {
+            session.error_at(from.pos, format!("`{path}.from` {problem}"));
+            return None;
+        }
+    };
+    if !secret {
+        let name = path.trim_start_matches("vars.");
+        session.error_at(
+            from.pos,
+            format!(
+                "`{path}.from` needs `secret: true`: a value read at build time is kept out of the fingerprint and redacted like a secret; \
+                 for a plain value from the environment, drop `from:` and set KILN_VAR_{name}"
+            ),
+        );
+        return None;
+    }
+    Some(At {
+        value: source,
+        pos: from.pos,
+    })
 }
 
 fn read_source(session: &mut Session, top: &MapReader<'_>) -> Option<SourceSpec> {

@@ -33,13 +33,15 @@ pub use schema::{recipe_schema, SchemaKind};
 pub mod starter;
 mod step;
 mod template;
+mod var_file;
 mod yaml;
 
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 pub use diagnostic::Diagnostic;
@@ -49,14 +51,38 @@ use crate::plan::Plan;
 pub use crate::plan::RECIPE_FORMAT_VERSION;
 
 /// Inputs of a load that do not come from the recipe files.
+///
+/// A variable's value is, from the strongest to the weakest: `vars` (`--var`), `var_files`
+/// (a later file wins), `env` (`KILN_VAR_<name>`), its `from:` source (read by a build, given
+/// in [`SecretValues::Read`]), its `value:`.
 #[derive(Clone)]
 pub struct LoadOptions {
     /// `--var K=V` pairs, in command-line order (a later pair wins).
     pub vars: Vec<(String, String)>,
+    /// `--var-file FILE`s, in command-line order (a later file wins).
+    pub var_files: Vec<PathBuf>,
+    /// Values from the environment: `KILN_VAR_<name>`, keyed by `<name>`.
+    pub env: BTreeMap<String, String>,
+    /// Whether the command needs the values of secret variables.
+    pub secrets: SecretValues,
     /// The build time, for `{{ timestamp }}`.
     pub now: SystemTime,
     /// The build id, for `{{ build_id }}`.
     pub build_id: String,
+}
+
+/// What a load does with secret variables' values.
+#[derive(Clone, PartialEq, Eq)]
+pub enum SecretValues {
+    /// The command sends no steps (`validate`, `history`, `release`, …): an empty secret is
+    /// fine and `from:` sources are not read.
+    NotNeeded,
+    /// A build, before its `from:` sources are read: an empty secret without a `from:` that
+    /// applies is refused.
+    Build,
+    /// A build, with the values read from the `from:` sources that apply, by variable name:
+    /// every secret must have a value.
+    Read(BTreeMap<String, String>),
 }
 
 /// The `{{ build_id }}` of a load with no build (`kiln validate`, `kiln iam-policy`): the shape of a
@@ -67,21 +93,47 @@ pub const PLACEHOLDER_BUILD_ID: &str = "00000000t000000000z-000000";
 impl LoadOptions {
     /// The options of a load that starts no build: build-time values are placeholders of the
     /// same shape as a build's (`now` for `{{ timestamp }}`, [`PLACEHOLDER_BUILD_ID`]).
+    /// No var file, no environment, secret values not needed.
     pub fn without_build(vars: Vec<(String, String)>) -> Self {
         LoadOptions {
             vars,
+            var_files: Vec::new(),
+            env: BTreeMap::new(),
+            secrets: SecretValues::NotNeeded,
             now: SystemTime::now(),
             build_id: PLACEHOLDER_BUILD_ID.to_owned(),
         }
     }
+
+    /// The `KILN_VAR_<name>` values among `vars` (the process environment, say), by `<name>`.
+    pub fn env_values(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> BTreeMap<String, String> {
+        vars.into_iter()
+            .filter_map(|(key, value)| Some((key.strip_prefix(ENV_PREFIX)?.to_owned(), value)))
+            .filter(|(name, _)| !name.is_empty())
+            .collect()
+    }
 }
 
+/// The prefix of environment variables that set recipe variables: `KILN_VAR_api_key`.
+pub const ENV_PREFIX: &str = "KILN_VAR_";
+
 impl fmt::Debug for LoadOptions {
-    /// Shows variable names only: `--var` values are often secrets.
+    /// Shows variable names only: values are often secrets.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let var_names: Vec<&str> = self.vars.iter().map(|(name, _)| name.as_str()).collect();
+        let env_names: Vec<&String> = self.env.keys().collect();
+        let secrets = match &self.secrets {
+            SecretValues::NotNeeded => "not needed".to_owned(),
+            SecretValues::Build => "build".to_owned(),
+            SecretValues::Read(read) => format!("read: {:?}", read.keys().collect::<Vec<_>>()),
+        };
         f.debug_struct("LoadOptions")
             .field("vars", &var_names)
+            .field("var_files", &self.var_files)
+            .field("env", &env_names)
+            .field("secrets", &secrets)
             .field("now", &self.now)
             .field("build_id", &self.build_id)
             .finish()

@@ -1,12 +1,14 @@
 //! Turning a merged recipe into a [`Plan`].
 //!
-//! Owns what only makes sense on the whole recipe: `--var` overrides, required sections, the
+//! Owns what only makes sense on the whole recipe: the values of variables (`--var`,
+//! `--var-file`, `KILN_VAR_<name>`, `from:`, `value:`, in that precedence) and which secret
+//! values are refused, required sections, the
 //! [`Resolver`] that renders every templated field (for the build and for the digest) and checks
 //! rendered values, the image section (name, description, tags, SSM parameter), and assembling
 //! the plan with its digest. Steps are resolved by [`super::step`], through the same resolver. It
 //! must not parse YAML or decide merge order.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use super::checks::{self, Check};
@@ -16,16 +18,20 @@ use super::source::Session;
 use super::template::{
     declared_list, format_timestamp, render, Rendered, TemplateContext, TemplateText, Variable,
 };
-use super::{Diagnostic, LoadOptions};
+use super::var_file::read_var_file;
+use super::yaml::closest_field;
+use super::{Diagnostic, LoadOptions, SecretValues, ENV_PREFIX};
 use crate::plan::{
-    BuilderSpec, DigestImage, DigestInput, DigestStep, ImageSpec, Plan, ReleaseSpec, SourceSpec,
-    Step, TesterSpec, Timeouts,
+    BuilderSpec, DigestImage, DigestInput, DigestStep, ImageSpec, Plan, ReleaseSpec, SecretSource,
+    SourceSpec, Step, TesterSpec, Timeouts, VarFlags, VarSource, MIN_SECRET_CHARS,
 };
 
 /// The image name when the recipe does not set one.
 const DEFAULT_IMAGE_NAME: &str = "{{ name }}-{{ version }}-{{ timestamp }}";
 /// Pseudo-path of diagnostics about `--var` input.
 const CLI_VARS: &str = "--var";
+/// Pseudo-path of diagnostics about `KILN_VAR_version`.
+const CLI_ENV: &str = "KILN_VAR_version";
 
 /// Resolves a merged recipe. `None` when any problem was found (in this or an earlier stage).
 pub(crate) fn resolve(
@@ -35,10 +41,12 @@ pub(crate) fn resolve(
     recipe_path: PathBuf,
     options: &LoadOptions,
 ) -> Option<Plan> {
-    let (vars, version_override) = apply_cli_vars(session, &merged, &options.vars, tree.complete);
-    refuse_empty_secrets(session, &merged, &vars);
-    let version =
-        version_override.or_else(|| merged.version.as_ref().map(|version| version.value.clone()));
+    let values = apply_values(session, &merged, options, tree.complete);
+    check_secret_values(session, &merged, &values, &options.secrets);
+    let sources = var_sources(session, &merged, &values);
+    let var_flags = var_flags(&merged, options);
+    let Values { vars, version, .. } = values;
+    let version = version.or_else(|| merged.version.as_ref().map(|version| version.value.clone()));
     let context = TemplateContext {
         name: merged
             .name
@@ -65,6 +73,8 @@ pub(crate) fn resolve(
     }
     let mut plan = draft.into_plan(recipe_path, tree.files.clone(), &resolver.context)?;
     plan.warnings = unused_vars(resolver.session, &merged, &resolver.context);
+    plan.sources = sources;
+    plan.var_flags = var_flags;
     Some(plan)
 }
 
@@ -86,63 +96,229 @@ fn unused_vars(session: &Session, merged: &MergedRecipe, context: &TemplateConte
         .collect()
 }
 
-/// Applies `--var K=V`: `version` overrides the recipe version, any other `K` must be declared.
-fn apply_cli_vars(
-    session: &mut Session,
-    merged: &MergedRecipe,
-    cli_vars: &[(String, String)],
-    report_unknown: bool,
-) -> (BTreeMap<String, Variable>, Option<String>) {
-    let mut vars: BTreeMap<String, Variable> = merged
-        .vars
-        .iter()
-        .map(|(name, declaration)| {
-            let variable = Variable {
-                value: declaration.value.clone(),
-                secret: declaration.secret,
-            };
-            (name.clone(), variable)
-        })
-        .collect();
-    let mut version = None;
-    for (name, value) in cli_vars {
-        if name == "version" {
-            match checks::version(value) {
-                Ok(()) => version = Some(value.clone()),
-                Err(problem) => session.push(Diagnostic::in_file(
-                    CLI_VARS,
-                    format!("`version` {problem}"),
-                )),
-            }
-            continue;
-        }
-        match vars.get_mut(name) {
-            Some(variable) => variable.value = value.clone(),
-            None if report_unknown => {
-                let message = format!("unknown variable {name} ({})", declared_list(&vars));
-                session.push(Diagnostic::in_file(CLI_VARS, message));
-            }
-            None => {}
-        }
-    }
-    (vars, version)
+/// Where a variable's value came from, for problems about it (never the value itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Origin {
+    /// The recipe's `value:` (or nothing).
+    Value,
+    /// Its `from:`, read by the build.
+    From(SecretSource),
+    /// `KILN_VAR_<name>`.
+    Env,
+    /// A `--var-file`.
+    VarFile(PathBuf),
+    /// `--var`.
+    CliVar,
 }
 
-/// An empty secret is a mistake (a key left at `value: ""` bakes nothing, and a later build with
-/// the real value matches the same fingerprint): refused unless declared `allow_empty: true`.
-fn refuse_empty_secrets(
+impl Origin {
+    fn describe(&self, name: &str) -> String {
+        match self {
+            Origin::Value => "its `value:`".to_owned(),
+            Origin::From(source) => format!("`from: {source}`"),
+            Origin::Env => format!("{ENV_PREFIX}{name}"),
+            Origin::VarFile(path) => format!("--var-file {}", path.display()),
+            Origin::CliVar => format!("--var {name}"),
+        }
+    }
+
+    /// Given on the command line or in the environment: a `from:` is not read.
+    fn overrides_the_recipe(&self) -> bool {
+        matches!(self, Origin::Env | Origin::VarFile(_) | Origin::CliVar)
+    }
+}
+
+/// Every variable's value, the version override, and where each value came from.
+struct Values {
+    vars: BTreeMap<String, Variable>,
+    version: Option<String>,
+    origins: BTreeMap<String, Origin>,
+    /// Secret variables whose `from:` applies and has not been read (a load with no build, or
+    /// a build before it reads its sources): their value is not known.
+    pending: BTreeSet<String>,
+}
+
+/// Applies the sources of values, weakest first: `value:`, `from:` (when read), `KILN_VAR_<name>`,
+/// each `--var-file`, each `--var`. `version` overrides the recipe version; any other name must
+/// be declared (in the environment, unknown names are someone else's and ignored).
+fn apply_values(
     session: &mut Session,
     merged: &MergedRecipe,
-    vars: &BTreeMap<String, Variable>,
-) {
+    options: &LoadOptions,
+    report_unknown: bool,
+) -> Values {
+    let mut values = Values {
+        vars: merged
+            .vars
+            .iter()
+            .map(|(name, declaration)| {
+                let variable = Variable {
+                    value: declaration.value.clone(),
+                    secret: declaration.secret,
+                };
+                (name.clone(), variable)
+            })
+            .collect(),
+        version: None,
+        origins: merged
+            .vars
+            .keys()
+            .map(|name| (name.clone(), Origin::Value))
+            .collect(),
+        pending: BTreeSet::new(),
+    };
     for (name, declaration) in &merged.vars {
-        let empty = vars.get(name).is_some_and(|var| var.value.is_empty());
-        if declaration.secret && !declaration.allow_empty && empty {
+        let Some(from) = &declaration.from else {
+            continue;
+        };
+        match &options.secrets {
+            SecretValues::Read(read) if read.contains_key(name) => {
+                values.set(name, &read[name], Origin::From(from.value.clone()));
+            }
+            _ => {
+                values.pending.insert(name.clone());
+            }
+        }
+    }
+    for (name, value) in &options.env {
+        if name == "version" {
+            values.set_version(session, CLI_ENV, value);
+        } else if values.vars.contains_key(name) {
+            values.set(name, value, Origin::Env);
+        }
+    }
+    for path in &options.var_files {
+        for (name, value) in read_var_file(session, path) {
+            if name.value == "version" {
+                let shown = format!("{}", path.display());
+                values.set_version(session, &shown, &value);
+            } else if values.vars.contains_key(&name.value) {
+                values.set(&name.value, &value, Origin::VarFile(path.clone()));
+            } else if report_unknown {
+                let message = values.unknown(&name.value);
+                session.error_at(name.pos, message);
+            }
+        }
+    }
+    for (name, value) in &options.vars {
+        if name == "version" {
+            values.set_version(session, CLI_VARS, value);
+        } else if values.vars.contains_key(name) {
+            values.set(name, value, Origin::CliVar);
+        } else if report_unknown {
+            let message = values.unknown(name);
+            session.push(Diagnostic::in_file(CLI_VARS, message));
+        }
+    }
+    values
+}
+
+impl Values {
+    fn set(&mut self, name: &str, value: &str, origin: Origin) {
+        if let Some(variable) = self.vars.get_mut(name) {
+            variable.value = value.to_owned();
+        }
+        self.pending.remove(name);
+        self.origins.insert(name.to_owned(), origin);
+    }
+
+    fn set_version(&mut self, session: &mut Session, given_in: &str, value: &str) {
+        match checks::version(value) {
+            Ok(()) => self.version = Some(value.to_owned()),
+            Err(problem) => session.push(Diagnostic::in_file(
+                given_in,
+                format!("`version` {problem}"),
+            )),
+        }
+    }
+
+    /// "unknown variable NAME (declared: …)", with the nearest declared name when one is close.
+    fn unknown(&self, name: &str) -> String {
+        let declared: Vec<&str> = self.vars.keys().map(String::as_str).collect();
+        let suggestion = closest_field(name, &declared)
+            .map(|near| format!(" (did you mean `{near}`?)"))
+            .unwrap_or_default();
+        format!(
+            "unknown variable {name} ({}){suggestion}",
+            declared_list(&self.vars)
+        )
+    }
+}
+
+/// Secret values a load refuses: one too short to redact safely, always; an empty one, for a
+/// build only (an empty key bakes nothing, and a later build with the real value matches the
+/// same fingerprint), unless declared `allow_empty: true` or still to be read from its `from:`.
+fn check_secret_values(
+    session: &mut Session,
+    merged: &MergedRecipe,
+    values: &Values,
+    secrets: &SecretValues,
+) {
+    for (name, declaration) in merged.vars.iter().filter(|(_, d)| d.secret) {
+        let value = values.vars.get(name).map_or("", |var| var.value.as_str());
+        let origin = values.origins.get(name).unwrap_or(&Origin::Value);
+        let chars = value.chars().count();
+        if chars > 0 && chars < MIN_SECRET_CHARS {
             let message = format!(
-                "secret variable `{name}` is empty: pass its value with `--var {name}=VALUE`, or declare it with `allow_empty: true` if empty is intended"
+                "secret variable `{name}` from {} is {chars} character{} long: kiln refuses secrets shorter than {MIN_SECRET_CHARS} characters, \
+                 because it redacts a secret by replacing its value wherever it appears in output, logs and errors, and a value that short \
+                 also appears inside ordinary words, which would be garbled while nothing is hidden; give the full credential",
+                origin.describe(name),
+                if chars == 1 { "" } else { "s" },
             );
             session.error_at(declaration.name.pos, message);
         }
+        let needed = *secrets != SecretValues::NotNeeded;
+        if needed && value.is_empty() && !declaration.allow_empty && !values.pending.contains(name)
+        {
+            let given = match origin {
+                Origin::Value => String::new(),
+                other => format!(" (from {})", other.describe(name)),
+            };
+            let message = format!(
+                "secret variable `{name}` is empty{given}: a build needs its value: pass it with `--var-file FILE`, \
+                 {ENV_PREFIX}{name} or `--var {name}=VALUE`, or declare where to read it (`from: env:NAME`, `from: ssm:/PARAMETER`, \
+                 `from: secretsmanager:ID`), or declare it with `allow_empty: true` if empty is intended"
+            );
+            session.error_at(declaration.name.pos, message);
+        }
+    }
+}
+
+/// The `from:` of each secret variable that declares one.
+fn var_sources(session: &Session, merged: &MergedRecipe, values: &Values) -> Vec<VarSource> {
+    merged
+        .vars
+        .iter()
+        .filter_map(|(name, declaration)| {
+            let from = declaration.from.as_ref()?;
+            let path = session.file(from.pos.file).path.display().to_string();
+            Some(VarSource {
+                var: name.clone(),
+                source: from.value.clone(),
+                declared_at: format!("{path}:{}:{}", from.pos.line, from.pos.column),
+                overridden: values
+                    .origins
+                    .get(name)
+                    .is_some_and(Origin::overrides_the_recipe),
+            })
+        })
+        .collect()
+}
+
+/// The flags that suggested commands repeat: var files as given, `--var`s of secret variables
+/// without their value.
+fn var_flags(merged: &MergedRecipe, options: &LoadOptions) -> VarFlags {
+    VarFlags {
+        var_files: options.var_files.clone(),
+        vars: options
+            .vars
+            .iter()
+            .map(|(name, value)| {
+                let secret = merged.vars.get(name).is_some_and(|d| d.secret);
+                (name.clone(), (!secret).then(|| value.clone()))
+            })
+            .collect(),
     }
 }
 
@@ -478,6 +654,8 @@ impl Draft {
                 .collect(),
             builder_digest: digest_input.builder_digest(),
             image_digest: digest_input.image_digest(),
+            sources: Vec::new(),
+            var_flags: VarFlags::default(),
         })
     }
 }

@@ -74,7 +74,8 @@ const DURATION: &str = "^\\s*([0-9][0-9.\\s]*[A-Za-zµ]+\\s*)+$";
 const DESTINATION: &str = "^(/|.*\\{\\{)";
 const CHECK_URL: &str = "^(https?://[^/\\s]\\S*|.*\\{\\{.*)$";
 const SSM_PARAMETER: &str = "^(/\\S+|.*\\{\\{.*)$";
-const VAR_SOURCE: &str = "^(env:[A-Za-z_][A-Za-z0-9_]*|ssm:/.+|secretsmanager:.+)$";
+const VAR_SOURCE: &str =
+    "^(env:[A-Za-z_][A-Za-z0-9_]*|ssm:[A-Za-z0-9._/-]{1,2048}|secretsmanager:[A-Za-z0-9/_+=.@:-]{1,2048}(#.+)?)$";
 /// Tag keys kiln and AWS reserve (any case).
 const RESERVED_TAG_KEY: &str = "^([kK][iI][lL][nN]|[aA][wW][sS]):";
 
@@ -267,21 +268,22 @@ fn step() -> Value {
 }
 
 fn vars() -> Value {
-    let mut fields: Vec<&str> = VAR_FIELDS.to_vec();
-    if !fields.contains(&VAR_FROM) {
-        fields.push(VAR_FROM);
-    }
-    let declaration = mapping(
+    let mut declaration = mapping(
         "vars.NAME",
-        &fields,
+        VAR_FIELDS,
         vec![
             ("value", "The default value; `--var NAME=VALUE` overrides it.", text(None)),
             ("secret", "Keep the value out of the plan, logs, tags and the fingerprint; it must not be empty unless `allow_empty` is true.", boolean()),
             ("allow_empty", "Accept an empty value for a secret.", boolean()),
-            (VAR_FROM, "Where the value comes from at build time: env:NAME, ssm:/parameter/path (SecureString is decrypted) or secretsmanager:SECRET_ID[#json-key]", string(VAR_SOURCE)),
+            (VAR_FROM, "Where a secret's value comes from at build time (needs `secret: true`): env:NAME, ssm:/parameter/path (SecureString is decrypted) or secretsmanager:SECRET_ID[#json-key]", string(VAR_SOURCE)),
         ],
         &[],
     );
+    // `from:` only on a secret variable.
+    declaration["if"] =
+        json!({ "required": [VAR_FROM], "properties": { VAR_FROM: { "type": "string" } } });
+    declaration["then"] =
+        json!({ "required": ["secret"], "properties": { "secret": { "const": true } } });
     let scalar = json!({ "type": ["string", "number", "boolean", "null"], "description": "The variable's value (text); `--var NAME=VALUE` overrides it." });
     json!({
         "type": "object",

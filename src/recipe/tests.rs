@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{load_plan, Diagnostic, LoadOptions};
+use super::{load_plan, Diagnostic, LoadOptions, SecretValues};
 use crate::plan::{Plan, SourceSpec, StepKind};
 
 /// 2026-11-25T21:22:41Z
@@ -12,11 +12,13 @@ fn build_time() -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_795_641_761)
 }
 
+/// A build's options: secret values are needed.
 fn options() -> LoadOptions {
     LoadOptions {
-        vars: Vec::new(),
         now: build_time(),
         build_id: "b-42".into(),
+        secrets: SecretValues::Build,
+        ..LoadOptions::without_build(Vec::new())
     }
 }
 
@@ -337,7 +339,7 @@ fn an_instance_type_list_is_tried_in_order_and_keys_change_the_digest() {
 fn cli_vars_override_values_version_and_secrets_are_redacted() {
     let vars = [
         ("version", "1.84.0-rc.1"),
-        ("db_password", "s3cr3t!"),
+        ("db_password", "s3cr3t!pw"),
         ("transformer_port", "7070"),
     ];
     let plan = load_ok(&good("full/main.yaml"), &options_with_vars(&vars));
@@ -346,15 +348,15 @@ fn cli_vars_override_values_version_and_secrets_are_redacted() {
         plan.image.name,
         "rudder-dataplane-1.84.0-rc.1-20261125T212241Z"
     );
-    assert_eq!(plan.secrets, ["s3cr3t!"]);
+    assert_eq!(plan.secrets, ["s3cr3t!pw"]);
     let script = script_of(&plan, "install transformer");
-    assert!(script.contains("PGPASSWORD='s3cr3t!'"), "{script}");
+    assert!(script.contains("PGPASSWORD='s3cr3t!pw'"), "{script}");
     assert!(script.contains("echo \"7070 ${HOME}\""));
     assert_eq!(
         plan.redact(script),
         "set -euo pipefail\necho \"7070 ${HOME}\"\nPGPASSWORD='***' psql -c 'select 1'\n"
     );
-    assert!(!format!("{plan:?}").contains("s3cr3t!"));
+    assert!(!format!("{plan:?}").contains("s3cr3t!pw"));
 }
 
 #[test]
@@ -411,7 +413,7 @@ fn secrets_are_refused_where_aws_would_store_them() {
     let scratch = Scratch::new();
     let recipe = scratch.write(
         "x.yaml",
-        format!("{HEADER}vars:\n  token: {{ value: t, secret: true }}\nimage:\n  tags: {{ auth: \"Bearer {{{{ vars.token }}}}\" }}\n"),
+        format!("{HEADER}vars:\n  token: {{ value: t0k3n-value, secret: true }}\nimage:\n  tags: {{ auth: \"Bearer {{{{ vars.token }}}}\" }}\n"),
     );
     assert_eq!(
         load_err(&recipe, &options()),
@@ -582,9 +584,9 @@ mod digest {
         let path = scratch.write("x.yaml", recipe.yaml());
         let first = load_ok(&path, &options());
         let later = LoadOptions {
-            vars: Vec::new(),
             now: build_time() + Duration::from_secs(86_400 * 3 + 17),
             build_id: "another-build".into(),
+            ..options()
         };
         let second = load_ok(&path, &later);
         assert_ne!(first.image.name, second.image.name);
@@ -884,5 +886,214 @@ fn declared_vars_that_no_template_uses_are_warned_about() {
             load_ok(&good(recipe), &options()).warnings.is_empty(),
             "{recipe}"
         );
+    }
+}
+
+/// Variable values from every source: `--var` > `--var-file` > `KILN_VAR_<name>` > `from:` >
+/// `value:`.
+mod values {
+    use super::*;
+
+    const VARS: &str = "vars:\n  a: { value: from-value-a, secret: true, from: \"env:A_SOURCE\" }\n  b: { value: from-value-b, secret: true, from: \"ssm:/app/b\" }\n  c: { value: from-value-c, secret: true }\n  d: { value: from-value-d, secret: true }\n  e: plain-e\nsteps:\n  - name: s\n    run: echo {{ vars.a }} {{ vars.b }} {{ vars.c }} {{ vars.d }} {{ vars.e }}\n";
+
+    fn recipe(scratch: &Scratch) -> PathBuf {
+        scratch.write("x.yaml", format!("{HEADER}{VARS}"))
+    }
+
+    fn read(values: &[(&str, &str)]) -> SecretValues {
+        SecretValues::Read(
+            values
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn each_source_wins_over_the_weaker_ones() {
+        let scratch = Scratch::new();
+        let path = recipe(&scratch);
+        let file = scratch.write(
+            "vars.yaml",
+            "b: var-file-b\nc: { value: var-file-c }\nd: var-file-d\nversion: \"2.0\"\n",
+        );
+        let options = LoadOptions {
+            vars: vec![("d".into(), "cli-var-d".into())],
+            var_files: vec![file],
+            env: [("c", "env-c-value"), ("b", "env-b-value"), ("other", "x")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            secrets: read(&[("a", "source-a-value")]),
+            ..options()
+        };
+        let plan = load_ok(&path, &options);
+        assert_eq!(
+            script_of(&plan, "s"),
+            "echo source-a-value var-file-b var-file-c cli-var-d plain-e"
+        );
+        assert_eq!(plan.version, "2.0");
+        let overridden: Vec<(&str, bool)> = plan
+            .sources
+            .iter()
+            .map(|s| (s.var.as_str(), s.overridden))
+            .collect();
+        assert_eq!(overridden, [("a", false), ("b", true)]);
+        assert_eq!(plan.sources[1].source.to_string(), "ssm:/app/b");
+        assert_eq!(
+            plan.sources[0].declared_at,
+            format!("{}:6:49", scratch.shown("x.yaml"))
+        );
+        // Values of secret variables from every source are redacted.
+        for value in ["source-a-value", "var-file-b", "var-file-c", "cli-var-d"] {
+            assert!(plan.secrets.iter().any(|s| s == value), "{value}");
+        }
+        assert_eq!(plan.redact("cli-var-d plain-e"), "*** plain-e");
+    }
+
+    #[test]
+    fn without_other_values_the_recipe_value_stays_and_unread_sources_are_not_refused() {
+        let scratch = Scratch::new();
+        let path = recipe(&scratch);
+        // A build before its sources are read: `a` and `b` are pending, nothing refused.
+        let plan = load_ok(&path, &options());
+        assert_eq!(
+            script_of(&plan, "s"),
+            "echo from-value-a from-value-b from-value-c from-value-d plain-e"
+        );
+        assert!(plan.sources.iter().all(|s| !s.overridden));
+    }
+
+    #[test]
+    fn an_empty_secret_is_refused_only_when_a_build_needs_it() {
+        let scratch = Scratch::new();
+        let path = scratch.write(
+            "x.yaml",
+            format!("{HEADER}vars:\n  key: {{ value: \"\", secret: true }}\n  fetched: {{ secret: true, from: \"env:FETCHED\" }}\nsteps:\n  - name: s\n    run: echo {{{{ vars.key }}}} {{{{ vars.fetched }}}}\n"),
+        );
+        let not_needed = LoadOptions::without_build(Vec::new());
+        load_ok(&path, &not_needed);
+        let build = load_err(&path, &options());
+        assert_eq!(build.len(), 1, "{build:?}");
+        assert!(
+            build[0].contains(":6:3: secret variable `key` is empty: a build needs its value"),
+            "{build:?}"
+        );
+        // Once read, an empty value from a source is refused too, naming the source.
+        let read_empty = LoadOptions {
+            vars: vec![("key".into(), "given-key-value".into())],
+            secrets: read(&[("fetched", "")]),
+            ..options()
+        };
+        let problems = load_err(&path, &read_empty);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("secret variable `fetched` is empty (from `from: env:FETCHED`)"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn a_secret_too_short_to_redact_is_refused_naming_where_it_came_from_never_the_value() {
+        let scratch = Scratch::new();
+        let path = recipe(&scratch);
+        for (options, origin) in [
+            (options_with_vars(&[("c", "x")]), "from --var c"),
+            (
+                LoadOptions {
+                    env: [("c".to_string(), "short".to_string())].into(),
+                    ..options()
+                },
+                "from KILN_VAR_c",
+            ),
+            (
+                LoadOptions {
+                    secrets: read(&[("a", "tiny")]),
+                    ..options()
+                },
+                "from `from: env:A_SOURCE`",
+            ),
+        ] {
+            let problems = load_err(&path, &options);
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert!(problems[0].contains(origin), "{origin}: {problems:?}");
+            assert!(
+                problems[0].contains("kiln refuses secrets shorter than 8 characters"),
+                "{problems:?}"
+            );
+            assert!(!problems[0].contains("`x`") && !problems[0].contains("tiny"));
+        }
+        // Eight characters are enough, and so is any length for a variable that is not secret.
+        load_ok(&path, &options_with_vars(&[("c", "8chars!!"), ("e", "x")]));
+    }
+
+    #[test]
+    fn unknown_names_get_the_nearest_declared_one_and_var_file_problems_have_positions() {
+        let scratch = Scratch::new();
+        let path = scratch.write(
+            "x.yaml",
+            format!("{HEADER}vars:\n  greeting: hello\nsteps:\n  - name: s\n    run: echo {{{{ vars.greeting }}}}\n"),
+        );
+        assert_eq!(
+            load_err(&path, &options_with_vars(&[("greting", "hi")])),
+            ["--var: unknown variable greting (declared: greeting) (did you mean `greeting`?)"]
+        );
+        assert_eq!(
+            load_err(&path, &options_with_vars(&[("colour", "red")])),
+            ["--var: unknown variable colour (declared: greeting)"]
+        );
+        let file = scratch.write(
+            "v.yaml",
+            "greeting: hi\ngreetin: hey\nlist: [1]\nsecretive: { value: a, secret: true }\n",
+        );
+        let with_file = LoadOptions {
+            var_files: vec![file],
+            ..options()
+        };
+        let shown = scratch.shown("v.yaml");
+        assert_eq!(
+            load_err(&path, &with_file),
+            [
+                format!("{shown}:3:7: `list` must be a string or a mapping with `value`, found a list (a var file gives values; the recipe declares `secret`, `allow_empty` and `from`)"),
+                format!("{shown}:4:24: unknown field `secret` in `secretive`, expected `value`"),
+                format!("{shown}:2:1: unknown variable greetin (declared: greeting) (did you mean `greeting`?)"),
+                format!("{shown}:4:1: unknown variable secretive (declared: greeting)"),
+            ]
+        );
+        let missing = LoadOptions {
+            var_files: vec![scratch.dir.path().join("none.yaml")],
+            ..options()
+        };
+        let problems = load_err(&path, &missing);
+        assert!(
+            problems[0].starts_with(&format!("{}: var file", scratch.shown("none.yaml"))),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn hints_repeat_var_files_and_plain_vars_and_name_secret_vars_only_for_a_build() {
+        let scratch = Scratch::new();
+        let path = recipe(&scratch);
+        let file = scratch.write("ci/vars.yaml", "c: var-file-c\n");
+        let options = LoadOptions {
+            vars: vec![
+                ("e".into(), "two words".into()),
+                ("d".into(), "cli-var-d-secret".into()),
+            ],
+            var_files: vec![file.clone()],
+            ..LoadOptions::without_build(Vec::new())
+        };
+        let plan = load_ok(&path, &options);
+        let (recipe, file) = (path.display(), file.display());
+        assert_eq!(
+            plan.command_hint("release"),
+            format!("kiln release {recipe} --var-file {file} --var 'e=two words'")
+        );
+        assert_eq!(
+            plan.command_hint("build"),
+            format!("kiln build {recipe} --var-file {file} --var 'e=two words' --var d=\"$D\"")
+        );
+        assert!(!format!("{:?}", plan.var_flags).contains("cli-var-d-secret"));
     }
 }

@@ -509,7 +509,7 @@ fn unknown_field_message(key: &str, path: &str, fields: &[&str]) -> String {
 
 /// The field nearest to `key` by Levenshtein distance (over characters), when at most 2 edits
 /// away and fewer edits than `key` is long; the first such field on a tie.
-fn closest_field<'f>(key: &str, fields: &[&'f str]) -> Option<&'f str> {
+pub(crate) fn closest_field<'f>(key: &str, fields: &[&'f str]) -> Option<&'f str> {
     fields
         .iter()
         .map(|field| (strsim::levenshtein(key, field), *field))

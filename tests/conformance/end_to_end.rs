@@ -15,7 +15,7 @@ use kiln::pipeline::build::{self, BuildOptions, Interrupts, Manifest, OnError};
 use kiln::pipeline::images::Deletion;
 use kiln::pipeline::Context;
 use kiln::plan::Plan;
-use kiln::recipe::{load_plan, LoadOptions};
+use kiln::recipe::{load_plan, LoadOptions, SecretValues};
 use kiln::report::{Phase, Recorder};
 
 use super::Backend;
@@ -78,9 +78,10 @@ fn minimal_plan(b: &Backend, dir: &std::path::Path, build_id: &str) -> Plan {
     let path = dir.join("conformance.yaml");
     std::fs::write(&path, minimal_recipe(b)).expect("write the recipe");
     let options = LoadOptions {
-        vars: Vec::new(),
         now: SystemTime::now(),
         build_id: build_id.to_owned(),
+        secrets: SecretValues::Build,
+        ..LoadOptions::without_build(Vec::new())
     };
     load_plan(&path, &options).unwrap_or_else(|d| panic!("the minimal recipe: {d:?}"))
 }

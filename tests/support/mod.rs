@@ -189,6 +189,7 @@ impl Emulator {
             autoscaling: sdk.autoscaling.clone(),
             ssm: sdk.ssm.clone(),
             iam: sdk.iam.clone(),
+            secretsmanager: sdk.secretsmanager.clone(),
             runtime,
         }
     }
@@ -262,6 +263,7 @@ pub struct Aws {
     pub autoscaling: aws_sdk_autoscaling::Client,
     pub ssm: aws_sdk_ssm::Client,
     pub iam: aws_sdk_iam::Client,
+    pub secretsmanager: aws_sdk_secretsmanager::Client,
     runtime: tokio::runtime::Runtime,
 }
 

@@ -292,6 +292,22 @@ impl Cloud for Fake {
         .await
     }
 
+    async fn parameter_value(&self, name: &str) -> Result<String> {
+        let resource = format!("parameter {name}");
+        self.call("GetParameter", resource, |w, here| {
+            w.parameter_value(here, name)
+        })
+        .await
+    }
+
+    async fn secret_value(&self, id: &str) -> Result<String> {
+        let resource = format!("secret {id}");
+        self.call("GetSecretValue", resource, |w, here| {
+            w.secret_value(here, id)
+        })
+        .await
+    }
+
     // --- Auto Scaling ---
 
     async fn start_refresh(&self, request: &RefreshRequest) -> Result<String> {

@@ -438,6 +438,15 @@ impl Fake {
 
     // --- adding things (this handle's region) ---
 
+    /// A Secrets Manager secret holding `value` as its SecretString.
+    pub fn add_secret(&self, name: &str, value: &str) {
+        self.with(|w, here| {
+            w.region(&here.region)
+                .secrets
+                .insert(name.to_owned(), value.to_owned());
+        })
+    }
+
     /// An available image of this account (x86_64, `/dev/xvda`, 8 GiB, one snapshot), created now.
     pub fn add_image(&self, name: &str, tags: &[(&str, &str)]) -> String {
         self.with(|w, here| w.add_own_image(here, name, tags))

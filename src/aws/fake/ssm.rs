@@ -295,6 +295,39 @@ impl World {
         Ok(versions.len() as i64)
     }
 
+    /// The latest version's value; `ParameterNotFound` as AWS answers for a missing one.
+    pub fn parameter_value(&mut self, here: &Here, name: &str) -> Answer<String> {
+        match self
+            .region(&here.region)
+            .parameters
+            .get(name)
+            .and_then(|v| v.last())
+        {
+            Some(value) => Ok(value.clone()),
+            None => refuse("ParameterNotFound", format!("Parameter {name} not found.")),
+        }
+    }
+
+    /// A secret's SecretString, by name or by an ARN ending in `secret:NAME-xxxxxx`;
+    /// `ResourceNotFoundException` as AWS answers for a missing one.
+    pub fn secret_value(&mut self, here: &Here, id: &str) -> Answer<String> {
+        let secrets = &self.region(&here.region).secrets;
+        let by_arn = id
+            .rsplit_once(":secret:")
+            .and_then(|(_, rest)| rest.rsplit_once('-'))
+            .map(|(name, _)| name);
+        match secrets
+            .get(id)
+            .or_else(|| by_arn.and_then(|name| secrets.get(name)))
+        {
+            Some(value) => Ok(value.clone()),
+            None => refuse(
+                "ResourceNotFoundException",
+                "Secrets Manager can't find the specified secret.",
+            ),
+        }
+    }
+
     pub fn sent_commands(&mut self, here: &Here) -> Vec<(String, String)> {
         let mut commands: Vec<&CommandRecord> =
             self.region(&here.region).commands.values().collect();

@@ -167,6 +167,8 @@ pub(super) struct Region {
     pub parameters: BTreeMap<String, Vec<String>>,
     /// Auto scaling groups, with their refreshes.
     pub groups: BTreeMap<String, GroupRecord>,
+    /// Secrets Manager secrets' current SecretString, by name.
+    pub secrets: BTreeMap<String, String>,
 }
 
 impl Region {

@@ -1,5 +1,5 @@
-//! Systems Manager: the SSM agent's registration, Run Command (send, follow, cancel) and
-//! Parameter Store writes.
+//! Systems Manager: the SSM agent's registration, Run Command (send, follow, cancel),
+//! Parameter Store writes and reads; and Secrets Manager reads (the values of secret variables).
 
 use aws_sdk_ssm::types::{InstanceInformationStringFilter, ParameterType};
 
@@ -157,4 +157,50 @@ pub async fn put_parameter(sdk: &Sdk, name: &str, value: &str, description: &str
         "Version",
         &resource,
     )
+}
+
+/// `GetParameter` with `WithDecryption`: the value, a SecureString decrypted. GetParameter (API
+/// reference): "WithDecryption: Return decrypted values for secure string parameters. This
+/// flag is ignored for String and StringList parameter types."
+pub async fn parameter_value(sdk: &Sdk, name: &str) -> Result<String> {
+    let resource = format!("parameter {name}");
+    let out = sdk
+        .ssm
+        .get_parameter()
+        .name(name)
+        .with_decryption(true)
+        .send()
+        .await
+        .map_err(|e| sdk.fail("GetParameter", &resource, e))?;
+    let value = out.parameter().and_then(|p| p.value()).map(str::to_owned);
+    sdk.required(value, "GetParameter", "Parameter.Value", &resource)
+}
+
+/// `GetSecretValue` of the `AWSCURRENT` version (the default without VersionId/VersionStage):
+/// its SecretString. A secret stored as SecretBinary is refused: a variable is text.
+pub async fn secret_value(sdk: &Sdk, id: &str) -> Result<String> {
+    const OP: &str = "GetSecretValue";
+    let resource = format!("secret {id}");
+    let out = sdk
+        .secretsmanager
+        .get_secret_value()
+        .secret_id(id)
+        .send()
+        .await
+        .map_err(|e| sdk.fail(OP, &resource, e))?;
+    match (out.secret_string(), out.secret_binary()) {
+        (Some(text), _) => Ok(text.to_owned()),
+        (None, Some(_)) => Err(sdk.error(
+            OP,
+            &resource,
+            Some("SecretBinary".into()),
+            "the secret holds binary data (SecretBinary), and a recipe variable is text: store it as a SecretString",
+        )),
+        (None, None) => Err(sdk.error(
+            OP,
+            &resource,
+            Some("MissingField".into()),
+            "the response has no SecretString",
+        )),
+    }
 }

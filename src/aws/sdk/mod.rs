@@ -78,6 +78,8 @@ pub struct Sdk {
     /// Where requests go, for messages: the endpoint URL when one is set (`--endpoint-url`,
     /// `AWS_ENDPOINT_URL`, the profile's `endpoint_url`), else AWS's in the region.
     endpoint: String,
+    /// Only secret values (`from: secretsmanager:`).
+    pub secretsmanager: aws_sdk_secretsmanager::Client,
     config: aws_config::SdkConfig,
 }
 
@@ -144,6 +146,7 @@ impl Sdk {
             autoscaling: aws_sdk_autoscaling::Client::new(&config),
             elb: aws_sdk_elasticloadbalancingv2::Client::new(&config),
             iam: aws_sdk_iam::Client::new(&config),
+            secretsmanager: aws_sdk_secretsmanager::Client::new(&config),
             config,
         }
     }
@@ -525,6 +528,14 @@ impl Cloud for Sdk {
 
     async fn put_parameter(&self, name: &str, value: &str, description: &str) -> Result<i64> {
         commands::put_parameter(self, name, value, description).await
+    }
+
+    async fn parameter_value(&self, name: &str) -> Result<String> {
+        commands::parameter_value(self, name).await
+    }
+
+    async fn secret_value(&self, id: &str) -> Result<String> {
+        commands::secret_value(self, id).await
     }
 
     async fn start_refresh(&self, request: &RefreshRequest) -> Result<String> {
