@@ -4,7 +4,7 @@
 //! - `conformance`: one suite of cloud behaviours over the fake, the emulator and (with
 //!   `KILN_TEST_AWS=1`) a real account.
 //! - `build`, `builders`, `lifecycle`, `release`, `examples`, `faults`, `input`, `limits`,
-//!   `paging`, `settings`, `iam`: the compiled `kiln` driven as a user would, each test against its own
+//!   `paging`, `settings`, `iam`, `iam_resources`: the compiled `kiln` driven as a user would, each test against its own
 //!   emulator process, AWS state checked through the SDK.
 //! - `docs`: the README and the book: links, recipe snippets, `kiln` command lines.
 //! - `dist`: shipping: scripts/dist's static binary, the action's install script, `cargo package`.
@@ -19,6 +19,7 @@ mod docs;
 mod examples;
 mod faults;
 mod iam;
+mod iam_resources;
 mod input;
 mod lifecycle;
 mod limits;

@@ -6,6 +6,8 @@ Each request is identified (service and region from the SigV4 credential scope, 
 fault the settings pick for it: throttle / 500 / 503 / denied (the caller's policy does not
 allow the action) answered here as AWS would for the request's protocol, drop (hang up before
 moto acts), drop_after (hang up after moto acted), delay (hold moto's answer back), or none. `Faults` holds the settings of POST /_kiln/faults.
+Each record also holds the IAM authorizations AWS would evaluate for the request
+(authorization.py), worked out before moto acts.
 """
 
 import json
@@ -16,6 +18,7 @@ import time
 import uuid
 from urllib.parse import parse_qs
 
+from . import authorization
 from .common import BadRequest, buffer_body, number, rate
 from .visibility import hide_new, is_lagging_search, not_visible
 
@@ -221,6 +224,10 @@ class AwsLayer:
         body = buffer_body(environ)
         service, region, action, protocol = identify(environ, body)
         record = _new_record(environ, service, region, action)
+        # What IAM checks for this request, worked out before moto acts on it (resource tags).
+        record["authorizations"], record["authorization_error"] = authorization.record(
+            service, region, action, protocol, body
+        )
         fault, latency, delay_ms = self._register(record, service, action)
         if latency:
             time.sleep(latency / 1000)
