@@ -57,11 +57,7 @@ pub fn denial(policy: &Value, authorization: &Value) -> Option<String> {
     Some(if near.is_empty() {
         format!("no statement allows {action} on {resource}")
     } else {
-        format!(
-            "{action} on {resource} (context {}): {}",
-            Value::Object(context.clone()),
-            near.join("; ")
-        )
+        format!("{action} on {resource}: {}", near.join("; "))
     })
 }
 
@@ -114,8 +110,10 @@ pub fn arn_matches(pattern: &str, arn: &str) -> bool {
 
 /// The first condition of a statement the context does not meet, described; `None` when all hold.
 fn unmet_condition(condition: &Value, context: &Map<String, Value>) -> Option<String> {
-    let Some(operators) = condition.as_object() else {
-        return None;
+    let operators = match condition {
+        Value::Null => return None,
+        Value::Object(operators) => operators,
+        other => return Some(format!("a Condition that is not an object: {other}")),
     };
     for (operator, keys) in operators {
         let Some(keys) = keys.as_object() else {
