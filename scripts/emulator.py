@@ -23,9 +23,12 @@ through moto's usual dispatch, wrapped by three layers:
         first rule that applies wins over the random rates.
    POST /_kiln/behaviour   merges top-level keys into the behaviour (GET shows it);
                            unknown keys are refused
-   GET  /_kiln/requests    [{service, region, action, access_key, status, fault, t}],
-                           in arrival order;
+   GET  /_kiln/requests    [{service, region, action, access_key, status, fault, t,
+                           authorizations, authorization_error}], in arrival order;
                            status is what moto or the fault answered, null for "drop";
+                           authorizations: what IAM evaluates for the request, each
+                           {action, resource, context} (kiln_emulator/authorization.py);
+                           authorization_error: why they could not be worked out, or null;
                            DELETE clears the list
    POST /_kiln/seed        creates the demo world ({"region": ...}, default us-east-1);
                            idempotent; answers its ids

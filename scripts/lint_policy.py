@@ -28,8 +28,8 @@ ACCEPTED = {
         "the test phase's instance half (only testers by tag); the document half is KilnRunCommandDocument"
     ),
     ("RESOURCE_MISMATCH", "KilnLaunchTesterFromTemplate", "ec2:RunInstances"): (
-        "the launch template half of the tester's RunInstances; instance, volume, network, image halves "
-        "are KilnLaunchBuilder"
+        "the launch template and key pair half of the tester's RunInstances; instance, volume, network, "
+        "image halves are KilnLaunchBuilder"
     ),
 }
 

@@ -397,11 +397,13 @@ fn tester_statements(recipe: &str, from_template: bool) -> Vec<Value> {
         }),
     ];
     if from_template {
+        // The template and the key pair it may name (RunInstances checks each resource of the
+        // launch, what the template version names included).
         statements.push(json!({
             "Sid": "KilnLaunchTesterFromTemplate",
             "Effect": "Allow",
             "Action": ["ec2:RunInstances"],
-            "Resource": "arn:aws:ec2:*:*:launch-template/*"
+            "Resource": ["arn:aws:ec2:*:*:launch-template/*", "arn:aws:ec2:*:*:key-pair/*"]
         }));
     }
     statements

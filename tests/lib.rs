@@ -4,7 +4,7 @@
 //! - `conformance`: one suite of cloud behaviours over the fake, the emulator and (with
 //!   `KILN_TEST_AWS=1`) a real account.
 //! - `build`, `builders`, `lifecycle`, `release`, `examples`, `faults`, `input`, `limits`, `logs`,
-//!   `paging`, `settings`, `iam`, `secrets`: the compiled `kiln` driven as a user would, each test against its own
+//!   `paging`, `settings`, `iam`, `iam_resources`, `secrets`: the compiled `kiln` driven as a user would, each test against its own
 //!   emulator process, AWS state checked through the SDK.
 //! - `schema`: the recipe schemas and `kiln validate` agree, with check-jsonschema (pinned, in
 //!   .tools/venv).
@@ -21,6 +21,7 @@ mod docs;
 mod examples;
 mod faults;
 mod iam;
+mod iam_resources;
 mod input;
 mod lifecycle;
 mod limits;

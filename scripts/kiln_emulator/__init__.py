@@ -6,6 +6,8 @@ package, one module per concern:
     server.py       the process: command line, moto's server with the patches, the URL line
     app.py          the WSGI app: the control API under /_kiln/, everything else to faults.py
     faults.py       recording and fault injection in front of moto for every AWS request
+    authorization.py  the IAM authorizations (action, resource ARN, condition context) AWS
+                    evaluates for each request, recorded with it
     state.py        behaviour settings, fault settings, recorded requests, refreshes (one lock)
     ec2.py          patches on moto's EC2: instances, images, launch templates
     amis.py         patches on moto's EC2 images and snapshots: keys and sharing, image

@@ -9,6 +9,8 @@ moto acts), drop_after (hang up after moto acted), delay (hold moto's answer bac
 answer that is not AWS's at all: the rule's `status`, default 200, and `body`, default a web
 page, as a proxy, a captive portal or a wrong --endpoint-url would answer), or none. `Faults`
 holds the settings of POST /_kiln/faults.
+Each record also holds the IAM authorizations AWS would evaluate for the request
+(authorization.py), worked out before moto acts.
 """
 
 import json
@@ -20,6 +22,7 @@ import uuid
 from http import HTTPStatus
 from urllib.parse import parse_qs
 
+from . import authorization
 from .common import BadRequest, buffer_body, number, rate
 from .visibility import hide_new, is_lagging_search, not_visible
 
@@ -231,6 +234,10 @@ class AwsLayer:
         body = buffer_body(environ)
         service, region, action, protocol = identify(environ, body)
         record = _new_record(environ, service, region, action)
+        # What IAM checks for this request, worked out before moto acts on it (resource tags).
+        record["authorizations"], record["authorization_error"] = authorization.record(
+            service, region, action, protocol, body
+        )
         fault, latency, delay_ms, foreign = self._register(record, service, action)
         if latency:
             time.sleep(latency / 1000)

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod policy;
 pub mod real_account;
 
 use std::io::{BufRead, BufReader};
