@@ -28,7 +28,14 @@ use kiln::aws::{RootVolume, ShellCommand};
 use kiln::error::Result;
 use kiln::pipeline::images::Deletion;
 
+mod aws_rules;
 mod end_to_end;
+pub use aws_rules::{
+    a_new_template_version_may_be_unknown_for_a_moment,
+    a_script_that_exits_194_runs_again_after_a_reboot,
+    traffic_sources_count_as_the_group_s_target_groups,
+    without_a_default_vpc_a_launch_needs_a_subnet,
+};
 pub use end_to_end::a_minimal_recipe_builds_tests_and_releases_end_to_end;
 
 /// One backend under test, with what it offers.
@@ -1114,6 +1121,10 @@ conformance!(
     a_verified_refresh_replaces_instances_without_losing_a_healthy_target: Own,
     groups_are_listed_with_their_subnets_and_their_max_size_can_be_raised: Own,
     a_minimal_recipe_builds_tests_and_releases_end_to_end: Own,
+    a_new_template_version_may_be_unknown_for_a_moment: None,
+    a_script_that_exits_194_runs_again_after_a_reboot: None,
+    without_a_default_vpc_a_launch_needs_a_subnet: Own,
+    traffic_sources_count_as_the_group_s_target_groups: Own,
 );
 
 /// Every group is listed (the release's references read them all), with the subnets of its

@@ -2194,3 +2194,28 @@ async fn a_new_template_version_not_visible_yet_becomes_the_default_once_it_is()
         "it was tried again"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_step_that_asks_for_a_reboot_is_followed_through_it_and_its_log_keeps_both_runs() {
+    let h = Harness::new();
+    let stdout: String = (1..=6).map(|i| format!("run line {i}\n")).collect();
+    h.fake.command_rule(CommandRule {
+        matching: "reboot-me".into(),
+        in_progress_for: Duration::from_secs(30),
+        outcome: CommandOutcome::Success {
+            stdout: stdout.clone(),
+        },
+    });
+    // The script exits 194 once: the agent is offline for 90 s, then runs it again.
+    h.fake.reboot_rule("reboot-me", 1, Duration::from_secs(90));
+    let plan = h.plan("b1", "  - name: reboot\n    run: echo reboot-me");
+    let manifest = h.build(&plan, "b1").await.expect("build");
+    assert_eq!(manifest.images.len(), 1);
+    let log = std::fs::read_to_string(h.state_dir().join("builds/b1/steps/01-reboot.log")).unwrap();
+    let rerun = log
+        .find(kiln::pipeline::script::RERUN_LINE)
+        .unwrap_or_else(|| panic!("no rerun line in:\n{log}"));
+    assert_eq!(log.matches("run line 6").count(), 2, "{log}");
+    assert!(log.find("run line 1").unwrap() < rerun, "{log}");
+    assert!(log.rfind("run line 1").unwrap() > rerun, "{log}");
+}

@@ -202,7 +202,8 @@ pub async fn kiln_sdk(url: &str) -> Sdk {
     sdk_as(url, KILN_ACCESS_KEY).await
 }
 
-async fn sdk_as(url: &str, access_key: &str) -> Sdk {
+/// The SDK against an emulator with `access_key`: [`CHECK_ACCESS_KEY`] for the test's own calls.
+pub async fn sdk_as(url: &str, access_key: &str) -> Sdk {
     let options = ConnectOptions {
         region: Some(REGION.into()),
         profile: None,

@@ -690,6 +690,22 @@ impl World {
         Ok(id)
     }
 
+    /// Whether a launch names its subnet: in the request, or in its launch template's version.
+    fn names_a_subnet(&mut self, here: &Here, request: &LaunchRequest) -> bool {
+        if request.subnet_id.is_some() {
+            return true;
+        }
+        let Some(desired) = &request.launch_template else {
+            return false;
+        };
+        self.region(&here.region)
+            .templates
+            .values()
+            .find(|t| t.id == desired.template_id)
+            .and_then(|t| t.versions.get(&desired.version))
+            .is_some_and(|v| v.data.contains_key("SubnetId"))
+    }
+
     pub fn launch_instance(&mut self, here: &Here, request: &LaunchRequest) -> Answer<String> {
         let token = &request.client_token;
         let region = self.region(&here.region);
@@ -699,6 +715,9 @@ impl World {
             .find(|i| !token.is_empty() && i.client_token == *token)
         {
             return Ok(done.id.clone());
+        }
+        if !self.default_vpc && !self.names_a_subnet(here, request) {
+            return refuse("VPCIdNotSpecified", "No default VPC for this user");
         }
         match self.refused_types.get(&request.instance_type) {
             Some(TypeRefusal::NoCapacity) => {

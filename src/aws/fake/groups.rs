@@ -40,6 +40,8 @@ pub(super) struct GroupRecord {
     pub version: String,
     pub health_check_type: String,
     pub target_group_arns: Vec<String>,
+    /// Traffic sources kiln cannot read the health of, as `TYPE IDENTIFIER`.
+    pub other_traffic_sources: Vec<String>,
     pub members: Vec<GroupMember>,
     /// `MaxSize` once set (`None`: as many as its members).
     pub max_size: Option<i32>,
@@ -142,6 +144,7 @@ impl GroupRecord {
             version: "$Default".into(),
             health_check_type: "ELB".into(),
             target_group_arns: vec![target_group_arn],
+            other_traffic_sources: Vec::new(),
             members: Vec::new(),
             max_size: None,
             refreshes: Vec::new(),
@@ -210,6 +213,26 @@ impl GroupRecord {
 }
 
 impl World {
+    /// AttachTrafficSources (see [`super::Fake::attach_traffic_source`]).
+    pub fn attach_traffic_source(
+        &mut self,
+        here: &Here,
+        group: &str,
+        kind: &str,
+        identifier: &str,
+    ) {
+        let Ok(group) = self.group_mut(here, group) else {
+            return;
+        };
+        if kind != "elbv2" {
+            group
+                .other_traffic_sources
+                .push(format!("{kind} {identifier}"));
+        } else if !group.target_group_arns.iter().any(|arn| arn == identifier) {
+            group.target_group_arns.push(identifier.to_owned());
+        }
+    }
+
     pub(super) fn group_mut(&mut self, here: &Here, name: &str) -> Answer<&mut GroupRecord> {
         match self.region(&here.region).groups.get_mut(name) {
             Some(group) => {
@@ -383,7 +406,7 @@ impl World {
             launch_template: None,
             health_check_type: group.health_check_type.clone(),
             target_group_arns: group.target_group_arns.clone(),
-            other_traffic_sources: Vec::new(),
+            other_traffic_sources: group.other_traffic_sources.clone(),
             subnet_ids: vec![SEED_SUBNET.to_owned()],
             desired_capacity: group.members.len() as i32,
             max_size: group.max_size.unwrap_or(group.members.len() as i32),

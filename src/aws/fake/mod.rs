@@ -21,14 +21,21 @@
 //!   with only the image changed, client tokens, default version, numbers never reused).
 //! - **SSM**: the agent is `Online` once an instance with an instance profile has been running for
 //!   `agent_online` (`ConnectionLost` after it stops); Run Command follows [`CommandRule`]s and the
-//!   command's execution timeout; cancelling; String parameters with versions.
+//!   command's execution timeout; cancelling; String parameters with versions; a script that
+//!   exits 194 ([`Fake::reboot_rule`]): the agent offline for the reboot, then the script run
+//!   again, its run wrapper's log kept across the runs.
 //! - **Auto Scaling and target health**: groups with members and a target group; instance
 //!   refreshes, one active at a time, that replace members (launch-first when
 //!   `MaxHealthyPercentage` > 100), with scriptable outcomes and unhealthy targets, AutoRollback
-//!   and RollbackInstanceRefresh (see `groups.rs`).
+//!   and RollbackInstanceRefresh (see `groups.rs`); traffic sources
+//!   ([`Fake::attach_traffic_source`]).
+//! - **EnableImageDeprecation's limits**: not in the past, at most 10 years ahead.
+//! - **No default VPC** ([`Fake::without_default_vpc`]): a launch that names no subnet is
+//!   refused with `VPCIdNotSpecified`.
 //! - **Eventual consistency** (off by default): new instances, images and snapshots unknown to
 //!   calls naming them for [`Timings::invisible`] and missing from searches for
-//!   [`Timings::search_lag`].
+//!   [`Timings::search_lag`]; new launch template versions unknown for
+//!   [`Timings::version_invisible`].
 //! - **IAM**: instance profiles (name, ARN with path `/`, roles) for `GetInstanceProfile`; the
 //!   seed holds [`BUILDER_PROFILE`].
 //! - **Faults and calls**: [`Fake::fault`] scripts failures per AWS action (fail, lose the answer,
@@ -38,10 +45,9 @@
 //!
 //! IAM permissions, and profiles at launch (an instance "has a profile" when the launch request
 //! names one, whatever the name; AWS refuses an unknown one), VPCs, subnets and security groups
-//! (accepted, not checked), volumes (volume tags and root volume settings are accepted and
+//! (accepted, not checked, beyond the default VPC's absence), volumes (volume tags and root volume settings are accepted and
 //! ignored, except the root size, which the image inherits), encryption, pagination (every
-//! listing is complete in one go), eventual consistency of instance profiles, launch template
-//! versions and groups, throttling (script it with a fault), instance-profile permissions, the
+//! listing is complete in one go), eventual consistency of instance profiles and groups, throttling (script it with a fault), instance-profile permissions, the
 //! effect of stopping an instance on a command in flight; group members are not EC2 instances
 //! (they do not appear in `find_instances`). Errors carry AWS's codes with messages in AWS's style, not its exact
 //! wording.
@@ -336,6 +342,34 @@ impl Fake {
     /// Like [`Fake::fault`], only for calls made in `region`.
     pub fn fault_in_region(&self, region: &str, operation: &str, fault: Fault) {
         self.with(|w, _| w.faults.push(operation, Some(region), fault));
+    }
+
+    /// Makes a script containing `matching` exit 194 `times` times ("Handling reboots when
+    /// running commands", Systems Manager user guide: "the script can ask SSM Agent to reboot
+    /// the managed node, and then restart the script after the reboot completed"): after each
+    /// run the agent is offline (`ConnectionLost`, SendCommand refused) for `offline_for`, then
+    /// runs the script again; the invocation stays `InProgress` throughout, and a run wrapper's
+    /// log keeps every run.
+    pub fn reboot_rule(&self, matching: &str, times: u32, offline_for: Duration) {
+        self.with(|w, _| {
+            w.reboot_rules
+                .push((matching.to_owned(), times, offline_for))
+        });
+    }
+
+    /// Takes the default VPC away, as in an account that deleted it: RunInstances naming no
+    /// subnet (none in the request, none in its launch template) answers `VPCIdNotSpecified`
+    /// (EC2 API error codes: "You have no default VPC in which to carry out the request.
+    /// Specify a VPC or subnet ID").
+    pub fn without_default_vpc(&self) {
+        self.with(|w, _| w.default_vpc = false);
+    }
+
+    /// Attaches a traffic source to `group` (AttachTrafficSources): an `elbv2` target group
+    /// gets the group's instances and counts in its health; another type (`vpc-lattice`...)
+    /// is listed only.
+    pub fn attach_traffic_source(&self, group: &str, kind: &str, identifier: &str) {
+        self.with(|w, here| w.attach_traffic_source(here, group, kind, identifier));
     }
 
     /// Adds a rule after the existing ones (the first matching rule wins).

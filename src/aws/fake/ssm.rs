@@ -28,6 +28,22 @@ fn truncated(text: &str, limit: usize) -> String {
     text.chars().take(limit).collect()
 }
 
+/// What a script that prints `full` evenly over `takes` has written after `elapsed`.
+fn written(full: &str, elapsed: Duration, takes: Duration) -> String {
+    if elapsed >= takes {
+        return full.to_owned();
+    }
+    let lines: Vec<&str> = full.split_inclusive('\n').collect();
+    let shown = (lines.len() as u128 * elapsed.as_millis() / takes.as_millis().max(1)) as usize;
+    lines[..shown.min(lines.len())].concat()
+}
+
+/// The line a run wrapper appends to its existing log before a rerun (`echo "--- kiln: …" >>`).
+fn rerun_line(script: &str) -> Option<String> {
+    let rest = script.split_once("echo \"--- kiln: ")?.1;
+    Some(format!("--- kiln: {}", rest.split_once('"')?.0))
+}
+
 /// The builder log a script names (`kiln_log='PATH'`): the run wrapper writes it, a read
 /// command reads it.
 fn named_log(script: &str) -> Option<String> {
@@ -55,18 +71,37 @@ impl CommandRecord {
             CommandOutcome::TimedOut => String::new(),
         };
         let until = self.cancelled.map_or(now, |at| at.min(now));
-        if until >= self.ends {
-            return full;
+        if self.reboots.is_empty() {
+            if until >= self.ends {
+                return full;
+            }
+            return written(
+                &full,
+                until.saturating_duration_since(self.sent),
+                self.ends.saturating_duration_since(self.sent),
+            );
         }
-        let lines: Vec<&str> = full.split_inclusive('\n').collect();
-        let elapsed = until.saturating_duration_since(self.sent).as_millis();
-        let takes = self
-            .ends
-            .saturating_duration_since(self.sent)
-            .as_millis()
-            .max(1);
-        let shown = (lines.len() as u128 * elapsed / takes) as usize;
-        lines[..shown.min(lines.len())].concat()
+        // One run before each reboot and one after the last; the wrapper appends to its log.
+        let mut log = String::new();
+        let starts =
+            std::iter::once(self.delivered).chain(self.reboots.iter().map(|(_, end)| *end));
+        for (run, start) in starts.enumerate() {
+            if until < start {
+                break;
+            }
+            if run > 0 {
+                if let Some(line) = &self.rerun_line {
+                    log.push_str(line);
+                    log.push('\n');
+                }
+            }
+            log.push_str(&written(
+                &full,
+                until.saturating_duration_since(start),
+                self.run_time,
+            ));
+        }
+        log
     }
 
     /// What the run wrapper prints once the script ended: the log's size and its end.
@@ -132,16 +167,23 @@ impl CommandRecord {
 impl World {
     pub fn agent_status(&mut self, here: &Here, instance_id: &str) -> Answer<Option<PingStatus>> {
         let agent_online = self.timings.agent_online;
+        let rebooting = self.reboots.get(instance_id).is_some_and(|windows| {
+            windows
+                .iter()
+                .any(|(from, to)| *from <= here.now && here.now < *to)
+        });
         let Some(instance) = self.region(&here.region).instances.get(instance_id) else {
             return Ok(None);
         };
-        Ok(if instance.agent_online(here.now, agent_online) {
-            Some(PingStatus::Online)
-        } else if instance.agent_was_online {
-            Some(PingStatus::ConnectionLost)
-        } else {
-            None
-        })
+        Ok(
+            if instance.agent_online(here.now, agent_online) && !rebooting {
+                Some(PingStatus::Online)
+            } else if instance.agent_was_online {
+                Some(PingStatus::ConnectionLost)
+            } else {
+                None
+            },
+        )
     }
 
     /// When a script ends and how: the first matching rule, capped by the execution timeout.
@@ -234,16 +276,36 @@ impl World {
         };
         let id = self.new_uuid();
         let delivered = here.now + self.timings.command_delivery;
+        let rule = self
+            .reboot_rules
+            .iter()
+            .find(|(matching, _, _)| command.script.contains(matching.as_str()))
+            .filter(|_| read_request(&command.script).is_none());
+        let mut reboots = Vec::new();
+        if let Some((_, times, offline)) = rule {
+            for run in 1..=*times {
+                let from = delivered + takes * run + *offline * (run - 1);
+                reboots.push((from, from + *offline));
+            }
+            self.reboots
+                .entry(command.instance_id.clone())
+                .or_default()
+                .extend(reboots.iter().copied());
+        }
+        let ends = reboots.last().map_or(delivered, |(_, end)| *end) + takes;
         let record = CommandRecord {
             id: id.clone(),
             instance_id: command.instance_id.clone(),
             script: command.script.clone(),
             sent: here.now,
             delivered,
-            ends: delivered + takes,
+            ends,
             outcome,
             cancelled: None,
             log,
+            run_time: takes,
+            reboots,
+            rerun_line: rerun_line(&command.script),
         };
         self.region(&here.region)
             .commands

@@ -152,6 +152,12 @@ pub(super) struct CommandRecord {
     pub cancelled: Option<Instant>,
     /// The log on the builder this command writes (a run wrapper's `kiln_log`), if any.
     pub log: Option<String>,
+    /// How long one run of the script takes, and the reboots it asks for (exit 194), each
+    /// followed by a run again: empty for a script that runs once.
+    pub run_time: Duration,
+    pub reboots: Vec<(Instant, Instant)>,
+    /// The line the run wrapper appends to its log before a rerun, if the script has one.
+    pub rerun_line: Option<String>,
 }
 
 /// One region's resources.
@@ -213,6 +219,12 @@ pub(super) struct World {
     pub faults: Faults,
     pub calls: Vec<Call>,
     pub rules: Vec<CommandRule>,
+    /// Scripts that exit 194 (ask for a reboot): (matching, how many times, agent offline for).
+    pub reboot_rules: Vec<(String, u32, Duration)>,
+    /// When each instance's agent is offline for a reboot a script asked for.
+    pub reboots: BTreeMap<String, Vec<(Instant, Instant)>>,
+    /// Whether the regions have a default VPC (true unless [`super::Fake::without_default_vpc`]).
+    pub default_vpc: bool,
     pub refresh_outcome: (RefreshStatus, String),
     /// Targets of instances a refresh launches from now on are unhealthy, for this reason.
     pub unhealthy_targets: Option<Unhealthy>,
@@ -262,6 +274,9 @@ impl World {
             faults: Faults::default(),
             calls: Vec::new(),
             rules: Vec::new(),
+            reboot_rules: Vec::new(),
+            reboots: BTreeMap::new(),
+            default_vpc: true,
             refresh_outcome: (RefreshStatus::Successful, String::new()),
             unhealthy_targets: None,
             health_lag: Duration::ZERO,
