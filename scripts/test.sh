@@ -30,7 +30,10 @@ scripts/lint-shipping
 echo "== cargo test"
 # Each emulator leaves the AWS actions kiln called here; the IAM policy check reads them after.
 rm -rf target/tmp/kiln-recorded-actions
-cargo test --all-targets "$@"
+# Four tests at a time on two cores: an integration test spends most of its time waiting on its
+# emulator's clocks (instances starting, targets turning healthy), not computing. Measured on
+# 2 cores: 185 s with 4 threads, 321 s with the default 2.
+RUST_TEST_THREADS=${RUST_TEST_THREADS:-4} cargo test --all-targets "$@"
 
 echo "== kiln iam-policy allows every AWS action the suite recorded"
 cargo test --test integration -- --ignored --exact iam::policy_allows_every_action_the_suite_recorded
