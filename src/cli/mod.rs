@@ -736,10 +736,13 @@ fn man(page: Option<&str>, dir: Option<&Path>) -> Result<i32> {
             .cloned()
             .ok_or_else(|| Error::Usage(format!("no man page for `{name}`")))?,
     };
-    man_page(page)
-        .render(&mut std::io::stdout())
-        .map_err(|e| Error::io("write", "the man page", e))?;
-    Ok(exit::OK)
+    match man_page(page).render(&mut std::io::stdout()) {
+        // A reader that stopped early (`kiln man build | head`) is not an error.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Error::io("write", "the man page", e))
+        }
+        _ => Ok(exit::OK),
+    }
 }
 
 /// `kiln iam-policy`: prints the caller's least-privilege policy (its ARNs in the partition of
