@@ -1093,6 +1093,18 @@ fn a_target_stuck_unused_is_named_and_the_refresh_rolled_back_when_kiln_gives_up
     assert_eq!(aws.group(GROUP).0, "$Default");
 }
 
+/// The group's health check type becomes EC2: it never looks at target health.
+fn ec2_health_checks(aws: &Aws) {
+    aws.block_on(
+        aws.autoscaling
+            .update_auto_scaling_group()
+            .auto_scaling_group_name(GROUP)
+            .health_check_type("EC2")
+            .send(),
+    )
+    .expect("UpdateAutoScalingGroup");
+}
+
 #[test]
 fn ec2_health_checks_let_a_refresh_succeed_with_an_unhealthy_target_and_kiln_says_so() {
     let emulator = Emulator::seeded();
@@ -1104,14 +1116,7 @@ fn ec2_health_checks_let_a_refresh_succeed_with_an_unhealthy_target_and_kiln_say
         ]}
     }));
     let aws = emulator.aws();
-    aws.block_on(
-        aws.autoscaling
-            .update_auto_scaling_group()
-            .auto_scaling_group_name(GROUP)
-            .health_check_type("EC2")
-            .send(),
-    )
-    .expect("UpdateAutoScalingGroup");
+    ec2_health_checks(&aws);
     let kiln = Kiln::new(&emulator);
     let before = aws.template_versions(GROUP);
     let run = kiln.run(&["build", &impatient_recipe(&kiln)]);
@@ -1396,14 +1401,7 @@ fn an_instance_that_turns_unhealthy_during_its_warm_up_keeps_the_default_where_i
         ]}
     }));
     let aws = emulator.aws();
-    aws.block_on(
-        aws.autoscaling
-            .update_auto_scaling_group()
-            .auto_scaling_group_name(GROUP)
-            .health_check_type("EC2")
-            .send(),
-    )
-    .expect("UpdateAutoScalingGroup");
+    ec2_health_checks(&aws);
     let kiln = Kiln::new(&emulator);
     let before = aws.template_versions(GROUP);
     let text = std::fs::read_to_string(group_recipe(&kiln, "  refresh: { instance_warmup: 5s }\n"))

@@ -74,27 +74,7 @@ fn strings(value: &Value) -> Vec<String> {
 }
 
 /// `*` any run of characters (none included), `?` any one character.
-pub fn glob(pattern: &str, text: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|c| *c == '*')
-}
+pub use kiln::aws::fake::glob;
 
 /// An ARN pattern against an ARN: `*` alone matches anything; otherwise the first five parts
 /// (arn, partition, service, region, account) one by one and the rest (the resource, which may

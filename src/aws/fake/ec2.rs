@@ -61,27 +61,10 @@ impl InstanceRecord {
     }
 }
 
-/// Whether `text` matches `pattern`, where `*` is any run of characters and `?` any one.
-pub(super) fn glob(pattern: &str, text: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
-    let (mut pi, mut ti) = (0, 0);
-    let mut backtrack: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            backtrack = Some((pi, ti));
-            pi += 1;
-        } else if let Some((star, from)) = backtrack {
-            pi = star + 1;
-            ti = from + 1;
-            backtrack = Some((star, from + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|c| *c == '*')
+/// Whether `text` matches `pattern`, where `*` is any run of characters and `?` any one (as
+/// EC2's filters and IAM's patterns read them).
+pub fn glob(pattern: &str, text: &str) -> bool {
+    wildmatch::WildMatch::new(pattern).matches(text)
 }
 
 fn owner_matches(owner: &str, owner_id: &str) -> bool {

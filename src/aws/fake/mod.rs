@@ -54,6 +54,7 @@
 
 mod cloud;
 mod ec2;
+pub use ec2::glob;
 mod groups;
 mod ssm;
 mod templates;
