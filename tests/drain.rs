@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use crate::support::*;
 
@@ -382,4 +383,271 @@ fn the_drain_unit_passes_systemd_analyze_verify() {
         stderr.trim().is_empty(),
         "systemd-analyze verify rudder-drain.service warned:\n{stderr}"
     );
+}
+
+/// A stand-in for IMDSv2: a token on `PUT /latest/api/token`, then the meta-data items the drain
+/// reads (404 for any other, as for an instance tag when instance metadata tags are off).
+struct FakeImds {
+    url: String,
+    state: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl FakeImds {
+    fn start() -> FakeImds {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let state = std::sync::Arc::new(std::sync::Mutex::new("InService".to_string()));
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request = String::new();
+                if reader.read_line(&mut request).is_err() {
+                    continue;
+                }
+                let mut token_ok = false;
+                loop {
+                    let mut header = String::new();
+                    if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
+                        break;
+                    }
+                    token_ok |=
+                        header.to_ascii_lowercase() == "x-aws-ec2-metadata-token: t0k3n\r\n";
+                }
+                let mut parts = request.split_whitespace();
+                let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                let body = match (method, path) {
+                    ("PUT", "/latest/api/token") => Some("t0k3n".to_string()),
+                    ("GET", _) if !token_ok => None,
+                    ("GET", "/latest/meta-data/autoscaling/target-lifecycle-state") => {
+                        Some(shared.lock().unwrap().clone())
+                    }
+                    ("GET", "/latest/meta-data/instance-id") => Some("i-0123456789abcdef0".into()),
+                    ("GET", "/latest/meta-data/placement/region") => Some("eu-west-1".into()),
+                    _ => None,
+                };
+                let response = match body {
+                    Some(body) => format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    ),
+                    None => {
+                        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                            .to_string()
+                    }
+                };
+                let mut stream = stream;
+                let _ = stream.write_all(response.as_bytes());
+            }
+        });
+        FakeImds { url, state }
+    }
+
+    fn set_state(&self, state: &str) {
+        *self.state.lock().unwrap() = state.to_string();
+    }
+}
+
+/// Stand-ins on PATH for what only an instance has: `aws` (records its arguments), `nft`
+/// (records its rules), `ss` (no connection open), `runuser` (runs the command as this user; psql
+/// then reaches the test's PostgreSQL through PGHOST/PGPORT/PGUSER).
+fn stub_bin(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let log = dir.join("calls.log");
+    for (name, body) in [
+        (
+            "aws",
+            format!("printf 'aws %s\\n' \"$*\" >>'{}'", log.display()),
+        ),
+        (
+            "nft",
+            format!(
+                "{{ printf 'nft %s\\n' \"$*\"; cat; }} >>'{}'",
+                log.display()
+            ),
+        ),
+        ("ss", String::new()),
+        (
+            "runuser",
+            "while [[ $1 != -- ]]; do shift; done; shift; exec \"$@\"".to_string(),
+        ),
+    ] {
+        let path = bin.join(name);
+        std::fs::write(&path, format!("#!/usr/bin/env bash\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    bin
+}
+
+fn status_json(dir: &Path) -> serde_json::Value {
+    std::fs::read_to_string(dir.join("state/status.json"))
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// Runs the shipped script against the fake IMDS, the stubs and the test's PostgreSQL.
+fn start_drain(
+    pg: &Postgres,
+    imds: &FakeImds,
+    dir: &Path,
+    limit_seconds: u32,
+) -> std::process::Child {
+    let bin = stub_bin(dir);
+    let conf = dir.join("drain.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "LIFECYCLE_HOOK_NAME=kiln-drain\nAUTO_SCALING_GROUP=rudder-dataplane\nJOBSDB_NAME=jobsdb\n\
+             GATEWAY_PORT=8080\nDRAIN_LIMIT_SECONDS={limit_seconds}\nHEARTBEAT_SECONDS=1\nPOLL_SECONDS=1\n\
+             GATEWAY_QUIESCE_SECONDS=5\n"
+        ),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    Command::new("bash")
+        .arg(repo_root().join("recipes/files/rudder-drain.sh"))
+        .env("PATH", path)
+        .env("RUDDER_DRAIN_CONF", &conf)
+        .env("RUDDER_DRAIN_PENDING_SQL", pending_sql())
+        .env("RUDDER_DRAIN_STATE_DIR", dir.join("state"))
+        .env("RUDDER_DRAIN_IMDS", &imds.url)
+        .env_remove("AWS_REGION")
+        .env("PGHOST", pg.dir.path())
+        .env("PGPORT", pg.port.to_string())
+        .env("PGUSER", "postgres")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run rudder-drain.sh")
+}
+
+fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("rudder-drain.sh did not end within 60 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn the_drain_holds_the_termination_until_the_jobsdb_is_empty_then_continues() {
+    require("bash");
+    let pg = Postgres::start();
+    let mut fixture = dataset_ddl("gw", "1", false);
+    let none: &[&str] = &[""];
+    fixture.push_str(&fill(
+        "gw",
+        "1",
+        &[(none, &[]), (none, &["executing"]), (none, &["succeeded"])],
+    ));
+    let file = pg.dir.path().join("fixture.sql");
+    std::fs::write(&file, &fixture).unwrap();
+    pg.psql_file(&file, "jobsdb");
+
+    let imds = FakeImds::start();
+    let dir = tempfile::tempdir().unwrap();
+    let calls = dir.path().join("calls.log");
+    let mut drain = start_drain(&pg, &imds, dir.path(), 600);
+
+    // In service: it watches and touches nothing.
+    assert!(
+        eventually(Duration::from_secs(10), || status_json(dir.path())["phase"]
+            == "watching"),
+        "status.json: {}",
+        status_json(dir.path())
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!calls.exists(), "calls while in service: {}", read(&calls));
+
+    // Terminated: the gateway is closed, it waits for the 2 pending jobs with heartbeats, and
+    // does not complete the lifecycle action while they are pending.
+    imds.set_state("Terminated");
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            calls.exists() && read(&calls).contains("record-lifecycle-action-heartbeat")
+        }),
+        "no heartbeat; calls: {:?}; status.json: {}",
+        std::fs::read_to_string(&calls),
+        status_json(dir.path())
+    );
+    let status = status_json(dir.path());
+    assert_eq!(status["phase"], "waiting", "{status}");
+    assert_eq!(status["pending_at_start"], 2, "{status}");
+    assert_eq!(status["pending_by_jobsdb"]["gw"], 2, "{status}");
+    let log = read(&calls);
+    assert!(
+        log.contains("tcp dport 8080 ct state new reject"),
+        "no gateway rule: {log}"
+    );
+    assert!(
+        log.contains(
+            "aws autoscaling record-lifecycle-action-heartbeat --lifecycle-hook-name kiln-drain \
+             --auto-scaling-group-name rudder-dataplane --instance-id i-0123456789abcdef0 \
+             --region eu-west-1"
+        ),
+        "{log}"
+    );
+    assert!(
+        !log.contains("complete-lifecycle-action"),
+        "completed too early: {log}"
+    );
+
+    // Delivered: it completes the action with CONTINUE and ends.
+    pg.psql_command(
+        "INSERT INTO gw_job_status_1 (job_id, job_state, attempt) VALUES (1, 'succeeded', 1), (2, 'aborted', 1)",
+        "jobsdb",
+    );
+    assert!(wait_exit(&mut drain).success());
+    let log = read(&calls);
+    assert!(
+        log.contains(
+            "aws autoscaling complete-lifecycle-action --lifecycle-action-result CONTINUE \
+             --lifecycle-hook-name kiln-drain --auto-scaling-group-name rudder-dataplane \
+             --instance-id i-0123456789abcdef0 --region eu-west-1"
+        ),
+        "{log}"
+    );
+    let status = status_json(dir.path());
+    assert_eq!(status["phase"], "completed", "{status}");
+    assert_eq!(status["outcome"], "drained", "{status}");
+    assert_eq!(status["pending_now"], 0, "{status}");
+}
+
+#[test]
+fn the_drain_gives_up_at_its_limit_and_still_continues() {
+    let pg = Postgres::start();
+    let mut fixture = dataset_ddl("rt", "1", false);
+    let none: &[&str] = &[""];
+    fixture.push_str(&fill("rt", "1", &[(none, &["failed"])]));
+    let file = pg.dir.path().join("fixture.sql");
+    std::fs::write(&file, &fixture).unwrap();
+    pg.psql_file(&file, "jobsdb");
+
+    let imds = FakeImds::start();
+    imds.set_state("Terminated");
+    let dir = tempfile::tempdir().unwrap();
+    let mut drain = start_drain(&pg, &imds, dir.path(), 3);
+    assert!(wait_exit(&mut drain).success());
+    let log = read(&dir.path().join("calls.log"));
+    assert!(
+        log.contains("complete-lifecycle-action --lifecycle-action-result CONTINUE"),
+        "{log}"
+    );
+    let status = status_json(dir.path());
+    assert_eq!(status["outcome"], "limit", "{status}");
+    assert_eq!(status["pending_now"], 1, "{status}");
+    assert!(status["waited_seconds"].as_u64().unwrap() >= 3, "{status}");
 }
