@@ -412,8 +412,7 @@ impl FakeImds {
                     if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
                         break;
                     }
-                    token_ok |=
-                        header.to_ascii_lowercase() == "x-aws-ec2-metadata-token: t0k3n\r\n";
+                    token_ok |= header.eq_ignore_ascii_case("x-aws-ec2-metadata-token: t0k3n\r\n");
                 }
                 let mut parts = request.split_whitespace();
                 let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
@@ -490,12 +489,7 @@ fn status_json(dir: &Path) -> serde_json::Value {
 }
 
 /// Runs the shipped script against the fake IMDS, the stubs and the test's PostgreSQL.
-fn start_drain(
-    pg: &Postgres,
-    imds: &FakeImds,
-    dir: &Path,
-    limit_seconds: u32,
-) -> std::process::Child {
+fn start_drain(pg: &Postgres, imds: &FakeImds, dir: &Path, limit_seconds: u32) -> Drain {
     let bin = stub_bin(dir);
     let conf = dir.join("drain.conf");
     std::fs::write(
@@ -525,10 +519,23 @@ fn start_drain(
         .env("PGUSER", "postgres")
         .stderr(std::process::Stdio::null())
         .spawn()
+        .map(Drain)
         .expect("run rudder-drain.sh")
 }
 
-fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
+/// The running script, killed if the test ends before it does.
+struct Drain(std::process::Child);
+
+impl Drop for Drain {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn wait_exit(Drain(child): &mut Drain) -> std::process::ExitStatus {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         if let Some(status) = child.try_wait().unwrap() {
