@@ -449,7 +449,7 @@ impl FakeImds {
 }
 
 /// Stand-ins on PATH for what only an instance has: `aws` (records its arguments), `nft`
-/// (records its rules), `ss` (no connection open), `runuser` (runs the command as this user; psql
+/// (records its rules), `ss` (the gateway's open connections, see below), `runuser` (runs the command as this user; psql
 /// then reaches the test's PostgreSQL through PGHOST/PGPORT/PGUSER).
 fn stub_bin(dir: &Path) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
@@ -468,7 +468,14 @@ fn stub_bin(dir: &Path) -> PathBuf {
                 log.display()
             ),
         ),
-        ("ss", String::new()),
+        // A connection from outside while the file `open` exists, and one over loopback always.
+        (
+            "ss",
+            format!(
+                "echo '0 0 127.0.0.1:8080 127.0.0.1:40000'\n[[ -e '{}' ]] && echo '0 0 10.0.0.5:8080 10.0.1.9:51234'\nexit 0",
+                dir.join("open").display()
+            ),
+        ),
         (
             "runuser",
             "while [[ $1 != -- ]]; do shift; done; shift; exec \"$@\"".to_string(),
@@ -497,7 +504,7 @@ fn start_drain(pg: &Postgres, imds: &FakeImds, dir: &Path, limit_seconds: u32) -
         format!(
             "LIFECYCLE_HOOK_NAME=kiln-drain\nAUTO_SCALING_GROUP=rudder-dataplane\nJOBSDB_NAME=jobsdb\n\
              GATEWAY_PORT=8080\nDRAIN_LIMIT_SECONDS={limit_seconds}\nHEARTBEAT_SECONDS=1\nPOLL_SECONDS=1\n\
-             GATEWAY_QUIESCE_SECONDS=5\n"
+             GATEWAY_QUIESCE_SECONDS=30\n"
         ),
     )
     .unwrap();
@@ -579,9 +586,28 @@ fn the_drain_holds_the_termination_until_the_jobsdb_is_empty_then_continues() {
     std::thread::sleep(Duration::from_secs(2));
     assert!(!calls.exists(), "calls while in service: {}", read(&calls));
 
-    // Terminated: the gateway is closed, it waits for the 2 pending jobs with heartbeats, and
-    // does not complete the lifecycle action while they are pending.
+    // Terminated: the gateway refuses new connections, and the drain waits for the one still
+    // open from outside (the loopback one does not count) before anything else.
+    std::fs::write(dir.path().join("open"), "").unwrap();
     imds.set_state("Terminated");
+    assert!(
+        eventually(Duration::from_secs(10), || status_json(dir.path())["phase"]
+            == "stopping-traffic"),
+        "status.json: {}",
+        status_json(dir.path())
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let status = status_json(dir.path());
+    assert_eq!(status["phase"], "stopping-traffic", "{status}");
+    assert!(
+        !read(&calls).contains("record-lifecycle-action-heartbeat"),
+        "{}",
+        read(&calls)
+    );
+    std::fs::remove_file(dir.path().join("open")).unwrap();
+
+    // Then it waits for the 2 pending jobs with heartbeats, and does not complete the
+    // lifecycle action while they are pending.
     assert!(
         eventually(Duration::from_secs(20), || {
             calls.exists() && read(&calls).contains("record-lifecycle-action-heartbeat")
