@@ -10,6 +10,8 @@
 //!   .tools/venv).
 //! - `docs`: the README and the book: links, recipe snippets, `kiln` command lines.
 //! - `dist`: shipping: scripts/dist's static binary, the action's install script, `cargo package`.
+//! - `drain`: the rudder recipe's drain on termination: its pending-jobs query against a real
+//!   PostgreSQL (initdb, pg_ctl), its script and unit through shellcheck and systemd-analyze.
 
 mod support;
 
@@ -18,6 +20,7 @@ mod builders;
 mod conformance;
 mod dist;
 mod docs;
+mod drain;
 mod examples;
 mod faults;
 mod iam;
