@@ -170,7 +170,8 @@ impl RefreshStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Meaning {
     /// AWS does not know the id (yet, or any more): `*.NotFound`,
-    /// `InvalidLaunchTemplateId.VersionNotFound`.
+    /// `InvalidLaunchTemplateId.VersionNotFound`; an SSM parameter (`ParameterNotFound`) or a
+    /// Secrets Manager secret (`ResourceNotFoundException`) that does not exist.
     NotFound,
     /// Something else still uses it (`InvalidSnapshot.InUse`: an image behind a snapshot).
     InUse,
@@ -197,6 +198,7 @@ impl Meaning {
         Some(match code {
             c if c.ends_with(".NotFound") => Meaning::NotFound,
             "InvalidLaunchTemplateId.VersionNotFound" => Meaning::NotFound,
+            "ParameterNotFound" | "ResourceNotFoundException" => Meaning::NotFound,
             "InvalidSnapshot.InUse" => Meaning::InUse,
             "InstanceRefreshInProgress" => Meaning::Busy,
             "InvalidAMIName.Duplicate" => Meaning::Duplicate,
@@ -672,6 +674,8 @@ mod tests {
             ("InvalidInstanceID.NotFound", Meaning::NotFound),
             ("InvalidAMIID.NotFound", Meaning::NotFound),
             ("InvalidLaunchTemplateId.VersionNotFound", Meaning::NotFound),
+            ("ParameterNotFound", Meaning::NotFound),
+            ("ResourceNotFoundException", Meaning::NotFound),
             ("InvalidSnapshot.InUse", Meaning::InUse),
             ("InstanceRefreshInProgress", Meaning::Busy),
             ("InvalidAMIName.Duplicate", Meaning::Duplicate),

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::aws::Cloud;
+use crate::aws::{Cloud, Meaning};
 use crate::error::{Error, Result};
 use crate::plan::{SecretSource, VarSource};
 
@@ -58,8 +58,8 @@ async fn read_one(
             ))
         }),
         SecretSource::Ssm(name) => cloud.parameter_value(name).await.map_err(|e| {
-            let fix = match e.aws_code() {
-                Some("ParameterNotFound") => format!(
+            let fix = match e.meaning() {
+                Some(Meaning::NotFound) => format!(
                     "create the parameter in {region} (aws ssm put-parameter --region {region} --type SecureString --name {name} --value …), \
                      fix the name in `from:`, or pass --region for the region that holds it, {other_ways}"
                 ),
@@ -69,8 +69,8 @@ async fn read_one(
         }),
         SecretSource::SecretsManager { id, key } => {
             let text = cloud.secret_value(id).await.map_err(|e| {
-                let fix = match e.aws_code() {
-                    Some("ResourceNotFoundException") => format!(
+                let fix = match e.meaning() {
+                    Some(Meaning::NotFound) => format!(
                         "create the secret in {region} (aws secretsmanager create-secret --region {region} --name {id} --secret-string …), \
                          fix the id in `from:`, or pass --region for the region that holds it, {other_ways}"
                     ),
@@ -93,8 +93,8 @@ async fn read_one(
 
 /// The fix for a read refused for lack of permission, or any other failure.
 fn access_fix(error: &Error, permission: &str, other_ways: &str) -> String {
-    match error.aws_code() {
-        Some("AccessDenied" | "AccessDeniedException" | "UnauthorizedOperation") => format!(
+    match error.meaning() {
+        Some(Meaning::Denied) => format!(
             "allow the caller {permission} (`kiln iam-policy RECIPE` prints it), and kms:Decrypt on the key if it is a customer managed KMS key, {other_ways}"
         ),
         _ => format!("see the error above, then build again, {other_ways}"),
