@@ -129,12 +129,11 @@ impl World {
     /// Whether version `number` of template `id` is too new to be known yet
     /// ([`super::Timings::version_invisible`]).
     fn version_invisible(&self, id: &str, number: i64, now: tokio::time::Instant) -> bool {
-        let window = self.timings.version_invisible;
-        !window.is_zero()
-            && self
-                .born
-                .get(&version_key(id, number))
-                .is_some_and(|born| now < *born + window)
+        self.born_within(
+            &version_key(id, number),
+            now,
+            self.timings.version_invisible,
+        )
     }
 
     /// A version not visible yet answers as one that does not exist.

@@ -260,7 +260,7 @@ impl World {
     }
 
     /// Whether `id` was created less than `window` before `now`.
-    fn born_within(&self, id: &str, now: Instant, window: Duration) -> bool {
+    pub fn born_within(&self, id: &str, now: Instant, window: Duration) -> bool {
         !window.is_zero() && self.born.get(id).is_some_and(|born| now < *born + window)
     }
 
